@@ -1,0 +1,121 @@
+//! The registry of adapter kinds.
+//!
+//! Registration is explicit: each adapter crate exports
+//! `pub fn register(registry: &mut AdapterRegistry)`, and the gateway calls
+//! the ones it ships. Config names an instance's `kind`; an unknown kind is an
+//! error listing the known ones.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{AdapterError, AdapterSet, Family};
+
+/// Everything an adapter factory gets to build one instance.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The instance's name in config (`adapters.<name>`).
+    pub instance: String,
+    /// The instance's options: every key of its config table except `kind`.
+    pub options: serde_json::Value,
+}
+
+/// Builds adapter instances of one kind.
+#[async_trait]
+pub trait AdapterFactory: Send + Sync + fmt::Debug {
+    /// The kind's name in config, for example `sandbox`.
+    fn kind(&self) -> &'static str;
+
+    /// One line saying what the kind connects to.
+    fn description(&self) -> &'static str;
+
+    /// The families an instance of this kind can serve.
+    fn families(&self) -> &'static [Family];
+
+    /// Checks options without any I/O. Returns every problem found, each as
+    /// `path: message` with the path relative to the instance's table.
+    fn validate(&self, options: &serde_json::Value) -> Vec<String>;
+
+    /// Builds an instance: may read files and reach the network.
+    async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError>;
+}
+
+/// Config named a kind nobody registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown adapter kind {kind:?}; known kinds: {}", known.join(", "))]
+pub struct UnknownAdapterKind {
+    /// The kind asked for.
+    pub kind: String,
+    /// The kinds that are registered.
+    pub known: Vec<String>,
+}
+
+/// The adapter kinds this build knows.
+#[derive(Debug, Default, Clone)]
+pub struct AdapterRegistry {
+    kinds: BTreeMap<&'static str, Arc<dyn AdapterFactory>>,
+}
+
+impl AdapterRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a kind; a later registration of the same name replaces it.
+    pub fn register(&mut self, factory: Arc<dyn AdapterFactory>) {
+        self.kinds.insert(factory.kind(), factory);
+    }
+
+    /// The factory for `kind`, or an error listing the known kinds.
+    pub fn get(&self, kind: &str) -> Result<&Arc<dyn AdapterFactory>, UnknownAdapterKind> {
+        self.kinds.get(kind).ok_or_else(|| UnknownAdapterKind {
+            kind: kind.to_owned(),
+            known: self.kinds.keys().map(|k| (*k).to_owned()).collect(),
+        })
+    }
+
+    /// Every registered kind, by name.
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<dyn AdapterFactory>> {
+        self.kinds.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fake(&'static str);
+
+    #[async_trait]
+    impl AdapterFactory for Fake {
+        fn kind(&self) -> &'static str {
+            self.0
+        }
+        fn description(&self) -> &'static str {
+            "fake"
+        }
+        fn families(&self) -> &'static [Family] {
+            &[Family::Healthcare]
+        }
+        fn validate(&self, _: &serde_json::Value) -> Vec<String> {
+            Vec::new()
+        }
+        async fn build(&self, _: BuildContext) -> Result<AdapterSet, AdapterError> {
+            Ok(AdapterSet::default())
+        }
+    }
+
+    #[test]
+    fn unknown_kind_lists_the_known_ones() {
+        let mut r = AdapterRegistry::new();
+        r.register(Arc::new(Fake("sandbox")));
+        r.register(Arc::new(Fake("vneid")));
+        assert!(r.get("sandbox").is_ok());
+        let err = r.get("sandbx").unwrap_err();
+        assert_eq!(err.to_string(), "unknown adapter kind \"sandbx\"; known kinds: sandbox, vneid");
+    }
+}

@@ -1,0 +1,177 @@
+//! The sandbox identity provider: VNeID-like JWTs for the demo citizens.
+//!
+//! Tokens are HS256 JWTs with the claim names of VNeID profiles (`SoDinhDanh`,
+//! `acr`), issuer [`SANDBOX_ISSUER`] and key id `lienthong-sandbox`. Only the
+//! sandbox that signed them (or one sharing its `token_secret`) accepts them.
+
+use std::fmt;
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lienthong_adapter_core::{
+    api, AdapterError, BearerToken, CallContext, Capabilities, CitizenId, DemoCitizen, DemoIdentityIssuer,
+    ErrorKind, Family, IdentityAdapter, IssuedToken, Principal,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Sandbox;
+
+/// The `iss` of sandbox tokens.
+pub const SANDBOX_ISSUER: &str = "urn:lienthong:sandbox";
+const AUDIENCE: &str = "lienthong";
+const KEY_ID: &str = "lienthong-sandbox";
+
+/// Whether `token` claims to be a sandbox token (by its header's key id). It
+/// proves nothing: it lets a gateway without a sandbox say clearly why it
+/// refuses the token.
+pub fn is_sandbox_token(token: &str) -> bool {
+    jsonwebtoken::decode_header(token).is_ok_and(|h| h.kid.as_deref() == Some(KEY_ID))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: String,
+    #[serde(rename = "SoDinhDanh")]
+    id_number: String,
+    acr: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
+
+/// The signing key. `Debug` never shows it.
+pub(crate) struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKeys(<redacted>)")
+    }
+}
+
+impl TokenKeys {
+    pub(crate) fn new(secret: Option<&str>) -> Result<Self, AdapterError> {
+        let mut random = [0u8; 32];
+        let secret = match secret {
+            Some(s) => s.as_bytes(),
+            None => {
+                getrandom::fill(&mut random).map_err(|e| {
+                    AdapterError::new(ErrorKind::Unexpected, format!("no randomness for the sandbox token key: {e}"))
+                })?;
+                &random[..]
+            }
+        };
+        Ok(Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) })
+    }
+}
+
+fn unauthenticated(why: &str) -> AdapterError {
+    AdapterError::new(ErrorKind::Unauthenticated, format!("the citizen token is not valid: {why}"))
+}
+
+#[async_trait]
+impl IdentityAdapter for Sandbox {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::family(Family::Identity)
+    }
+
+    async fn authenticate(&self, token: &BearerToken) -> Result<Principal, AdapterError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[SANDBOX_ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+        validation.leeway = 30;
+        validation.validate_nbf = true;
+        let data = jsonwebtoken::decode::<Claims>(token.expose(), &self.tokens.decoding, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            unauthenticated(match e.kind() {
+                K::ExpiredSignature => "it has expired",
+                K::ImmatureSignature => "it is not valid yet",
+                K::InvalidIssuer => "it was issued by someone else",
+                K::InvalidAudience => "it was issued for another audience",
+                K::InvalidSignature => "its signature does not verify",
+                K::InvalidAlgorithm => "its algorithm is not allowed",
+                _ => "it is not a well-formed sandbox token",
+            })
+        })?;
+        // The time checks above use the system clock; the dossier clock may
+        // run ahead in tests, so check expiry against it too.
+        let now = self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if data.claims.exp + 30 < now {
+            return Err(unauthenticated("it has expired"));
+        }
+        let citizen_id = CitizenId::parse(&data.claims.id_number).map_err(|_| unauthenticated("its subject is malformed"))?;
+        let citizen = self
+            .data
+            .citizens
+            .iter()
+            .find(|c| c.id == citizen_id)
+            .ok_or_else(|| unauthenticated("its subject is not a demo citizen"))?;
+        Ok(Principal {
+            citizen_id,
+            identity_level: citizen.profile.identity_level(),
+            token: token.clone(),
+        })
+    }
+
+    async fn profile(&self, _: &CallContext, principal: &Principal) -> Result<api::CitizenProfile, AdapterError> {
+        self.data
+            .citizens
+            .iter()
+            .find(|c| c.id == principal.citizen_id)
+            .map(|c| c.profile.clone())
+            .ok_or_else(|| AdapterError::new(ErrorKind::NotFound, "the signed-in citizen has no profile"))
+    }
+}
+
+impl DemoIdentityIssuer for Sandbox {
+    fn demo_citizens(&self) -> Vec<DemoCitizen> {
+        self.data
+            .citizens
+            .iter()
+            .map(|c| DemoCitizen {
+                handle: c.handle.clone(),
+                full_name: c.profile.full_name.clone(),
+                identity_level: c.profile.identity_level(),
+                dossier_count: self.data.dossiers.iter().filter(|d| d.owner == c.id).count(),
+            })
+            .collect()
+    }
+
+    fn issue_token(&self, handle: &str) -> Result<IssuedToken, AdapterError> {
+        let citizen = self
+            .data
+            .citizens
+            .iter()
+            .find(|c| c.handle == handle)
+            .ok_or_else(|| AdapterError::not_found("demo citizen", handle).with_field("handle"))?;
+        let now = self.now();
+        let iat = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let expires_at = now + self.config.token_ttl;
+        let claims = Claims {
+            iss: SANDBOX_ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            sub: citizen.handle.clone(),
+            id_number: citizen.id.expose().to_owned(),
+            acr: match citizen.profile.identity_level() {
+                api::IdentityLevel::IdentityLevel2 => "2",
+                _ => "1",
+            }
+            .to_owned(),
+            iat,
+            nbf: iat,
+            exp: iat + self.config.token_ttl.as_secs(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(KEY_ID.to_owned());
+        let token = jsonwebtoken::encode(&header, &claims, &self.tokens.encoding)
+            .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("signing a sandbox token failed: {e}")))?;
+        Ok(IssuedToken { token: BearerToken::new(token), expires_at })
+    }
+}
+

@@ -1,0 +1,33 @@
+//! Compiles the public API (`lienthong.v1`) and the sandbox helper API
+//! (`lienthong.sandbox.v1`) with the vendored `protoc`, and writes one file
+//! descriptor set that the gateway serves through gRPC reflection.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "lienthong/v1/common.proto",
+    "lienthong/v1/identity.proto",
+    "lienthong/v1/health.proto",
+    "lienthong/v1/education.proto",
+    "lienthong/v1/transport.proto",
+    "lienthong/v1/construction.proto",
+    "lienthong/v1/public_services.proto",
+    "lienthong/sandbox/v1/sandbox.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
+    let includes = vec![root.clone()];
+    // The vendored protoc, so that no system protoc is needed.
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("lienthong_descriptor.bin"))
+        .compile_with_config(config, &files, &includes)?;
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}
