@@ -1,1 +1,135 @@
-fn main() {}
+//! The `lienthong` command: `serve` (the default) and `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lienthong::config::{Config, ConfigErrors};
+use lienthong::server::adapter_registry;
+
+/// Lienthong: one gRPC gateway for a province's Digital Citizen app.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Log format.
+    #[arg(long, global = true, env = "LIENTHONG_LOG", value_enum, default_value_t = LogFormat::Text)]
+    log: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC (the default). Without a config file, serves the embedded
+    /// sandbox for Ho Chi Minh City on 127.0.0.1:50051.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short, env = "LIENTHONG_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file, reporting every problem with its path. Needs no
+    /// network.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let result = Config::load(Some(file)).and_then(|config| {
+        config.validate(&adapter_registry())?;
+        Ok(config)
+    });
+    match result {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} province(s), {} adapter instance(s))",
+                file.display(),
+                config.provinces.len(),
+                config.adapters.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ConfigErrors(errors)) => {
+            eprintln!("{}: {} problem(s)", file.display(), errors.len());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log);
+    let config_path = match cli.command {
+        Some(Command::CheckConfig { file }) => return check_config(&file),
+        Some(Command::Serve { config }) => config,
+        None => std::env::var_os("LIENTHONG_CONFIG").map(PathBuf::from),
+    };
+    let config = match Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config_path.is_none() {
+        tracing::info!("no config file given: serving the embedded Ho Chi Minh City sandbox");
+    }
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", config.server.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match lienthong::serve(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lienthong: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

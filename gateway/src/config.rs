@@ -1,0 +1,328 @@
+//! The gateway's configuration: TOML plus `LIENTHONG_…` environment
+//! overrides, strict (unknown keys are errors), durations in human form.
+//!
+//! Loading and checking are separate: [`Config::load`] reads and parses,
+//! [`Config::validate`] checks meaning without any I/O; both report every
+//! problem they find, each with its path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use lienthong_adapter_core::{admin, AdapterRegistry, Family};
+use serde::Deserialize;
+
+/// The configuration used when no file is given: the embedded sandbox serving
+/// Ho Chi Minh City on 127.0.0.1:50051.
+pub const SANDBOX_DEFAULT: &str = include_str!("sandbox-default.toml");
+
+/// One problem in a configuration, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the key at fault, for example `adapters.hcm.kind`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The gRPC listener and its limits.
+    pub server: ServerConfig,
+    /// How calls that present no app credential are treated.
+    pub anonymous: AnonymousConfig,
+    /// Province code → which adapter instance serves each family.
+    pub provinces: BTreeMap<String, ProvinceRoutes>,
+    /// Adapter instances by name.
+    pub adapters: BTreeMap<String, AdapterInstanceConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where to listen for gRPC (and gRPC-Web).
+    pub listen: SocketAddr,
+    /// How long in-flight calls may run after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Serve gRPC-Web (HTTP/1.1) beside gRPC.
+    pub grpc_web: bool,
+    /// Origins allowed to call through gRPC-Web from a browser; `["*"]` allows
+    /// any.
+    pub cors_allowed_origins: Vec<String>,
+    /// Accept the province from the `x-lienthong-province` metadata when the
+    /// caller's registration allows several.
+    pub province_from_metadata: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            drain_timeout: Duration::from_secs(10),
+            grpc_web: true,
+            cors_allowed_origins: vec!["*".to_owned()],
+            province_from_metadata: true,
+        }
+    }
+}
+
+/// `[anonymous]`: calls without an app credential. (Registered apps with
+/// credentials come with app authentication.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnonymousConfig {
+    /// Whether such calls are served at all.
+    pub enabled: bool,
+    /// The provinces they may reach; the first is used when the call names none.
+    pub provinces: Vec<String>,
+    /// Scopes granted, for example `identity.full_id_number`.
+    pub scopes: Vec<String>,
+}
+
+impl Default for AnonymousConfig {
+    fn default() -> Self {
+        Self { enabled: false, provinces: Vec::new(), scopes: Vec::new() }
+    }
+}
+
+/// The scopes the gateway knows.
+pub const KNOWN_SCOPES: &[&str] = &["identity.full_id_number"];
+
+/// `[provinces."79"]`: the adapter instance serving each family.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvinceRoutes {
+    /// Citizen identity.
+    pub identity: Option<String>,
+    /// Health facilities.
+    pub healthcare: Option<String>,
+    /// Schools.
+    pub education: Option<String>,
+    /// Transport.
+    pub transport: Option<String>,
+    /// Construction.
+    pub construction: Option<String>,
+    /// Public services.
+    pub public_services: Option<String>,
+}
+
+impl ProvinceRoutes {
+    /// The instance serving `family`, if any.
+    pub fn instance(&self, family: Family) -> Option<&str> {
+        match family {
+            Family::Identity => self.identity.as_deref(),
+            Family::Healthcare => self.healthcare.as_deref(),
+            Family::Education => self.education.as_deref(),
+            Family::Transport => self.transport.as_deref(),
+            Family::Construction => self.construction.as_deref(),
+            Family::PublicServices => self.public_services.as_deref(),
+        }
+    }
+}
+
+/// `[adapters.<name>]`: an adapter instance. Every key but `kind` is the
+/// adapter's own option, checked by its kind.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdapterInstanceConfig {
+    /// The adapter kind, for example `sandbox`.
+    pub kind: String,
+    /// The kind's options.
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+const SECTIONS: &[&str] = &["server", "anonymous", "provinces", "adapters"];
+
+impl Config {
+    /// Reads `path` (or the embedded sandbox default when `None`), then
+    /// applies `LIENTHONG_<SECTION>__<KEY>` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigErrors> {
+        let base = match path {
+            Some(p) => Figment::from(Toml::file_exact(p)),
+            None => Figment::from(Toml::string(SANDBOX_DEFAULT)),
+        };
+        Self::from_figment(base.merge(Env::prefixed("LIENTHONG_").split("__").ignore(&["config", "log"])))
+    }
+
+    /// Parses a TOML string (no environment overrides).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let root: BTreeMap<String, figment::value::Value> = match figment.extract() {
+            Ok(v) => v,
+            Err(e) => return Err(ConfigErrors(figment_errors(e))),
+        };
+        for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+            errors.push(ConfigError::new(key.clone(), format!("unknown section; expected one of: {}", SECTIONS.join(", "))));
+        }
+        let section = |name: &str| -> Option<figment::value::Value> { root.get(name).cloned() };
+        let server = extract_or_default::<ServerConfig>(&figment, "server", section("server").is_some(), &mut errors);
+        let anonymous = extract_or_default::<AnonymousConfig>(&figment, "anonymous", section("anonymous").is_some(), &mut errors);
+        // Provinces and adapters are extracted entry by entry, so that one bad
+        // entry does not hide the problems of the others.
+        let mut provinces = BTreeMap::new();
+        for code in keys_of(section("provinces"), "provinces", &mut errors) {
+            if let Some(r) = extract_one::<ProvinceRoutes>(&figment, &format!("provinces.{code}"), &mut errors) {
+                provinces.insert(code, r);
+            }
+        }
+        let mut adapters = BTreeMap::new();
+        for name in keys_of(section("adapters"), "adapters", &mut errors) {
+            if let Some(a) = extract_one::<AdapterInstanceConfig>(&figment, &format!("adapters.{name}"), &mut errors) {
+                adapters.insert(name, a);
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { server, anonymous, provinces, adapters })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Checks the configuration's meaning without I/O: every province code,
+    /// route, adapter kind and option, and access rule. Returns every problem.
+    pub fn validate(&self, registry: &AdapterRegistry) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let s = &self.server;
+        if s.drain_timeout > Duration::from_secs(300) {
+            errors.push(ConfigError::new("server.drain_timeout", "must be at most 5m"));
+        }
+        if s.cors_allowed_origins.is_empty() && s.grpc_web {
+            errors.push(ConfigError::new("server.cors_allowed_origins", "list at least one origin, or [\"*\"], when grpc_web is on"));
+        }
+        for (i, o) in s.cors_allowed_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
+                errors.push(ConfigError::new(format!("server.cors_allowed_origins[{i}]"), format!("{o:?} is not an origin such as \"https://app.example.vn\"")));
+            }
+        }
+        for (name, instance) in &self.adapters {
+            match registry.get(&instance.kind) {
+                Err(e) => errors.push(ConfigError::new(format!("adapters.{name}.kind"), e.to_string())),
+                Ok(factory) => {
+                    let options = serde_json::Value::Object(instance.options.clone());
+                    for problem in factory.validate(&options) {
+                        errors.push(ConfigError::new(format!("adapters.{name}"), problem));
+                    }
+                }
+            }
+        }
+        if self.provinces.is_empty() {
+            errors.push(ConfigError::new("provinces", "configure at least one province, for example [provinces.\"79\"]"));
+        }
+        for (code, routes) in &self.provinces {
+            if admin::province(code).is_none() {
+                errors.push(ConfigError::new(format!("provinces.{code}"), "not a province code of the 34 provinces in force since 1 July 2025 (for example \"79\" or \"01\")"));
+            }
+            for family in Family::ALL {
+                let Some(instance) = routes.instance(family) else { continue };
+                let path = format!("provinces.{code}.{family}");
+                match self.adapters.get(instance) {
+                    None => errors.push(ConfigError::new(path, format!("no adapter instance named {instance:?}; define [adapters.{instance}]"))),
+                    Some(a) => {
+                        if let Ok(factory) = registry.get(&a.kind) {
+                            if !factory.families().contains(&family) {
+                                errors.push(ConfigError::new(path, format!("adapter kind {:?} does not serve {family}", a.kind)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let a = &self.anonymous;
+        if a.enabled && a.provinces.is_empty() {
+            errors.push(ConfigError::new("anonymous.provinces", "list the provinces anonymous calls may reach, or set enabled = false"));
+        }
+        for (i, p) in a.provinces.iter().enumerate() {
+            if !self.provinces.contains_key(p) {
+                errors.push(ConfigError::new(format!("anonymous.provinces[{i}]"), format!("province {p:?} is not configured under [provinces]")));
+            }
+        }
+        for (i, scope) in a.scopes.iter().enumerate() {
+            if !KNOWN_SCOPES.contains(&scope.as_str()) {
+                errors.push(ConfigError::new(format!("anonymous.scopes[{i}]"), format!("unknown scope {scope:?}; known scopes: {}", KNOWN_SCOPES.join(", "))));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+}
+
+fn figment_errors(e: figment::Error) -> Vec<ConfigError> {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
+            ConfigError::new(if path.is_empty() { "<root>".to_owned() } else { path }, format!("{}{source}", e.kind))
+        })
+        .collect()
+}
+
+fn extract_or_default<T: for<'de> Deserialize<'de> + Default>(figment: &Figment, key: &str, present: bool, errors: &mut Vec<ConfigError>) -> T {
+    if !present {
+        return T::default();
+    }
+    extract_one(figment, key, errors).unwrap_or_default()
+}
+
+fn extract_one<T: for<'de> Deserialize<'de>>(figment: &Figment, key: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    match figment.extract_inner::<T>(key) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.extend(figment_errors(e).into_iter().map(|mut err| {
+                if !err.path.starts_with(key) {
+                    err.path = if err.path == "<root>" { key.to_owned() } else { format!("{key}.{}", err.path) };
+                }
+                err
+            }));
+            None
+        }
+    }
+}
+
+fn keys_of(section: Option<figment::value::Value>, name: &str, errors: &mut Vec<ConfigError>) -> Vec<String> {
+    match section {
+        None => Vec::new(),
+        Some(figment::value::Value::Dict(_, dict)) => dict.keys().cloned().collect(),
+        Some(_) => {
+            errors.push(ConfigError::new(name, "must be a table"));
+            Vec::new()
+        }
+    }
+}

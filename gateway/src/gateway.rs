@@ -1,0 +1,287 @@
+//! The gateway's core: the routing table built from config, and what every
+//! call goes through before an adapter sees it — the province it is routed
+//! to, the caller's access, and the citizen behind the token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lienthong_adapter_core::{
+    admin, AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, ConstructionAdapter,
+    DemoIdentityIssuer, EducationAdapter, Family, HealthcareAdapter, IdentityAdapter, Method, Principal,
+    PublicServicesAdapter, TransportAdapter,
+};
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::config::{AnonymousConfig, Config};
+use crate::status;
+
+/// Metadata naming the province a call is for.
+pub const PROVINCE_HEADER: &str = "x-lienthong-province";
+/// Longest bearer token accepted, in bytes.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// An adapter routed for one (province, family), with its instance's name and
+/// kind for logs and errors.
+#[derive(Debug, Clone)]
+pub struct Routed<T: ?Sized> {
+    /// The adapter.
+    pub adapter: Arc<T>,
+    /// The instance's name in config.
+    pub instance: String,
+    /// The instance's kind.
+    pub kind: String,
+}
+
+/// The adapters serving one province.
+#[derive(Debug, Default)]
+pub struct ProvinceAdapters {
+    /// The 2-digit code.
+    pub code: String,
+    identity: Option<Routed<dyn IdentityAdapter>>,
+    healthcare: Option<Routed<dyn HealthcareAdapter>>,
+    education: Option<Routed<dyn EducationAdapter>>,
+    transport: Option<Routed<dyn TransportAdapter>>,
+    construction: Option<Routed<dyn ConstructionAdapter>>,
+    public_services: Option<Routed<dyn PublicServicesAdapter>>,
+    demo_issuer: Option<Arc<dyn DemoIdentityIssuer>>,
+}
+
+/// The routing table and access rules; shared by every service.
+#[derive(Debug)]
+pub struct Gateway {
+    provinces: BTreeMap<String, ProvinceAdapters>,
+    anonymous: AnonymousConfig,
+    province_from_metadata: bool,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn routed<T: ?Sized>(adapter: &Option<Arc<T>>, instance: &str, kind: &str) -> Option<Routed<T>> {
+    adapter.as_ref().map(|a| Routed { adapter: a.clone(), instance: instance.to_owned(), kind: kind.to_owned() })
+}
+
+impl Gateway {
+    /// Builds every adapter instance the provinces use, then the routing
+    /// table. `shutdown` turns true when the server begins to drain.
+    pub async fn build(config: &Config, registry: &AdapterRegistry, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let mut built: BTreeMap<&str, (AdapterSet, &str)> = BTreeMap::new();
+        let used: std::collections::BTreeSet<&str> =
+            config.provinces.values().flat_map(|r| Family::ALL.into_iter().filter_map(|f| r.instance(f))).collect();
+        for name in used {
+            let instance = config.adapters.get(name).with_context(|| format!("no adapter instance named {name:?}"))?;
+            let factory = registry.get(&instance.kind)?;
+            let set = factory
+                .build(BuildContext { instance: name.to_owned(), options: serde_json::Value::Object(instance.options.clone()) })
+                .await
+                .with_context(|| format!("building adapter instance {name:?} (kind {:?})", instance.kind))?;
+            tracing::info!(instance = name, kind = %instance.kind, "adapter instance ready");
+            built.insert(name, (set, instance.kind.as_str()));
+        }
+        let mut provinces = BTreeMap::new();
+        for (code, routes) in &config.provinces {
+            let mut p = ProvinceAdapters { code: code.clone(), ..Default::default() };
+            for family in Family::ALL {
+                let Some(name) = routes.instance(family) else { continue };
+                let (set, kind) = built.get(name).with_context(|| format!("instance {name:?} was not built"))?;
+                anyhow::ensure!(set.serves(family), "adapter instance {name:?} does not serve {family}");
+                match family {
+                    Family::Identity => {
+                        p.identity = routed(&set.identity, name, kind);
+                        p.demo_issuer = set.demo_issuer.clone();
+                    }
+                    Family::Healthcare => p.healthcare = routed(&set.healthcare, name, kind),
+                    Family::Education => p.education = routed(&set.education, name, kind),
+                    Family::Transport => p.transport = routed(&set.transport, name, kind),
+                    Family::Construction => p.construction = routed(&set.construction, name, kind),
+                    Family::PublicServices => p.public_services = routed(&set.public_services, name, kind),
+                }
+            }
+            provinces.insert(code.clone(), p);
+        }
+        Ok(Self {
+            provinces,
+            anonymous: config.anonymous.clone(),
+            province_from_metadata: config.server.province_from_metadata,
+            shutdown,
+        })
+    }
+
+    /// Whether any province's identity provider can mint demo tokens.
+    pub fn has_demo_issuer(&self) -> bool {
+        self.provinces.values().any(|p| p.demo_issuer.is_some())
+    }
+
+    /// A receiver that turns true when the server starts draining.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Starts a call of `method`: decides who calls and for which province.
+    pub fn call(&self, metadata: &MetadataMap, method: Method) -> Result<Call<'_>, Status> {
+        if !self.anonymous.enabled {
+            return Err(Status::unauthenticated(
+                "this gateway serves registered apps only, and the call presented no app credential",
+            ));
+        }
+        let allowed = &self.anonymous.provinces;
+        let asked = match metadata.get(PROVINCE_HEADER) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| bad_province("must be a 2-digit province code, such as \"79\""))?),
+        };
+        let code = match asked {
+            Some(code) => {
+                if admin::province(code).is_none() {
+                    return Err(bad_province("is not a province code of the 34 provinces in force since 1 July 2025 (Ho Chi Minh City is \"79\", Hà Nội \"01\")"));
+                }
+                if !self.provinces.contains_key(code) {
+                    return Err(Status::failed_precondition(format!(
+                        "province {code} is not served by this gateway; it serves: {}",
+                        self.provinces.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                if !allowed.iter().any(|p| p == code) {
+                    return Err(Status::permission_denied(format!("this caller may not reach province {code}")));
+                }
+                if !self.province_from_metadata && allowed.first().map(String::as_str) != Some(code) {
+                    return Err(Status::permission_denied(format!("{PROVINCE_HEADER} is not accepted by this gateway")));
+                }
+                code
+            }
+            None => allowed.first().map(String::as_str).ok_or_else(|| Status::permission_denied("this caller may reach no province"))?,
+        };
+        let province = self.provinces.get(code).ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
+        let deadline = grpc_timeout(metadata).map(|d| tokio::time::Instant::now() + d);
+        Ok(Call {
+            gateway: self,
+            province,
+            method,
+            ctx: CallContext { province: code.to_owned(), principal: None, deadline },
+        })
+    }
+}
+
+fn bad_province(why: &str) -> Status {
+    let mut v = status::Violations::new();
+    v.add(format!("metadata {PROVINCE_HEADER}"), why);
+    v.into_result().err().unwrap_or_else(|| Status::invalid_argument(why.to_owned()))
+}
+
+/// Parses the `grpc-timeout` metadata (`<digits><unit>`, unit one of
+/// H M S m u n).
+fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// One call in progress: its province, method and context.
+#[derive(Debug)]
+pub struct Call<'g> {
+    gateway: &'g Gateway,
+    province: &'g ProvinceAdapters,
+    method: Method,
+    /// What the adapter gets to know.
+    pub ctx: CallContext,
+}
+
+macro_rules! family_accessor {
+    ($name:ident, $trait:ident, $family:expr) => {
+        /// The adapter routed for this family, or UNIMPLEMENTED.
+        pub fn $name(&self) -> Result<&'g Routed<dyn $trait>, Status> {
+            self.province.$name.as_ref().ok_or_else(|| self.unrouted($family))
+        }
+    };
+}
+
+impl<'g> Call<'g> {
+    family_accessor!(identity, IdentityAdapter, Family::Identity);
+    family_accessor!(healthcare, HealthcareAdapter, Family::Healthcare);
+    family_accessor!(education, EducationAdapter, Family::Education);
+    family_accessor!(transport, TransportAdapter, Family::Transport);
+    family_accessor!(construction, ConstructionAdapter, Family::Construction);
+    family_accessor!(public_services, PublicServicesAdapter, Family::PublicServices);
+
+    fn unrouted(&self, family: Family) -> Status {
+        Status::unimplemented(format!("province {} has no {family} adapter configured", self.province.code))
+    }
+
+    /// The method being called.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The province's demo token issuer, if its identity provider is a sandbox.
+    pub fn demo_issuer(&self) -> Result<&'g Arc<dyn DemoIdentityIssuer>, Status> {
+        self.province.demo_issuer.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "province {} has no sandbox identity provider; demo tokens exist only in sandbox deployments",
+                self.province.code
+            ))
+        })
+    }
+
+    /// Whether the caller's registration grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.gateway.anonymous.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Maps an adapter error for the caller.
+    pub fn fail<T: ?Sized>(&self, routed: &Routed<T>, err: lienthong_adapter_core::AdapterError) -> Status {
+        status::from_adapter(err, self.method, &routed.kind)
+    }
+
+    /// Authenticates the citizen from `authorization: Bearer <token>`.
+    ///
+    /// Without the header: `Ok(None)` when `required` is false, else
+    /// UNAUTHENTICATED. A header that is present is always verified.
+    pub async fn authenticate(&mut self, metadata: &MetadataMap, required: bool) -> Result<Option<Principal>, Status> {
+        let Some(value) = metadata.get("authorization") else {
+            if required {
+                return Err(Status::unauthenticated(
+                    "this call needs the citizen's VNeID token in the authorization metadata: \"Bearer <token>\"",
+                ));
+            }
+            return Ok(None);
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES)
+            .ok_or_else(|| Status::unauthenticated("the authorization metadata must be \"Bearer <token>\""))?;
+        let identity = self.identity()?;
+        if identity.kind != "sandbox" && lienthong_adapter_sandbox::is_sandbox_token(token) {
+            return Err(Status::unauthenticated(
+                "this is a sandbox token; sandbox tokens are accepted only where the sandbox identity provider is configured",
+            ));
+        }
+        let principal = identity
+            .adapter
+            .authenticate(&BearerToken::new(token))
+            .await
+            .map_err(|e| self.fail(identity, e))?;
+        self.ctx.principal = Some(principal.clone());
+        Ok(Some(principal))
+    }
+
+    /// Whether the server has begun draining.
+    pub fn draining(&self) -> bool {
+        *self.gateway.shutdown.borrow()
+    }
+}

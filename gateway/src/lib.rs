@@ -1,0 +1,18 @@
+//! Lienthong: the gRPC gateway that fronts citizen identity, the city data
+//! warehouse and the public-service registry for Digital Citizen apps.
+//!
+//! A request travels: route to a province → validate → authenticate the
+//! citizen where needed → adapter → shape the answer for the caller. See
+//! DESIGN.md for the whole path and what later layers add.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod gateway;
+pub mod server;
+pub mod services;
+pub mod status;
+pub mod validate;
+
+pub use config::Config;
+pub use server::serve;

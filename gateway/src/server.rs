@@ -1,0 +1,149 @@
+//! Assembles the server: adapters, services, health, reflection, gRPC-Web,
+//! and a graceful shutdown bounded by the drain timeout.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
+use lienthong_adapter_core::AdapterRegistry;
+use lienthong_proto::sandbox::v1::sandbox_identity_service_server::SandboxIdentityServiceServer;
+use lienthong_proto::v1::construction_service_server::ConstructionServiceServer;
+use lienthong_proto::v1::education_service_server::EducationServiceServer;
+use lienthong_proto::v1::healthcare_service_server::HealthcareServiceServer;
+use lienthong_proto::v1::identity_service_server::IdentityServiceServer;
+use lienthong_proto::v1::public_services_service_server::PublicServicesServiceServer;
+use lienthong_proto::v1::transport_service_server::TransportServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::Config;
+use crate::gateway::{Gateway, PROVINCE_HEADER};
+use crate::services::*;
+
+/// The adapter kinds this build ships.
+pub fn adapter_registry() -> AdapterRegistry {
+    let mut registry = AdapterRegistry::new();
+    lienthong_adapter_sandbox::register(&mut registry);
+    registry
+}
+
+/// Every public service name, as health checks and reflection list them.
+pub const SERVICE_NAMES: &[&str] = &[
+    <IdentityServiceServer<IdentityApi> as NamedService>::NAME,
+    <HealthcareServiceServer<HealthcareApi> as NamedService>::NAME,
+    <EducationServiceServer<EducationApi> as NamedService>::NAME,
+    <TransportServiceServer<TransportApi> as NamedService>::NAME,
+    <ConstructionServiceServer<ConstructionApi> as NamedService>::NAME,
+    <PublicServicesServiceServer<PublicServicesApi> as NamedService>::NAME,
+];
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.server.cors_allowed_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    let header = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            CONTENT_TYPE,
+            AUTHORIZATION,
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header(PROVINCE_HEADER),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+            header(CACHE_HEADER),
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// Serves `config` on `listener` until `signal` completes, then drains:
+/// new calls are refused, streams end with UNAVAILABLE, in-flight calls get up
+/// to `server.drain_timeout` to finish.
+pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    serve_with_registry(config, adapter_registry(), listener, signal).await
+}
+
+/// [`serve`] with the adapter kinds of `registry` (a province's own build, or
+/// tests).
+pub async fn serve_with_registry(
+    config: Config,
+    registry: AdapterRegistry,
+    listener: TcpListener,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate(&registry)?;
+    let (draining_tx, draining) = watch::channel(false);
+    let gateway = Arc::new(Gateway::build(&config, &registry, draining.clone()).await?);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES {
+        health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let grpc_web = config.server.grpc_web;
+    let mut router = Server::builder()
+        // gRPC-Web arrives over HTTP/1.1 from browsers.
+        .accept_http1(grpc_web)
+        // Browsers need CORS, exposing the grpc-* trailers they read as headers.
+        .layer(tower::util::option_layer(grpc_web.then(|| cors(&config))))
+        // Translate gRPC-Web to gRPC before the services see it.
+        .layer(tower::util::option_layer(grpc_web.then(tonic_web::GrpcWebLayer::new)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(IdentityServiceServer::new(IdentityApi(gateway.clone())))
+        .add_service(HealthcareServiceServer::new(HealthcareApi(gateway.clone())))
+        .add_service(EducationServiceServer::new(EducationApi(gateway.clone())))
+        .add_service(TransportServiceServer::new(TransportApi(gateway.clone())))
+        .add_service(ConstructionServiceServer::new(ConstructionApi(gateway.clone())))
+        .add_service(PublicServicesServiceServer::new(PublicServicesApi(gateway.clone())));
+    if gateway.has_demo_issuer() {
+        router = router.add_service(SandboxIdentityServiceServer::new(SandboxIdentityApi(gateway.clone())));
+    }
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, grpc_web, provinces = ?config.provinces.keys().collect::<Vec<_>>(), "lienthong is serving");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drain_timeout = config.server.drain_timeout;
+    let on_signal = async move {
+        signal.await;
+        tracing::info!(?drain_timeout, "shutting down: draining in-flight calls");
+        for name in SERVICE_NAMES {
+            health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
+        }
+        let _ = draining_tx.send(true);
+    };
+    let server = router.serve_with_incoming_shutdown(incoming, on_signal);
+    tokio::pin!(server);
+    let mut draining = draining;
+    tokio::select! {
+        result = &mut server => result?,
+        _ = async {
+            let _ = draining.wait_for(|d| *d).await;
+            tokio::time::sleep(drain_timeout).await;
+        } => tracing::warn!("drain timeout reached; closing the calls still running"),
+    }
+    tracing::info!("lienthong stopped");
+    Ok(())
+}

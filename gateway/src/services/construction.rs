@@ -1,0 +1,55 @@
+//! `lienthong.v1.ConstructionService`.
+
+use std::sync::Arc;
+
+use lienthong_adapter_core::{api, Method};
+use lienthong_proto::v1::construction_service_server::ConstructionService;
+use tonic::{Request, Response, Status};
+
+use super::fresh;
+use crate::gateway::Gateway;
+use crate::status::Violations;
+use crate::validate::{self, CodeKind};
+
+/// Serves housing projects and practicing certificates.
+#[derive(Debug, Clone)]
+pub struct ConstructionApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl ConstructionService for ConstructionApi {
+    async fn list_housing_projects(&self, request: Request<api::ListHousingProjectsRequest>) -> Result<Response<api::ListHousingProjectsResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListHousingProjects)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::ward(&mut v, "ward_code", &req.ward_code, &call.ctx.province);
+        validate::enum_value::<api::HousingProjectStatus>(&mut v, "status", req.status);
+        validate::text(&mut v, "investor", &req.investor);
+        validate::text(&mut v, "text", &req.text);
+        v.into_result()?;
+        let a = call.construction()?;
+        a.adapter.list_housing_projects(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn get_housing_project(&self, request: Request<api::GetHousingProjectRequest>) -> Result<Response<api::GetHousingProjectResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetHousingProject)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "project_id", &req.project_id, CodeKind::RecordId);
+        v.into_result()?;
+        let a = call.construction()?;
+        let project = a.adapter.get_housing_project(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetHousingProjectResponse { project: Some(project) }))
+    }
+
+    async fn get_practicing_certificate(&self, request: Request<api::GetPracticingCertificateRequest>) -> Result<Response<api::GetPracticingCertificateResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetPracticingCertificate)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "certificate_number", &req.certificate_number, CodeKind::Certificate);
+        v.into_result()?;
+        let a = call.construction()?;
+        let certificate = a.adapter.get_practicing_certificate(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetPracticingCertificateResponse { certificate: Some(certificate) }))
+    }
+}

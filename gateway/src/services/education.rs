@@ -1,0 +1,45 @@
+//! `lienthong.v1.EducationService`.
+
+use std::sync::Arc;
+
+use lienthong_adapter_core::{api, Method};
+use lienthong_proto::v1::education_service_server::EducationService;
+use tonic::{Request, Response, Status};
+
+use super::fresh;
+use crate::gateway::Gateway;
+use crate::status::Violations;
+use crate::validate::{self, CodeKind};
+
+/// Serves schools.
+#[derive(Debug, Clone)]
+pub struct EducationApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl EducationService for EducationApi {
+    async fn list_schools(&self, request: Request<api::ListSchoolsRequest>) -> Result<Response<api::ListSchoolsResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListSchools)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::enum_value::<api::SchoolLevel>(&mut v, "level", req.level);
+        validate::enum_value::<api::Ownership>(&mut v, "ownership", req.ownership);
+        validate::ward(&mut v, "ward_code", &req.ward_code, &call.ctx.province);
+        validate::text(&mut v, "text", &req.text);
+        validate::near(&mut v, "near", req.near.as_ref(), false);
+        v.into_result()?;
+        let a = call.education()?;
+        a.adapter.list_schools(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn get_school(&self, request: Request<api::GetSchoolRequest>) -> Result<Response<api::GetSchoolResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetSchool)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "school_id", &req.school_id, CodeKind::RecordId);
+        v.into_result()?;
+        let a = call.education()?;
+        let school = a.adapter.get_school(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetSchoolResponse { school: Some(school) }))
+    }
+}

@@ -1,0 +1,44 @@
+//! `lienthong.v1.HealthcareService`.
+
+use std::sync::Arc;
+
+use lienthong_adapter_core::{api, Method};
+use lienthong_proto::v1::healthcare_service_server::HealthcareService;
+use tonic::{Request, Response, Status};
+
+use super::fresh;
+use crate::gateway::Gateway;
+use crate::validate::{self, CodeKind};
+use crate::status::Violations;
+
+/// Serves health facilities.
+#[derive(Debug, Clone)]
+pub struct HealthcareApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl HealthcareService for HealthcareApi {
+    async fn list_facilities(&self, request: Request<api::ListFacilitiesRequest>) -> Result<Response<api::ListFacilitiesResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListFacilities)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::ward(&mut v, "ward_code", &req.ward_code, &call.ctx.province);
+        validate::enum_value::<api::FacilityType>(&mut v, "type", req.r#type);
+        validate::text(&mut v, "text", &req.text);
+        validate::near(&mut v, "near", req.near.as_ref(), false);
+        v.into_result()?;
+        let a = call.healthcare()?;
+        a.adapter.list_facilities(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn get_facility(&self, request: Request<api::GetFacilityRequest>) -> Result<Response<api::GetFacilityResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetFacility)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "facility_code", &req.facility_code, CodeKind::Facility);
+        v.into_result()?;
+        let a = call.healthcare()?;
+        let facility = a.adapter.get_facility(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetFacilityResponse { facility: Some(facility) }))
+    }
+}

@@ -1,0 +1,40 @@
+//! `lienthong.v1.IdentityService`.
+
+use std::sync::Arc;
+
+use lienthong_adapter_core::{api, CitizenId, Method};
+use lienthong_proto::v1::identity_service_server::IdentityService;
+use tonic::{Request, Response, Status};
+
+use super::fresh;
+use crate::gateway::Gateway;
+
+/// The scope that lets an app see full ID numbers.
+pub const FULL_ID_SCOPE: &str = "identity.full_id_number";
+
+/// Serves the signed-in citizen's profile.
+#[derive(Debug, Clone)]
+pub struct IdentityApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl IdentityService for IdentityApi {
+    async fn get_my_profile(&self, request: Request<api::GetMyProfileRequest>) -> Result<Response<api::GetMyProfileResponse>, Status> {
+        let mut call = self.0.call(request.metadata(), Method::GetMyProfile)?;
+        let principal = call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
+        let req = request.into_inner();
+        if req.include_full_id_number && !call.has_scope(FULL_ID_SCOPE) {
+            return Err(Status::permission_denied(format!(
+                "include_full_id_number needs the {FULL_ID_SCOPE} scope in this app's registration; leave it false to get the masked number"
+            )));
+        }
+        let a = call.identity()?;
+        let mut profile = a.adapter.profile(&call.ctx, &principal).await.map_err(|e| call.fail(a, e))?;
+        if !req.include_full_id_number {
+            // Mask whatever the adapter sent; fall back to the token's subject.
+            let masked = CitizenId::parse(&profile.id_number).unwrap_or_else(|_| principal.citizen_id.clone()).masked();
+            profile.id_number = masked;
+            profile.id_number_masked = true;
+        }
+        Ok(fresh(api::GetMyProfileResponse { profile: Some(profile) }))
+    }
+}

@@ -1,0 +1,32 @@
+//! The gRPC services of `lienthong.v1`, one file per service. Each RPC:
+//! route the call, validate the request, authenticate the citizen where
+//! needed, call the adapter, shape the answer for the caller.
+
+mod construction;
+mod education;
+mod healthcare;
+mod identity;
+mod public_services;
+mod sandbox;
+mod transport;
+
+pub use construction::ConstructionApi;
+pub use education::EducationApi;
+pub use healthcare::HealthcareApi;
+pub use identity::IdentityApi;
+pub use public_services::PublicServicesApi;
+pub use sandbox::SandboxIdentityApi;
+pub use transport::TransportApi;
+
+use tonic::metadata::MetadataValue;
+use tonic::Response;
+
+/// Response metadata saying how fresh the answer is.
+pub const CACHE_HEADER: &str = "x-lienthong-cache";
+
+/// Wraps a message, marking it as fetched from the adapter just now.
+pub(crate) fn fresh<T>(message: T) -> Response<T> {
+    let mut r = Response::new(message);
+    r.metadata_mut().insert(CACHE_HEADER, MetadataValue::from_static("bypass"));
+    r
+}

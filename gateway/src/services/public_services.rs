@@ -1,0 +1,165 @@
+//! `lienthong.v1.PublicServicesService`: agencies, procedures, and dossiers
+//! shown to each caller in the view they are entitled to.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use lienthong_adapter_core::{api, Method, OwnedDossier, Principal};
+use lienthong_proto::v1::public_services_service_server::PublicServicesService;
+use tonic::{Request, Response, Status};
+
+use super::fresh;
+use crate::gateway::Gateway;
+use crate::status::Violations;
+use crate::validate::{self, CodeKind};
+
+/// Serves the public-service registry.
+#[derive(Debug, Clone)]
+pub struct PublicServicesApi(pub Arc<Gateway>);
+
+/// The owner's view to the owner, the public status view to anyone else.
+fn view_for(owned: OwnedDossier, principal: Option<&Principal>) -> api::Dossier {
+    let mut d = owned.dossier;
+    if principal.is_some_and(|p| p.citizen_id == owned.owner) {
+        d.view = api::DossierView::Owner as i32;
+        if let Some(applicant) = d.applicant.as_mut() {
+            applicant.masked_id_number = owned.owner.masked();
+        }
+    } else {
+        d.view = api::DossierView::Public as i32;
+        d.applicant = None;
+    }
+    d
+}
+
+fn dossier_code(code: &str) -> Result<(), Status> {
+    let mut v = Violations::new();
+    validate::code(&mut v, "dossier_code", code, CodeKind::Dossier);
+    v.into_result()
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<api::WatchDossierResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PublicServicesService for PublicServicesApi {
+    async fn list_agencies(&self, request: Request<api::ListAgenciesRequest>) -> Result<Response<api::ListAgenciesResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListAgencies)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::enum_value::<api::AdministrativeLevel>(&mut v, "level", req.level);
+        validate::ward(&mut v, "ward_code", &req.ward_code, &call.ctx.province);
+        validate::text(&mut v, "text", &req.text);
+        v.into_result()?;
+        let a = call.public_services()?;
+        a.adapter.list_agencies(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn get_agency(&self, request: Request<api::GetAgencyRequest>) -> Result<Response<api::GetAgencyResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetAgency)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "agency_code", &req.agency_code, CodeKind::Agency);
+        v.into_result()?;
+        let a = call.public_services()?;
+        let agency = a.adapter.get_agency(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetAgencyResponse { agency: Some(agency) }))
+    }
+
+    async fn list_procedures(&self, request: Request<api::ListProceduresRequest>) -> Result<Response<api::ListProceduresResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListProcedures)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::text(&mut v, "text", &req.text);
+        validate::text(&mut v, "field", &req.field);
+        validate::optional_code(&mut v, "agency_code", &req.agency_code, CodeKind::Agency);
+        validate::enum_value::<api::AdministrativeLevel>(&mut v, "level", req.level);
+        validate::enum_value::<api::OnlineLevel>(&mut v, "online_level", req.online_level);
+        v.into_result()?;
+        let a = call.public_services()?;
+        a.adapter.list_procedures(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn get_procedure(&self, request: Request<api::GetProcedureRequest>) -> Result<Response<api::GetProcedureResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetProcedure)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "procedure_code", &req.procedure_code, CodeKind::Procedure);
+        v.into_result()?;
+        let a = call.public_services()?;
+        let procedure = a.adapter.get_procedure(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetProcedureResponse { procedure: Some(procedure) }))
+    }
+
+    async fn get_dossier(&self, request: Request<api::GetDossierRequest>) -> Result<Response<api::GetDossierResponse>, Status> {
+        let mut call = self.0.call(request.metadata(), Method::GetDossier)?;
+        dossier_code(&request.get_ref().dossier_code)?;
+        let principal = call.authenticate(request.metadata(), false).await?;
+        let a = call.public_services()?;
+        let owned = a.adapter.get_dossier(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetDossierResponse { dossier: Some(view_for(owned, principal.as_ref())) }))
+    }
+
+    async fn list_my_dossiers(&self, request: Request<api::ListMyDossiersRequest>) -> Result<Response<api::ListMyDossiersResponse>, Status> {
+        let mut call = self.0.call(request.metadata(), Method::ListMyDossiers)?;
+        {
+            let req = request.get_ref();
+            let mut v = Violations::new();
+            validate::page(&mut v, req.page_size, &req.page_token);
+            validate::enum_value::<api::DossierStatus>(&mut v, "status", req.status);
+            v.into_result()?;
+        }
+        let principal = call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
+        if principal.identity_level != api::IdentityLevel::IdentityLevel2 {
+            return Err(Status::permission_denied(
+                "listing a citizen's dossiers needs a level 2 (verified) VNeID account; the citizen can upgrade in the VNeID app",
+            ));
+        }
+        let a = call.public_services()?;
+        let mut resp = a.adapter.list_my_dossiers(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
+        for d in &mut resp.dossiers {
+            d.view = api::DossierView::Owner as i32;
+        }
+        Ok(fresh(resp))
+    }
+
+    type WatchDossierStream = WatchStream;
+
+    async fn watch_dossier(&self, request: Request<api::WatchDossierRequest>) -> Result<Response<Self::WatchDossierStream>, Status> {
+        let mut call = self.0.call(request.metadata(), Method::WatchDossier)?;
+        dossier_code(&request.get_ref().dossier_code)?;
+        let principal = call.authenticate(request.metadata(), false).await?;
+        let a = call.public_services()?;
+        let updates = a.adapter.watch_dossier(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
+        let (method, kind) = (call.method(), a.kind.clone());
+        let shutdown = self.0.shutdown_signal();
+        // Ends with the dossier's final status, or early, with UNAVAILABLE, when
+        // the gateway drains: the caller then watches again elsewhere.
+        let stream = futures_util::stream::unfold(Some(updates), move |state| {
+            let principal = principal.clone();
+            let kind = kind.clone();
+            let mut shutdown = shutdown.clone();
+            async move {
+                let mut updates = state?;
+                if *shutdown.borrow() {
+                    return Some((Err(Status::unavailable("the gateway is shutting down; watch again to resume")), None));
+                }
+                tokio::select! {
+                    next = updates.next() => match next? {
+                        Ok(owned) => {
+                            let dossier = view_for(owned, principal.as_ref());
+                            Some((Ok(api::WatchDossierResponse { dossier: Some(dossier) }), Some(updates)))
+                        }
+                        Err(e) => Some((Err(crate::status::from_adapter(e, method, &kind)), None)),
+                    },
+                    _ = shutdown.wait_for(|draining| *draining) => {
+                        Some((Err(Status::unavailable("the gateway is shutting down; watch again to resume")), None))
+                    }
+                }
+            }
+        });
+        Ok(fresh(Box::pin(stream) as WatchStream))
+    }
+}

@@ -1,0 +1,95 @@
+//! `lienthong.v1.TransportService`.
+
+use std::sync::Arc;
+
+use lienthong_adapter_core::{api, Method};
+use lienthong_proto::v1::transport_service_server::TransportService;
+use tonic::{Request, Response, Status};
+
+use super::fresh;
+use crate::gateway::Gateway;
+use crate::status::Violations;
+use crate::validate::{self, CodeKind};
+
+/// Most arrivals one call may ask for.
+const MAX_ARRIVALS: i32 = 50;
+
+/// Serves buses, stops, arrivals and traffic cameras.
+#[derive(Debug, Clone)]
+pub struct TransportApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl TransportService for TransportApi {
+    async fn list_bus_routes(&self, request: Request<api::ListBusRoutesRequest>) -> Result<Response<api::ListBusRoutesResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListBusRoutes)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::text(&mut v, "text", &req.text);
+        validate::optional_code(&mut v, "stop_id", &req.stop_id, CodeKind::RecordId);
+        validate::enum_value::<api::BusRouteView>(&mut v, "view", req.view);
+        v.into_result()?;
+        let a = call.transport()?;
+        a.adapter.list_bus_routes(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn get_bus_route(&self, request: Request<api::GetBusRouteRequest>) -> Result<Response<api::GetBusRouteResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetBusRoute)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "route_number", &req.route_number, CodeKind::RouteNumber);
+        validate::enum_value::<api::BusRouteView>(&mut v, "view", req.view);
+        v.into_result()?;
+        let a = call.transport()?;
+        let route = a.adapter.get_bus_route(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetBusRouteResponse { route: Some(route) }))
+    }
+
+    async fn list_nearby_stops(&self, request: Request<api::ListNearbyStopsRequest>) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListNearbyStops)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::near(&mut v, "near", req.near.as_ref(), true);
+        v.into_result()?;
+        let a = call.transport()?;
+        a.adapter.list_nearby_stops(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn list_arrivals(&self, request: Request<api::ListArrivalsRequest>) -> Result<Response<api::ListArrivalsResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListArrivals)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "stop_id", &req.stop_id, CodeKind::RecordId);
+        validate::optional_code(&mut v, "route_number", &req.route_number, CodeKind::RouteNumber);
+        if !(0..=MAX_ARRIVALS).contains(&req.limit) {
+            v.add("limit", format!("must be between 0 (the default, 10) and {MAX_ARRIVALS}"));
+        }
+        v.into_result()?;
+        let a = call.transport()?;
+        a.adapter.list_arrivals(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn list_traffic_cameras(&self, request: Request<api::ListTrafficCamerasRequest>) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::ListTrafficCameras)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::page(&mut v, req.page_size, &req.page_token);
+        validate::text(&mut v, "text", &req.text);
+        validate::near(&mut v, "near", req.near.as_ref(), false);
+        v.into_result()?;
+        let a = call.transport()?;
+        a.adapter.list_traffic_cameras(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+    }
+
+    async fn get_traffic_camera(&self, request: Request<api::GetTrafficCameraRequest>) -> Result<Response<api::GetTrafficCameraResponse>, Status> {
+        let call = self.0.call(request.metadata(), Method::GetTrafficCamera)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        validate::code(&mut v, "camera_id", &req.camera_id, CodeKind::RecordId);
+        v.into_result()?;
+        let a = call.transport()?;
+        let camera = a.adapter.get_traffic_camera(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
+        Ok(fresh(api::GetTrafficCameraResponse { camera: Some(camera) }))
+    }
+}

@@ -1,0 +1,114 @@
+//! Shared harness: a gateway on 127.0.0.1:0 over real TCP, and clients.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lienthong::config::Config;
+use lienthong_adapter_core::AdapterRegistry;
+use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
+use lienthong_proto::sandbox::v1::IssueTokenRequest;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+/// A running gateway.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestGateway {
+    /// The embedded sandbox default, on an ephemeral port.
+    pub async fn sandbox() -> Self {
+        Self::start(Config::load(None).unwrap(), lienthong::server::adapter_registry()).await
+    }
+
+    /// A config from TOML.
+    pub async fn with_toml(toml: &str, registry: AdapterRegistry) -> Self {
+        Self::start(Config::from_toml(toml).unwrap(), registry).await
+    }
+
+    pub async fn start(config: Config, registry: AdapterRegistry) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(lienthong::server::serve_with_registry(config, registry, listener, async {
+            let _ = stopped.await;
+        }));
+        let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let gw = Self { addr, channel, stop: Some(stop), task };
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Polls the health service until it answers SERVING, with a deadline.
+    async fn wait_ready(&self) {
+        use tonic_health::pb::health_client::HealthClient;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut client = HealthClient::new(self.channel.clone());
+            let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            if let Ok(r) = client.check(req).await {
+                if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                    return;
+                }
+            }
+            assert!(!self.task.is_finished(), "the gateway exited while starting");
+            assert!(tokio::time::Instant::now() < deadline, "the gateway did not become ready in time");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Signals shutdown and returns the server task.
+    pub fn shutdown(&mut self) -> &mut JoinHandle<anyhow::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        &mut self.task
+    }
+
+    /// A sandbox token for the demo citizen `handle`.
+    pub async fn token(&self, handle: &str) -> String {
+        let mut c = SandboxIdentityServiceClient::new(self.channel.clone());
+        c.issue_token(IssueTokenRequest { handle: handle.into() }).await.unwrap().into_inner().access_token
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Wraps a message with metadata entries.
+pub fn request<T>(message: T, metadata: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    for (k, v) in metadata {
+        r.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    r
+}
+
+/// A request carrying a citizen token.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    request(message, &[("authorization", &format!("Bearer {token}"))])
+}
+
+/// The BadRequest field names of an INVALID_ARGUMENT status.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries BadRequest details")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
