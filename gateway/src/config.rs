@@ -68,6 +68,9 @@ pub struct Config {
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
     pub adapters: BTreeMap<String, AdapterInstanceConfig>,
+    /// Entries that failed to parse: their problems are already reported, so
+    /// validation does not report them again.
+    unparsed: std::collections::BTreeSet<String>,
 }
 
 /// `[server]`.
@@ -172,11 +175,7 @@ impl Config {
     /// Reads `path` (or the embedded sandbox default when `None`), then
     /// applies `LIENTHONG_<SECTION>__<KEY>` environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigErrors> {
-        let base = match path {
-            Some(p) => Figment::from(Toml::file_exact(p)),
-            None => Figment::from(Toml::string(SANDBOX_DEFAULT)),
-        };
-        Self::from_figment(base.merge(Env::prefixed("LIENTHONG_").split("__").ignore(&["config", "log"])))
+        Self::from_figment(Self::figment(path))
     }
 
     /// Parses a TOML string (no environment overrides).
@@ -184,11 +183,44 @@ impl Config {
         Self::from_figment(Figment::from(Toml::string(text)))
     }
 
+    /// Loads like [`Config::load`] and validates, reporting the problems of
+    /// both steps together.
+    pub fn load_checked(path: Option<&Path>, registry: &AdapterRegistry) -> Result<Self, ConfigErrors> {
+        let (config, mut errors) = Self::parse(Self::figment(path));
+        if let Some(config) = config {
+            if let Err(ConfigErrors(more)) = config.validate(registry) {
+                errors.extend(more);
+            }
+            if errors.is_empty() {
+                return Ok(config);
+            }
+        }
+        Err(ConfigErrors(errors))
+    }
+
+    fn figment(path: Option<&Path>) -> Figment {
+        let base = match path {
+            Some(p) => Figment::from(Toml::file_exact(p)),
+            None => Figment::from(Toml::string(SANDBOX_DEFAULT)),
+        };
+        base.merge(Env::prefixed("LIENTHONG_").split("__").ignore(&["config", "log"]))
+    }
+
     fn from_figment(figment: Figment) -> Result<Self, ConfigErrors> {
+        match Self::parse(figment) {
+            (Some(config), errors) if errors.is_empty() => Ok(config),
+            (_, errors) => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// Parses what it can: the config (None when the file itself is
+    /// unreadable or not TOML) and every problem met.
+    fn parse(figment: Figment) -> (Option<Self>, Vec<ConfigError>) {
         let mut errors = Vec::new();
+        let mut unparsed = std::collections::BTreeSet::new();
         let root: BTreeMap<String, figment::value::Value> = match figment.extract() {
             Ok(v) => v,
-            Err(e) => return Err(ConfigErrors(figment_errors(e))),
+            Err(e) => return (None, figment_errors(e)),
         };
         for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
             errors.push(ConfigError::new(key.clone(), format!("unknown section; expected one of: {}", SECTIONS.join(", "))));
@@ -200,21 +232,25 @@ impl Config {
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
         for code in keys_of(section("provinces"), "provinces", &mut errors) {
-            if let Some(r) = extract_one::<ProvinceRoutes>(&figment, &format!("provinces.{code}"), &mut errors) {
-                provinces.insert(code, r);
-            }
+            match extract_one::<ProvinceRoutes>(&figment, &format!("provinces.{code}"), &mut errors) {
+                Some(r) => provinces.insert(code, r),
+                None => {
+                    unparsed.insert(format!("provinces.{code}"));
+                    provinces.insert(code, ProvinceRoutes::default())
+                }
+            };
         }
         let mut adapters = BTreeMap::new();
         for name in keys_of(section("adapters"), "adapters", &mut errors) {
-            if let Some(a) = extract_one::<AdapterInstanceConfig>(&figment, &format!("adapters.{name}"), &mut errors) {
-                adapters.insert(name, a);
-            }
+            match extract_one::<AdapterInstanceConfig>(&figment, &format!("adapters.{name}"), &mut errors) {
+                Some(a) => adapters.insert(name, a),
+                None => {
+                    unparsed.insert(format!("adapters.{name}"));
+                    adapters.insert(name, AdapterInstanceConfig { kind: String::new(), options: Default::default() })
+                }
+            };
         }
-        if errors.is_empty() {
-            Ok(Self { server, anonymous, provinces, adapters })
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        (Some(Self { server, anonymous, provinces, adapters, unparsed }), errors)
     }
 
     /// Checks the configuration's meaning without I/O: every province code,
@@ -234,6 +270,9 @@ impl Config {
             }
         }
         for (name, instance) in &self.adapters {
+            if self.unparsed.contains(&format!("adapters.{name}")) {
+                continue;
+            }
             match registry.get(&instance.kind) {
                 Err(e) => errors.push(ConfigError::new(format!("adapters.{name}.kind"), e.to_string())),
                 Ok(factory) => {
@@ -257,7 +296,8 @@ impl Config {
                 match self.adapters.get(instance) {
                     None => errors.push(ConfigError::new(path, format!("no adapter instance named {instance:?}; define [adapters.{instance}]"))),
                     Some(a) => {
-                        if let Ok(factory) = registry.get(&a.kind) {
+                        let parsed = !self.unparsed.contains(&format!("adapters.{instance}"));
+                        if let (true, Ok(factory)) = (parsed, registry.get(&a.kind)) {
                             if !factory.families().contains(&family) {
                                 errors.push(ConfigError::new(path, format!("adapter kind {:?} does not serve {family}", a.kind)));
                             }
@@ -285,11 +325,31 @@ impl Config {
 }
 
 fn figment_errors(e: figment::Error) -> Vec<ConfigError> {
+    figment_errors_under(e, "")
+}
+
+/// Turns figment's errors into ours, with full dotted paths under `key`
+/// (figment reports some paths relative to the extracted key, and names an
+/// unknown field only in the message).
+fn figment_errors_under(e: figment::Error, key: &str) -> Vec<ConfigError> {
+    let key_parts: Vec<&str> = key.split('.').filter(|p| !p.is_empty()).collect();
     e.into_iter()
         .map(|e| {
-            let path = e.path.join(".");
+            let mut parts: Vec<String> = e.path.iter().flat_map(|p| p.split('.')).map(str::to_owned).collect();
+            // Drop a repeated copy of the key, wherever figment put it.
+            if let Some(at) = parts.windows(key_parts.len().max(1)).position(|w| !key_parts.is_empty() && w.iter().map(String::as_str).eq(key_parts.iter().copied())) {
+                parts.drain(at..at + key_parts.len());
+            }
+            let mut path: Vec<String> = key_parts.iter().map(|p| (*p).to_owned()).collect();
+            path.extend(parts);
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
+            }
             let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
-            ConfigError::new(if path.is_empty() { "<root>".to_owned() } else { path }, format!("{}{source}", e.kind))
+            let path = if path.is_empty() { "<root>".to_owned() } else { path.join(".") };
+            ConfigError::new(path, format!("{}{source}", e.kind))
         })
         .collect()
 }
@@ -305,12 +365,7 @@ fn extract_one<T: for<'de> Deserialize<'de>>(figment: &Figment, key: &str, error
     match figment.extract_inner::<T>(key) {
         Ok(v) => Some(v),
         Err(e) => {
-            errors.extend(figment_errors(e).into_iter().map(|mut err| {
-                if !err.path.starts_with(key) {
-                    err.path = if err.path == "<root>" { key.to_owned() } else { format!("{key}.{}", err.path) };
-                }
-                err
-            }));
+            errors.extend(figment_errors_under(e, key));
             None
         }
     }

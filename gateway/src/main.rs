@@ -54,11 +54,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    let result = Config::load(Some(file)).and_then(|config| {
-        config.validate(&adapter_registry())?;
-        Ok(config)
-    });
-    match result {
+    match Config::load_checked(Some(file), &adapter_registry()) {
         Ok(config) => {
             println!(
                 "{}: OK ({} province(s), {} adapter instance(s))",
@@ -108,7 +104,7 @@ async fn main() -> ExitCode {
         Some(Command::Serve { config }) => config,
         None => std::env::var_os("LIENTHONG_CONFIG").map(PathBuf::from),
     };
-    let config = match Config::load(config_path.as_deref()) {
+    let config = match Config::load_checked(config_path.as_deref(), &adapter_registry()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

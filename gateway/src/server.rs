@@ -142,7 +142,7 @@ pub async fn serve_with_registry(
         _ = async {
             let _ = draining.wait_for(|d| *d).await;
             tokio::time::sleep(drain_timeout).await;
-        } => tracing::warn!("drain timeout reached; closing the calls still running"),
+        } => tracing::warn!("drain timeout reached; stopping with calls still running"),
     }
     tracing::info!("lienthong stopped");
     Ok(())

@@ -1,0 +1,133 @@
+//! Configuration: every problem reported at once with its path, strict keys,
+//! environment overrides, and the `check-config` command.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use lienthong::config::{Config, ConfigErrors};
+use lienthong::server::adapter_registry;
+
+const BROKEN: &str = r#"
+[server]
+listen = "127.0.0.1:50051"
+drain_timeout = "10 minutes"
+grpc_web = true
+cors_allowed_origins = ["app.example.vn"]
+
+[anonymous]
+enabled = true
+provinces = ["79", "01"]
+scopes = ["everything"]
+
+[telemetry]
+enabled = true
+
+[provinces."79"]
+identity = "sandbox"
+transport = "missing"
+
+[provinces."74"]
+helth = "sandbox"
+
+[provinces."99"]
+healthcare = "sandbox"
+
+[adapters.sandbox]
+kind = "sandbox"
+dossier_pace = "1ms"
+
+[adapters.vendor]
+kind = "warehouse-soap"
+
+[adapters.typo]
+kind = "sandbox"
+dossier_pase = "30s"
+"#;
+
+fn problems(toml_text: &str) -> Vec<String> {
+    let dir = tempdir();
+    let path = dir.join("lienthong.toml");
+    std::fs::write(&path, toml_text).unwrap();
+    let errors = match Config::load_checked(Some(&path), &adapter_registry()) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(e)) => e.into_iter().map(|e| e.to_string()).collect(),
+    };
+    std::fs::remove_dir_all(dir).ok();
+    errors
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lienthong-config-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn has(errors: &[String], path: &str, words: &str) {
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!("{path}: ")) && e.contains(words)),
+        "no error at {path} mentioning {words:?} in:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let errors = problems(BROKEN);
+    has(&errors, "server.drain_timeout", "");
+    has(&errors, "telemetry", "unknown section");
+    has(&errors, "provinces.74.helth", "unknown field");
+    has(&errors, "provinces.74", "not a province code");
+    has(&errors, "adapters.typo", "dossier_pase");
+    has(&errors, "provinces.99", "not a province code");
+    has(&errors, "provinces.79.transport", "no adapter instance named \"missing\"");
+    has(&errors, "adapters.vendor.kind", "known kinds: sandbox");
+    has(&errors, "adapters.sandbox", "dossier_pace: must be at least 100ms");
+    has(&errors, "anonymous.provinces[1]", "\"01\" is not configured");
+    has(&errors, "anonymous.scopes[0]", "unknown scope");
+    has(&errors, "server.cors_allowed_origins[0]", "is not an origin");
+    assert!(errors.len() >= 12, "{errors:#?}");
+}
+
+#[test]
+fn the_embedded_default_and_the_example_are_valid() {
+    Config::load(None).unwrap().validate(&adapter_registry()).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lienthong.example.toml");
+    let config = Config::load_checked(Some(std::path::Path::new(example)), &adapter_registry()).unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:50051");
+}
+
+#[test]
+fn a_file_that_is_not_toml_is_reported() {
+    let errors = problems("[server\nlisten = ");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[test]
+fn check_config_command_reports_and_exits_non_zero() {
+    let bin = env!("CARGO_BIN_EXE_lienthong");
+    let dir = tempdir();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, BROKEN).unwrap();
+    let out = Command::new(bin).arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("problem(s)") && stderr.contains("provinces.79.transport") && stderr.contains("adapters.vendor.kind"), "{stderr}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lienthong.example.toml");
+    let out = Command::new(bin).arg("check-config").arg(example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    // Environment overrides are applied, and checked like the file.
+    let out = Command::new(bin)
+        .arg("check-config")
+        .arg(example)
+        .env("LIENTHONG_SERVER__DRAIN_TIMEOUT", "forever")
+        .env("LIENTHONG_ADAPTERS__HCM-SANDBOX__DOSSIER_PACE", "10ms")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.drain_timeout") && stderr.contains("dossier_pace"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
