@@ -81,6 +81,14 @@ def build_units():
     return {code: name for code, prov, name in wards if prov == HCMC}
 
 
+def ward_key(name):
+    """A matching key for old ward names: accents folded (old and new tone
+    placement differ: Hoà/Hòa, Qúy/Quý), leading zeros dropped (Phường 01)."""
+    folded = "".join(c for c in unicodedata.normalize("NFD", clean(name)) if not unicodedata.combining(c))
+    folded = folded.replace("Đ", "D").replace("đ", "d").lower()
+    return re.sub(r"\b0+(\d)", r"\1", folded)
+
+
 def build_old_ward_index():
     """(old district name, old ward name) -> new HCMC ward code, from the official
     conversion table. A ward split between several new wards maps to the first."""
@@ -90,14 +98,18 @@ def build_old_ward_index():
             if len(row) < 8 or not row[0].endswith(f"({HCMC})") or not row[2].strip().isdigit():
                 continue
             new_code, old_name = row[2].strip(), clean(row[3])
+            if not old_name:
+                continue  # whole districts turned into one unit (Côn Đảo) name no old ward
             district = clean(re.sub(r"\s*\(\d+\)\s*$", "", row[6]))
-            index.setdefault((district, old_name), new_code)
-            by_name.setdefault(old_name, set()).add(new_code)
+            index.setdefault((district, ward_key(old_name)), new_code)
+            by_name.setdefault(ward_key(old_name), set()).add(new_code)
     return index, by_name
 
 
 def new_ward_of(zone, old_ward, index, by_name):
-    zone, old_ward = clean(zone), clean(old_ward)
+    zone, old_ward = clean(zone), ward_key(old_ward)
+    if not old_ward:
+        return ""
     # The bus data predates Thủ Đức city (2021): its districts 2 and 9 are now Thủ Đức.
     for d in (zone, "Thành phố Thủ Đức" if zone in ("Quận 2", "Quận 9", "Quận Thủ Đức") else None,
               zone.replace("Quận ", "Quận ").replace("Huyện ", "Huyện ")):
@@ -166,6 +178,12 @@ def build_bus(index, by_name, hcmc_wards):
         })
     used = {sid for r in out_routes for d in r["directions"] for sid in d["stop_ids"]}
     out_stops = sorted((s for sid, s in stops.items() if sid in used), key=lambda s: int(s["stop_id"]))
+    # Stops whose source record names no (matchable) old ward take the ward of
+    # the nearest stop that does: an approximation, said so in PROVENANCE.md.
+    nearest = NearestWard(out_stops)
+    for s in out_stops:
+        if not s["ward_code"]:
+            s["ward_code"] = nearest(s["lat"], s["lng"])
     write_json("bus-routes.json", out_routes)
     write_json("bus-stops.json", out_stops)
     return out_stops
@@ -176,15 +194,31 @@ def route_sort_key(number):
     return (0, int(m.group(1)), m.group(2)) if m else (1, 0, number)
 
 
+# Records beyond the bus data's reach (more than 3 km from any stop), with the
+# ward they lie in, looked up by hand in the 2025 list.
+WARD_OVERRIDES = {
+    "Bệnh viện Đa khoa Quốc tế Columbia Asia Bình Dương": "25978",  # Phường Thuận An
+    "Bệnh viện Bà Rịa": "26560",  # Phường Bà Rịa
+    "Trung tâm Y tế Quân dân y Côn Đảo": "26732",  # Đặc khu Côn Đảo
+    "Astral City": "25978",  # Phường Thuận An
+}
+
+
 class NearestWard:
     """Assigns a ward to a point from the nearest bus stop with a known ward: an
-    approximation, since no ward boundaries are shipped."""
+    approximation, since no ward boundaries are shipped. Points more than 3 km
+    from any such stop need an entry in WARD_OVERRIDES."""
 
     def __init__(self, stops):
         self.points = [(s["lat"], s["lng"], s["ward_code"]) for s in stops if s["ward_code"]]
 
-    def __call__(self, lat, lng):
-        return min(self.points, key=lambda p: (p[0] - lat) ** 2 + ((p[1] - lng) * 0.98) ** 2)[2]
+    def __call__(self, lat, lng, name=None):
+        if name in WARD_OVERRIDES:
+            return WARD_OVERRIDES[name]
+        best = min(self.points, key=lambda p: (p[0] - lat) ** 2 + ((p[1] - lng) * 0.98) ** 2)
+        if name is not None:
+            assert haversine((lat, lng), best[:2]) <= 3000, f"{name}: no bus stop within 3 km; add it to WARD_OVERRIDES"
+        return best[2]
 
 
 # -------------------------------------------------------------------- cameras
@@ -226,7 +260,7 @@ def build_facilities(nearest_ward, hcmc_wards, stops):
         assert in_city(lat, lng), r["name"]
         out.append({
             "facility_code": f"79{i:03d}", "name": r["name"], "type": r["type"], "ownership": r["ownership"],
-            "street": r["street"], "ward_code": nearest_ward(lat, lng), "lat": lat, "lng": lng,
+            "street": r["street"], "ward_code": nearest_ward(lat, lng, r["name"]), "lat": lat, "lng": lng,
             "phone": r["phone"], "insurance": r["insurance"] == "1", "emergency": r["emergency"] == "1",
             "specialties": [s for s in r["specialties"].split(";") if s],
         })
@@ -270,7 +304,7 @@ def build_schools(nearest_ward):
         counters[abbr] = counters.get(abbr, 0) + 1
         out.append({
             "school_id": f"79-{abbr}-{counters[abbr]:04d}", "name": r["name"], "level": r["level"],
-            "ownership": r["ownership"], "street": r["street"], "ward_code": nearest_ward(lat, lng),
+            "ownership": r["ownership"], "street": r["street"], "ward_code": nearest_ward(lat, lng, r["name"]),
             "lat": lat, "lng": lng, "phone": r["phone"], "website": f"https://{r['website']}" if r["website"] else "",
         })
     write_json("schools.json", out)
@@ -282,7 +316,7 @@ def build_housing(nearest_ward):
         lat, lng = float(r["lat"]), float(r["lng"])
         out.append({
             "project_id": f"79-DANO-{i:04d}", "name": r["name"], "investor": r["investor"], "street": r["street"],
-            "ward_code": nearest_ward(lat, lng), "lat": lat, "lng": lng, "status": r["status"],
+            "ward_code": nearest_ward(lat, lng, r["name"]), "lat": lat, "lng": lng, "status": r["status"],
             "total_units": int(r["units"]), "site_area_sqm": float(r["area_sqm"]),
             "approval_decision": r["decision"], "completion_date": r["completion"],
         })
@@ -322,7 +356,7 @@ def build_agencies(nearest_ward, hcmc_wards):
         lat, lng = float(r["lat"]), float(r["lng"])
         out.append({
             "agency_code": r["agency_code"], "name": r["name"], "level": "PROVINCE", "street": r["street"],
-            "ward_code": nearest_ward(lat, lng), "lat": lat, "lng": lng, "phone": r["phone"], "email": r["email"],
+            "ward_code": nearest_ward(lat, lng, r["name"]), "lat": lat, "lng": lng, "phone": r["phone"], "email": r["email"],
             "website": f"https://{r['website']}" if r["website"] else "",
         })
     # The people's committee of every ward of the city (commune level).

@@ -1,0 +1,114 @@
+//! Routing by province and family, and sandbox tokens refused where the
+//! sandbox identity provider is not configured.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::{authed, TestGateway};
+use lienthong_adapter_core::{
+    AdapterError, AdapterFactory, AdapterSet, BearerToken, BuildContext, Capabilities, ErrorKind, Family,
+    IdentityAdapter, Principal,
+};
+use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
+use lienthong_proto::sandbox::v1::ListDemoCitizensRequest;
+use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
+use lienthong_proto::v1::transport_service_client::TransportServiceClient;
+use lienthong_proto::v1::{GetMyProfileRequest, ListBusRoutesRequest};
+use tonic::Code;
+
+/// An identity provider that knows no one (a stand-in for VNeID).
+#[derive(Debug)]
+struct NobodyIdp;
+
+#[async_trait]
+impl IdentityAdapter for NobodyIdp {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::family(Family::Identity)
+    }
+    async fn authenticate(&self, _: &BearerToken) -> Result<Principal, AdapterError> {
+        Err(AdapterError::new(ErrorKind::Unauthenticated, "the citizen token is not valid"))
+    }
+}
+
+#[derive(Debug)]
+struct NobodyFactory;
+
+#[async_trait]
+impl AdapterFactory for NobodyFactory {
+    fn kind(&self) -> &'static str {
+        "nobody"
+    }
+    fn description(&self) -> &'static str {
+        "test identity provider"
+    }
+    fn families(&self) -> &'static [Family] {
+        &[Family::Identity]
+    }
+    fn validate(&self, _: &serde_json::Value) -> Vec<String> {
+        Vec::new()
+    }
+    async fn build(&self, _: BuildContext) -> Result<AdapterSet, AdapterError> {
+        Ok(AdapterSet { identity: Some(Arc::new(NobodyIdp)), ..Default::default() })
+    }
+}
+
+const CONFIG: &str = r#"
+[anonymous]
+enabled = true
+provinces = ["79"]
+
+[provinces."79"]
+identity = "idp"
+healthcare = "sandbox"
+
+[adapters.idp]
+kind = "nobody"
+
+[adapters.sandbox]
+kind = "sandbox"
+"#;
+
+#[tokio::test]
+async fn sandbox_tokens_are_refused_without_the_sandbox_identity_provider() {
+    let sandbox = TestGateway::sandbox().await;
+    let token = sandbox.token("lan").await;
+
+    let mut registry = lienthong::server::adapter_registry();
+    registry.register(Arc::new(NobodyFactory));
+    let gw = TestGateway::with_toml(CONFIG, registry).await;
+
+    let mut c = IdentityServiceClient::new(gw.channel.clone());
+    let e = c.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("sandbox tokens are accepted only where the sandbox identity provider is configured"), "{}", e.message());
+
+    // Other tokens reach the configured provider.
+    let e = c.get_my_profile(authed(GetMyProfileRequest::default(), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(e.message(), "the citizen token is not valid");
+
+    // No sandbox identity provider: no demo-token service either.
+    let e = SandboxIdentityServiceClient::new(gw.channel.clone()).list_demo_citizens(ListDemoCitizensRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn a_family_without_an_adapter_is_unimplemented_for_that_province() {
+    let mut registry = lienthong::server::adapter_registry();
+    registry.register(Arc::new(NobodyFactory));
+    let gw = TestGateway::with_toml(CONFIG, registry).await;
+    let e = TransportServiceClient::new(gw.channel.clone()).list_bus_routes(ListBusRoutesRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.message(), "province 79 has no transport adapter configured");
+}
+
+#[tokio::test]
+async fn without_anonymous_access_calls_are_unauthenticated() {
+    let toml = lienthong::config::SANDBOX_DEFAULT.replace("enabled = true", "enabled = false");
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let e = TransportServiceClient::new(gw.channel.clone()).list_bus_routes(ListBusRoutesRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+}
