@@ -1,1 +1,132 @@
+//! The adapter contract suite: one set of behaviour cases, written once, run
+//! against any adapter's [`AdapterSet`]. See `SPEC.md` for the rules; every
+//! failure names the rule it breaks.
 
+#![forbid(unsafe_code)]
+
+mod cases;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use lienthong_adapter_core::{AdapterSet, Method};
+
+pub use cases::all_cases;
+
+/// A rule of `SPEC.md` broken, with what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule's id, for example `PAGE-COMPLETE`.
+    pub rule: &'static str,
+    /// What the adapter did.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "violates {}: {}", self.rule, self.detail)
+    }
+}
+
+/// Fails with `rule` unless `ok`.
+pub fn ensure(ok: bool, rule: &'static str, detail: impl FnOnce() -> String) -> Result<(), Violation> {
+    if ok { Ok(()) } else { Err(Violation { rule, detail: detail() }) }
+}
+
+/// The future a case runs.
+pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Violation>> + Send + 'a>>;
+
+/// One behaviour case.
+pub struct Case {
+    /// A readable name, for example `healthcare/list_facilities pages`.
+    pub name: &'static str,
+    /// The method the case needs; skipped when the adapter lacks it.
+    pub method: Method,
+    /// The check.
+    pub run: for<'a> fn(&'a AdapterSet) -> CaseFuture<'a>,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case").field("name", &self.name).field("method", &self.method).finish()
+    }
+}
+
+/// How one case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Behaved as the contract says.
+    Passed,
+    /// Broke a rule.
+    Failed(Violation),
+    /// The adapter does not support the method.
+    Skipped,
+}
+
+/// The outcome of every case.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Case name and outcome, in run order.
+    pub outcomes: Vec<(&'static str, Outcome)>,
+}
+
+impl Report {
+    /// How many cases passed, failed and were skipped.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let count = |f: fn(&Outcome) -> bool| self.outcomes.iter().filter(|(_, o)| f(o)).count();
+        (count(|o| *o == Outcome::Passed), count(|o| matches!(o, Outcome::Failed(_))), count(|o| *o == Outcome::Skipped))
+    }
+
+    /// The violations found.
+    pub fn violations(&self) -> impl Iterator<Item = (&'static str, &Violation)> {
+        self.outcomes.iter().filter_map(|(n, o)| match o {
+            Outcome::Failed(v) => Some((*n, v)),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, outcome) in &self.outcomes {
+            match outcome {
+                Outcome::Passed => writeln!(f, "ok       {name}")?,
+                Outcome::Skipped => writeln!(f, "skipped  {name} (not supported by this adapter)")?,
+                Outcome::Failed(v) => writeln!(f, "FAILED   {name}: {v}")?,
+            }
+        }
+        let (passed, failed, skipped) = self.counts();
+        write!(f, "{passed} passed, {failed} failed, {skipped} skipped")
+    }
+}
+
+/// Whether `adapters` supports `method` (the family is present and says so).
+fn supports(adapters: &AdapterSet, method: Method) -> bool {
+    use lienthong_adapter_core::Family::*;
+    match method.family() {
+        Identity => adapters.identity.as_ref().is_some_and(|a| a.capabilities().supports(method)),
+        Healthcare => adapters.healthcare.as_ref().is_some_and(|a| a.capabilities().supports(method)),
+        Education => adapters.education.as_ref().is_some_and(|a| a.capabilities().supports(method)),
+        Transport => adapters.transport.as_ref().is_some_and(|a| a.capabilities().supports(method)),
+        Construction => adapters.construction.as_ref().is_some_and(|a| a.capabilities().supports(method)),
+        PublicServices => adapters.public_services.as_ref().is_some_and(|a| a.capabilities().supports(method)),
+    }
+}
+
+/// Runs every case against `adapters`.
+pub async fn run(adapters: &AdapterSet) -> Report {
+    let mut report = Report::default();
+    for case in all_cases() {
+        let outcome = if !supports(adapters, case.method) {
+            Outcome::Skipped
+        } else {
+            match (case.run)(adapters).await {
+                Ok(()) => Outcome::Passed,
+                Err(v) => Outcome::Failed(v),
+            }
+        };
+        report.outcomes.push((case.name, outcome));
+    }
+    report
+}

@@ -1,0 +1,256 @@
+//! The behaviour cases. Each names the rule of `SPEC.md` it checks.
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use lienthong_adapter_core::{api, geo, text, AdapterError, AdapterSet, CallContext, ErrorKind, Method};
+
+use crate::{ensure, Case, CaseFuture, Violation};
+
+/// The page size the pagination cases walk with: small, and odd, so that
+/// page boundaries fall everywhere.
+const PAGE: i32 = 7;
+/// A walk longer than this is taken as an endless loop.
+const MAX_PAGES: usize = 2_000;
+/// Near searches happen around Bến Thành market, within 2 km.
+const CENTER: (f64, f64) = (10.7725, 106.6980);
+const RADIUS_M: f64 = 2_000.0;
+
+fn ctx() -> CallContext {
+    CallContext::anonymous("79")
+}
+
+fn near() -> Option<api::NearFilter> {
+    Some(api::NearFilter { center: Some(geo::point(CENTER.0, CENTER.1)), radius_meters: RADIUS_M })
+}
+
+fn adapter_failed(e: AdapterError) -> Violation {
+    Violation { rule: "PAGE-COMPLETE", detail: format!("the adapter failed: {e}") }
+}
+
+type Page = (Vec<String>, String, i32);
+
+/// Walks every page; checks PAGE-SIZE and PAGE-COMPLETE; returns the ids.
+async fn walk<F, Fut>(mut page: F) -> Result<Vec<String>, Violation>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<Page, AdapterError>>,
+{
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    for _ in 0..MAX_PAGES {
+        let (page_ids, next, total) = page(token).await.map_err(adapter_failed)?;
+        ensure(page_ids.len() <= PAGE as usize, "PAGE-SIZE", || format!("a page of {} records for page_size {PAGE}", page_ids.len()))?;
+        ids.extend(page_ids);
+        if next.is_empty() {
+            let unique: HashSet<&String> = ids.iter().collect();
+            ensure(unique.len() == ids.len(), "PAGE-COMPLETE", || format!("{} duplicate records across pages", ids.len() - unique.len()))?;
+            ensure(total as usize == ids.len(), "PAGE-COMPLETE", || format!("total_size says {total} but the pages held {}", ids.len()))?;
+            return Ok(ids);
+        }
+        token = next;
+    }
+    Err(Violation { rule: "PAGE-COMPLETE", detail: format!("still not at the last page after {MAX_PAGES} pages") })
+}
+
+/// Walks twice and checks PAGE-STABLE.
+async fn walk_twice<F, Fut>(mut page: F) -> Result<(), Violation>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<Page, AdapterError>>,
+{
+    let first = walk(&mut page).await?;
+    let second = walk(&mut page).await?;
+    ensure(first == second, "PAGE-STABLE", || "two walks returned different records or orders".to_owned())?;
+    ensure(!first.is_empty(), "PAGE-COMPLETE", || "no records at all: the case cannot check anything".to_owned())
+}
+
+macro_rules! family {
+    ($adapters:expr, $family:ident) => {
+        $adapters.$family.as_ref().ok_or_else(|| Violation { rule: "SETUP", detail: concat!("no ", stringify!($family), " adapter").to_owned() })?
+    };
+}
+
+macro_rules! paged {
+    ($adapters:expr, $family:ident, $method:ident, $req:ident, $items:ident, $id:ident) => {{
+        let a = family!($adapters, $family);
+        walk_twice(|token| async move {
+            let r = a.$method(&ctx(), api::$req { page_size: PAGE, page_token: token, ..Default::default() }).await?;
+            Ok((r.$items.into_iter().map(|x| x.$id).collect(), r.next_page_token, r.total_size))
+        })
+        .await
+    }};
+}
+
+/// NOT-FOUND: `result` must be a `NotFound` error.
+fn expect_not_found<T>(what: &str, result: Result<T, AdapterError>) -> Result<(), Violation> {
+    match result {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Violation { rule: "NOT-FOUND", detail: format!("{what}: kind {} instead of not_found", e.kind()) }),
+        Ok(_) => Err(Violation { rule: "NOT-FOUND", detail: format!("{what}: returned a record for an id that does not exist") }),
+    }
+}
+
+/// NEAR-SORTED over (location, distance) pairs.
+fn check_near(what: &str, found: Vec<(Option<api::GeoPoint>, Option<f64>)>) -> Result<(), Violation> {
+    ensure(!found.is_empty(), "NEAR-SORTED", || format!("{what}: nothing within {RADIUS_M} m of Bến Thành; the case cannot check anything"))?;
+    let center = geo::point(CENTER.0, CENTER.1);
+    let mut last = 0.0;
+    for (location, distance) in found {
+        let d = distance.ok_or_else(|| Violation { rule: "NEAR-SORTED", detail: format!("{what}: a record without distance_meters") })?;
+        let actual = location.map(|l| geo::distance_m(&center, &l)).unwrap_or(f64::INFINITY);
+        ensure(actual <= RADIUS_M + 1.0, "NEAR-SORTED", || format!("{what}: a record {actual:.0} m away, outside the {RADIUS_M} m radius"))?;
+        ensure((actual - d).abs() <= 5.0, "NEAR-SORTED", || format!("{what}: distance_meters {d:.0} but the record is {actual:.0} m away"))?;
+        ensure(d >= last, "NEAR-SORTED", || format!("{what}: {d:.0} m after {last:.0} m: not nearest first"))?;
+        last = d;
+    }
+    Ok(())
+}
+
+fn check_nfc<'a>(what: &str, names: impl IntoIterator<Item = &'a str>) -> Result<(), Violation> {
+    for name in names {
+        ensure(text::is_nfc_text(name), "TEXT-NFC", || format!("{what}: a name not in NFC"))?;
+    }
+    Ok(())
+}
+
+fn facilities_pages(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move { paged!(a, healthcare, list_facilities, ListFacilitiesRequest, facilities, facility_code) })
+}
+
+fn schools_pages(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move { paged!(a, education, list_schools, ListSchoolsRequest, schools, school_id) })
+}
+
+fn routes_pages(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move { paged!(a, transport, list_bus_routes, ListBusRoutesRequest, routes, route_number) })
+}
+
+fn cameras_pages(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move { paged!(a, transport, list_traffic_cameras, ListTrafficCamerasRequest, cameras, camera_id) })
+}
+
+fn housing_pages(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move { paged!(a, construction, list_housing_projects, ListHousingProjectsRequest, projects, project_id) })
+}
+
+fn agencies_pages(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move { paged!(a, public_services, list_agencies, ListAgenciesRequest, agencies, agency_code) })
+}
+
+fn procedures_pages(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move { paged!(a, public_services, list_procedures, ListProceduresRequest, procedures, procedure_code) })
+}
+
+fn page_size_capped(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let h = family!(a, healthcare);
+        for (asked, most) in [(1000, 100), (0, 20), (1, 1)] {
+            let r = h
+                .list_facilities(&ctx(), api::ListFacilitiesRequest { page_size: asked, ..Default::default() })
+                .await
+                .map_err(adapter_failed)?;
+            ensure(r.facilities.len() <= most, "PAGE-SIZE", || format!("page_size {asked} gave {} records (at most {most})", r.facilities.len()))?;
+        }
+        Ok(())
+    })
+}
+
+fn gets_not_found(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let c = ctx();
+        if let Some(h) = &a.healthcare {
+            expect_not_found("get_facility", h.get_facility(&c, api::GetFacilityRequest { facility_code: "ZZ999".into() }).await)?;
+        }
+        if let Some(e) = &a.education {
+            expect_not_found("get_school", e.get_school(&c, api::GetSchoolRequest { school_id: "no-such-school".into() }).await)?;
+        }
+        if let Some(t) = &a.transport {
+            expect_not_found("get_bus_route", t.get_bus_route(&c, api::GetBusRouteRequest { route_number: "NO-999".into(), ..Default::default() }).await)?;
+            expect_not_found("get_traffic_camera", t.get_traffic_camera(&c, api::GetTrafficCameraRequest { camera_id: "no-such-camera".into() }).await)?;
+        }
+        if let Some(k) = &a.construction {
+            expect_not_found("get_housing_project", k.get_housing_project(&c, api::GetHousingProjectRequest { project_id: "no-such-project".into() }).await)?;
+            let cert = api::GetPracticingCertificateRequest { certificate_number: "00-NONE-0000-00000".into() };
+            expect_not_found("get_practicing_certificate", k.get_practicing_certificate(&c, cert).await)?;
+        }
+        if let Some(p) = &a.public_services {
+            expect_not_found("get_agency", p.get_agency(&c, api::GetAgencyRequest { agency_code: "999.99.99.Z99".into() }).await)?;
+            expect_not_found("get_procedure", p.get_procedure(&c, api::GetProcedureRequest { procedure_code: "9.999999".into() }).await)?;
+            expect_not_found("get_dossier", p.get_dossier(&c, api::GetDossierRequest { dossier_code: "999.99.99.Z99-990101-9999".into() }).await)?;
+        }
+        Ok(())
+    })
+}
+
+fn facilities_near(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let r = family!(a, healthcare)
+            .list_facilities(&ctx(), api::ListFacilitiesRequest { near: near(), page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        check_near("list_facilities", r.facilities.into_iter().map(|f| (f.location, f.distance_meters)).collect())
+    })
+}
+
+fn schools_near(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let r = family!(a, education)
+            .list_schools(&ctx(), api::ListSchoolsRequest { near: near(), page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        check_near("list_schools", r.schools.into_iter().map(|s| (s.location, s.distance_meters)).collect())
+    })
+}
+
+fn stops_near(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let r = family!(a, transport)
+            .list_nearby_stops(&ctx(), api::ListNearbyStopsRequest { near: near(), page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        check_near("list_nearby_stops", r.stops.into_iter().map(|s| (s.location, s.distance_meters)).collect())
+    })
+}
+
+fn facility_type_filter(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let wanted = api::FacilityType::GeneralHospital as i32;
+        let r = family!(a, healthcare)
+            .list_facilities(&ctx(), api::ListFacilitiesRequest { r#type: wanted, page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        ensure(r.facilities.iter().all(|f| f.r#type == wanted), "FILTER-EXACT", || "a facility of another type under a type filter".to_owned())?;
+        check_nfc("list_facilities", r.facilities.iter().map(|f| f.name.as_str()))
+    })
+}
+
+fn procedure_names_nfc(a: &AdapterSet) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let r = family!(a, public_services)
+            .list_procedures(&ctx(), api::ListProceduresRequest { page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        check_nfc("list_procedures", r.procedures.iter().map(|p| p.name.as_str()))
+    })
+}
+
+/// Every case, in the order they run.
+pub fn all_cases() -> Vec<Case> {
+    vec![
+        Case { name: "healthcare/list_facilities pages completely and stably", method: Method::ListFacilities, run: facilities_pages },
+        Case { name: "healthcare/list_facilities caps page_size", method: Method::ListFacilities, run: page_size_capped },
+        Case { name: "healthcare/list_facilities near search", method: Method::ListFacilities, run: facilities_near },
+        Case { name: "healthcare/list_facilities type filter, NFC names", method: Method::ListFacilities, run: facility_type_filter },
+        Case { name: "education/list_schools pages completely and stably", method: Method::ListSchools, run: schools_pages },
+        Case { name: "education/list_schools near search", method: Method::ListSchools, run: schools_near },
+        Case { name: "transport/list_bus_routes pages completely and stably", method: Method::ListBusRoutes, run: routes_pages },
+        Case { name: "transport/list_traffic_cameras pages completely and stably", method: Method::ListTrafficCameras, run: cameras_pages },
+        Case { name: "transport/list_nearby_stops near search", method: Method::ListNearbyStops, run: stops_near },
+        Case { name: "construction/list_housing_projects pages completely and stably", method: Method::ListHousingProjects, run: housing_pages },
+        Case { name: "public_services/list_agencies pages completely and stably", method: Method::ListAgencies, run: agencies_pages },
+        Case { name: "public_services/list_procedures pages completely and stably", method: Method::ListProcedures, run: procedures_pages },
+        Case { name: "public_services/list_procedures NFC names", method: Method::ListProcedures, run: procedure_names_nfc },
+        Case { name: "every get answers NOT_FOUND for unknown ids", method: Method::GetFacility, run: gets_not_found },
+    ]
+}

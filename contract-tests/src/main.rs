@@ -1,0 +1,58 @@
+//! Runs the contract suite against an adapter and prints a report naming
+//! every rule it breaks. Exits 1 when any case fails.
+//!
+//!     cargo run -p lienthong-contract-tests -- --adapter sandbox
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lienthong_adapter_core::AdapterRegistry;
+
+/// The Lienthong adapter contract suite.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Cli {
+    /// The adapter kind to test.
+    #[arg(long, default_value = "sandbox")]
+    adapter: String,
+    /// The adapter's options as JSON (as under [adapters.<name>] in config).
+    #[arg(long, default_value = "{}")]
+    options: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut registry = AdapterRegistry::new();
+    lienthong_adapter_sandbox::register(&mut registry);
+    let factory = match registry.get(&cli.adapter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options: serde_json::Value = match serde_json::from_str(&cli.options) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("--options is not JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let problems = factory.validate(&options);
+    if !problems.is_empty() {
+        eprintln!("invalid options:\n  {}", problems.join("\n  "));
+        return ExitCode::from(2);
+    }
+    let ctx = lienthong_adapter_core::BuildContext { instance: "under-test".into(), options };
+    let adapters = match factory.build(ctx).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("building the {} adapter failed: {e}", cli.adapter);
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = lienthong_contract_tests::run(&adapters).await;
+    println!("contract suite against adapter kind {:?}\n{report}", cli.adapter);
+    if report.counts().1 == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

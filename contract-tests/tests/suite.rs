@@ -1,0 +1,71 @@
+//! The suite passes the sandbox, and catches a deliberately broken adapter,
+//! naming the rules it breaks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lienthong_adapter_core::{
+    api, AdapterError, AdapterSet, CallContext, Capabilities, ErrorKind, Family, HealthcareAdapter,
+};
+use lienthong_adapter_sandbox::{Sandbox, SandboxConfig};
+use lienthong_contract_tests::{run, Outcome};
+
+fn sandbox() -> AdapterSet {
+    Sandbox::new(SandboxConfig::default()).unwrap().into_set()
+}
+
+#[tokio::test]
+async fn the_sandbox_passes_every_case() {
+    let report = run(&sandbox()).await;
+    let (passed, failed, skipped) = report.counts();
+    assert_eq!((failed, skipped), (0, 0), "{report}");
+    assert_eq!(passed, lienthong_contract_tests::all_cases().len());
+}
+
+/// Breaks three rules on purpose: later pages repeat the very first record
+/// (PAGE-COMPLETE), page_size is not capped at 100 (PAGE-SIZE), and unknown
+/// ids are "unavailable" (NOT-FOUND).
+#[derive(Debug)]
+struct Broken(Arc<dyn HealthcareAdapter>);
+
+#[async_trait]
+impl HealthcareAdapter for Broken {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::family(Family::Healthcare)
+    }
+
+    async fn list_facilities(&self, ctx: &CallContext, req: api::ListFacilitiesRequest) -> Result<api::ListFacilitiesResponse, AdapterError> {
+        let mut r = self.0.list_facilities(ctx, req.clone()).await?;
+        if !req.page_token.is_empty() && req.near.is_none() {
+            let first = self.0.list_facilities(ctx, api::ListFacilitiesRequest { page_size: 1, ..Default::default() }).await?;
+            r.facilities[0] = first.facilities[0].clone();
+        }
+        if req.page_size > 100 {
+            let more = api::ListFacilitiesRequest { page_size: 100, page_token: r.next_page_token.clone(), ..Default::default() };
+            r.facilities.extend(self.0.list_facilities(ctx, more).await?.facilities);
+        }
+        Ok(r)
+    }
+
+    async fn get_facility(&self, _: &CallContext, _: api::GetFacilityRequest) -> Result<api::Facility, AdapterError> {
+        Err(AdapterError::new(ErrorKind::Unavailable, "upstream down"))
+    }
+}
+
+#[tokio::test]
+async fn a_broken_adapter_fails_naming_the_rules() {
+    let healthcare = sandbox().healthcare.unwrap();
+    let broken = AdapterSet { healthcare: Some(Arc::new(Broken(healthcare))), ..Default::default() };
+    let report = run(&broken).await;
+    let text = report.to_string();
+    let rules: Vec<&str> = report.violations().map(|(_, v)| v.rule).collect();
+    assert!(rules.contains(&"PAGE-SIZE"), "{text}");
+    assert!(rules.contains(&"NOT-FOUND"), "{text}");
+    assert!(rules.contains(&"PAGE-COMPLETE"), "{text}");
+    assert!(text.contains("duplicate records across pages"), "{text}");
+    // Families the set does not serve are skipped, never passed.
+    let skipped = report.outcomes.iter().filter(|(_, o)| *o == Outcome::Skipped).count();
+    assert!(skipped >= 9, "{text}");
+    assert!(text.contains("FAILED") && text.contains("violates PAGE-SIZE"), "{text}");
+}
