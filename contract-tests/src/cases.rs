@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::future::Future;
 
-use lienthong_adapter_core::{api, geo, text, AdapterError, AdapterSet, CallContext, ErrorKind, Method};
+use lienthong_adapter_core::{AdapterError, AdapterSet, CallContext, ErrorKind, Method, api, geo, text};
 
-use crate::{ensure, Case, CaseFuture, Violation};
+use crate::{Case, CaseFuture, Violation, ensure};
 
 /// The page size the pagination cases walk with: small, and odd, so that
 /// page boundaries fall everywhere.
@@ -40,12 +40,18 @@ where
     let mut token = String::new();
     for _ in 0..MAX_PAGES {
         let (page_ids, next, total) = page(token).await.map_err(adapter_failed)?;
-        ensure(page_ids.len() <= PAGE as usize, "PAGE-SIZE", || format!("a page of {} records for page_size {PAGE}", page_ids.len()))?;
+        ensure(page_ids.len() <= PAGE as usize, "PAGE-SIZE", || {
+            format!("a page of {} records for page_size {PAGE}", page_ids.len())
+        })?;
         ids.extend(page_ids);
         if next.is_empty() {
             let unique: HashSet<&String> = ids.iter().collect();
-            ensure(unique.len() == ids.len(), "PAGE-COMPLETE", || format!("{} duplicate records across pages", ids.len() - unique.len()))?;
-            ensure(total as usize == ids.len(), "PAGE-COMPLETE", || format!("total_size says {total} but the pages held {}", ids.len()))?;
+            ensure(unique.len() == ids.len(), "PAGE-COMPLETE", || {
+                format!("{} duplicate records across pages", ids.len() - unique.len())
+            })?;
+            ensure(total as usize == ids.len(), "PAGE-COMPLETE", || {
+                format!("total_size says {total} but the pages held {}", ids.len())
+            })?;
             return Ok(ids);
         }
         token = next;
@@ -67,7 +73,10 @@ where
 
 macro_rules! family {
     ($adapters:expr, $family:ident) => {
-        $adapters.$family.as_ref().ok_or_else(|| Violation { rule: "SETUP", detail: concat!("no ", stringify!($family), " adapter").to_owned() })?
+        $adapters.$family.as_ref().ok_or_else(|| Violation {
+            rule: "SETUP",
+            detail: concat!("no ", stringify!($family), " adapter").to_owned(),
+        })?
     };
 }
 
@@ -86,21 +95,35 @@ macro_rules! paged {
 fn expect_not_found<T>(what: &str, result: Result<T, AdapterError>) -> Result<(), Violation> {
     match result {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Violation { rule: "NOT-FOUND", detail: format!("{what}: kind {} instead of not_found", e.kind()) }),
-        Ok(_) => Err(Violation { rule: "NOT-FOUND", detail: format!("{what}: returned a record for an id that does not exist") }),
+        Err(e) => {
+            Err(Violation { rule: "NOT-FOUND", detail: format!("{what}: kind {} instead of not_found", e.kind()) })
+        }
+        Ok(_) => Err(Violation {
+            rule: "NOT-FOUND",
+            detail: format!("{what}: returned a record for an id that does not exist"),
+        }),
     }
 }
 
 /// NEAR-SORTED over (location, distance) pairs.
 fn check_near(what: &str, found: Vec<(Option<api::GeoPoint>, Option<f64>)>) -> Result<(), Violation> {
-    ensure(!found.is_empty(), "NEAR-SORTED", || format!("{what}: nothing within {RADIUS_M} m of Bến Thành; the case cannot check anything"))?;
+    ensure(!found.is_empty(), "NEAR-SORTED", || {
+        format!("{what}: nothing within {RADIUS_M} m of Bến Thành; the case cannot check anything")
+    })?;
     let center = geo::point(CENTER.0, CENTER.1);
     let mut last = 0.0;
     for (location, distance) in found {
-        let d = distance.ok_or_else(|| Violation { rule: "NEAR-SORTED", detail: format!("{what}: a record without distance_meters") })?;
+        let d = distance.ok_or_else(|| Violation {
+            rule: "NEAR-SORTED",
+            detail: format!("{what}: a record without distance_meters"),
+        })?;
         let actual = location.map(|l| geo::distance_m(&center, &l)).unwrap_or(f64::INFINITY);
-        ensure(actual <= RADIUS_M + 1.0, "NEAR-SORTED", || format!("{what}: a record {actual:.0} m away, outside the {RADIUS_M} m radius"))?;
-        ensure((actual - d).abs() <= 5.0, "NEAR-SORTED", || format!("{what}: distance_meters {d:.0} but the record is {actual:.0} m away"))?;
+        ensure(actual <= RADIUS_M + 1.0, "NEAR-SORTED", || {
+            format!("{what}: a record {actual:.0} m away, outside the {RADIUS_M} m radius")
+        })?;
+        ensure((actual - d).abs() <= 5.0, "NEAR-SORTED", || {
+            format!("{what}: distance_meters {d:.0} but the record is {actual:.0} m away")
+        })?;
         ensure(d >= last, "NEAR-SORTED", || format!("{what}: {d:.0} m after {last:.0} m: not nearest first"))?;
         last = d;
     }
@@ -131,7 +154,9 @@ fn cameras_pages(a: &AdapterSet) -> CaseFuture<'_> {
 }
 
 fn housing_pages(a: &AdapterSet) -> CaseFuture<'_> {
-    Box::pin(async move { paged!(a, construction, list_housing_projects, ListHousingProjectsRequest, projects, project_id) })
+    Box::pin(
+        async move { paged!(a, construction, list_housing_projects, ListHousingProjectsRequest, projects, project_id) },
+    )
 }
 
 fn agencies_pages(a: &AdapterSet) -> CaseFuture<'_> {
@@ -139,7 +164,9 @@ fn agencies_pages(a: &AdapterSet) -> CaseFuture<'_> {
 }
 
 fn procedures_pages(a: &AdapterSet) -> CaseFuture<'_> {
-    Box::pin(async move { paged!(a, public_services, list_procedures, ListProceduresRequest, procedures, procedure_code) })
+    Box::pin(
+        async move { paged!(a, public_services, list_procedures, ListProceduresRequest, procedures, procedure_code) },
+    )
 }
 
 fn page_size_capped(a: &AdapterSet) -> CaseFuture<'_> {
@@ -150,7 +177,9 @@ fn page_size_capped(a: &AdapterSet) -> CaseFuture<'_> {
                 .list_facilities(&ctx(), api::ListFacilitiesRequest { page_size: asked, ..Default::default() })
                 .await
                 .map_err(adapter_failed)?;
-            ensure(r.facilities.len() <= most, "PAGE-SIZE", || format!("page_size {asked} gave {} records (at most {most})", r.facilities.len()))?;
+            ensure(r.facilities.len() <= most, "PAGE-SIZE", || {
+                format!("page_size {asked} gave {} records (at most {most})", r.facilities.len())
+            })?;
         }
         Ok(())
     })
@@ -160,24 +189,49 @@ fn gets_not_found(a: &AdapterSet) -> CaseFuture<'_> {
     Box::pin(async move {
         let c = ctx();
         if let Some(h) = &a.healthcare {
-            expect_not_found("get_facility", h.get_facility(&c, api::GetFacilityRequest { facility_code: "ZZ999".into() }).await)?;
+            expect_not_found(
+                "get_facility",
+                h.get_facility(&c, api::GetFacilityRequest { facility_code: "ZZ999".into() }).await,
+            )?;
         }
         if let Some(e) = &a.education {
-            expect_not_found("get_school", e.get_school(&c, api::GetSchoolRequest { school_id: "no-such-school".into() }).await)?;
+            expect_not_found(
+                "get_school",
+                e.get_school(&c, api::GetSchoolRequest { school_id: "no-such-school".into() }).await,
+            )?;
         }
         if let Some(t) = &a.transport {
-            expect_not_found("get_bus_route", t.get_bus_route(&c, api::GetBusRouteRequest { route_number: "NO-999".into(), ..Default::default() }).await)?;
-            expect_not_found("get_traffic_camera", t.get_traffic_camera(&c, api::GetTrafficCameraRequest { camera_id: "no-such-camera".into() }).await)?;
+            expect_not_found(
+                "get_bus_route",
+                t.get_bus_route(&c, api::GetBusRouteRequest { route_number: "NO-999".into(), ..Default::default() })
+                    .await,
+            )?;
+            expect_not_found(
+                "get_traffic_camera",
+                t.get_traffic_camera(&c, api::GetTrafficCameraRequest { camera_id: "no-such-camera".into() }).await,
+            )?;
         }
         if let Some(k) = &a.construction {
-            expect_not_found("get_housing_project", k.get_housing_project(&c, api::GetHousingProjectRequest { project_id: "no-such-project".into() }).await)?;
+            expect_not_found(
+                "get_housing_project",
+                k.get_housing_project(&c, api::GetHousingProjectRequest { project_id: "no-such-project".into() }).await,
+            )?;
             let cert = api::GetPracticingCertificateRequest { certificate_number: "00-NONE-0000-00000".into() };
             expect_not_found("get_practicing_certificate", k.get_practicing_certificate(&c, cert).await)?;
         }
         if let Some(p) = &a.public_services {
-            expect_not_found("get_agency", p.get_agency(&c, api::GetAgencyRequest { agency_code: "999.99.99.Z99".into() }).await)?;
-            expect_not_found("get_procedure", p.get_procedure(&c, api::GetProcedureRequest { procedure_code: "9.999999".into() }).await)?;
-            expect_not_found("get_dossier", p.get_dossier(&c, api::GetDossierRequest { dossier_code: "999.99.99.Z99-990101-9999".into() }).await)?;
+            expect_not_found(
+                "get_agency",
+                p.get_agency(&c, api::GetAgencyRequest { agency_code: "999.99.99.Z99".into() }).await,
+            )?;
+            expect_not_found(
+                "get_procedure",
+                p.get_procedure(&c, api::GetProcedureRequest { procedure_code: "9.999999".into() }).await,
+            )?;
+            expect_not_found(
+                "get_dossier",
+                p.get_dossier(&c, api::GetDossierRequest { dossier_code: "999.99.99.Z99-990101-9999".into() }).await,
+            )?;
         }
         Ok(())
     })
@@ -206,7 +260,10 @@ fn schools_near(a: &AdapterSet) -> CaseFuture<'_> {
 fn stops_near(a: &AdapterSet) -> CaseFuture<'_> {
     Box::pin(async move {
         let r = family!(a, transport)
-            .list_nearby_stops(&ctx(), api::ListNearbyStopsRequest { near: near(), page_size: 100, ..Default::default() })
+            .list_nearby_stops(
+                &ctx(),
+                api::ListNearbyStopsRequest { near: near(), page_size: 100, ..Default::default() },
+            )
             .await
             .map_err(adapter_failed)?;
         check_near("list_nearby_stops", r.stops.into_iter().map(|s| (s.location, s.distance_meters)).collect())
@@ -217,10 +274,15 @@ fn facility_type_filter(a: &AdapterSet) -> CaseFuture<'_> {
     Box::pin(async move {
         let wanted = api::FacilityType::GeneralHospital as i32;
         let r = family!(a, healthcare)
-            .list_facilities(&ctx(), api::ListFacilitiesRequest { r#type: wanted, page_size: 100, ..Default::default() })
+            .list_facilities(
+                &ctx(),
+                api::ListFacilitiesRequest { r#type: wanted, page_size: 100, ..Default::default() },
+            )
             .await
             .map_err(adapter_failed)?;
-        ensure(r.facilities.iter().all(|f| f.r#type == wanted), "FILTER-EXACT", || "a facility of another type under a type filter".to_owned())?;
+        ensure(r.facilities.iter().all(|f| f.r#type == wanted), "FILTER-EXACT", || {
+            "a facility of another type under a type filter".to_owned()
+        })?;
         check_nfc("list_facilities", r.facilities.iter().map(|f| f.name.as_str()))
     })
 }
@@ -238,19 +300,59 @@ fn procedure_names_nfc(a: &AdapterSet) -> CaseFuture<'_> {
 /// Every case, in the order they run.
 pub fn all_cases() -> Vec<Case> {
     vec![
-        Case { name: "healthcare/list_facilities pages completely and stably", method: Method::ListFacilities, run: facilities_pages },
-        Case { name: "healthcare/list_facilities caps page_size", method: Method::ListFacilities, run: page_size_capped },
+        Case {
+            name: "healthcare/list_facilities pages completely and stably",
+            method: Method::ListFacilities,
+            run: facilities_pages,
+        },
+        Case {
+            name: "healthcare/list_facilities caps page_size",
+            method: Method::ListFacilities,
+            run: page_size_capped,
+        },
         Case { name: "healthcare/list_facilities near search", method: Method::ListFacilities, run: facilities_near },
-        Case { name: "healthcare/list_facilities type filter, NFC names", method: Method::ListFacilities, run: facility_type_filter },
-        Case { name: "education/list_schools pages completely and stably", method: Method::ListSchools, run: schools_pages },
+        Case {
+            name: "healthcare/list_facilities type filter, NFC names",
+            method: Method::ListFacilities,
+            run: facility_type_filter,
+        },
+        Case {
+            name: "education/list_schools pages completely and stably",
+            method: Method::ListSchools,
+            run: schools_pages,
+        },
         Case { name: "education/list_schools near search", method: Method::ListSchools, run: schools_near },
-        Case { name: "transport/list_bus_routes pages completely and stably", method: Method::ListBusRoutes, run: routes_pages },
-        Case { name: "transport/list_traffic_cameras pages completely and stably", method: Method::ListTrafficCameras, run: cameras_pages },
+        Case {
+            name: "transport/list_bus_routes pages completely and stably",
+            method: Method::ListBusRoutes,
+            run: routes_pages,
+        },
+        Case {
+            name: "transport/list_traffic_cameras pages completely and stably",
+            method: Method::ListTrafficCameras,
+            run: cameras_pages,
+        },
         Case { name: "transport/list_nearby_stops near search", method: Method::ListNearbyStops, run: stops_near },
-        Case { name: "construction/list_housing_projects pages completely and stably", method: Method::ListHousingProjects, run: housing_pages },
-        Case { name: "public_services/list_agencies pages completely and stably", method: Method::ListAgencies, run: agencies_pages },
-        Case { name: "public_services/list_procedures pages completely and stably", method: Method::ListProcedures, run: procedures_pages },
-        Case { name: "public_services/list_procedures NFC names", method: Method::ListProcedures, run: procedure_names_nfc },
+        Case {
+            name: "construction/list_housing_projects pages completely and stably",
+            method: Method::ListHousingProjects,
+            run: housing_pages,
+        },
+        Case {
+            name: "public_services/list_agencies pages completely and stably",
+            method: Method::ListAgencies,
+            run: agencies_pages,
+        },
+        Case {
+            name: "public_services/list_procedures pages completely and stably",
+            method: Method::ListProcedures,
+            run: procedures_pages,
+        },
+        Case {
+            name: "public_services/list_procedures NFC names",
+            method: Method::ListProcedures,
+            run: procedure_names_nfc,
+        },
         Case { name: "every get answers NOT_FOUND for unknown ids", method: Method::GetFacility, run: gets_not_found },
     ]
 }

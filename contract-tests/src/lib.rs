@@ -75,7 +75,11 @@ impl Report {
     /// How many cases passed, failed and were skipped.
     pub fn counts(&self) -> (usize, usize, usize) {
         let count = |f: fn(&Outcome) -> bool| self.outcomes.iter().filter(|(_, o)| f(o)).count();
-        (count(|o| *o == Outcome::Passed), count(|o| matches!(o, Outcome::Failed(_))), count(|o| *o == Outcome::Skipped))
+        (
+            count(|o| *o == Outcome::Passed),
+            count(|o| matches!(o, Outcome::Failed(_))),
+            count(|o| *o == Outcome::Skipped),
+        )
     }
 
     /// The violations found.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lienthong_adapter_core::{
-    api, AdapterError, AdapterSet, CallContext, Capabilities, ErrorKind, Family, HealthcareAdapter,
+    AdapterError, AdapterSet, CallContext, Capabilities, ErrorKind, Family, HealthcareAdapter, api,
 };
 use lienthong_adapter_sandbox::{Sandbox, SandboxConfig};
-use lienthong_contract_tests::{run, Outcome};
+use lienthong_contract_tests::{Outcome, run};
 
 fn sandbox() -> AdapterSet {
     Sandbox::new(SandboxConfig::default()).unwrap().into_set()
@@ -35,14 +35,23 @@ impl HealthcareAdapter for Broken {
         Capabilities::family(Family::Healthcare)
     }
 
-    async fn list_facilities(&self, ctx: &CallContext, req: api::ListFacilitiesRequest) -> Result<api::ListFacilitiesResponse, AdapterError> {
+    async fn list_facilities(
+        &self,
+        ctx: &CallContext,
+        req: api::ListFacilitiesRequest,
+    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
         let mut r = self.0.list_facilities(ctx, req.clone()).await?;
         if !req.page_token.is_empty() && req.near.is_none() {
-            let first = self.0.list_facilities(ctx, api::ListFacilitiesRequest { page_size: 1, ..Default::default() }).await?;
+            let first =
+                self.0.list_facilities(ctx, api::ListFacilitiesRequest { page_size: 1, ..Default::default() }).await?;
             r.facilities[0] = first.facilities[0].clone();
         }
         if req.page_size > 100 {
-            let more = api::ListFacilitiesRequest { page_size: 100, page_token: r.next_page_token.clone(), ..Default::default() };
+            let more = api::ListFacilitiesRequest {
+                page_size: 100,
+                page_token: r.next_page_token.clone(),
+                ..Default::default()
+            };
             r.facilities.extend(self.0.list_facilities(ctx, more).await?.facilities);
         }
         Ok(r)

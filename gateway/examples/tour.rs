@@ -55,7 +55,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("  {:>6.0} m  {}  {}", f.distance_meters.unwrap_or_default(), f.facility_code, f.name);
     }
     if let Some(first) = r.facilities.first() {
-        let f = health.get_facility(GetFacilityRequest { facility_code: first.facility_code.clone() }).await?.into_inner();
+        let f =
+            health.get_facility(GetFacilityRequest { facility_code: first.facility_code.clone() }).await?.into_inner();
         println!("  GetFacility {} → {}", first.facility_code, f.facility.map(|f| f.phone).unwrap_or_default());
     }
 
@@ -83,23 +84,50 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("\n== Transport: route 03, stops nearby, arrivals, cameras");
     let mut tr = TransportServiceClient::new(channel.clone());
     let routes = tr.list_bus_routes(ListBusRoutesRequest { page_size: 3, ..Default::default() }).await?.into_inner();
-    println!("  {} routes; first: {}", routes.total_size, routes.routes.iter().map(|r| r.route_number.as_str()).collect::<Vec<_>>().join(", "));
-    let route = tr.get_bus_route(GetBusRouteRequest { route_number: "03".into(), ..Default::default() }).await?.into_inner().route;
+    println!(
+        "  {} routes; first: {}",
+        routes.total_size,
+        routes.routes.iter().map(|r| r.route_number.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let route = tr
+        .get_bus_route(GetBusRouteRequest { route_number: "03".into(), ..Default::default() })
+        .await?
+        .into_inner()
+        .route;
     if let Some(route) = route {
         let dir = &route.directions[0];
         println!("  route 03 {}: {} stops, fare {} đ", route.name, dir.stop_count, route.fare_vnd);
     }
-    let stops = tr.list_nearby_stops(ListNearbyStopsRequest { near: near(lat, lng, 300.0), page_size: 3, ..Default::default() }).await?.into_inner();
+    let stops = tr
+        .list_nearby_stops(ListNearbyStopsRequest { near: near(lat, lng, 300.0), page_size: 3, ..Default::default() })
+        .await?
+        .into_inner();
     for s in &stops.stops {
-        println!("  stop {} {} ({:.0} m) routes {}", s.code, s.name, s.distance_meters.unwrap_or_default(), s.route_numbers.join(","));
+        println!(
+            "  stop {} {} ({:.0} m) routes {}",
+            s.code,
+            s.name,
+            s.distance_meters.unwrap_or_default(),
+            s.route_numbers.join(",")
+        );
     }
     if let Some(stop) = stops.stops.first() {
-        let arr = tr.list_arrivals(ListArrivalsRequest { stop_id: stop.stop_id.clone(), limit: 3, ..Default::default() }).await?.into_inner();
+        let arr = tr
+            .list_arrivals(ListArrivalsRequest { stop_id: stop.stop_id.clone(), limit: 3, ..Default::default() })
+            .await?
+            .into_inner();
         for a in &arr.arrivals {
             println!("  arrival: route {} to {} at {}", a.route_number, a.headsign, time(a.arrival_time));
         }
     }
-    let cams = tr.list_traffic_cameras(ListTrafficCamerasRequest { near: near(lat, lng, 800.0), page_size: 3, ..Default::default() }).await?.into_inner();
+    let cams = tr
+        .list_traffic_cameras(ListTrafficCamerasRequest {
+            near: near(lat, lng, 800.0),
+            page_size: 3,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
     for c in &cams.cameras {
         println!("  camera {} {} → {}", c.code, c.name, c.snapshot_url);
     }
@@ -110,22 +138,38 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     println!("\n== Construction: projects by Novaland, a certificate");
     let mut con = ConstructionServiceClient::new(channel.clone());
-    let p = con.list_housing_projects(ListHousingProjectsRequest { investor: "No Va".into(), ..Default::default() }).await?.into_inner();
+    let p = con
+        .list_housing_projects(ListHousingProjectsRequest { investor: "No Va".into(), ..Default::default() })
+        .await?
+        .into_inner();
     for x in &p.projects {
         println!("  {}  {} ({} units)", x.project_id, x.name, x.total_units);
     }
     if let Some(x) = p.projects.first() {
-        let got = con.get_housing_project(GetHousingProjectRequest { project_id: x.project_id.clone() }).await?.into_inner();
+        let got =
+            con.get_housing_project(GetHousingProjectRequest { project_id: x.project_id.clone() }).await?.into_inner();
         println!("  GetHousingProject → {}", got.project.map(|p| p.approval_decision).unwrap_or_default());
     }
-    match con.get_practicing_certificate(GetPracticingCertificateRequest { certificate_number: "79-MGBĐS-2099-00001".into() }).await {
+    match con
+        .get_practicing_certificate(GetPracticingCertificateRequest {
+            certificate_number: "79-MGBĐS-2099-00001".into(),
+        })
+        .await
+    {
         Ok(c) => println!("  certificate → {:?}", c.into_inner().certificate.map(|c| c.status())),
         Err(e) => println!("  unknown certificate → {:?}: {}", e.code(), e.message()),
     }
 
     println!("\n== Public services: agencies and procedures");
     let mut ps = PublicServicesServiceClient::new(channel.clone());
-    let ag = ps.list_agencies(ListAgenciesRequest { level: AdministrativeLevel::Province as i32, page_size: 3, ..Default::default() }).await?.into_inner();
+    let ag = ps
+        .list_agencies(ListAgenciesRequest {
+            level: AdministrativeLevel::Province as i32,
+            page_size: 3,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
     for a in &ag.agencies {
         println!("  {}  {}", a.agency_code, a.name);
     }
@@ -133,13 +177,22 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let got = ps.get_agency(GetAgencyRequest { agency_code: a.agency_code.clone() }).await?.into_inner();
         println!("  GetAgency → {}", got.agency.and_then(|a| a.address).map(|a| a.street).unwrap_or_default());
     }
-    let pr = ps.list_procedures(ListProceduresRequest { text: "khai sinh".into(), page_size: 3, ..Default::default() }).await?.into_inner();
+    let pr = ps
+        .list_procedures(ListProceduresRequest { text: "khai sinh".into(), page_size: 3, ..Default::default() })
+        .await?
+        .into_inner();
     for p in &pr.procedures {
         println!("  {}  {}", p.procedure_code, p.name);
     }
-    let marriage = ps.get_procedure(GetProcedureRequest { procedure_code: "1.000894".into() }).await?.into_inner().procedure;
+    let marriage =
+        ps.get_procedure(GetProcedureRequest { procedure_code: "1.000894".into() }).await?.into_inner().procedure;
     if let Some(m) = marriage {
-        println!("  GetProcedure 1.000894 → {} ({}, {} documents)", m.name, m.processing_time, m.required_documents.len());
+        println!(
+            "  GetProcedure 1.000894 → {} ({}, {} documents)",
+            m.name,
+            m.processing_time,
+            m.required_documents.len()
+        );
     }
 
     println!("\n== Identity: a sandbox token for a demo citizen");
@@ -164,7 +217,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let code = "000.30.67.H29-251114-0001";
     let public = ps.get_dossier(GetDossierRequest { dossier_code: code.into() }).await?.into_inner().dossier;
     println!("  GetDossier without a token → view {:?}", public.map(|d| d.view()));
-    let mut watch = ps.watch_dossier(with_token(WatchDossierRequest { dossier_code: code.into() }, &token)?).await?.into_inner();
+    let mut watch =
+        ps.watch_dossier(with_token(WatchDossierRequest { dossier_code: code.into() }, &token)?).await?.into_inner();
     let mut seen = 0;
     while let Some(msg) = watch.next().await {
         let d = msg?.dossier.unwrap_or_default();

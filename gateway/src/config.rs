@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use lienthong_adapter_core::{admin, AdapterRegistry, Family};
+use figment::providers::{Env, Format, Toml};
+use lienthong_adapter_core::{AdapterRegistry, Family, admin};
 use serde::Deserialize;
 
 /// The configuration used when no file is given: the embedded sandbox serving
@@ -106,7 +106,7 @@ impl Default for ServerConfig {
 
 /// `[anonymous]`: calls without an app credential. (Registered apps with
 /// credentials come with app authentication.)
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnonymousConfig {
     /// Whether such calls are served at all.
@@ -115,12 +115,6 @@ pub struct AnonymousConfig {
     pub provinces: Vec<String>,
     /// Scopes granted, for example `identity.full_id_number`.
     pub scopes: Vec<String>,
-}
-
-impl Default for AnonymousConfig {
-    fn default() -> Self {
-        Self { enabled: false, provinces: Vec::new(), scopes: Vec::new() }
-    }
 }
 
 /// The scopes the gateway knows.
@@ -223,11 +217,15 @@ impl Config {
             Err(e) => return (None, figment_errors(e)),
         };
         for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
-            errors.push(ConfigError::new(key.clone(), format!("unknown section; expected one of: {}", SECTIONS.join(", "))));
+            errors.push(ConfigError::new(
+                key.clone(),
+                format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
+            ));
         }
         let section = |name: &str| -> Option<figment::value::Value> { root.get(name).cloned() };
         let server = extract_or_default::<ServerConfig>(&figment, "server", section("server").is_some(), &mut errors);
-        let anonymous = extract_or_default::<AnonymousConfig>(&figment, "anonymous", section("anonymous").is_some(), &mut errors);
+        let anonymous =
+            extract_or_default::<AnonymousConfig>(&figment, "anonymous", section("anonymous").is_some(), &mut errors);
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -262,11 +260,17 @@ impl Config {
             errors.push(ConfigError::new("server.drain_timeout", "must be at most 5m"));
         }
         if s.cors_allowed_origins.is_empty() && s.grpc_web {
-            errors.push(ConfigError::new("server.cors_allowed_origins", "list at least one origin, or [\"*\"], when grpc_web is on"));
+            errors.push(ConfigError::new(
+                "server.cors_allowed_origins",
+                "list at least one origin, or [\"*\"], when grpc_web is on",
+            ));
         }
         for (i, o) in s.cors_allowed_origins.iter().enumerate() {
             if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
-                errors.push(ConfigError::new(format!("server.cors_allowed_origins[{i}]"), format!("{o:?} is not an origin such as \"https://app.example.vn\"")));
+                errors.push(ConfigError::new(
+                    format!("server.cors_allowed_origins[{i}]"),
+                    format!("{o:?} is not an origin such as \"https://app.example.vn\""),
+                ));
             }
         }
         for (name, instance) in &self.adapters {
@@ -284,23 +288,33 @@ impl Config {
             }
         }
         if self.provinces.is_empty() {
-            errors.push(ConfigError::new("provinces", "configure at least one province, for example [provinces.\"79\"]"));
+            errors
+                .push(ConfigError::new("provinces", "configure at least one province, for example [provinces.\"79\"]"));
         }
         for (code, routes) in &self.provinces {
             if admin::province(code).is_none() {
-                errors.push(ConfigError::new(format!("provinces.{code}"), "not a province code of the 34 provinces in force since 1 July 2025 (for example \"79\" or \"01\")"));
+                errors.push(ConfigError::new(
+                    format!("provinces.{code}"),
+                    "not a province code of the 34 provinces in force since 1 July 2025 (for example \"79\" or \"01\")",
+                ));
             }
             for family in Family::ALL {
                 let Some(instance) = routes.instance(family) else { continue };
                 let path = format!("provinces.{code}.{family}");
                 match self.adapters.get(instance) {
-                    None => errors.push(ConfigError::new(path, format!("no adapter instance named {instance:?}; define [adapters.{instance}]"))),
+                    None => errors.push(ConfigError::new(
+                        path,
+                        format!("no adapter instance named {instance:?}; define [adapters.{instance}]"),
+                    )),
                     Some(a) => {
                         let parsed = !self.unparsed.contains(&format!("adapters.{instance}"));
-                        if let (true, Ok(factory)) = (parsed, registry.get(&a.kind)) {
-                            if !factory.families().contains(&family) {
-                                errors.push(ConfigError::new(path, format!("adapter kind {:?} does not serve {family}", a.kind)));
-                            }
+                        if let (true, Ok(factory)) = (parsed, registry.get(&a.kind))
+                            && !factory.families().contains(&family)
+                        {
+                            errors.push(ConfigError::new(
+                                path,
+                                format!("adapter kind {:?} does not serve {family}", a.kind),
+                            ));
                         }
                     }
                 }
@@ -308,16 +322,25 @@ impl Config {
         }
         let a = &self.anonymous;
         if a.enabled && a.provinces.is_empty() {
-            errors.push(ConfigError::new("anonymous.provinces", "list the provinces anonymous calls may reach, or set enabled = false"));
+            errors.push(ConfigError::new(
+                "anonymous.provinces",
+                "list the provinces anonymous calls may reach, or set enabled = false",
+            ));
         }
         for (i, p) in a.provinces.iter().enumerate() {
             if !self.provinces.contains_key(p) {
-                errors.push(ConfigError::new(format!("anonymous.provinces[{i}]"), format!("province {p:?} is not configured under [provinces]")));
+                errors.push(ConfigError::new(
+                    format!("anonymous.provinces[{i}]"),
+                    format!("province {p:?} is not configured under [provinces]"),
+                ));
             }
         }
         for (i, scope) in a.scopes.iter().enumerate() {
             if !KNOWN_SCOPES.contains(&scope.as_str()) {
-                errors.push(ConfigError::new(format!("anonymous.scopes[{i}]"), format!("unknown scope {scope:?}; known scopes: {}", KNOWN_SCOPES.join(", "))));
+                errors.push(ConfigError::new(
+                    format!("anonymous.scopes[{i}]"),
+                    format!("unknown scope {scope:?}; known scopes: {}", KNOWN_SCOPES.join(", ")),
+                ));
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
@@ -337,24 +360,33 @@ fn figment_errors_under(e: figment::Error, key: &str) -> Vec<ConfigError> {
         .map(|e| {
             let mut parts: Vec<String> = e.path.iter().flat_map(|p| p.split('.')).map(str::to_owned).collect();
             // Drop a repeated copy of the key, wherever figment put it.
-            if let Some(at) = parts.windows(key_parts.len().max(1)).position(|w| !key_parts.is_empty() && w.iter().map(String::as_str).eq(key_parts.iter().copied())) {
+            if let Some(at) = parts
+                .windows(key_parts.len().max(1))
+                .position(|w| !key_parts.is_empty() && w.iter().map(String::as_str).eq(key_parts.iter().copied()))
+            {
                 parts.drain(at..at + key_parts.len());
             }
             let mut path: Vec<String> = key_parts.iter().map(|p| (*p).to_owned()).collect();
             path.extend(parts);
-            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
-                if path.last() != Some(field) {
-                    path.push(field.clone());
-                }
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind
+                && path.last() != Some(field)
+            {
+                path.push(field.clone());
             }
-            let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
+            let source =
+                e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
             let path = if path.is_empty() { "<root>".to_owned() } else { path.join(".") };
             ConfigError::new(path, format!("{}{source}", e.kind))
         })
         .collect()
 }
 
-fn extract_or_default<T: for<'de> Deserialize<'de> + Default>(figment: &Figment, key: &str, present: bool, errors: &mut Vec<ConfigError>) -> T {
+fn extract_or_default<T: for<'de> Deserialize<'de> + Default>(
+    figment: &Figment,
+    key: &str,
+    present: bool,
+    errors: &mut Vec<ConfigError>,
+) -> T {
     if !present {
         return T::default();
     }

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lienthong_adapter_core::{
-    admin, AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, ConstructionAdapter,
-    DemoIdentityIssuer, EducationAdapter, Family, HealthcareAdapter, IdentityAdapter, Method, Principal,
-    PublicServicesAdapter, TransportAdapter,
+    AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, ConstructionAdapter, DemoIdentityIssuer,
+    EducationAdapter, Family, HealthcareAdapter, IdentityAdapter, Method, Principal, PublicServicesAdapter,
+    TransportAdapter, admin,
 };
 use tokio::sync::watch;
-use tonic::metadata::MetadataMap;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 
 use crate::config::{AnonymousConfig, Config};
 use crate::status;
@@ -66,7 +66,11 @@ fn routed<T: ?Sized>(adapter: &Option<Arc<T>>, instance: &str, kind: &str) -> Op
 impl Gateway {
     /// Builds every adapter instance the provinces use, then the routing
     /// table. `shutdown` turns true when the server begins to drain.
-    pub async fn build(config: &Config, registry: &AdapterRegistry, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        registry: &AdapterRegistry,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
         let mut built: BTreeMap<&str, (AdapterSet, &str)> = BTreeMap::new();
         let used: std::collections::BTreeSet<&str> =
             config.provinces.values().flat_map(|r| Family::ALL.into_iter().filter_map(|f| r.instance(f))).collect();
@@ -74,7 +78,10 @@ impl Gateway {
             let instance = config.adapters.get(name).with_context(|| format!("no adapter instance named {name:?}"))?;
             let factory = registry.get(&instance.kind)?;
             let set = factory
-                .build(BuildContext { instance: name.to_owned(), options: serde_json::Value::Object(instance.options.clone()) })
+                .build(BuildContext {
+                    instance: name.to_owned(),
+                    options: serde_json::Value::Object(instance.options.clone()),
+                })
                 .await
                 .with_context(|| format!("building adapter instance {name:?} (kind {:?})", instance.kind))?;
             tracing::info!(instance = name, kind = %instance.kind, "adapter instance ready");
@@ -134,7 +141,9 @@ impl Gateway {
         let code = match asked {
             Some(code) => {
                 if admin::province(code).is_none() {
-                    return Err(bad_province("is not a province code of the 34 provinces in force since 1 July 2025 (Ho Chi Minh City is \"79\", Hà Nội \"01\")"));
+                    return Err(bad_province(
+                        "is not a province code of the 34 provinces in force since 1 July 2025 (Ho Chi Minh City is \"79\", Hà Nội \"01\")",
+                    ));
                 }
                 if !self.provinces.contains_key(code) {
                     return Err(Status::failed_precondition(format!(
@@ -146,13 +155,21 @@ impl Gateway {
                     return Err(Status::permission_denied(format!("this caller may not reach province {code}")));
                 }
                 if !self.province_from_metadata && allowed.first().map(String::as_str) != Some(code) {
-                    return Err(Status::permission_denied(format!("{PROVINCE_HEADER} is not accepted by this gateway")));
+                    return Err(Status::permission_denied(format!(
+                        "{PROVINCE_HEADER} is not accepted by this gateway"
+                    )));
                 }
                 code
             }
-            None => allowed.first().map(String::as_str).ok_or_else(|| Status::permission_denied("this caller may reach no province"))?,
+            None => allowed
+                .first()
+                .map(String::as_str)
+                .ok_or_else(|| Status::permission_denied("this caller may reach no province"))?,
         };
-        let province = self.provinces.get(code).ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
+        let province = self
+            .provinces
+            .get(code)
+            .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
         let deadline = grpc_timeout(metadata).map(|d| tokio::time::Instant::now() + d);
         Ok(Call {
             gateway: self,
@@ -271,11 +288,8 @@ impl<'g> Call<'g> {
                 "this is a sandbox token; sandbox tokens are accepted only where the sandbox identity provider is configured",
             ));
         }
-        let principal = identity
-            .adapter
-            .authenticate(&BearerToken::new(token))
-            .await
-            .map_err(|e| self.fail(identity, e))?;
+        let principal =
+            identity.adapter.authenticate(&BearerToken::new(token)).await.map_err(|e| self.fail(identity, e))?;
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
     }

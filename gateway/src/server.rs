@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use lienthong_adapter_core::AdapterRegistry;
 use lienthong_proto::sandbox::v1::sandbox_identity_service_server::SandboxIdentityServiceServer;
 use lienthong_proto::v1::construction_service_server::ConstructionServiceServer;
@@ -16,8 +16,8 @@ use lienthong_proto::v1::transport_service_server::TransportServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
@@ -72,7 +72,11 @@ fn cors(config: &Config) -> CorsLayer {
 /// Serves `config` on `listener` until `signal` completes, then drains:
 /// new calls are refused, streams end with UNAVAILABLE, in-flight calls get up
 /// to `server.drain_timeout` to finish.
-pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     serve_with_registry(config, adapter_registry(), listener, signal).await
 }
 

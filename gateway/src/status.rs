@@ -26,7 +26,13 @@ pub fn from_adapter(err: AdapterError, method: Method, adapter: &str) -> Status 
         tracing::error!(rpc = method.full_name(), adapter, error = %err, "adapter failed unexpectedly");
         return Status::internal(format!("the {adapter} adapter failed unexpectedly; the gateway logged the details"));
     }
-    tracing::debug!(rpc = method.full_name(), adapter, kind = err.kind().as_str(), temporary = err.is_temporary(), "adapter error");
+    tracing::debug!(
+        rpc = method.full_name(),
+        adapter,
+        kind = err.kind().as_str(),
+        temporary = err.is_temporary(),
+        "adapter error"
+    );
     let mut details = ErrorDetails::new();
     let mut any = false;
     if let (Some(field), Code::InvalidArgument) = (err.field(), code) {
@@ -90,10 +96,17 @@ mod tests {
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(s.get_details_retry_info().unwrap().retry_delay, Some(Duration::from_secs(3)));
 
-        let s = from_adapter(AdapterError::new(ErrorKind::Unexpected, "db password wrong: hunter2"), Method::GetSchool, "x");
+        let s = from_adapter(
+            AdapterError::new(ErrorKind::Unexpected, "db password wrong: hunter2"),
+            Method::GetSchool,
+            "x",
+        );
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("hunter2"));
-        assert_eq!(from_adapter(AdapterError::unsupported(Method::GetSchool), Method::GetSchool, "x").code(), Code::Unimplemented);
+        assert_eq!(
+            from_adapter(AdapterError::unsupported(Method::GetSchool), Method::GetSchool, "x").code(),
+            Code::Unimplemented
+        );
     }
 
     #[test]

@@ -94,7 +94,10 @@ pub fn optional_code(v: &mut Violations, field: &str, value: &str, kind: CodeKin
 /// `page_size` in 0..=100 and a plausible `page_token`.
 pub fn page(v: &mut Violations, page_size: i32, page_token: &str) {
     if !(0..=paging::MAX_PAGE_SIZE as i32).contains(&page_size) {
-        v.add("page_size", format!("must be between 0 (the default, {}) and {}", paging::DEFAULT_PAGE_SIZE, paging::MAX_PAGE_SIZE));
+        v.add(
+            "page_size",
+            format!("must be between 0 (the default, {}) and {}", paging::DEFAULT_PAGE_SIZE, paging::MAX_PAGE_SIZE),
+        );
     }
     if page_token.len() > MAX_PAGE_TOKEN || !page_token.bytes().all(|b| b.is_ascii_graphic()) {
         v.add("page_token", "is not a token this server issued; pass next_page_token back unchanged");
@@ -122,7 +125,10 @@ pub fn ward(v: &mut Violations, field: &str, value: &str, province: &str) {
     match admin::ward(value) {
         None => v.add(field, "is not a ward code in force since 1 July 2025"),
         Some(w) if w.province_code != province => {
-            v.add(field, format!("is a ward of province {}, but this call is routed to province {province}", w.province_code));
+            v.add(
+                field,
+                format!("is a ward of province {}, but this call is routed to province {province}", w.province_code),
+            );
         }
         Some(_) => {}
     }
@@ -195,7 +201,10 @@ mod tests {
 
     #[test]
     fn near_filters() {
-        let n = |lat, lng, r| api::NearFilter { center: Some(api::GeoPoint { latitude: lat, longitude: lng }), radius_meters: r };
+        let n = |lat, lng, r| api::NearFilter {
+            center: Some(api::GeoPoint { latitude: lat, longitude: lng }),
+            radius_meters: r,
+        };
         assert!(check(|v| near(v, "near", Some(&n(10.77, 106.7, 1000.0)), true)));
         assert!(!check(|v| near(v, "near", None, true)));
         assert!(check(|v| near(v, "near", None, false)));

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{authed, violated_fields, TestGateway};
+use common::{TestGateway, authed, violated_fields};
 use futures_util::StreamExt;
 use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
 use lienthong_proto::sandbox::v1::{IssueTokenRequest, ListDemoCitizensRequest};
@@ -25,7 +25,8 @@ async fn profile_is_masked_unless_the_app_may_see_the_number() {
     let gw = TestGateway::sandbox().await;
     let token = gw.token("lan").await;
     let mut c = IdentityServiceClient::new(gw.channel.clone());
-    let p = c.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap().into_inner().profile.unwrap();
+    let p =
+        c.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap().into_inner().profile.unwrap();
     assert_eq!(p.id_number, "********2345");
     assert!(p.id_number_masked);
     assert_eq!(p.full_name, "Nguyễn Thị Lan");
@@ -42,11 +43,18 @@ async fn profile_is_masked_unless_the_app_may_see_the_number() {
 
 #[tokio::test]
 async fn a_full_id_scope_reveals_the_number() {
-    let toml = lienthong::config::SANDBOX_DEFAULT.replace("provinces = [\"79\"]", "provinces = [\"79\"]\nscopes = [\"identity.full_id_number\"]");
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace("provinces = [\"79\"]", "provinces = [\"79\"]\nscopes = [\"identity.full_id_number\"]");
     let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
     let token = gw.token("minh").await;
     let mut c = IdentityServiceClient::new(gw.channel.clone());
-    let p = c.get_my_profile(authed(GetMyProfileRequest { include_full_id_number: true }, &token)).await.unwrap().into_inner().profile.unwrap();
+    let p = c
+        .get_my_profile(authed(GetMyProfileRequest { include_full_id_number: true }, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap();
     assert_eq!(p.id_number, "079085004321");
     assert!(!p.id_number_masked);
 }
@@ -63,7 +71,10 @@ async fn missing_malformed_and_forged_tokens_are_unauthenticated() {
     r.metadata_mut().insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
     assert_eq!(c.get_my_profile(r).await.unwrap_err().code(), Code::Unauthenticated);
 
-    assert_eq!(c.get_my_profile(authed(GetMyProfileRequest::default(), "not.a.jwt")).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        c.get_my_profile(authed(GetMyProfileRequest::default(), "not.a.jwt")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
 
     // A token from another sandbox (another key) does not verify here.
     let other = TestGateway::sandbox().await;
@@ -111,7 +122,13 @@ async fn dossiers_show_personal_fields_only_to_their_owner() {
     let mut c = PublicServicesServiceClient::new(gw.channel.clone());
 
     // Anyone with the code sees the public status view.
-    let public = c.get_dossier(GetDossierRequest { dossier_code: LAN_BIRTH.into() }).await.unwrap().into_inner().dossier.unwrap();
+    let public = c
+        .get_dossier(GetDossierRequest { dossier_code: LAN_BIRTH.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
     assert_eq!(public.view(), DossierView::Public);
     assert!(public.applicant.is_none());
     assert_eq!(public.status(), DossierStatus::Received);
@@ -120,22 +137,43 @@ async fn dossiers_show_personal_fields_only_to_their_owner() {
 
     // Another citizen's token still gets the public view.
     let minh = gw.token("minh").await;
-    let other = c.get_dossier(authed(GetDossierRequest { dossier_code: LAN_BIRTH.into() }, &minh)).await.unwrap().into_inner().dossier.unwrap();
+    let other = c
+        .get_dossier(authed(GetDossierRequest { dossier_code: LAN_BIRTH.into() }, &minh))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
     assert_eq!(other.view(), DossierView::Public);
     assert!(other.applicant.is_none());
 
     // The owner sees the applicant, with the ID number masked.
     let lan = gw.token("lan").await;
-    let own = c.get_dossier(authed(GetDossierRequest { dossier_code: LAN_BIRTH.into() }, &lan)).await.unwrap().into_inner().dossier.unwrap();
+    let own = c
+        .get_dossier(authed(GetDossierRequest { dossier_code: LAN_BIRTH.into() }, &lan))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
     assert_eq!(own.view(), DossierView::Owner);
     let applicant = own.applicant.unwrap();
     assert_eq!(applicant.full_name, "Nguyễn Thị Lan");
     assert_eq!(applicant.masked_id_number, "********2345");
 
-    let final_one = c.get_dossier(GetDossierRequest { dossier_code: MINH_REJECTED.into() }).await.unwrap().into_inner().dossier.unwrap();
+    let final_one = c
+        .get_dossier(GetDossierRequest { dossier_code: MINH_REJECTED.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
     assert!(final_one.r#final && final_one.status() == DossierStatus::Rejected);
 
-    assert_eq!(c.get_dossier(GetDossierRequest { dossier_code: "000.00.04.H29-250101-9999".into() }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.get_dossier(GetDossierRequest { dossier_code: "000.00.04.H29-250101-9999".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
     let e = c.get_dossier(GetDossierRequest { dossier_code: "0001".into() }).await.unwrap_err();
     assert_eq!(violated_fields(&e), ["dossier_code"]);
     // A bad token is refused, not ignored.
@@ -150,26 +188,42 @@ async fn my_dossiers_are_only_mine_and_need_level_2() {
     let lan = gw.token("lan").await;
     let mine = c.list_my_dossiers(authed(ListMyDossiersRequest::default(), &lan)).await.unwrap().into_inner();
     assert_eq!(mine.total_size, 4);
-    assert!(mine.dossiers.iter().all(|d| d.view() == DossierView::Owner && d.applicant.as_ref().unwrap().full_name == "Nguyễn Thị Lan"));
+    assert!(
+        mine.dossiers
+            .iter()
+            .all(|d| d.view() == DossierView::Owner && d.applicant.as_ref().unwrap().full_name == "Nguyễn Thị Lan")
+    );
     // Newest first: the dossier submitted last has the shortest history so far.
     assert_eq!(mine.dossiers[0].dossier_code, "000.00.04.H29-251119-0011");
 
     // Paging and the status filter.
-    let page = c.list_my_dossiers(authed(ListMyDossiersRequest { page_size: 3, ..Default::default() }, &lan)).await.unwrap().into_inner();
+    let page = c
+        .list_my_dossiers(authed(ListMyDossiersRequest { page_size: 3, ..Default::default() }, &lan))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(page.dossiers.len(), 3);
     let rest = c
-        .list_my_dossiers(authed(ListMyDossiersRequest { page_size: 3, page_token: page.next_page_token, ..Default::default() }, &lan))
+        .list_my_dossiers(authed(
+            ListMyDossiersRequest { page_size: 3, page_token: page.next_page_token, ..Default::default() },
+            &lan,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(rest.dossiers.len(), 1);
     assert!(rest.next_page_token.is_empty());
     let returned = c
-        .list_my_dossiers(authed(ListMyDossiersRequest { status: DossierStatus::ResultReturned as i32, ..Default::default() }, &lan))
+        .list_my_dossiers(authed(
+            ListMyDossiersRequest { status: DossierStatus::ResultReturned as i32, ..Default::default() },
+            &lan,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert!(!returned.dossiers.is_empty() && returned.dossiers.iter().all(|d| d.status() == DossierStatus::ResultReturned));
+    assert!(
+        !returned.dossiers.is_empty() && returned.dossiers.iter().all(|d| d.status() == DossierStatus::ResultReturned)
+    );
 
     let minh = gw.token("minh").await;
     let his = c.list_my_dossiers(authed(ListMyDossiersRequest::default(), &minh)).await.unwrap().into_inner();
@@ -182,7 +236,10 @@ async fn my_dossiers_are_only_mine_and_need_level_2() {
     let e = c.list_my_dossiers(authed(ListMyDossiersRequest::default(), &hoa)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("level 2"));
-    let e = c.list_my_dossiers(authed(ListMyDossiersRequest { page_size: -1, status: 11, ..Default::default() }, &lan)).await.unwrap_err();
+    let e = c
+        .list_my_dossiers(authed(ListMyDossiersRequest { page_size: -1, status: 11, ..Default::default() }, &lan))
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&e), ["page_size", "status"]);
 }
 
@@ -191,8 +248,13 @@ async fn watch_dossier_sends_the_current_status_then_every_change_until_final() 
     let gw = TestGateway::sandbox().await;
     let lan = gw.token("lan").await;
     let mut c = PublicServicesServiceClient::new(gw.channel.clone());
-    let mut owner = c.watch_dossier(authed(WatchDossierRequest { dossier_code: LAN_BIRTH.into() }, &lan)).await.unwrap().into_inner();
-    let mut public = c.watch_dossier(WatchDossierRequest { dossier_code: LAN_BIRTH.into() }).await.unwrap().into_inner();
+    let mut owner = c
+        .watch_dossier(authed(WatchDossierRequest { dossier_code: LAN_BIRTH.into() }, &lan))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut public =
+        c.watch_dossier(WatchDossierRequest { dossier_code: LAN_BIRTH.into() }).await.unwrap().into_inner();
 
     let mut seen = Vec::new();
     while let Some(msg) = owner.next().await {
@@ -217,10 +279,12 @@ async fn watch_dossier_sends_the_current_status_then_every_change_until_final() 
     assert_eq!(public_seen.len(), 4);
 
     // A final dossier sends its state once and ends.
-    let mut done = c.watch_dossier(WatchDossierRequest { dossier_code: MINH_REJECTED.into() }).await.unwrap().into_inner();
+    let mut done =
+        c.watch_dossier(WatchDossierRequest { dossier_code: MINH_REJECTED.into() }).await.unwrap().into_inner();
     assert_eq!(done.next().await.unwrap().unwrap().dossier.unwrap().status(), DossierStatus::Rejected);
     assert!(done.next().await.is_none());
 
-    let e = c.watch_dossier(WatchDossierRequest { dossier_code: "000.00.04.H29-250101-9999".into() }).await.unwrap_err();
+    let e =
+        c.watch_dossier(WatchDossierRequest { dossier_code: "000.00.04.H29-250101-9999".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }

@@ -57,7 +57,8 @@ fn problems(toml_text: &str) -> Vec<String> {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("lienthong-config-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir =
+        std::env::temp_dir().join(format!("lienthong-config-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -111,7 +112,12 @@ fn check_config_command_reports_and_exits_non_zero() {
     let out = Command::new(bin).arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("problem(s)") && stderr.contains("provinces.79.transport") && stderr.contains("adapters.vendor.kind"), "{stderr}");
+    assert!(
+        stderr.contains("problem(s)")
+            && stderr.contains("provinces.79.transport")
+            && stderr.contains("adapters.vendor.kind"),
+        "{stderr}"
+    );
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lienthong.example.toml");
     let out = Command::new(bin).arg("check-config").arg(example).output().unwrap();

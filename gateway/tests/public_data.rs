@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{request, violated_fields, TestGateway};
+use common::{TestGateway, request, violated_fields};
 use lienthong_proto::v1::construction_service_client::ConstructionServiceClient;
 use lienthong_proto::v1::education_service_client::EducationServiceClient;
 use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
@@ -30,7 +30,11 @@ async fn facilities_list_filter_page_and_get() {
         let mut token = String::new();
         loop {
             let r = c
-                .list_facilities(ListFacilitiesRequest { page_size: 7, page_token: token.clone(), ..Default::default() })
+                .list_facilities(ListFacilitiesRequest {
+                    page_size: 7,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -52,16 +56,28 @@ async fn facilities_list_filter_page_and_get() {
 
     // Type filter and diacritic-insensitive text.
     let r = c
-        .list_facilities(ListFacilitiesRequest { r#type: FacilityType::SpecializedHospital as i32, text: "nhi dong".into(), ..Default::default() })
+        .list_facilities(ListFacilitiesRequest {
+            r#type: FacilityType::SpecializedHospital as i32,
+            text: "nhi dong".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(!r.facilities.is_empty());
-    assert!(r.facilities.iter().all(|f| f.r#type == FacilityType::SpecializedHospital as i32 && f.name.contains("Nhi đồng")));
+    assert!(
+        r.facilities
+            .iter()
+            .all(|f| f.r#type == FacilityType::SpecializedHospital as i32 && f.name.contains("Nhi đồng"))
+    );
 
     // Near: within the radius, nearest first, with distances.
     let r = c
-        .list_facilities(ListFacilitiesRequest { near: near(BEN_THANH.0, BEN_THANH.1, 3000.0), page_size: 100, ..Default::default() })
+        .list_facilities(ListFacilitiesRequest {
+            near: near(BEN_THANH.0, BEN_THANH.1, 3000.0),
+            page_size: 100,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -71,12 +87,22 @@ async fn facilities_list_filter_page_and_get() {
 
     // Ward filter: every result is in the ward.
     let ward = r.facilities[0].address.as_ref().unwrap().ward_code.clone();
-    let r = c.list_facilities(ListFacilitiesRequest { ward_code: ward.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let r = c
+        .list_facilities(ListFacilitiesRequest { ward_code: ward.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!r.facilities.is_empty() && r.facilities.iter().all(|f| f.address.as_ref().unwrap().ward_code == ward));
 
     // Get, and NOT_FOUND.
     let code = first[0].clone();
-    let f = c.get_facility(GetFacilityRequest { facility_code: code.clone() }).await.unwrap().into_inner().facility.unwrap();
+    let f = c
+        .get_facility(GetFacilityRequest { facility_code: code.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .facility
+        .unwrap();
     assert_eq!(f.facility_code, code);
     let e = c.get_facility(GetFacilityRequest { facility_code: "99999".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -102,7 +128,10 @@ async fn facility_requests_are_validated_field_by_field() {
     assert_eq!(fields, ["near.center.latitude", "near.radius_meters", "page_size", "text", "type", "ward_code"]);
     assert!(e.message().contains("ward of province 01"), "{}", e.message());
 
-    let e = c.list_facilities(ListFacilitiesRequest { page_token: "not-a-token".into(), ..Default::default() }).await.unwrap_err();
+    let e = c
+        .list_facilities(ListFacilitiesRequest { page_token: "not-a-token".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&e), ["page_token"]);
     let e = c.get_facility(GetFacilityRequest { facility_code: String::new() }).await.unwrap_err();
     assert_eq!(violated_fields(&e), ["facility_code"]);
@@ -117,7 +146,12 @@ async fn a_page_token_is_bound_to_its_filters() {
     let r = c.list_schools(ListSchoolsRequest { page_size: 5, ..Default::default() }).await.unwrap().into_inner();
     assert!(!r.next_page_token.is_empty());
     let e = c
-        .list_schools(ListSchoolsRequest { page_size: 5, page_token: r.next_page_token, level: SchoolLevel::Primary as i32, ..Default::default() })
+        .list_schools(ListSchoolsRequest {
+            page_size: 5,
+            page_token: r.next_page_token,
+            level: SchoolLevel::Primary as i32,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&e), ["page_token"]);
@@ -130,16 +164,33 @@ async fn schools_filter_and_get() {
     let all = c.list_schools(ListSchoolsRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
     assert!(all.total_size >= 120);
     let r = c
-        .list_schools(ListSchoolsRequest { level: SchoolLevel::UpperSecondary as i32, ownership: Ownership::Public as i32, page_size: 100, ..Default::default() })
+        .list_schools(ListSchoolsRequest {
+            level: SchoolLevel::UpperSecondary as i32,
+            ownership: Ownership::Public as i32,
+            page_size: 100,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(r.schools.len() >= 20);
-    assert!(r.schools.iter().all(|s| s.level == SchoolLevel::UpperSecondary as i32 && s.ownership == Ownership::Public as i32));
-    let r = c.list_schools(ListSchoolsRequest { text: "le hong phong".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(
+        r.schools
+            .iter()
+            .all(|s| s.level == SchoolLevel::UpperSecondary as i32 && s.ownership == Ownership::Public as i32)
+    );
+    let r = c
+        .list_schools(ListSchoolsRequest { text: "le hong phong".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.schools[0].name, "Trường THPT chuyên Lê Hồng Phong");
     let r = c
-        .list_schools(ListSchoolsRequest { level: SchoolLevel::University as i32, near: near(10.7626, 106.6822, 1500.0), ..Default::default() })
+        .list_schools(ListSchoolsRequest {
+            level: SchoolLevel::University as i32,
+            near: near(10.7626, 106.6822, 1500.0),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -148,7 +199,10 @@ async fn schools_filter_and_get() {
     let s = c.get_school(GetSchoolRequest { school_id: id.clone() }).await.unwrap().into_inner().school.unwrap();
     assert_eq!(s.school_id, id);
     assert!(s.distance_meters.is_none());
-    assert_eq!(c.get_school(GetSchoolRequest { school_id: "79-TH-9999".into() }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.get_school(GetSchoolRequest { school_id: "79-TH-9999".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
     let e = c.list_schools(ListSchoolsRequest { level: 99, ownership: 7, ..Default::default() }).await.unwrap_err();
     assert_eq!(violated_fields(&e), ["level", "ownership"]);
 }
@@ -158,11 +212,18 @@ async fn buses_stops_arrivals_and_cameras() {
     let gw = TestGateway::sandbox().await;
     let mut c = TransportServiceClient::new(gw.channel.clone());
 
-    let routes = c.list_bus_routes(ListBusRoutesRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let routes =
+        c.list_bus_routes(ListBusRoutesRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
     assert!(routes.total_size >= 25);
     assert!(routes.routes.iter().all(|r| r.directions.iter().all(|d| d.stops.is_empty() && d.stop_count >= 2)));
 
-    let route = c.get_bus_route(GetBusRouteRequest { route_number: "03".into(), ..Default::default() }).await.unwrap().into_inner().route.unwrap();
+    let route = c
+        .get_bus_route(GetBusRouteRequest { route_number: "03".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .route
+        .unwrap();
     assert_eq!(route.name, "Bến Thành - Thạnh Lộc");
     let out = &route.directions[0];
     assert!(out.outbound && out.stops.len() as i32 == out.stop_count && out.stop_count > 10);
@@ -170,14 +231,21 @@ async fn buses_stops_arrivals_and_cameras() {
 
     // Routes through a stop include route 03.
     let stop = out.stops[3].clone();
-    let through = c.list_bus_routes(ListBusRoutesRequest { stop_id: stop.stop_id.clone(), page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let through = c
+        .list_bus_routes(ListBusRoutesRequest { stop_id: stop.stop_id.clone(), page_size: 100, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(through.routes.iter().any(|r| r.route_number == "03"));
     assert!(stop.route_numbers.contains(&"03".to_string()));
 
     // Nearby stops: sorted, within radius; near is required.
     let loc = stop.location.unwrap();
     let nearby = c
-        .list_nearby_stops(ListNearbyStopsRequest { near: near(loc.latitude, loc.longitude, 400.0), ..Default::default() })
+        .list_nearby_stops(ListNearbyStopsRequest {
+            near: near(loc.latitude, loc.longitude, 400.0),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -200,50 +268,107 @@ async fn buses_stops_arrivals_and_cameras() {
     let times: Vec<i64> = arr.arrivals.iter().map(|a| a.arrival_time.unwrap().seconds).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]) && times[0] >= now - 5 && times[4] <= now + 86_400, "{times:?}");
     assert!(arr.arrivals.iter().all(|a| a.route_number == "03" && a.scheduled));
-    assert_eq!(c.list_arrivals(ListArrivalsRequest { stop_id: "0".into(), ..Default::default() }).await.unwrap_err().code(), Code::NotFound);
-    let e = c.list_arrivals(ListArrivalsRequest { stop_id: String::new(), limit: 51, ..Default::default() }).await.unwrap_err();
+    assert_eq!(
+        c.list_arrivals(ListArrivalsRequest { stop_id: "0".into(), ..Default::default() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let e = c
+        .list_arrivals(ListArrivalsRequest { stop_id: String::new(), limit: 51, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&e), ["stop_id", "limit"]);
 
     // Cameras: text and near; snapshot URLs never hot-link the city portal.
-    let cams = c.list_traffic_cameras(ListTrafficCamerasRequest { text: "tran quang khai".into(), ..Default::default() }).await.unwrap().into_inner();
-    assert!(!cams.cameras.is_empty() && cams.cameras.iter().all(|c| c.name.contains("Trần Quang Khải") || c.streets.iter().any(|s| s.contains("Trần Quang Khải"))));
+    let cams = c
+        .list_traffic_cameras(ListTrafficCamerasRequest { text: "tran quang khai".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !cams.cameras.is_empty()
+            && cams
+                .cameras
+                .iter()
+                .all(|c| c.name.contains("Trần Quang Khải") || c.streets.iter().any(|s| s.contains("Trần Quang Khải")))
+    );
     let cam = &cams.cameras[0];
     assert!(cam.snapshot_url.starts_with("https://sandbox.lienthong.invalid/") && cam.updated_time.is_some());
-    let got = c.get_traffic_camera(GetTrafficCameraRequest { camera_id: cam.camera_id.clone() }).await.unwrap().into_inner().camera.unwrap();
+    let got = c
+        .get_traffic_camera(GetTrafficCameraRequest { camera_id: cam.camera_id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .camera
+        .unwrap();
     assert_eq!(got.code, cam.code);
     let near_cams = c
-        .list_traffic_cameras(ListTrafficCamerasRequest { near: near(BEN_THANH.0, BEN_THANH.1, 1000.0), page_size: 50, ..Default::default() })
+        .list_traffic_cameras(ListTrafficCamerasRequest {
+            near: near(BEN_THANH.0, BEN_THANH.1, 1000.0),
+            page_size: 50,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(!near_cams.cameras.is_empty() && near_cams.cameras.iter().all(|c| c.distance_meters.unwrap() <= 1000.0));
-    assert_eq!(c.get_traffic_camera(GetTrafficCameraRequest { camera_id: "999999".into() }).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(c.get_bus_route(GetBusRouteRequest { route_number: "999".into(), ..Default::default() }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.get_traffic_camera(GetTrafficCameraRequest { camera_id: "999999".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.get_bus_route(GetBusRouteRequest { route_number: "999".into(), ..Default::default() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test]
 async fn housing_projects_and_certificates() {
     let gw = TestGateway::sandbox().await;
     let mut c = ConstructionServiceClient::new(gw.channel.clone());
-    let all = c.list_housing_projects(ListHousingProjectsRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let all = c
+        .list_housing_projects(ListHousingProjectsRequest { page_size: 100, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(all.total_size >= 25);
     let r = c
-        .list_housing_projects(ListHousingProjectsRequest { investor: "no va".into(), status: HousingProjectStatus::Completed as i32, ..Default::default() })
+        .list_housing_projects(ListHousingProjectsRequest {
+            investor: "no va".into(),
+            status: HousingProjectStatus::Completed as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(r.projects.len() >= 2);
-    assert!(r.projects.iter().all(|p| p.investor.contains("No Va") && p.status == HousingProjectStatus::Completed as i32));
-    let p = c.get_housing_project(GetHousingProjectRequest { project_id: r.projects[0].project_id.clone() }).await.unwrap().into_inner().project.unwrap();
+    assert!(
+        r.projects.iter().all(|p| p.investor.contains("No Va") && p.status == HousingProjectStatus::Completed as i32)
+    );
+    let p = c
+        .get_housing_project(GetHousingProjectRequest { project_id: r.projects[0].project_id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
     assert_eq!(p.name, r.projects[0].name);
-    assert_eq!(c.get_housing_project(GetHousingProjectRequest { project_id: "79-DANO-9999".into() }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.get_housing_project(GetHousingProjectRequest { project_id: "79-DANO-9999".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
 
     // The first certificate of the shipped register, looked up with and without diacritics.
-    let register: serde_json::Value = serde_json::from_str(include_str!("../../adapters/sandbox/data/practicing-certificates.json")).unwrap();
+    let register: serde_json::Value =
+        serde_json::from_str(include_str!("../../adapters/sandbox/data/practicing-certificates.json")).unwrap();
     let number = register[0]["certificate_number"].as_str().unwrap().to_owned();
     assert!(number.contains("MGBĐS"));
     let cert = c
-        .get_practicing_certificate(GetPracticingCertificateRequest { certificate_number: number.replace("MGBĐS", "mgbds") })
+        .get_practicing_certificate(GetPracticingCertificateRequest {
+            certificate_number: number.replace("MGBĐS", "mgbds"),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -251,10 +376,22 @@ async fn housing_projects_and_certificates() {
         .unwrap();
     assert_eq!(cert.certificate_number, number);
     assert_eq!(cert.holder_name, register[0]["holder_name"].as_str().unwrap());
-    assert!(cert.certificate_number.ends_with("-00001") && cert.status != 0 && cert.expiry_time.unwrap().seconds > cert.issued_time.unwrap().seconds);
-    let e = c.get_practicing_certificate(GetPracticingCertificateRequest { certificate_number: "79-MGBĐS-2024-99999".into() }).await.unwrap_err();
+    assert!(
+        cert.certificate_number.ends_with("-00001")
+            && cert.status != 0
+            && cert.expiry_time.unwrap().seconds > cert.issued_time.unwrap().seconds
+    );
+    let e = c
+        .get_practicing_certificate(GetPracticingCertificateRequest {
+            certificate_number: "79-MGBĐS-2024-99999".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = c.get_practicing_certificate(GetPracticingCertificateRequest { certificate_number: "a b".into() }).await.unwrap_err();
+    let e = c
+        .get_practicing_certificate(GetPracticingCertificateRequest { certificate_number: "a b".into() })
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&e), ["certificate_number"]);
 }
 
@@ -262,46 +399,114 @@ async fn housing_projects_and_certificates() {
 async fn agencies_and_procedures() {
     let gw = TestGateway::sandbox().await;
     let mut c = PublicServicesServiceClient::new(gw.channel.clone());
-    let a = c.list_agencies(ListAgenciesRequest { level: AdministrativeLevel::Province as i32, page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let a = c
+        .list_agencies(ListAgenciesRequest {
+            level: AdministrativeLevel::Province as i32,
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(a.agencies.len() >= 15 && a.agencies.iter().all(|x| x.level == AdministrativeLevel::Province as i32));
     let justice = a.agencies.iter().find(|x| x.name == "Sở Tư pháp").unwrap().clone();
-    let got = c.get_agency(GetAgencyRequest { agency_code: justice.agency_code.clone() }).await.unwrap().into_inner().agency.unwrap();
+    let got = c
+        .get_agency(GetAgencyRequest { agency_code: justice.agency_code.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .agency
+        .unwrap();
     assert_eq!(got, justice);
     let all = c.list_agencies(ListAgenciesRequest::default()).await.unwrap().into_inner();
     assert!(all.total_size >= 40);
-    let wards = c.list_agencies(ListAgenciesRequest { ward_code: "26740".into(), level: AdministrativeLevel::Commune as i32, ..Default::default() }).await.unwrap().into_inner();
+    let wards = c
+        .list_agencies(ListAgenciesRequest {
+            ward_code: "26740".into(),
+            level: AdministrativeLevel::Commune as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(wards.agencies.len(), 1);
     assert_eq!(wards.agencies[0].name, "Ủy ban nhân dân Phường Sài Gòn");
-    assert_eq!(c.get_agency(GetAgencyRequest { agency_code: "999.99.99.H29".into() }).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(violated_fields(&c.get_agency(GetAgencyRequest { agency_code: "Sở".into() }).await.unwrap_err()), ["agency_code"]);
+    assert_eq!(
+        c.get_agency(GetAgencyRequest { agency_code: "999.99.99.H29".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        violated_fields(&c.get_agency(GetAgencyRequest { agency_code: "Sở".into() }).await.unwrap_err()),
+        ["agency_code"]
+    );
 
-    let p = c.list_procedures(ListProceduresRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let p =
+        c.list_procedures(ListProceduresRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
     assert!(p.total_size >= 150);
     assert!(p.procedures.iter().all(|x| x.procedure_code.ends_with(".H29")));
     let hotich = c
-        .list_procedures(ListProceduresRequest { field: "Hộ tịch".into(), text: "ket hon".into(), page_size: 100, ..Default::default() })
+        .list_procedures(ListProceduresRequest {
+            field: "Hộ tịch".into(),
+            text: "ket hon".into(),
+            page_size: 100,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(hotich.procedures.iter().any(|x| x.national_code == "1.000894"));
     assert!(hotich.procedures.iter().all(|x| x.field == "Hộ tịch"));
     let by_agency = c
-        .list_procedures(ListProceduresRequest { agency_code: wards.agencies[0].agency_code.clone(), page_size: 100, ..Default::default() })
+        .list_procedures(ListProceduresRequest {
+            agency_code: wards.agencies[0].agency_code.clone(),
+            page_size: 100,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(!by_agency.procedures.is_empty() && by_agency.procedures.iter().all(|x| x.level == AdministrativeLevel::Commune as i32));
-    let full = c.list_procedures(ListProceduresRequest { online_level: OnlineLevel::Full as i32, ..Default::default() }).await.unwrap().into_inner();
+    assert!(
+        !by_agency.procedures.is_empty()
+            && by_agency.procedures.iter().all(|x| x.level == AdministrativeLevel::Commune as i32)
+    );
+    let full = c
+        .list_procedures(ListProceduresRequest { online_level: OnlineLevel::Full as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(full.procedures.iter().all(|x| x.online_level == OnlineLevel::Full as i32));
 
-    let marriage = c.get_procedure(GetProcedureRequest { procedure_code: "1.000894".into() }).await.unwrap().into_inner().procedure.unwrap();
+    let marriage = c
+        .get_procedure(GetProcedureRequest { procedure_code: "1.000894".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .procedure
+        .unwrap();
     assert_eq!(marriage.name, "Thủ tục đăng ký kết hôn");
     assert_eq!(marriage.procedure_code, "1.000894.000.00.00.H29");
     assert!(!marriage.required_documents.is_empty() && !marriage.legal_bases.is_empty());
-    let local = c.get_procedure(GetProcedureRequest { procedure_code: marriage.procedure_code.clone() }).await.unwrap().into_inner().procedure.unwrap();
+    let local = c
+        .get_procedure(GetProcedureRequest { procedure_code: marriage.procedure_code.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .procedure
+        .unwrap();
     assert_eq!(local, marriage);
-    assert_eq!(c.get_procedure(GetProcedureRequest { procedure_code: "9.999999".into() }).await.unwrap_err().code(), Code::NotFound);
-    let e = c.list_procedures(ListProceduresRequest { agency_code: "x".into(), level: 9, online_level: 9, ..Default::default() }).await.unwrap_err();
+    assert_eq!(
+        c.get_procedure(GetProcedureRequest { procedure_code: "9.999999".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let e = c
+        .list_procedures(ListProceduresRequest {
+            agency_code: "x".into(),
+            level: 9,
+            online_level: 9,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&e), ["agency_code", "level", "online_level"]);
 }
 
@@ -311,9 +516,15 @@ async fn province_routing_errors_are_clear() {
     let mut c = HealthcareServiceClient::new(gw.channel.clone());
     let ok = c.list_facilities(request(ListFacilitiesRequest::default(), &[("x-lienthong-province", "79")])).await;
     assert!(ok.is_ok());
-    let e = c.list_facilities(request(ListFacilitiesRequest::default(), &[("x-lienthong-province", "99")])).await.unwrap_err();
+    let e = c
+        .list_facilities(request(ListFacilitiesRequest::default(), &[("x-lienthong-province", "99")]))
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&e), ["metadata x-lienthong-province"]);
-    let e = c.list_facilities(request(ListFacilitiesRequest::default(), &[("x-lienthong-province", "01")])).await.unwrap_err();
+    let e = c
+        .list_facilities(request(ListFacilitiesRequest::default(), &[("x-lienthong-province", "01")]))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("serves: 79"), "{}", e.message());
 }

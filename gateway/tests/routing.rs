@@ -7,13 +7,13 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use common::{authed, TestGateway};
+use common::{TestGateway, authed};
 use lienthong_adapter_core::{
     AdapterError, AdapterFactory, AdapterSet, BearerToken, BuildContext, Capabilities, ErrorKind, Family,
     IdentityAdapter, Principal,
 };
-use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
 use lienthong_proto::sandbox::v1::ListDemoCitizensRequest;
+use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
 use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
 use lienthong_proto::v1::transport_service_client::TransportServiceClient;
 use lienthong_proto::v1::{GetMyProfileRequest, ListBusRoutesRequest};
@@ -83,15 +83,23 @@ async fn sandbox_tokens_are_refused_without_the_sandbox_identity_provider() {
     let mut c = IdentityServiceClient::new(gw.channel.clone());
     let e = c.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    assert!(e.message().contains("sandbox tokens are accepted only where the sandbox identity provider is configured"), "{}", e.message());
+    assert!(
+        e.message().contains("sandbox tokens are accepted only where the sandbox identity provider is configured"),
+        "{}",
+        e.message()
+    );
 
     // Other tokens reach the configured provider.
-    let e = c.get_my_profile(authed(GetMyProfileRequest::default(), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")).await.unwrap_err();
+    let e =
+        c.get_my_profile(authed(GetMyProfileRequest::default(), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert_eq!(e.message(), "the citizen token is not valid");
 
     // No sandbox identity provider: no demo-token service either.
-    let e = SandboxIdentityServiceClient::new(gw.channel.clone()).list_demo_citizens(ListDemoCitizensRequest {}).await.unwrap_err();
+    let e = SandboxIdentityServiceClient::new(gw.channel.clone())
+        .list_demo_citizens(ListDemoCitizensRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
 }
 
@@ -100,7 +108,10 @@ async fn a_family_without_an_adapter_is_unimplemented_for_that_province() {
     let mut registry = lienthong::server::adapter_registry();
     registry.register(Arc::new(NobodyFactory));
     let gw = TestGateway::with_toml(CONFIG, registry).await;
-    let e = TransportServiceClient::new(gw.channel.clone()).list_bus_routes(ListBusRoutesRequest::default()).await.unwrap_err();
+    let e = TransportServiceClient::new(gw.channel.clone())
+        .list_bus_routes(ListBusRoutesRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     assert_eq!(e.message(), "province 79 has no transport adapter configured");
 }
@@ -109,6 +120,9 @@ async fn a_family_without_an_adapter_is_unimplemented_for_that_province() {
 async fn without_anonymous_access_calls_are_unauthenticated() {
     let toml = lienthong::config::SANDBOX_DEFAULT.replace("enabled = true", "enabled = false");
     let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
-    let e = TransportServiceClient::new(gw.channel.clone()).list_bus_routes(ListBusRoutesRequest::default()).await.unwrap_err();
+    let e = TransportServiceClient::new(gw.channel.clone())
+        .list_bus_routes(ListBusRoutesRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 }

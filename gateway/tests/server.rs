@@ -12,17 +12,16 @@ use common::TestGateway;
 use futures_util::StreamExt;
 use lienthong::config::Config;
 use lienthong_adapter_core::{
-    api, AdapterError, AdapterFactory, AdapterSet, BuildContext, CallContext, Capabilities,
-    Family, HealthcareAdapter,
+    AdapterError, AdapterFactory, AdapterSet, BuildContext, CallContext, Capabilities, Family, HealthcareAdapter, api,
 };
 use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
 use prost::Message;
 use tokio::sync::Notify;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
 async fn health_reports_every_service() {
@@ -40,18 +39,24 @@ async fn health_reports_every_service() {
 async fn reflection_answers_in_v1_and_v1alpha() {
     let gw = TestGateway::sandbox().await;
     let expected = |names: Vec<String>| {
-        for s in lienthong::server::SERVICE_NAMES.iter().chain(&["lienthong.sandbox.v1.SandboxIdentityService", "grpc.health.v1.Health"]) {
+        for s in lienthong::server::SERVICE_NAMES
+            .iter()
+            .chain(&["lienthong.sandbox.v1.SandboxIdentityService", "grpc.health.v1.Health"])
+        {
             assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
         }
     };
 
     {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut c = ServerReflectionClient::new(gw.channel.clone());
-        let list = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+        let list = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
         let symbol = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::FileContainingSymbol("lienthong.v1.PublicServicesService".into())),
@@ -70,12 +75,15 @@ async fn reflection_answers_in_v1_and_v1alpha() {
         }
     }
     {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let mut c = ServerReflectionClient::new(gw.channel.clone());
-        let list = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+        let list = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
         let mut replies = c.server_reflection_info(tokio_stream::iter([list])).await.unwrap().into_inner();
         match replies.next().await.unwrap().unwrap().message_response.unwrap() {
             MessageResponse::ListServicesResponse(l) => expected(l.service.into_iter().map(|s| s.name).collect()),
@@ -162,7 +170,11 @@ impl HealthcareAdapter for Gate {
         Capabilities::family(Family::Healthcare)
     }
 
-    async fn list_facilities(&self, _: &CallContext, _: api::ListFacilitiesRequest) -> Result<api::ListFacilitiesResponse, AdapterError> {
+    async fn list_facilities(
+        &self,
+        _: &CallContext,
+        _: api::ListFacilitiesRequest,
+    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
         self.entered.notify_one();
         self.release.notified().await;
         Ok(api::ListFacilitiesResponse { total_size: 42, ..Default::default() })

@@ -33,12 +33,10 @@ static PROVINCES_CSV: &str = include_str!("../data/provinces-2025.csv");
 static WARDS_CSV: &str = include_str!("../data/wards-2025.csv");
 
 static UNITS: LazyLock<Units> = LazyLock::new(|| {
-    let rows = |csv: &'static str| {
-        csv.lines().skip(1).filter(|l| !l.is_empty()).map(|l| l.split(',').collect::<Vec<_>>())
-    };
-    let provinces = rows(PROVINCES_CSV)
-        .filter_map(|c| Some(Province { code: c.first()?, full_name: c.get(1)? }))
-        .collect();
+    let rows =
+        |csv: &'static str| csv.lines().skip(1).filter(|l| !l.is_empty()).map(|l| l.split(',').collect::<Vec<_>>());
+    let provinces =
+        rows(PROVINCES_CSV).filter_map(|c| Some(Province { code: c.first()?, full_name: c.get(1)? })).collect();
     let wards = rows(WARDS_CSV)
         .filter_map(|c| {
             let ward = Ward { code: c.first()?, province_code: c.get(1)?, full_name: c.get(2)? };

@@ -22,14 +22,8 @@ pub enum Family {
 
 impl Family {
     /// Every family, in a stable order.
-    pub const ALL: [Family; 6] = [
-        Self::Identity,
-        Self::Healthcare,
-        Self::Education,
-        Self::Transport,
-        Self::Construction,
-        Self::PublicServices,
-    ];
+    pub const ALL: [Family; 6] =
+        [Self::Identity, Self::Healthcare, Self::Education, Self::Transport, Self::Construction, Self::PublicServices];
 
     /// The family's name in config files (`identity`, `public_services`, …).
     pub fn as_str(self) -> &'static str {

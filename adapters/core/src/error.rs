@@ -92,10 +92,7 @@ impl AdapterError {
 
     /// The adapter does not implement `method`.
     pub fn unsupported(method: crate::Method) -> Self {
-        Self::new(
-            ErrorKind::Unsupported,
-            format!("this province's adapter does not support {}", method.full_name()),
-        )
+        Self::new(ErrorKind::Unsupported, format!("this province's adapter does not support {}", method.full_name()))
     }
 
     /// INVALID_ARGUMENT blaming one request field.

@@ -42,9 +42,9 @@ impl CallContext {
 
     /// The signed-in citizen, or UNAUTHENTICATED.
     pub fn require_principal(&self) -> Result<&Principal, AdapterError> {
-        self.principal.as_ref().ok_or_else(|| {
-            AdapterError::new(crate::ErrorKind::Unauthenticated, "this call needs a citizen token")
-        })
+        self.principal
+            .as_ref()
+            .ok_or_else(|| AdapterError::new(crate::ErrorKind::Unauthenticated, "this call needs a citizen token"))
     }
 }
 
@@ -77,13 +77,21 @@ pub trait HealthcareAdapter: Send + Sync + Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// Lists facilities (see the module docs for list behaviour).
-    async fn list_facilities(&self, ctx: &CallContext, req: api::ListFacilitiesRequest) -> Result<api::ListFacilitiesResponse, AdapterError> {
+    async fn list_facilities(
+        &self,
+        ctx: &CallContext,
+        req: api::ListFacilitiesRequest,
+    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListFacilities))
     }
 
     /// One facility by code, or `NotFound`.
-    async fn get_facility(&self, ctx: &CallContext, req: api::GetFacilityRequest) -> Result<api::Facility, AdapterError> {
+    async fn get_facility(
+        &self,
+        ctx: &CallContext,
+        req: api::GetFacilityRequest,
+    ) -> Result<api::Facility, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::GetFacility))
     }
@@ -96,7 +104,11 @@ pub trait EducationAdapter: Send + Sync + Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// Lists schools (see the module docs for list behaviour).
-    async fn list_schools(&self, ctx: &CallContext, req: api::ListSchoolsRequest) -> Result<api::ListSchoolsResponse, AdapterError> {
+    async fn list_schools(
+        &self,
+        ctx: &CallContext,
+        req: api::ListSchoolsRequest,
+    ) -> Result<api::ListSchoolsResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListSchools))
     }
@@ -115,37 +127,61 @@ pub trait TransportAdapter: Send + Sync + Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// Lists bus routes by route number.
-    async fn list_bus_routes(&self, ctx: &CallContext, req: api::ListBusRoutesRequest) -> Result<api::ListBusRoutesResponse, AdapterError> {
+    async fn list_bus_routes(
+        &self,
+        ctx: &CallContext,
+        req: api::ListBusRoutesRequest,
+    ) -> Result<api::ListBusRoutesResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListBusRoutes))
     }
 
     /// One route, or `NotFound`.
-    async fn get_bus_route(&self, ctx: &CallContext, req: api::GetBusRouteRequest) -> Result<api::BusRoute, AdapterError> {
+    async fn get_bus_route(
+        &self,
+        ctx: &CallContext,
+        req: api::GetBusRouteRequest,
+    ) -> Result<api::BusRoute, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::GetBusRoute))
     }
 
     /// Stops within the circle, nearest first.
-    async fn list_nearby_stops(&self, ctx: &CallContext, req: api::ListNearbyStopsRequest) -> Result<api::ListNearbyStopsResponse, AdapterError> {
+    async fn list_nearby_stops(
+        &self,
+        ctx: &CallContext,
+        req: api::ListNearbyStopsRequest,
+    ) -> Result<api::ListNearbyStopsResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListNearbyStops))
     }
 
     /// Upcoming arrivals at a stop, soonest first; `NotFound` for an unknown stop.
-    async fn list_arrivals(&self, ctx: &CallContext, req: api::ListArrivalsRequest) -> Result<api::ListArrivalsResponse, AdapterError> {
+    async fn list_arrivals(
+        &self,
+        ctx: &CallContext,
+        req: api::ListArrivalsRequest,
+    ) -> Result<api::ListArrivalsResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListArrivals))
     }
 
     /// Lists traffic cameras.
-    async fn list_traffic_cameras(&self, ctx: &CallContext, req: api::ListTrafficCamerasRequest) -> Result<api::ListTrafficCamerasResponse, AdapterError> {
+    async fn list_traffic_cameras(
+        &self,
+        ctx: &CallContext,
+        req: api::ListTrafficCamerasRequest,
+    ) -> Result<api::ListTrafficCamerasResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListTrafficCameras))
     }
 
     /// One camera, or `NotFound`.
-    async fn get_traffic_camera(&self, ctx: &CallContext, req: api::GetTrafficCameraRequest) -> Result<api::TrafficCamera, AdapterError> {
+    async fn get_traffic_camera(
+        &self,
+        ctx: &CallContext,
+        req: api::GetTrafficCameraRequest,
+    ) -> Result<api::TrafficCamera, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::GetTrafficCamera))
     }
@@ -158,19 +194,31 @@ pub trait ConstructionAdapter: Send + Sync + Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// Lists housing projects.
-    async fn list_housing_projects(&self, ctx: &CallContext, req: api::ListHousingProjectsRequest) -> Result<api::ListHousingProjectsResponse, AdapterError> {
+    async fn list_housing_projects(
+        &self,
+        ctx: &CallContext,
+        req: api::ListHousingProjectsRequest,
+    ) -> Result<api::ListHousingProjectsResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListHousingProjects))
     }
 
     /// One project, or `NotFound`.
-    async fn get_housing_project(&self, ctx: &CallContext, req: api::GetHousingProjectRequest) -> Result<api::HousingProject, AdapterError> {
+    async fn get_housing_project(
+        &self,
+        ctx: &CallContext,
+        req: api::GetHousingProjectRequest,
+    ) -> Result<api::HousingProject, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::GetHousingProject))
     }
 
     /// One certificate by number, or `NotFound`.
-    async fn get_practicing_certificate(&self, ctx: &CallContext, req: api::GetPracticingCertificateRequest) -> Result<api::PracticingCertificate, AdapterError> {
+    async fn get_practicing_certificate(
+        &self,
+        ctx: &CallContext,
+        req: api::GetPracticingCertificateRequest,
+    ) -> Result<api::PracticingCertificate, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::GetPracticingCertificate))
     }
@@ -197,7 +245,11 @@ pub trait PublicServicesAdapter: Send + Sync + Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// Lists agencies.
-    async fn list_agencies(&self, ctx: &CallContext, req: api::ListAgenciesRequest) -> Result<api::ListAgenciesResponse, AdapterError> {
+    async fn list_agencies(
+        &self,
+        ctx: &CallContext,
+        req: api::ListAgenciesRequest,
+    ) -> Result<api::ListAgenciesResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListAgencies))
     }
@@ -209,13 +261,21 @@ pub trait PublicServicesAdapter: Send + Sync + Debug {
     }
 
     /// Lists or searches procedures.
-    async fn list_procedures(&self, ctx: &CallContext, req: api::ListProceduresRequest) -> Result<api::ListProceduresResponse, AdapterError> {
+    async fn list_procedures(
+        &self,
+        ctx: &CallContext,
+        req: api::ListProceduresRequest,
+    ) -> Result<api::ListProceduresResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListProcedures))
     }
 
     /// One procedure by local or national code, or `NotFound`.
-    async fn get_procedure(&self, ctx: &CallContext, req: api::GetProcedureRequest) -> Result<api::Procedure, AdapterError> {
+    async fn get_procedure(
+        &self,
+        ctx: &CallContext,
+        req: api::GetProcedureRequest,
+    ) -> Result<api::Procedure, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::GetProcedure))
     }
@@ -227,7 +287,11 @@ pub trait PublicServicesAdapter: Send + Sync + Debug {
     }
 
     /// The dossiers of `ctx.principal`, newest first. Only that citizen's.
-    async fn list_my_dossiers(&self, ctx: &CallContext, req: api::ListMyDossiersRequest) -> Result<api::ListMyDossiersResponse, AdapterError> {
+    async fn list_my_dossiers(
+        &self,
+        ctx: &CallContext,
+        req: api::ListMyDossiersRequest,
+    ) -> Result<api::ListMyDossiersResponse, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::ListMyDossiers))
     }
@@ -235,7 +299,11 @@ pub trait PublicServicesAdapter: Send + Sync + Debug {
     /// The dossier's current state, then one item per status change, ending
     /// after a final status. `NotFound` (returned, not streamed) for an
     /// unknown code.
-    async fn watch_dossier(&self, ctx: &CallContext, req: api::WatchDossierRequest) -> Result<DossierStream, AdapterError> {
+    async fn watch_dossier(
+        &self,
+        ctx: &CallContext,
+        req: api::WatchDossierRequest,
+    ) -> Result<DossierStream, AdapterError> {
         let _ = (ctx, req);
         Err(AdapterError::unsupported(Method::WatchDossier))
     }

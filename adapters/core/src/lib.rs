@@ -31,9 +31,8 @@ pub use capabilities::{Capabilities, Family, Method};
 pub use citizen::{BearerToken, CitizenId, Principal};
 pub use error::{AdapterError, ErrorKind};
 pub use families::{
-    AdapterSet, CallContext, ConstructionAdapter, DemoCitizen, DemoIdentityIssuer,
-    DossierStream, EducationAdapter, HealthcareAdapter, IdentityAdapter, IssuedToken,
-    OwnedDossier, PublicServicesAdapter, TransportAdapter,
+    AdapterSet, CallContext, ConstructionAdapter, DemoCitizen, DemoIdentityIssuer, DossierStream, EducationAdapter,
+    HealthcareAdapter, IdentityAdapter, IssuedToken, OwnedDossier, PublicServicesAdapter, TransportAdapter,
 };
 pub use registry::{AdapterFactory, AdapterRegistry, BuildContext, UnknownAdapterKind};
 

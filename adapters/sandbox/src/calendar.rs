@@ -57,7 +57,8 @@ pub(crate) fn add_working_days(start: SystemTime, days: u32) -> SystemTime {
     let mut left = days;
     while left > 0 {
         t += Duration::from_secs(86_400);
-        let local_days = (t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64 + VN_OFFSET_SECS) / 86_400;
+        let local_days =
+            (t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64 + VN_OFFSET_SECS) / 86_400;
         // 1970-01-01 was a Thursday: day 0 -> 4 (Mon=1 … Sun=7).
         let weekday = (local_days + 3).rem_euclid(7) + 1;
         if weekday <= 5 {

@@ -1,11 +1,11 @@
 //! Housing projects and practicing certificates.
 
 use async_trait::async_trait;
-use lienthong_adapter_core::{api, text, AdapterError, CallContext, Capabilities, ConstructionAdapter, Family};
+use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, ConstructionAdapter, Family, api, text};
 
-use crate::calendar;
-use crate::listing::{filters_of, list, ListQuery};
 use crate::Sandbox;
+use crate::calendar;
+use crate::listing::{ListQuery, filters_of, list};
 
 #[async_trait]
 impl ConstructionAdapter for Sandbox {
@@ -13,7 +13,11 @@ impl ConstructionAdapter for Sandbox {
         Capabilities::family(Family::Construction)
     }
 
-    async fn list_housing_projects(&self, _: &CallContext, req: api::ListHousingProjectsRequest) -> Result<api::ListHousingProjectsResponse, AdapterError> {
+    async fn list_housing_projects(
+        &self,
+        _: &CallContext,
+        req: api::ListHousingProjectsRequest,
+    ) -> Result<api::ListHousingProjectsResponse, AdapterError> {
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), &req.text, None)?;
         let investor = text::fold(req.investor.trim());
         let page = list(
@@ -26,10 +30,18 @@ impl ConstructionAdapter for Sandbox {
             },
             |_, _| {},
         );
-        Ok(api::ListHousingProjectsResponse { projects: page.items, next_page_token: page.next_page_token, total_size: page.total_size })
+        Ok(api::ListHousingProjectsResponse {
+            projects: page.items,
+            next_page_token: page.next_page_token,
+            total_size: page.total_size,
+        })
     }
 
-    async fn get_housing_project(&self, _: &CallContext, req: api::GetHousingProjectRequest) -> Result<api::HousingProject, AdapterError> {
+    async fn get_housing_project(
+        &self,
+        _: &CallContext,
+        req: api::GetHousingProjectRequest,
+    ) -> Result<api::HousingProject, AdapterError> {
         self.data
             .housing
             .iter()
@@ -38,7 +50,11 @@ impl ConstructionAdapter for Sandbox {
             .ok_or_else(|| AdapterError::not_found("housing project", &req.project_id))
     }
 
-    async fn get_practicing_certificate(&self, _: &CallContext, req: api::GetPracticingCertificateRequest) -> Result<api::PracticingCertificate, AdapterError> {
+    async fn get_practicing_certificate(
+        &self,
+        _: &CallContext,
+        req: api::GetPracticingCertificateRequest,
+    ) -> Result<api::PracticingCertificate, AdapterError> {
         // Certificate numbers are matched ignoring case and diacritics (MGBĐS/MGBDS).
         let r = self
             .data

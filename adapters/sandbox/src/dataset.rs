@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use lienthong_adapter_core::{admin, api, geo, text, CitizenId};
+use lienthong_adapter_core::{CitizenId, admin, api, geo, text};
 use serde::de::DeserializeOwned;
 
 use crate::calendar;
@@ -264,8 +264,16 @@ fn load_facilities(records: Vec<FacilityRecord>, problems: &mut Problems) -> Vec
             c.nfc(&id, "name", &r.name);
             c.ward(&id, &r.ward_code, true);
             let location = c.point(&id, r.lat, r.lng);
-            let kind = c.enum_value(&id, "type", api::FacilityType::from_str_name(&format!("FACILITY_TYPE_{}", r.kind)).map(|v| v as i32));
-            let ownership = c.enum_value(&id, "ownership", api::Ownership::from_str_name(&format!("OWNERSHIP_{}", r.ownership)).map(|v| v as i32));
+            let kind = c.enum_value(
+                &id,
+                "type",
+                api::FacilityType::from_str_name(&format!("FACILITY_TYPE_{}", r.kind)).map(|v| v as i32),
+            );
+            let ownership = c.enum_value(
+                &id,
+                "ownership",
+                api::Ownership::from_str_name(&format!("OWNERSHIP_{}", r.ownership)).map(|v| v as i32),
+            );
             let f = api::Facility {
                 facility_code: r.facility_code,
                 name: r.name,
@@ -297,8 +305,16 @@ fn load_schools(records: Vec<SchoolRecord>, problems: &mut Problems) -> Vec<Inde
             c.nfc(&id, "name", &r.name);
             c.ward(&id, &r.ward_code, true);
             let location = c.point(&id, r.lat, r.lng);
-            let level = c.enum_value(&id, "level", api::SchoolLevel::from_str_name(&format!("SCHOOL_LEVEL_{}", r.level)).map(|v| v as i32));
-            let ownership = c.enum_value(&id, "ownership", api::Ownership::from_str_name(&format!("OWNERSHIP_{}", r.ownership)).map(|v| v as i32));
+            let level = c.enum_value(
+                &id,
+                "level",
+                api::SchoolLevel::from_str_name(&format!("SCHOOL_LEVEL_{}", r.level)).map(|v| v as i32),
+            );
+            let ownership = c.enum_value(
+                &id,
+                "ownership",
+                api::Ownership::from_str_name(&format!("OWNERSHIP_{}", r.ownership)).map(|v| v as i32),
+            );
             let s = api::School {
                 school_id: r.school_id,
                 name: r.name,
@@ -317,7 +333,10 @@ fn load_schools(records: Vec<SchoolRecord>, problems: &mut Problems) -> Vec<Inde
     out
 }
 
-fn load_stops(records: Vec<StopRecord>, problems: &mut Problems) -> (Vec<Indexed<api::BusStop>>, HashMap<String, usize>) {
+fn load_stops(
+    records: Vec<StopRecord>,
+    problems: &mut Problems,
+) -> (Vec<Indexed<api::BusStop>>, HashMap<String, usize>) {
     let mut c = Checker { problems, file: "bus-stops.json" };
     let mut seen = HashSet::new();
     let stops: Vec<_> = records
@@ -328,7 +347,11 @@ fn load_stops(records: Vec<StopRecord>, problems: &mut Problems) -> (Vec<Indexed
             c.nfc(&id, "name", &r.name);
             c.ward(&id, &r.ward_code, false);
             let location = c.region_point(&id, r.lat, r.lng);
-            let kind = c.enum_value(&id, "type", api::StopType::from_str_name(&format!("STOP_TYPE_{}", r.kind)).map(|v| v as i32));
+            let kind = c.enum_value(
+                &id,
+                "type",
+                api::StopType::from_str_name(&format!("STOP_TYPE_{}", r.kind)).map(|v| v as i32),
+            );
             let s = api::BusStop {
                 stop_id: r.stop_id,
                 code: r.code,
@@ -380,7 +403,10 @@ fn load_routes(
                         name: d.name,
                         headsign: d.headsign,
                         distance_meters: d.distance_m,
-                        running_time: Some(prost_types::Duration { seconds: i64::from(d.running_minutes) * 60, nanos: 0 }),
+                        running_time: Some(prost_types::Duration {
+                            seconds: i64::from(d.running_minutes) * 60,
+                            nanos: 0,
+                        }),
                         stop_count: ordered.len() as i32,
                         stops: ordered,
                     }
@@ -388,7 +414,9 @@ fn load_routes(
                 .collect();
             let first = calendar::parse_time_of_day(&r.first_departure);
             let last = calendar::parse_time_of_day(&r.last_departure);
-            c.problems.check(first.is_some() && last.is_some(), || format!("bus-routes.json: {id}: departures must be HH:MM"));
+            c.problems.check(first.is_some() && last.is_some(), || {
+                format!("bus-routes.json: {id}: departures must be HH:MM")
+            });
             let route = api::BusRoute {
                 route_number: r.route_number,
                 name: r.name,
@@ -448,9 +476,16 @@ fn load_housing(records: Vec<HousingRecord>, problems: &mut Problems) -> Vec<Ind
             c.nfc(&id, "investor", &r.investor);
             c.ward(&id, &r.ward_code, true);
             let location = c.point(&id, r.lat, r.lng);
-            let status = c.enum_value(&id, "status", api::HousingProjectStatus::from_str_name(&format!("HOUSING_PROJECT_STATUS_{}", r.status)).map(|v| v as i32));
+            let status = c.enum_value(
+                &id,
+                "status",
+                api::HousingProjectStatus::from_str_name(&format!("HOUSING_PROJECT_STATUS_{}", r.status))
+                    .map(|v| v as i32),
+            );
             let completion = (!r.completion_date.is_empty()).then(|| calendar::parse_date(&r.completion_date));
-            c.problems.check(completion.is_none_or(|d| d.is_some()), || format!("housing-projects.json: {id}: bad completion_date"));
+            c.problems.check(completion.is_none_or(|d| d.is_some()), || {
+                format!("housing-projects.json: {id}: bad completion_date")
+            });
             let p = api::HousingProject {
                 project_id: r.project_id,
                 name: r.name,
@@ -498,7 +533,11 @@ fn load_agencies(records: Vec<AgencyRecord>, problems: &mut Problems) -> Vec<Ind
                 (Some(lat), Some(lng)) => Some(c.point(&id, lat, lng)),
                 _ => None,
             };
-            let level = c.enum_value(&id, "level", api::AdministrativeLevel::from_str_name(&format!("ADMINISTRATIVE_LEVEL_{}", r.level)).map(|v| v as i32));
+            let level = c.enum_value(
+                &id,
+                "level",
+                api::AdministrativeLevel::from_str_name(&format!("ADMINISTRATIVE_LEVEL_{}", r.level)).map(|v| v as i32),
+            );
             let a = api::Agency {
                 agency_code: r.agency_code,
                 name: r.name,
@@ -516,7 +555,11 @@ fn load_agencies(records: Vec<AgencyRecord>, problems: &mut Problems) -> Vec<Ind
     out
 }
 
-fn load_procedures(records: Vec<ProcedureRecord>, agencies: &[Indexed<api::Agency>], problems: &mut Problems) -> Vec<Indexed<api::Procedure>> {
+fn load_procedures(
+    records: Vec<ProcedureRecord>,
+    agencies: &[Indexed<api::Agency>],
+    problems: &mut Problems,
+) -> Vec<Indexed<api::Procedure>> {
     let mut c = Checker { problems, file: "procedures.json" };
     let mut seen = HashSet::new();
     let commune: Vec<String> = agencies
@@ -531,7 +574,9 @@ fn load_procedures(records: Vec<ProcedureRecord>, agencies: &[Indexed<api::Agenc
             let id = r.procedure_code.clone();
             c.unique(&mut seen, &id);
             c.nfc(&id, "name", &r.name);
-            c.problems.check(id.starts_with(&r.national_code) && id.ends_with(".H29"), || format!("procedures.json: {id}: a local code extends the national code and ends with .H29"));
+            c.problems.check(id.starts_with(&r.national_code) && id.ends_with(".H29"), || {
+                format!("procedures.json: {id}: a local code extends the national code and ends with .H29")
+            });
             let agency_codes = match r.agencies {
                 AgencyList::Codes(codes) => codes,
                 AgencyList::Keyword(k) if k == "EVERY_COMMUNE" => commune.clone(),
@@ -543,8 +588,16 @@ fn load_procedures(records: Vec<ProcedureRecord>, agencies: &[Indexed<api::Agenc
             for a in &agency_codes {
                 c.problems.check(known.contains(a.as_str()), || format!("procedures.json: {id}: unknown agency {a}"));
             }
-            let level = c.enum_value(&id, "level", api::AdministrativeLevel::from_str_name(&format!("ADMINISTRATIVE_LEVEL_{}", r.level)).map(|v| v as i32));
-            let online = c.enum_value(&id, "online_level", api::OnlineLevel::from_str_name(&format!("ONLINE_LEVEL_{}", r.online_level)).map(|v| v as i32));
+            let level = c.enum_value(
+                &id,
+                "level",
+                api::AdministrativeLevel::from_str_name(&format!("ADMINISTRATIVE_LEVEL_{}", r.level)).map(|v| v as i32),
+            );
+            let online = c.enum_value(
+                &id,
+                "online_level",
+                api::OnlineLevel::from_str_name(&format!("ONLINE_LEVEL_{}", r.online_level)).map(|v| v as i32),
+            );
             let p = api::Procedure {
                 procedure_code: r.procedure_code,
                 national_code: r.national_code,
@@ -554,8 +607,16 @@ fn load_procedures(records: Vec<ProcedureRecord>, agencies: &[Indexed<api::Agenc
                 agency_codes,
                 processing_time: r.processing_time,
                 processing_days: r.processing_days,
-                fees: r.fees.into_iter().map(|f| api::Fee { description: f.description, amount_vnd: f.amount_vnd }).collect(),
-                required_documents: r.documents.into_iter().map(|d| api::RequiredDocument { name: d.name, copies: d.copies }).collect(),
+                fees: r
+                    .fees
+                    .into_iter()
+                    .map(|f| api::Fee { description: f.description, amount_vnd: f.amount_vnd })
+                    .collect(),
+                required_documents: r
+                    .documents
+                    .into_iter()
+                    .map(|d| api::RequiredDocument { name: d.name, copies: d.copies })
+                    .collect(),
                 online_level: online,
                 decision_number: r.decision_number,
                 legal_bases: r.legal_bases,
@@ -575,10 +636,13 @@ fn load_citizens(records: Vec<CitizenRecord>, problems: &mut Problems) -> Vec<Ci
             let handle = r.handle.clone();
             c.nfc(&handle, "full_name", &r.full_name);
             c.ward(&handle, &r.residence_ward_code, true);
-            let id = CitizenId::parse(&r.id_number).map_err(|e| c.problems.0.push(format!("citizens.json: {handle}: {e}"))).ok()?;
+            let id = CitizenId::parse(&r.id_number)
+                .map_err(|e| c.problems.0.push(format!("citizens.json: {handle}: {e}")))
+                .ok()?;
             let birth = calendar::parse_date(&r.birth_date);
             c.problems.check(birth.is_some(), || format!("citizens.json: {handle}: bad birth_date"));
-            let sex = c.enum_value(&handle, "sex", api::Sex::from_str_name(&format!("SEX_{}", r.sex)).map(|v| v as i32));
+            let sex =
+                c.enum_value(&handle, "sex", api::Sex::from_str_name(&format!("SEX_{}", r.sex)).map(|v| v as i32));
             let level = match r.identity_level {
                 1 => api::IdentityLevel::IdentityLevel1,
                 2 => api::IdentityLevel::IdentityLevel2,
@@ -679,7 +743,10 @@ mod tests {
         std::fs::write(dir.join("bus-stops.json"), stops.replacen("\"lat\":", "\"lat\":-", 1)).unwrap();
         let problems = Dataset::load(Some(&dir)).unwrap_err().0;
         std::fs::remove_dir_all(&dir).ok();
-        assert!(problems.iter().any(|p| p.starts_with("schools.json:") && p.contains("is not a ward")), "{problems:#?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("schools.json:") && p.contains("is not a ward")),
+            "{problems:#?}"
+        );
         assert!(problems.iter().any(|p| p.starts_with("bus-stops.json:") && p.contains("outside")), "{problems:#?}");
     }
 }

@@ -1,10 +1,10 @@
 //! Schools.
 
 use async_trait::async_trait;
-use lienthong_adapter_core::{api, AdapterError, CallContext, Capabilities, EducationAdapter, Family};
+use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, EducationAdapter, Family, api};
 
-use crate::listing::{filters_of, list, ListQuery};
 use crate::Sandbox;
+use crate::listing::{ListQuery, filters_of, list};
 
 #[async_trait]
 impl EducationAdapter for Sandbox {
@@ -12,7 +12,11 @@ impl EducationAdapter for Sandbox {
         Capabilities::family(Family::Education)
     }
 
-    async fn list_schools(&self, _: &CallContext, req: api::ListSchoolsRequest) -> Result<api::ListSchoolsResponse, AdapterError> {
+    async fn list_schools(
+        &self,
+        _: &CallContext,
+        req: api::ListSchoolsRequest,
+    ) -> Result<api::ListSchoolsResponse, AdapterError> {
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), &req.text, req.near.as_ref())?;
         let page = list(
             &self.data.schools,
@@ -24,7 +28,11 @@ impl EducationAdapter for Sandbox {
             },
             |s, d| s.distance_meters = Some(d),
         );
-        Ok(api::ListSchoolsResponse { schools: page.items, next_page_token: page.next_page_token, total_size: page.total_size })
+        Ok(api::ListSchoolsResponse {
+            schools: page.items,
+            next_page_token: page.next_page_token,
+            total_size: page.total_size,
+        })
     }
 
     async fn get_school(&self, _: &CallContext, req: api::GetSchoolRequest) -> Result<api::School, AdapterError> {

@@ -1,10 +1,10 @@
 //! Health facilities.
 
 use async_trait::async_trait;
-use lienthong_adapter_core::{api, AdapterError, CallContext, Capabilities, Family, HealthcareAdapter};
+use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, Family, HealthcareAdapter, api};
 
-use crate::listing::{filters_of, list, ListQuery};
 use crate::Sandbox;
+use crate::listing::{ListQuery, filters_of, list};
 
 #[async_trait]
 impl HealthcareAdapter for Sandbox {
@@ -12,7 +12,11 @@ impl HealthcareAdapter for Sandbox {
         Capabilities::family(Family::Healthcare)
     }
 
-    async fn list_facilities(&self, _: &CallContext, req: api::ListFacilitiesRequest) -> Result<api::ListFacilitiesResponse, AdapterError> {
+    async fn list_facilities(
+        &self,
+        _: &CallContext,
+        req: api::ListFacilitiesRequest,
+    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), &req.text, req.near.as_ref())?;
         let page = list(
             &self.data.facilities,
@@ -23,7 +27,11 @@ impl HealthcareAdapter for Sandbox {
             },
             |f, d| f.distance_meters = Some(d),
         );
-        Ok(api::ListFacilitiesResponse { facilities: page.items, next_page_token: page.next_page_token, total_size: page.total_size })
+        Ok(api::ListFacilitiesResponse {
+            facilities: page.items,
+            next_page_token: page.next_page_token,
+            total_size: page.total_size,
+        })
     }
 
     async fn get_facility(&self, _: &CallContext, req: api::GetFacilityRequest) -> Result<api::Facility, AdapterError> {

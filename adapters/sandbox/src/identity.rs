@@ -10,8 +10,8 @@ use std::time::UNIX_EPOCH;
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use lienthong_adapter_core::{
-    api, AdapterError, BearerToken, CallContext, Capabilities, CitizenId, DemoCitizen, DemoIdentityIssuer,
-    ErrorKind, Family, IdentityAdapter, IssuedToken, Principal,
+    AdapterError, BearerToken, CallContext, Capabilities, CitizenId, DemoCitizen, DemoIdentityIssuer, ErrorKind,
+    Family, IdentityAdapter, IssuedToken, Principal, api,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,18 +105,15 @@ impl IdentityAdapter for Sandbox {
         if data.claims.exp + 30 < now {
             return Err(unauthenticated("it has expired"));
         }
-        let citizen_id = CitizenId::parse(&data.claims.id_number).map_err(|_| unauthenticated("its subject is malformed"))?;
+        let citizen_id =
+            CitizenId::parse(&data.claims.id_number).map_err(|_| unauthenticated("its subject is malformed"))?;
         let citizen = self
             .data
             .citizens
             .iter()
             .find(|c| c.id == citizen_id)
             .ok_or_else(|| unauthenticated("its subject is not a demo citizen"))?;
-        Ok(Principal {
-            citizen_id,
-            identity_level: citizen.profile.identity_level(),
-            token: token.clone(),
-        })
+        Ok(Principal { citizen_id, identity_level: citizen.profile.identity_level(), token: token.clone() })
     }
 
     async fn profile(&self, _: &CallContext, principal: &Principal) -> Result<api::CitizenProfile, AdapterError> {
@@ -174,4 +171,3 @@ impl DemoIdentityIssuer for Sandbox {
         Ok(IssuedToken { token: BearerToken::new(token), expires_at })
     }
 }
-

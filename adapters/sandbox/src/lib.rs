@@ -31,7 +31,7 @@ use lienthong_adapter_core::{
 };
 use serde::Deserialize;
 
-pub use identity::{is_sandbox_token, SANDBOX_ISSUER};
+pub use identity::{SANDBOX_ISSUER, is_sandbox_token};
 
 /// The sandbox's options in config (`[adapters.<name>]` with `kind = "sandbox"`).
 #[derive(Clone, Deserialize)]

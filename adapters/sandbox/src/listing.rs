@@ -2,7 +2,7 @@
 //! restrict to a circle and sort by distance, then cut a page.
 
 use lienthong_adapter_core::paging::PageWindow;
-use lienthong_adapter_core::{api, geo, text, AdapterError};
+use lienthong_adapter_core::{AdapterError, api, geo, text};
 
 use crate::dataset::Indexed;
 

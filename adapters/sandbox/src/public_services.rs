@@ -5,14 +5,14 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures_util::stream;
 use lienthong_adapter_core::{
-    api, AdapterError, CallContext, Capabilities, DossierStream, Family, OwnedDossier, PublicServicesAdapter,
+    AdapterError, CallContext, Capabilities, DossierStream, Family, OwnedDossier, PublicServicesAdapter, api,
 };
 use tokio::time::Instant;
 
+use crate::Sandbox;
 use crate::calendar;
 use crate::dataset::DossierPlan;
-use crate::listing::{filters_of, list, ListQuery};
-use crate::Sandbox;
+use crate::listing::{ListQuery, filters_of, list};
 
 /// Whether no change can follow `status`.
 pub(crate) fn is_final(status: api::DossierStatus) -> bool {
@@ -128,7 +128,11 @@ impl PublicServicesAdapter for Sandbox {
         Capabilities::family(Family::PublicServices)
     }
 
-    async fn list_agencies(&self, _: &CallContext, req: api::ListAgenciesRequest) -> Result<api::ListAgenciesResponse, AdapterError> {
+    async fn list_agencies(
+        &self,
+        _: &CallContext,
+        req: api::ListAgenciesRequest,
+    ) -> Result<api::ListAgenciesResponse, AdapterError> {
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), &req.text, None)?;
         let page = list(
             &self.data.agencies,
@@ -139,7 +143,11 @@ impl PublicServicesAdapter for Sandbox {
             },
             |_, _| {},
         );
-        Ok(api::ListAgenciesResponse { agencies: page.items, next_page_token: page.next_page_token, total_size: page.total_size })
+        Ok(api::ListAgenciesResponse {
+            agencies: page.items,
+            next_page_token: page.next_page_token,
+            total_size: page.total_size,
+        })
     }
 
     async fn get_agency(&self, _: &CallContext, req: api::GetAgencyRequest) -> Result<api::Agency, AdapterError> {
@@ -151,7 +159,11 @@ impl PublicServicesAdapter for Sandbox {
             .ok_or_else(|| AdapterError::not_found("agency", &req.agency_code))
     }
 
-    async fn list_procedures(&self, _: &CallContext, req: api::ListProceduresRequest) -> Result<api::ListProceduresResponse, AdapterError> {
+    async fn list_procedures(
+        &self,
+        _: &CallContext,
+        req: api::ListProceduresRequest,
+    ) -> Result<api::ListProceduresResponse, AdapterError> {
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), &req.text, None)?;
         let page = list(
             &self.data.procedures,
@@ -164,10 +176,18 @@ impl PublicServicesAdapter for Sandbox {
             },
             |_, _| {},
         );
-        Ok(api::ListProceduresResponse { procedures: page.items, next_page_token: page.next_page_token, total_size: page.total_size })
+        Ok(api::ListProceduresResponse {
+            procedures: page.items,
+            next_page_token: page.next_page_token,
+            total_size: page.total_size,
+        })
     }
 
-    async fn get_procedure(&self, _: &CallContext, req: api::GetProcedureRequest) -> Result<api::Procedure, AdapterError> {
+    async fn get_procedure(
+        &self,
+        _: &CallContext,
+        req: api::GetProcedureRequest,
+    ) -> Result<api::Procedure, AdapterError> {
         let code = req.procedure_code.as_str();
         self.data
             .procedures
@@ -181,11 +201,16 @@ impl PublicServicesAdapter for Sandbox {
         Ok(self.current(self.plan(&req.dossier_code)?))
     }
 
-    async fn list_my_dossiers(&self, ctx: &CallContext, req: api::ListMyDossiersRequest) -> Result<api::ListMyDossiersResponse, AdapterError> {
+    async fn list_my_dossiers(
+        &self,
+        ctx: &CallContext,
+        req: api::ListMyDossiersRequest,
+    ) -> Result<api::ListMyDossiersResponse, AdapterError> {
         let principal = ctx.require_principal()?;
         let filters = filters_of!(req);
         let window = lienthong_adapter_core::paging::PageWindow::resolve(req.page_size, &req.page_token, &filters)?;
-        let mut mine: Vec<&DossierPlan> = self.data.dossiers.iter().filter(|p| p.owner == principal.citizen_id).collect();
+        let mut mine: Vec<&DossierPlan> =
+            self.data.dossiers.iter().filter(|p| p.owner == principal.citizen_id).collect();
         // Newest first: by how far back the submission lies, then by sequence.
         mine.sort_by(|a, b| a.done.cmp(&b.done).then(b.seq.cmp(&a.seq)));
         let matching: Vec<api::Dossier> = mine
@@ -197,7 +222,11 @@ impl PublicServicesAdapter for Sandbox {
         Ok(api::ListMyDossiersResponse { dossiers, next_page_token, total_size: matching.len() as i32 })
     }
 
-    async fn watch_dossier(&self, _: &CallContext, req: api::WatchDossierRequest) -> Result<DossierStream, AdapterError> {
+    async fn watch_dossier(
+        &self,
+        _: &CallContext,
+        req: api::WatchDossierRequest,
+    ) -> Result<DossierStream, AdapterError> {
         let plan = self.plan(&req.dossier_code)?.clone();
         let clock = self.clock;
         let first = clock.steps_done(&plan, Instant::now());

@@ -3,11 +3,11 @@
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
-use lienthong_adapter_core::{api, AdapterError, CallContext, Capabilities, Family, TransportAdapter};
+use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, Family, TransportAdapter, api};
 
-use crate::calendar::VN_OFFSET_SECS;
-use crate::listing::{filters_of, list, ListQuery};
 use crate::Sandbox;
+use crate::calendar::VN_OFFSET_SECS;
+use crate::listing::{ListQuery, filters_of, list};
 
 const DEFAULT_ARRIVALS: usize = 10;
 const MAX_ARRIVALS: usize = 50;
@@ -25,11 +25,8 @@ fn view(route: &api::BusRoute, view: api::BusRouteView) -> api::BusRoute {
 impl Sandbox {
     fn camera(&self, camera: &api::TrafficCamera, portal_id: &str) -> api::TrafficCamera {
         let mut c = camera.clone();
-        c.snapshot_url = self
-            .config
-            .camera_snapshot_url
-            .replace("{camera_id}", &c.camera_id)
-            .replace("{portal_id}", portal_id);
+        c.snapshot_url =
+            self.config.camera_snapshot_url.replace("{camera_id}", &c.camera_id).replace("{portal_id}", portal_id);
         // Online cameras refresh about every minute; offline ones stopped an hour ago.
         let now = self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let jitter = c.camera_id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) % 60;
@@ -58,7 +55,10 @@ impl Sandbox {
                 // Stops are assumed evenly spaced in time along the run.
                 let run = dir.running_time.map(|d| d.seconds).unwrap_or(0);
                 let offset = if n > 1 { run * k as i64 / (n as i64 - 1) } else { 0 };
-                let (first, last) = (i64::from(first.hours * 3600 + first.minutes * 60), i64::from(last.hours * 3600 + last.minutes * 60));
+                let (first, last) = (
+                    i64::from(first.hours * 3600 + first.minutes * 60),
+                    i64::from(last.hours * 3600 + last.minutes * 60),
+                );
                 for day in [0, 86_400] {
                     let mut dep = first;
                     while dep <= last {
@@ -92,7 +92,11 @@ impl TransportAdapter for Sandbox {
         Capabilities::family(Family::Transport)
     }
 
-    async fn list_bus_routes(&self, _: &CallContext, req: api::ListBusRoutesRequest) -> Result<api::ListBusRoutesResponse, AdapterError> {
+    async fn list_bus_routes(
+        &self,
+        _: &CallContext,
+        req: api::ListBusRoutesRequest,
+    ) -> Result<api::ListBusRoutesResponse, AdapterError> {
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), &req.text, None)?;
         let wanted = match req.view() {
             api::BusRouteView::Full => api::BusRouteView::Full,
@@ -111,7 +115,11 @@ impl TransportAdapter for Sandbox {
         })
     }
 
-    async fn get_bus_route(&self, _: &CallContext, req: api::GetBusRouteRequest) -> Result<api::BusRoute, AdapterError> {
+    async fn get_bus_route(
+        &self,
+        _: &CallContext,
+        req: api::GetBusRouteRequest,
+    ) -> Result<api::BusRoute, AdapterError> {
         let wanted = match req.view() {
             api::BusRouteView::Basic => api::BusRouteView::Basic,
             _ => api::BusRouteView::Full,
@@ -124,14 +132,26 @@ impl TransportAdapter for Sandbox {
             .ok_or_else(|| AdapterError::not_found("bus route", &req.route_number))
     }
 
-    async fn list_nearby_stops(&self, _: &CallContext, req: api::ListNearbyStopsRequest) -> Result<api::ListNearbyStopsResponse, AdapterError> {
+    async fn list_nearby_stops(
+        &self,
+        _: &CallContext,
+        req: api::ListNearbyStopsRequest,
+    ) -> Result<api::ListNearbyStopsResponse, AdapterError> {
         let near = req.near.as_ref().ok_or_else(|| AdapterError::invalid_field("near", "near is required"))?;
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), "", Some(near))?;
         let page = list(&self.data.stops, &query, |_| true, |s, d| s.distance_meters = Some(d));
-        Ok(api::ListNearbyStopsResponse { stops: page.items, next_page_token: page.next_page_token, total_size: page.total_size })
+        Ok(api::ListNearbyStopsResponse {
+            stops: page.items,
+            next_page_token: page.next_page_token,
+            total_size: page.total_size,
+        })
     }
 
-    async fn list_arrivals(&self, _: &CallContext, req: api::ListArrivalsRequest) -> Result<api::ListArrivalsResponse, AdapterError> {
+    async fn list_arrivals(
+        &self,
+        _: &CallContext,
+        req: api::ListArrivalsRequest,
+    ) -> Result<api::ListArrivalsResponse, AdapterError> {
         let stop = self
             .data
             .stop_index
@@ -142,10 +162,17 @@ impl TransportAdapter for Sandbox {
             0 => DEFAULT_ARRIVALS,
             n => (n.max(1) as usize).min(MAX_ARRIVALS),
         };
-        Ok(api::ListArrivalsResponse { arrivals: self.arrivals(&req.stop_id, &req.route_number, limit), stop: Some(stop) })
+        Ok(api::ListArrivalsResponse {
+            arrivals: self.arrivals(&req.stop_id, &req.route_number, limit),
+            stop: Some(stop),
+        })
     }
 
-    async fn list_traffic_cameras(&self, _: &CallContext, req: api::ListTrafficCamerasRequest) -> Result<api::ListTrafficCamerasResponse, AdapterError> {
+    async fn list_traffic_cameras(
+        &self,
+        _: &CallContext,
+        req: api::ListTrafficCamerasRequest,
+    ) -> Result<api::ListTrafficCamerasResponse, AdapterError> {
         let query = ListQuery::new(req.page_size, &req.page_token, &filters_of!(req), &req.text, req.near.as_ref())?;
         let page = list(&self.data.cameras, &query, |_| true, |c, d| c.0.distance_meters = Some(d));
         Ok(api::ListTrafficCamerasResponse {
@@ -155,7 +182,11 @@ impl TransportAdapter for Sandbox {
         })
     }
 
-    async fn get_traffic_camera(&self, _: &CallContext, req: api::GetTrafficCameraRequest) -> Result<api::TrafficCamera, AdapterError> {
+    async fn get_traffic_camera(
+        &self,
+        _: &CallContext,
+        req: api::GetTrafficCameraRequest,
+    ) -> Result<api::TrafficCamera, AdapterError> {
         self.data
             .cameras
             .iter()

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lienthong_adapter_core::{api, Method};
+use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::construction_service_server::ConstructionService;
 use tonic::{Request, Response, Status};
 
@@ -17,7 +17,10 @@ pub struct ConstructionApi(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl ConstructionService for ConstructionApi {
-    async fn list_housing_projects(&self, request: Request<api::ListHousingProjectsRequest>) -> Result<Response<api::ListHousingProjectsResponse>, Status> {
+    async fn list_housing_projects(
+        &self,
+        request: Request<api::ListHousingProjectsRequest>,
+    ) -> Result<Response<api::ListHousingProjectsResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListHousingProjects)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -31,7 +34,10 @@ impl ConstructionService for ConstructionApi {
         a.adapter.list_housing_projects(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn get_housing_project(&self, request: Request<api::GetHousingProjectRequest>) -> Result<Response<api::GetHousingProjectResponse>, Status> {
+    async fn get_housing_project(
+        &self,
+        request: Request<api::GetHousingProjectRequest>,
+    ) -> Result<Response<api::GetHousingProjectResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetHousingProject)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -42,7 +48,10 @@ impl ConstructionService for ConstructionApi {
         Ok(fresh(api::GetHousingProjectResponse { project: Some(project) }))
     }
 
-    async fn get_practicing_certificate(&self, request: Request<api::GetPracticingCertificateRequest>) -> Result<Response<api::GetPracticingCertificateResponse>, Status> {
+    async fn get_practicing_certificate(
+        &self,
+        request: Request<api::GetPracticingCertificateRequest>,
+    ) -> Result<Response<api::GetPracticingCertificateResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetPracticingCertificate)?;
         let req = request.into_inner();
         let mut v = Violations::new();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lienthong_adapter_core::{api, Method};
+use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::education_service_server::EducationService;
 use tonic::{Request, Response, Status};
 
@@ -17,7 +17,10 @@ pub struct EducationApi(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl EducationService for EducationApi {
-    async fn list_schools(&self, request: Request<api::ListSchoolsRequest>) -> Result<Response<api::ListSchoolsResponse>, Status> {
+    async fn list_schools(
+        &self,
+        request: Request<api::ListSchoolsRequest>,
+    ) -> Result<Response<api::ListSchoolsResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListSchools)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -32,7 +35,10 @@ impl EducationService for EducationApi {
         a.adapter.list_schools(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn get_school(&self, request: Request<api::GetSchoolRequest>) -> Result<Response<api::GetSchoolResponse>, Status> {
+    async fn get_school(
+        &self,
+        request: Request<api::GetSchoolRequest>,
+    ) -> Result<Response<api::GetSchoolResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetSchool)?;
         let req = request.into_inner();
         let mut v = Violations::new();

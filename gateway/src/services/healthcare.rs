@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use lienthong_adapter_core::{api, Method};
+use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::healthcare_service_server::HealthcareService;
 use tonic::{Request, Response, Status};
 
 use super::fresh;
 use crate::gateway::Gateway;
-use crate::validate::{self, CodeKind};
 use crate::status::Violations;
+use crate::validate::{self, CodeKind};
 
 /// Serves health facilities.
 #[derive(Debug, Clone)]
@@ -17,7 +17,10 @@ pub struct HealthcareApi(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl HealthcareService for HealthcareApi {
-    async fn list_facilities(&self, request: Request<api::ListFacilitiesRequest>) -> Result<Response<api::ListFacilitiesResponse>, Status> {
+    async fn list_facilities(
+        &self,
+        request: Request<api::ListFacilitiesRequest>,
+    ) -> Result<Response<api::ListFacilitiesResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListFacilities)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -31,7 +34,10 @@ impl HealthcareService for HealthcareApi {
         a.adapter.list_facilities(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn get_facility(&self, request: Request<api::GetFacilityRequest>) -> Result<Response<api::GetFacilityResponse>, Status> {
+    async fn get_facility(
+        &self,
+        request: Request<api::GetFacilityRequest>,
+    ) -> Result<Response<api::GetFacilityResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetFacility)?;
         let req = request.into_inner();
         let mut v = Violations::new();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lienthong_adapter_core::{api, CitizenId, Method};
+use lienthong_adapter_core::{CitizenId, Method, api};
 use lienthong_proto::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
@@ -18,9 +18,13 @@ pub struct IdentityApi(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl IdentityService for IdentityApi {
-    async fn get_my_profile(&self, request: Request<api::GetMyProfileRequest>) -> Result<Response<api::GetMyProfileResponse>, Status> {
+    async fn get_my_profile(
+        &self,
+        request: Request<api::GetMyProfileRequest>,
+    ) -> Result<Response<api::GetMyProfileResponse>, Status> {
         let mut call = self.0.call(request.metadata(), Method::GetMyProfile)?;
-        let principal = call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
+        let principal =
+            call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
         let req = request.into_inner();
         if req.include_full_id_number && !call.has_scope(FULL_ID_SCOPE) {
             return Err(Status::permission_denied(format!(

@@ -18,8 +18,8 @@ pub use public_services::PublicServicesApi;
 pub use sandbox::SandboxIdentityApi;
 pub use transport::TransportApi;
 
-use tonic::metadata::MetadataValue;
 use tonic::Response;
+use tonic::metadata::MetadataValue;
 
 /// Response metadata saying how fresh the answer is.
 pub const CACHE_HEADER: &str = "x-lienthong-cache";

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use lienthong_adapter_core::{api, Method, OwnedDossier, Principal};
+use lienthong_adapter_core::{Method, OwnedDossier, Principal, api};
 use lienthong_proto::v1::public_services_service_server::PublicServicesService;
 use tonic::{Request, Response, Status};
 
@@ -43,7 +43,10 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<api::WatchDossierResponse, S
 
 #[tonic::async_trait]
 impl PublicServicesService for PublicServicesApi {
-    async fn list_agencies(&self, request: Request<api::ListAgenciesRequest>) -> Result<Response<api::ListAgenciesResponse>, Status> {
+    async fn list_agencies(
+        &self,
+        request: Request<api::ListAgenciesRequest>,
+    ) -> Result<Response<api::ListAgenciesResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListAgencies)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -56,7 +59,10 @@ impl PublicServicesService for PublicServicesApi {
         a.adapter.list_agencies(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn get_agency(&self, request: Request<api::GetAgencyRequest>) -> Result<Response<api::GetAgencyResponse>, Status> {
+    async fn get_agency(
+        &self,
+        request: Request<api::GetAgencyRequest>,
+    ) -> Result<Response<api::GetAgencyResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetAgency)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -67,7 +73,10 @@ impl PublicServicesService for PublicServicesApi {
         Ok(fresh(api::GetAgencyResponse { agency: Some(agency) }))
     }
 
-    async fn list_procedures(&self, request: Request<api::ListProceduresRequest>) -> Result<Response<api::ListProceduresResponse>, Status> {
+    async fn list_procedures(
+        &self,
+        request: Request<api::ListProceduresRequest>,
+    ) -> Result<Response<api::ListProceduresResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListProcedures)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -82,7 +91,10 @@ impl PublicServicesService for PublicServicesApi {
         a.adapter.list_procedures(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn get_procedure(&self, request: Request<api::GetProcedureRequest>) -> Result<Response<api::GetProcedureResponse>, Status> {
+    async fn get_procedure(
+        &self,
+        request: Request<api::GetProcedureRequest>,
+    ) -> Result<Response<api::GetProcedureResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetProcedure)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -93,7 +105,10 @@ impl PublicServicesService for PublicServicesApi {
         Ok(fresh(api::GetProcedureResponse { procedure: Some(procedure) }))
     }
 
-    async fn get_dossier(&self, request: Request<api::GetDossierRequest>) -> Result<Response<api::GetDossierResponse>, Status> {
+    async fn get_dossier(
+        &self,
+        request: Request<api::GetDossierRequest>,
+    ) -> Result<Response<api::GetDossierResponse>, Status> {
         let mut call = self.0.call(request.metadata(), Method::GetDossier)?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
@@ -102,7 +117,10 @@ impl PublicServicesService for PublicServicesApi {
         Ok(fresh(api::GetDossierResponse { dossier: Some(view_for(owned, principal.as_ref())) }))
     }
 
-    async fn list_my_dossiers(&self, request: Request<api::ListMyDossiersRequest>) -> Result<Response<api::ListMyDossiersResponse>, Status> {
+    async fn list_my_dossiers(
+        &self,
+        request: Request<api::ListMyDossiersRequest>,
+    ) -> Result<Response<api::ListMyDossiersResponse>, Status> {
         let mut call = self.0.call(request.metadata(), Method::ListMyDossiers)?;
         {
             let req = request.get_ref();
@@ -111,14 +129,16 @@ impl PublicServicesService for PublicServicesApi {
             validate::enum_value::<api::DossierStatus>(&mut v, "status", req.status);
             v.into_result()?;
         }
-        let principal = call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
+        let principal =
+            call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
         if principal.identity_level != api::IdentityLevel::IdentityLevel2 {
             return Err(Status::permission_denied(
                 "listing a citizen's dossiers needs a level 2 (verified) VNeID account; the citizen can upgrade in the VNeID app",
             ));
         }
         let a = call.public_services()?;
-        let mut resp = a.adapter.list_my_dossiers(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
+        let mut resp =
+            a.adapter.list_my_dossiers(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
         for d in &mut resp.dossiers {
             d.view = api::DossierView::Owner as i32;
         }
@@ -127,7 +147,10 @@ impl PublicServicesService for PublicServicesApi {
 
     type WatchDossierStream = WatchStream;
 
-    async fn watch_dossier(&self, request: Request<api::WatchDossierRequest>) -> Result<Response<Self::WatchDossierStream>, Status> {
+    async fn watch_dossier(
+        &self,
+        request: Request<api::WatchDossierRequest>,
+    ) -> Result<Response<Self::WatchDossierStream>, Status> {
         let mut call = self.0.call(request.metadata(), Method::WatchDossier)?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
@@ -144,7 +167,10 @@ impl PublicServicesService for PublicServicesApi {
             async move {
                 let mut updates = state?;
                 if *shutdown.borrow() {
-                    return Some((Err(Status::unavailable("the gateway is shutting down; watch again to resume")), None));
+                    return Some((
+                        Err(Status::unavailable("the gateway is shutting down; watch again to resume")),
+                        None,
+                    ));
                 }
                 tokio::select! {
                     next = updates.next() => match next? {

@@ -22,7 +22,10 @@ fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
 
 #[tonic::async_trait]
 impl SandboxIdentityService for SandboxIdentityApi {
-    async fn list_demo_citizens(&self, request: Request<sbx::ListDemoCitizensRequest>) -> Result<Response<sbx::ListDemoCitizensResponse>, Status> {
+    async fn list_demo_citizens(
+        &self,
+        request: Request<sbx::ListDemoCitizensRequest>,
+    ) -> Result<Response<sbx::ListDemoCitizensResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetMyProfile)?;
         let issuer = call.demo_issuer()?;
         let citizens = issuer
@@ -39,7 +42,10 @@ impl SandboxIdentityService for SandboxIdentityApi {
         Ok(Response::new(sbx::ListDemoCitizensResponse { citizens }))
     }
 
-    async fn issue_token(&self, request: Request<sbx::IssueTokenRequest>) -> Result<Response<sbx::IssueTokenResponse>, Status> {
+    async fn issue_token(
+        &self,
+        request: Request<sbx::IssueTokenRequest>,
+    ) -> Result<Response<sbx::IssueTokenResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetMyProfile)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -48,7 +54,9 @@ impl SandboxIdentityService for SandboxIdentityApi {
         }
         v.into_result()?;
         let issuer = call.demo_issuer()?;
-        let issued = issuer.issue_token(&req.handle).map_err(|e| crate::status::from_adapter(e, Method::GetMyProfile, "sandbox"))?;
+        let issued = issuer
+            .issue_token(&req.handle)
+            .map_err(|e| crate::status::from_adapter(e, Method::GetMyProfile, "sandbox"))?;
         Ok(Response::new(sbx::IssueTokenResponse {
             access_token: issued.token.expose().to_owned(),
             expire_time: Some(timestamp(issued.expires_at)),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lienthong_adapter_core::{api, Method};
+use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::transport_service_server::TransportService;
 use tonic::{Request, Response, Status};
 
@@ -20,7 +20,10 @@ pub struct TransportApi(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl TransportService for TransportApi {
-    async fn list_bus_routes(&self, request: Request<api::ListBusRoutesRequest>) -> Result<Response<api::ListBusRoutesResponse>, Status> {
+    async fn list_bus_routes(
+        &self,
+        request: Request<api::ListBusRoutesRequest>,
+    ) -> Result<Response<api::ListBusRoutesResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListBusRoutes)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -33,7 +36,10 @@ impl TransportService for TransportApi {
         a.adapter.list_bus_routes(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn get_bus_route(&self, request: Request<api::GetBusRouteRequest>) -> Result<Response<api::GetBusRouteResponse>, Status> {
+    async fn get_bus_route(
+        &self,
+        request: Request<api::GetBusRouteRequest>,
+    ) -> Result<Response<api::GetBusRouteResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetBusRoute)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -45,7 +51,10 @@ impl TransportService for TransportApi {
         Ok(fresh(api::GetBusRouteResponse { route: Some(route) }))
     }
 
-    async fn list_nearby_stops(&self, request: Request<api::ListNearbyStopsRequest>) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
+    async fn list_nearby_stops(
+        &self,
+        request: Request<api::ListNearbyStopsRequest>,
+    ) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListNearbyStops)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -56,7 +65,10 @@ impl TransportService for TransportApi {
         a.adapter.list_nearby_stops(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn list_arrivals(&self, request: Request<api::ListArrivalsRequest>) -> Result<Response<api::ListArrivalsResponse>, Status> {
+    async fn list_arrivals(
+        &self,
+        request: Request<api::ListArrivalsRequest>,
+    ) -> Result<Response<api::ListArrivalsResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListArrivals)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -70,7 +82,10 @@ impl TransportService for TransportApi {
         a.adapter.list_arrivals(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn list_traffic_cameras(&self, request: Request<api::ListTrafficCamerasRequest>) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
+    async fn list_traffic_cameras(
+        &self,
+        request: Request<api::ListTrafficCamerasRequest>,
+    ) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::ListTrafficCameras)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -82,7 +97,10 @@ impl TransportService for TransportApi {
         a.adapter.list_traffic_cameras(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
     }
 
-    async fn get_traffic_camera(&self, request: Request<api::GetTrafficCameraRequest>) -> Result<Response<api::GetTrafficCameraResponse>, Status> {
+    async fn get_traffic_camera(
+        &self,
+        request: Request<api::GetTrafficCameraRequest>,
+    ) -> Result<Response<api::GetTrafficCameraResponse>, Status> {
         let call = self.0.call(request.metadata(), Method::GetTrafficCamera)?;
         let req = request.into_inner();
         let mut v = Violations::new();

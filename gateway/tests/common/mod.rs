@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use lienthong::config::Config;
 use lienthong_adapter_core::AdapterRegistry;
-use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
 use lienthong_proto::sandbox::v1::IssueTokenRequest;
+use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -51,10 +51,10 @@ impl TestGateway {
         loop {
             let mut client = HealthClient::new(self.channel.clone());
             let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
-            if let Ok(r) = client.check(req).await {
-                if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-                    return;
-                }
+            if let Ok(r) = client.check(req).await
+                && r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                return;
             }
             assert!(!self.task.is_finished(), "the gateway exited while starting");
             assert!(tokio::time::Instant::now() < deadline, "the gateway did not become ready in time");
