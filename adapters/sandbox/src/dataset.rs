@@ -173,9 +173,19 @@ impl Checker<'_> {
         self.problems.check(seen.insert(id.to_owned()), || format!("{file}: duplicate id {id}"));
     }
 
-    fn enum_value(&mut self, id: &str, field: &str, value: Option<i32>) -> i32 {
+    /// Parses a data file's enum name (`GENERAL_HOSPITAL`) as the API enum
+    /// whose values are named `prefix` + name (`FACILITY_TYPE_GENERAL_HOSPITAL`).
+    fn enum_value<E: Into<i32>>(
+        &mut self,
+        id: &str,
+        field: &str,
+        name: &str,
+        prefix: &str,
+        parse: fn(&str) -> Option<E>,
+    ) -> i32 {
         let file = self.file;
-        self.problems.check(value.is_some(), || format!("{file}: {id}: unknown {field}"));
+        let value = parse(&format!("{prefix}{name}")).map(Into::into);
+        self.problems.check(value.is_some(), || format!("{file}: {id}: unknown {field} {name:?}"));
         value.unwrap_or_default()
     }
 }
@@ -264,16 +274,8 @@ fn load_facilities(records: Vec<FacilityRecord>, problems: &mut Problems) -> Vec
             c.nfc(&id, "name", &r.name);
             c.ward(&id, &r.ward_code, true);
             let location = c.point(&id, r.lat, r.lng);
-            let kind = c.enum_value(
-                &id,
-                "type",
-                api::FacilityType::from_str_name(&format!("FACILITY_TYPE_{}", r.kind)).map(|v| v as i32),
-            );
-            let ownership = c.enum_value(
-                &id,
-                "ownership",
-                api::Ownership::from_str_name(&format!("OWNERSHIP_{}", r.ownership)).map(|v| v as i32),
-            );
+            let kind = c.enum_value(&id, "type", &r.kind, "FACILITY_TYPE_", api::FacilityType::from_str_name);
+            let ownership = c.enum_value(&id, "ownership", &r.ownership, "OWNERSHIP_", api::Ownership::from_str_name);
             let f = api::Facility {
                 facility_code: r.facility_code,
                 name: r.name,
@@ -305,16 +307,8 @@ fn load_schools(records: Vec<SchoolRecord>, problems: &mut Problems) -> Vec<Inde
             c.nfc(&id, "name", &r.name);
             c.ward(&id, &r.ward_code, true);
             let location = c.point(&id, r.lat, r.lng);
-            let level = c.enum_value(
-                &id,
-                "level",
-                api::SchoolLevel::from_str_name(&format!("SCHOOL_LEVEL_{}", r.level)).map(|v| v as i32),
-            );
-            let ownership = c.enum_value(
-                &id,
-                "ownership",
-                api::Ownership::from_str_name(&format!("OWNERSHIP_{}", r.ownership)).map(|v| v as i32),
-            );
+            let level = c.enum_value(&id, "level", &r.level, "SCHOOL_LEVEL_", api::SchoolLevel::from_str_name);
+            let ownership = c.enum_value(&id, "ownership", &r.ownership, "OWNERSHIP_", api::Ownership::from_str_name);
             let s = api::School {
                 school_id: r.school_id,
                 name: r.name,
@@ -347,11 +341,7 @@ fn load_stops(
             c.nfc(&id, "name", &r.name);
             c.ward(&id, &r.ward_code, false);
             let location = c.region_point(&id, r.lat, r.lng);
-            let kind = c.enum_value(
-                &id,
-                "type",
-                api::StopType::from_str_name(&format!("STOP_TYPE_{}", r.kind)).map(|v| v as i32),
-            );
+            let kind = c.enum_value(&id, "type", &r.kind, "STOP_TYPE_", api::StopType::from_str_name);
             let s = api::BusStop {
                 stop_id: r.stop_id,
                 code: r.code,
@@ -479,8 +469,9 @@ fn load_housing(records: Vec<HousingRecord>, problems: &mut Problems) -> Vec<Ind
             let status = c.enum_value(
                 &id,
                 "status",
-                api::HousingProjectStatus::from_str_name(&format!("HOUSING_PROJECT_STATUS_{}", r.status))
-                    .map(|v| v as i32),
+                &r.status,
+                "HOUSING_PROJECT_STATUS_",
+                api::HousingProjectStatus::from_str_name,
             );
             let completion = (!r.completion_date.is_empty()).then(|| calendar::parse_date(&r.completion_date));
             c.problems.check(completion.is_none_or(|d| d.is_some()), || {
@@ -533,11 +524,8 @@ fn load_agencies(records: Vec<AgencyRecord>, problems: &mut Problems) -> Vec<Ind
                 (Some(lat), Some(lng)) => Some(c.point(&id, lat, lng)),
                 _ => None,
             };
-            let level = c.enum_value(
-                &id,
-                "level",
-                api::AdministrativeLevel::from_str_name(&format!("ADMINISTRATIVE_LEVEL_{}", r.level)).map(|v| v as i32),
-            );
+            let level =
+                c.enum_value(&id, "level", &r.level, "ADMINISTRATIVE_LEVEL_", api::AdministrativeLevel::from_str_name);
             let a = api::Agency {
                 agency_code: r.agency_code,
                 name: r.name,
@@ -588,16 +576,10 @@ fn load_procedures(
             for a in &agency_codes {
                 c.problems.check(known.contains(a.as_str()), || format!("procedures.json: {id}: unknown agency {a}"));
             }
-            let level = c.enum_value(
-                &id,
-                "level",
-                api::AdministrativeLevel::from_str_name(&format!("ADMINISTRATIVE_LEVEL_{}", r.level)).map(|v| v as i32),
-            );
-            let online = c.enum_value(
-                &id,
-                "online_level",
-                api::OnlineLevel::from_str_name(&format!("ONLINE_LEVEL_{}", r.online_level)).map(|v| v as i32),
-            );
+            let level =
+                c.enum_value(&id, "level", &r.level, "ADMINISTRATIVE_LEVEL_", api::AdministrativeLevel::from_str_name);
+            let online =
+                c.enum_value(&id, "online_level", &r.online_level, "ONLINE_LEVEL_", api::OnlineLevel::from_str_name);
             let p = api::Procedure {
                 procedure_code: r.procedure_code,
                 national_code: r.national_code,
@@ -641,8 +623,7 @@ fn load_citizens(records: Vec<CitizenRecord>, problems: &mut Problems) -> Vec<Ci
                 .ok()?;
             let birth = calendar::parse_date(&r.birth_date);
             c.problems.check(birth.is_some(), || format!("citizens.json: {handle}: bad birth_date"));
-            let sex =
-                c.enum_value(&handle, "sex", api::Sex::from_str_name(&format!("SEX_{}", r.sex)).map(|v| v as i32));
+            let sex = c.enum_value(&handle, "sex", &r.sex, "SEX_", api::Sex::from_str_name);
             let level = match r.identity_level {
                 1 => api::IdentityLevel::IdentityLevel1,
                 2 => api::IdentityLevel::IdentityLevel2,
