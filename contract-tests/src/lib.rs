@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod cases;
+pub mod fakes;
 
 use std::fmt;
 use std::future::Future;

@@ -28,6 +28,7 @@ use crate::services::*;
 pub fn adapter_registry() -> AdapterRegistry {
     let mut registry = AdapterRegistry::new();
     lienthong_adapter_sandbox::register(&mut registry);
+    lienthong_adapter_vneid::register(&mut registry);
     registry
 }
 

@@ -1,0 +1,272 @@
+//! The HTTP side: discovery, the signing keys, userinfo, and the one
+//! `parse_error` that maps the provider's answers to error kinds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use lienthong_adapter_core::{AdapterError, ErrorKind};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, OnceCell, RwLock};
+use tokio::time::Instant;
+
+use crate::config::VneidConfig;
+
+/// The name logs give this upstream.
+pub(crate) const UPSTREAM: &str = "vneid";
+
+/// Maps a provider's HTTP status to an error kind.
+pub(crate) fn parse_error(what: &str, status: reqwest::StatusCode, retry_after: Option<Duration>) -> AdapterError {
+    use reqwest::StatusCode as S;
+    let message = format!("the identity provider answered {} to the {what} request", status.as_u16());
+    match status {
+        S::UNAUTHORIZED | S::FORBIDDEN => {
+            AdapterError::new(ErrorKind::Unauthenticated, "the identity provider refused the citizen token")
+        }
+        S::TOO_MANY_REQUESTS => {
+            let e = AdapterError::new(ErrorKind::RateLimited, "the identity provider is rate limiting us; retry later");
+            match retry_after {
+                Some(d) => e.with_retry_after(d),
+                None => e,
+            }
+        }
+        S::REQUEST_TIMEOUT | S::GATEWAY_TIMEOUT => AdapterError::new(ErrorKind::DeadlineExceeded, message),
+        s if s.is_server_error() => AdapterError::new(ErrorKind::Unavailable, message),
+        // 404 and friends: a misconfigured endpoint that retrying will not fix.
+        _ => AdapterError::new(ErrorKind::Unavailable, message).with_temporary(false),
+    }
+}
+
+fn transport_error(what: &str, e: &reqwest::Error) -> AdapterError {
+    if e.is_timeout() {
+        AdapterError::new(
+            ErrorKind::DeadlineExceeded,
+            format!("the identity provider did not answer the {what} request in time"),
+        )
+    } else {
+        AdapterError::new(
+            ErrorKind::Unavailable,
+            format!("the identity provider could not be reached for the {what} request"),
+        )
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The parts of the discovery document we use.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+}
+
+/// A verification key and the algorithm it may verify.
+#[derive(Clone)]
+pub(crate) struct Key {
+    pub key: DecodingKey,
+    pub algorithm: Algorithm,
+}
+
+struct KeySet {
+    keys: HashMap<String, Key>,
+    fetched: Instant,
+}
+
+/// Talks to the provider; caches discovery and keys.
+pub(crate) struct Provider {
+    config: VneidConfig,
+    http: reqwest::Client,
+    discovery: OnceCell<Discovery>,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    /// Serialises key fetches; holds when an unknown kid last caused one.
+    fetching: Mutex<Option<Instant>>,
+}
+
+impl Provider {
+    pub(crate) fn new(config: VneidConfig) -> Result<Self, AdapterError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("building the HTTP client failed: {e}")))?;
+        Ok(Self { config, http, discovery: OnceCell::new(), keys: RwLock::new(None), fetching: Mutex::new(None) })
+    }
+
+    pub(crate) fn config(&self) -> &VneidConfig {
+        &self.config
+    }
+
+    /// GETs `url` (with the bearer token when given) and parses JSON.
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<T, AdapterError> {
+        let mut req = self.http.get(url).header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| {
+            tracing::warn!(upstream = UPSTREAM, what, error = %e, "request failed");
+            transport_error(what, &e)
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            tracing::warn!(upstream = UPSTREAM, what, status = status.as_u16(), "provider answered an error");
+            return Err(parse_error(what, status, retry_after(resp.headers())));
+        }
+        let body = resp.bytes().await.map_err(|e| {
+            tracing::warn!(upstream = UPSTREAM, what, error = %e, "reading the answer failed");
+            transport_error(what, &e)
+        })?;
+        serde_json::from_slice(&body).map_err(|e| {
+            tracing::warn!(upstream = UPSTREAM, what, error = %e, "provider answered malformed JSON");
+            AdapterError::new(
+                ErrorKind::Unavailable,
+                format!("the identity provider answered the {what} request with malformed JSON"),
+            )
+        })
+    }
+
+    /// The discovery document, fetched once. Its issuer must be ours.
+    pub(crate) async fn discovery(&self) -> Result<&Discovery, AdapterError> {
+        self.discovery
+            .get_or_try_init(|| async {
+                let d: Discovery = self.get_json("discovery", &self.config.discovery(), None).await?;
+                if d.issuer.trim_end_matches('/') != self.config.issuer.trim_end_matches('/') {
+                    tracing::error!(upstream = UPSTREAM, "discovery names another issuer than configured");
+                    return Err(AdapterError::new(
+                        ErrorKind::Unavailable,
+                        "the identity provider's discovery document names another issuer",
+                    )
+                    .with_temporary(false));
+                }
+                Ok(d)
+            })
+            .await
+    }
+
+    /// The key named `kid` for `algorithm`. An unknown kid triggers one
+    /// refetch of the key set, unless one happened within `jwks_min_refetch`.
+    pub(crate) async fn key(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<Key, AdapterError> {
+        let set = self.current_keys().await?;
+        if let Some(k) = pick(&set, kid, algorithm)? {
+            return Ok(k);
+        }
+        if let Some(set) = self.refetch(Some(set.fetched), Some(self.config.jwks_min_refetch)).await?
+            && let Some(k) = pick(&set, kid, algorithm)?
+        {
+            return Ok(k);
+        }
+        Err(AdapterError::new(
+            ErrorKind::Unauthenticated,
+            "the citizen token is not valid: it is signed with a key the identity provider does not publish",
+        ))
+    }
+
+    async fn current_keys(&self) -> Result<Arc<KeySet>, AdapterError> {
+        if let Some(set) = self.keys.read().await.as_ref()
+            && set.fetched.elapsed() < self.config.jwks_refresh
+        {
+            return Ok(set.clone());
+        }
+        let stale = self.keys.read().await.clone();
+        match self.refetch(stale.as_ref().map(|s| s.fetched), None).await {
+            Ok(Some(set)) => Ok(set),
+            Ok(None) => stale.ok_or_else(|| {
+                AdapterError::new(ErrorKind::Unavailable, "the identity provider's keys are not available")
+            }),
+            // A routine refresh failing keeps the keys we have.
+            Err(e) => stale.ok_or(e),
+        }
+    }
+
+    /// Fetches the key set unless another caller already replaced the one
+    /// fetched at `seen`. A fetch for an unknown kid (`kid_gap` set) is skipped
+    /// when the last such fetch is less than `kid_gap` ago.
+    async fn refetch(
+        &self,
+        seen: Option<Instant>,
+        kid_gap: Option<Duration>,
+    ) -> Result<Option<Arc<KeySet>>, AdapterError> {
+        let mut last_kid_fetch = self.fetching.lock().await;
+        if let Some(current) = self.keys.read().await.as_ref()
+            && Some(current.fetched) != seen
+        {
+            return Ok(Some(current.clone()));
+        }
+        if let Some(gap) = kid_gap {
+            if last_kid_fetch.is_some_and(|at| at.elapsed() < gap) {
+                return Ok(None);
+            }
+            *last_kid_fetch = Some(Instant::now());
+        }
+        let url = self.discovery().await?.jwks_uri.clone();
+        let jwks: JwkSet = self.get_json("jwks", &url, None).await?;
+        let set = Arc::new(KeySet { keys: usable_keys(&jwks), fetched: Instant::now() });
+        tracing::info!(upstream = UPSTREAM, keys = set.keys.len(), "signing keys fetched");
+        *self.keys.write().await = Some(set.clone());
+        Ok(Some(set))
+    }
+}
+
+/// The key for `kid` (or the only key, when the token names none), checked
+/// against the token's algorithm.
+fn pick(set: &KeySet, kid: Option<&str>, algorithm: Algorithm) -> Result<Option<Key>, AdapterError> {
+    let key = match kid {
+        Some(kid) => set.keys.get(kid),
+        None if set.keys.len() == 1 => set.keys.values().next(),
+        None => {
+            return Err(AdapterError::new(
+                ErrorKind::Unauthenticated,
+                "the citizen token is not valid: it names no signing key (kid)",
+            ));
+        }
+    };
+    match key {
+        Some(k) if k.algorithm != algorithm => Err(AdapterError::new(
+            ErrorKind::Unauthenticated,
+            "the citizen token is not valid: its algorithm does not match its signing key",
+        )),
+        Some(k) => Ok(Some(k.clone())),
+        None => Ok(None),
+    }
+}
+
+/// The signature keys of a JWK set that we can use: RSA for RS256, P-256 for
+/// ES256. Keys for encryption, of other types, or without a kid are skipped.
+fn usable_keys(jwks: &JwkSet) -> HashMap<String, Key> {
+    let mut out = HashMap::new();
+    for jwk in &jwks.keys {
+        let Some(kid) = jwk.common.key_id.clone() else { continue };
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+            (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+                if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            _ => continue,
+        };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => {
+                out.insert(kid, Key { key, algorithm });
+            }
+            Err(e) => tracing::warn!(upstream = UPSTREAM, kid, error = %e, "skipping an unusable signing key"),
+        }
+    }
+    out
+}

@@ -1,0 +1,160 @@
+//! A fake OpenID Connect provider in the manner of VNeID: discovery, a JWKS
+//! whose published keys can rotate, userinfo, and tokens signed on demand
+//! with the test keys of `fixtures/oidc`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use super::Faults;
+
+const JWKS: &str = include_str!("../../fixtures/oidc/jwks.json");
+const KEYS: &[(&str, Algorithm, &str)] = &[
+    ("rsa-1", Algorithm::RS256, include_str!("../../fixtures/oidc/rsa-1.pem")),
+    ("rsa-2", Algorithm::RS256, include_str!("../../fixtures/oidc/rsa-2.pem")),
+    ("rsa-3", Algorithm::RS256, include_str!("../../fixtures/oidc/rsa-3.pem")),
+    ("ec-1", Algorithm::ES256, include_str!("../../fixtures/oidc/ec-1.pem")),
+];
+/// The public key of `rsa-1` as PEM: what an attacker would use as an HMAC
+/// secret in an algorithm-confusion attack.
+pub const RSA_1_PUBLIC_PEM: &str = include_str!("../../fixtures/oidc/rsa-1.pub.pem");
+/// The audience the fake's tokens are issued for by default.
+pub const AUDIENCE: &str = "lienthong-test";
+
+#[derive(Debug)]
+struct OidcState {
+    issuer: String,
+    published: Mutex<Vec<String>>,
+}
+
+/// A running fake provider.
+#[derive(Debug)]
+pub struct FakeOidc {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its fault injector (paths: `/.well-known/openid-configuration`,
+    /// `/jwks`, `/userinfo`).
+    pub faults: Faults,
+    state: Arc<OidcState>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn discovery(State(s): State<Arc<OidcState>>) -> Json<Value> {
+    Json(json!({
+        "issuer": s.issuer,
+        "jwks_uri": format!("{}/jwks", s.issuer),
+        "userinfo_endpoint": format!("{}/userinfo", s.issuer),
+        "authorization_endpoint": format!("{}/authorize", s.issuer),
+        "token_endpoint": format!("{}/token", s.issuer),
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+    }))
+}
+
+async fn jwks(State(s): State<Arc<OidcState>>) -> Json<Value> {
+    let all: Value = serde_json::from_str(JWKS).unwrap_or_default();
+    let published = s.published.lock().map(|p| p.clone()).unwrap_or_default();
+    let keys: Vec<Value> = all["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| k["kid"].as_str().is_some_and(|kid| published.iter().any(|p| p == kid)))
+        .cloned()
+        .collect();
+    Json(json!({ "keys": keys }))
+}
+
+/// Answers with the profile claims of the token presented (the fake trusts
+/// its own tokens; it is the gateway that must verify them).
+async fn userinfo(headers: HeaderMap) -> Response {
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match token.and_then(|t| jsonwebtoken::dangerous::insecure_decode::<Value>(t).ok()) {
+        Some(data) => {
+            let c = data.claims;
+            Json(json!({
+                "SoDinhDanh": c["SoDinhDanh"], "HoVaTen": c["HoVaTen"], "NgayThangNamSinh": c["NgayThangNamSinh"],
+                "GioiTinh": c["GioiTinh"], "MaXaThuongTru": c["MaXaThuongTru"], "acr": c["acr"],
+            }))
+            .into_response()
+        }
+        None => (StatusCode::UNAUTHORIZED, "invalid token").into_response(),
+    }
+}
+
+impl FakeOidc {
+    /// Starts a provider publishing `rsa-1` and `ec-1`.
+    pub async fn start() -> std::io::Result<Self> {
+        // Bind first: the issuer URL names the port.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(OidcState {
+            issuer: format!("http://{addr}"),
+            published: Mutex::new(vec!["rsa-1".into(), "ec-1".into()]),
+        });
+        let faults = Faults::default();
+        let router = axum::Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/userinfo", get(userinfo))
+            .with_state(state.clone())
+            .layer(axum::middleware::from_fn_with_state(faults.clone(), super::faults::apply));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self { addr, faults, state, _task: task })
+    }
+
+    /// The issuer URL (`http://127.0.0.1:<port>`).
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// Publishes exactly these key ids in the JWKS (a key rotation).
+    pub fn publish(&self, kids: &[&str]) {
+        if let Ok(mut p) = self.state.published.lock() {
+            *p = kids.iter().map(|k| (*k).to_owned()).collect();
+        }
+    }
+
+    /// Standard claims of a level-2 citizen, valid for 10 minutes.
+    pub fn claims(&self, id_number: &str) -> Value {
+        let now = now();
+        json!({
+            "iss": self.issuer(), "aud": AUDIENCE, "sub": id_number, "iat": now, "nbf": now, "exp": now + 600,
+            "SoDinhDanh": id_number, "HoVaTen": "Trần Thị Bích", "NgayThangNamSinh": "19920315",
+            "GioiTinh": "Nữ", "MaXaThuongTru": "26740", "acr": "2",
+        })
+    }
+
+    /// Signs `claims` with the test key `kid` (`rsa-1`, `rsa-2`, `rsa-3` or
+    /// `ec-1`), whether or not it is published. Panics on an unknown kid: a
+    /// mistake in the test itself.
+    #[allow(clippy::panic)]
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        let Some((_, alg, pem)) = KEYS.iter().find(|(k, _, _)| *k == kid) else {
+            panic!("no test key {kid}");
+        };
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+        };
+        let mut header = Header::new(*alg);
+        header.kid = Some(kid.to_owned());
+        match key.and_then(|k| jsonwebtoken::encode(&header, claims, &k)) {
+            Ok(t) => t,
+            Err(e) => panic!("signing with {kid}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The VNeID adapter against a fake OIDC provider speaking real HTTP: token
+//! validation, algorithm confusion, key rotation, rate-limited refetch,
+//! provider faults, and profiles from claims or userinfo.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use lienthong_adapter_core::{BearerToken, CallContext, ErrorKind, IdentityAdapter, api};
+use lienthong_adapter_vneid::{ProfileSource, VneidAdapter, VneidConfig};
+use lienthong_contract_tests::fakes::oidc::{AUDIENCE, RSA_1_PUBLIC_PEM};
+use lienthong_contract_tests::fakes::{FakeOidc, Fault};
+use serde_json::json;
+
+const CITIZEN: &str = "079192012345";
+
+fn config(idp: &FakeOidc) -> VneidConfig {
+    serde_json::from_value(json!({
+        "issuer": idp.issuer(),
+        "audience": AUDIENCE,
+        "allow_insecure_http": true,
+        "clock_skew": "30s",
+        "jwks_min_refetch": "30s",
+        "timeout": "2s",
+    }))
+    .unwrap()
+}
+
+async fn setup() -> (FakeOidc, VneidAdapter) {
+    let idp = FakeOidc::start().await.unwrap();
+    let adapter = VneidAdapter::new(config(&idp)).unwrap();
+    (idp, adapter)
+}
+
+async fn auth(
+    adapter: &VneidAdapter,
+    token: &str,
+) -> Result<lienthong_adapter_core::Principal, lienthong_adapter_core::AdapterError> {
+    adapter.authenticate(&BearerToken::new(token)).await
+}
+
+fn kind_and_message(
+    r: Result<lienthong_adapter_core::Principal, lienthong_adapter_core::AdapterError>,
+) -> (ErrorKind, String) {
+    let e = r.unwrap_err();
+    (e.kind(), e.message().to_owned())
+}
+
+#[tokio::test]
+async fn rs256_and_es256_tokens_are_accepted() {
+    let (idp, adapter) = setup().await;
+    for kid in ["rsa-1", "ec-1"] {
+        let p = auth(&adapter, &idp.sign(kid, &idp.claims(CITIZEN))).await.unwrap();
+        assert_eq!(p.citizen_id.expose(), CITIZEN);
+        assert_eq!(p.identity_level, api::IdentityLevel::IdentityLevel2);
+    }
+    let mut c = idp.claims(CITIZEN);
+    c["acr"] = json!("1");
+    assert_eq!(
+        auth(&adapter, &idp.sign("rsa-1", &c)).await.unwrap().identity_level,
+        api::IdentityLevel::IdentityLevel1
+    );
+    // Keys are fetched once and cached.
+    assert_eq!(idp.faults.hits("/jwks"), 1);
+}
+
+#[tokio::test]
+async fn wrong_issuer_audience_time_or_subject_is_unauthenticated() {
+    let (idp, adapter) = setup().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let cases = [
+        ("iss", json!("https://someone-else.example"), "issued by someone else"),
+        ("aud", json!("another-client"), "another audience"),
+        ("exp", json!(now - 120), "expired"),
+        ("nbf", json!(now + 300), "not valid yet"),
+        ("SoDinhDanh", json!("12345"), "not a personal identification number"),
+    ];
+    for (claim, value, why) in cases {
+        let mut c = idp.claims(CITIZEN);
+        c[claim] = value;
+        let token = idp.sign("rsa-1", &c);
+        let (kind, message) = kind_and_message(auth(&adapter, &token).await);
+        assert_eq!(kind, ErrorKind::Unauthenticated, "{claim}");
+        assert!(message.contains(why), "{claim}: {message}");
+        assert!(!message.contains(CITIZEN) && !message.contains(&token));
+    }
+    // Within the 30 s skew: still accepted.
+    let mut c = idp.claims(CITIZEN);
+    c["exp"] = json!(now - 10);
+    assert!(auth(&adapter, &idp.sign("rsa-1", &c)).await.is_ok());
+    // A missing exp is refused.
+    let mut c = idp.claims(CITIZEN);
+    c.as_object_mut().unwrap().remove("exp");
+    assert_eq!(kind_and_message(auth(&adapter, &idp.sign("rsa-1", &c)).await).0, ErrorKind::Unauthenticated);
+}
+
+#[tokio::test]
+async fn alg_none_and_hmac_confusion_are_refused() {
+    let (idp, adapter) = setup().await;
+    let claims = idp.claims(CITIZEN);
+    // HS256 signed with the provider's public key as the secret.
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("rsa-1".into());
+    let forged =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(RSA_1_PUBLIC_PEM.as_bytes())).unwrap();
+    let (kind, message) = kind_and_message(auth(&adapter, &forged).await);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
+    assert!(message.contains("algorithm"), "{message}");
+    // alg: none, unsigned.
+    let b64 = |v: &serde_json::Value| {
+        use std::fmt::Write;
+        let raw = serde_json::to_vec(v).unwrap();
+        // base64url without padding, by hand to avoid another dependency.
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in raw.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.write_char(T[((n >> (18 - 6 * i)) & 63) as usize] as char).unwrap();
+            }
+        }
+        out
+    };
+    let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})), b64(&claims));
+    assert_eq!(kind_and_message(auth(&adapter, &none).await).0, ErrorKind::Unauthenticated);
+    // An RS256 header on an ES256 key.
+    let token = idp.sign("ec-1", &claims);
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let swapped = b64(&json!({"alg": "RS256", "typ": "JWT", "kid": "ec-1"}));
+    parts[0] = &swapped;
+    let (kind, message) = kind_and_message(auth(&adapter, &parts.join(".")).await);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
+    assert!(message.contains("does not match its signing key"), "{message}");
+    // Garbage.
+    assert_eq!(kind_and_message(auth(&adapter, "not-a-jwt").await).0, ErrorKind::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_found_by_one_refetch() {
+    let (idp, adapter) = setup().await;
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+    assert_eq!(idp.faults.hits("/jwks"), 1);
+    // The provider rotates to rsa-2; the first token with the new kid refetches.
+    idp.publish(&["rsa-2", "ec-1"]);
+    assert!(auth(&adapter, &idp.sign("rsa-2", &idp.claims(CITIZEN))).await.is_ok());
+    assert_eq!(idp.faults.hits("/jwks"), 2);
+}
+
+#[tokio::test]
+async fn unknown_kids_refetch_at_most_once_per_interval() {
+    let (idp, adapter) = setup().await;
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+    // rsa-3 is never published: a forger's key.
+    for _ in 0..20 {
+        let (kind, message) = kind_and_message(auth(&adapter, &idp.sign("rsa-3", &idp.claims(CITIZEN))).await);
+        assert_eq!(kind, ErrorKind::Unauthenticated);
+        assert!(message.contains("key the identity provider does not publish"), "{message}");
+    }
+    // One initial fetch plus one refetch, not twenty.
+    assert_eq!(idp.faults.hits("/jwks"), 2);
+}
+
+#[tokio::test]
+async fn provider_faults_become_clear_error_kinds() {
+    let (idp, adapter) = setup().await;
+    let token = idp.sign("rsa-1", &idp.claims(CITIZEN));
+    let cases = [
+        (Fault::Status(503), ErrorKind::Unavailable),
+        (Fault::TooManyRequests { retry_after_secs: 7 }, ErrorKind::RateLimited),
+        (Fault::MalformedJson, ErrorKind::Unavailable),
+        (Fault::Truncated, ErrorKind::Unavailable),
+        (Fault::Reset, ErrorKind::Unavailable),
+        (Fault::Latency(Duration::from_secs(5)), ErrorKind::DeadlineExceeded),
+    ];
+    for (fault, expected) in cases {
+        idp.faults.inject("/jwks", fault.clone());
+        let e = auth(&adapter, &token).await.unwrap_err();
+        assert_eq!(e.kind(), expected, "{fault:?}: {e}");
+        if let Fault::TooManyRequests { .. } = fault {
+            assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        }
+    }
+    // The provider recovers: so do we.
+    idp.faults.clear();
+    assert!(auth(&adapter, &token).await.is_ok());
+}
+
+#[tokio::test]
+async fn profiles_come_from_claims_or_userinfo() {
+    let idp = FakeOidc::start().await.unwrap();
+    for source in [ProfileSource::Claims, ProfileSource::Userinfo] {
+        let mut cfg = config(&idp);
+        cfg.profile_source = source;
+        let adapter = VneidAdapter::new(cfg).unwrap();
+        let principal = auth(&adapter, &idp.sign("ec-1", &idp.claims(CITIZEN))).await.unwrap();
+        let p = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap();
+        assert_eq!(p.id_number, CITIZEN, "{source:?}");
+        assert_eq!(p.full_name, "Trần Thị Bích");
+        assert_eq!(p.birth_date, Some(api::Date { year: 1992, month: 3, day: 15 }));
+        assert_eq!(p.sex(), api::Sex::Female);
+        assert_eq!(p.residence.unwrap().ward_name, "Phường Sài Gòn");
+    }
+    assert_eq!(idp.faults.hits("/userinfo"), 1);
+    // userinfo refusing the token is UNAUTHENTICATED; 429 keeps its delay.
+    let mut cfg = config(&idp);
+    cfg.profile_source = ProfileSource::Userinfo;
+    let adapter = VneidAdapter::new(cfg).unwrap();
+    let principal = auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.unwrap();
+    idp.faults.inject("/userinfo", Fault::Status(401));
+    let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+    idp.faults.inject("/userinfo", Fault::TooManyRequests { retry_after_secs: 3 });
+    let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
+    assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(3))));
+}
+
+#[test]
+fn config_is_checked_without_network() {
+    let bad: VneidConfig = serde_json::from_value(json!({
+        "issuer": "http://vneid.example", "audience": " ", "algorithms": ["HS256", "none"], "clock_skew": "10m",
+    }))
+    .unwrap();
+    let problems = bad.validate();
+    for field in ["issuer", "audience", "algorithms[0]", "algorithms[1]", "clock_skew"] {
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{field}:"))), "{field}: {problems:#?}");
+    }
+}

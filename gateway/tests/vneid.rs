@@ -1,0 +1,87 @@
+//! The gateway with VNeID as a province's identity provider (a fake OIDC
+//! provider over real HTTP), composed with the sandbox's dossiers.
+
+mod common;
+
+use common::{TestGateway, authed};
+use lienthong_contract_tests::fakes::oidc::AUDIENCE;
+use lienthong_contract_tests::fakes::{FakeOidc, Fault};
+use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
+use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
+use lienthong_proto::v1::*;
+use tonic::Code;
+
+/// Lan, a sandbox demo citizen: her dossiers are in the sandbox.
+const LAN: &str = "079190012345";
+
+async fn gateway(idp: &FakeOidc) -> TestGateway {
+    let toml = lienthong::config::SANDBOX_DEFAULT.replace("identity = \"sandbox\"", "identity = \"vneid\"")
+        + &format!(
+            "\n[adapters.vneid]\nkind = \"vneid\"\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nallow_insecure_http = true\n",
+            idp.issuer()
+        );
+    TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await
+}
+
+#[tokio::test]
+async fn vneid_tokens_sign_citizens_in() {
+    let idp = FakeOidc::start().await.unwrap();
+    let gw = gateway(&idp).await;
+    let token = idp.sign("rsa-1", &idp.claims(LAN));
+    let mut id = IdentityServiceClient::new(gw.channel.clone());
+    let p =
+        id.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap().into_inner().profile.unwrap();
+    assert_eq!(p.id_number, "********2345");
+    assert_eq!(p.identity_level(), IdentityLevel::IdentityLevel2);
+
+    // The same citizen's dossiers, from the sandbox registry.
+    let mine = PublicServicesServiceClient::new(gw.channel.clone())
+        .list_my_dossiers(authed(ListMyDossiersRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.total_size, 4);
+
+    // A level-1 account may not list dossiers.
+    let mut c = idp.claims(LAN);
+    c["acr"] = serde_json::json!("1");
+    let e = PublicServicesServiceClient::new(gw.channel.clone())
+        .list_my_dossiers(authed(ListMyDossiersRequest::default(), &idp.sign("ec-1", &c)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn bad_tokens_and_a_down_provider_map_to_clear_codes() {
+    let idp = FakeOidc::start().await.unwrap();
+    let gw = gateway(&idp).await;
+    let mut id = IdentityServiceClient::new(gw.channel.clone());
+    // Keys unavailable before any was fetched: UNAVAILABLE, not
+    // UNAUTHENTICATED (the citizen did nothing wrong).
+    idp.faults.inject("/jwks", Fault::Status(502));
+    let e = id
+        .get_my_profile(authed(GetMyProfileRequest::default(), &idp.sign("rsa-1", &idp.claims(LAN))))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    idp.faults.clear();
+
+    let mut expired = idp.claims(LAN);
+    expired["exp"] = serde_json::json!(1_600_000_000);
+    let e = id.get_my_profile(authed(GetMyProfileRequest::default(), &idp.sign("rsa-1", &expired))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("expired"));
+
+    // A sandbox token is refused with the reason.
+    let sandbox = TestGateway::sandbox().await;
+    let e = id.get_my_profile(authed(GetMyProfileRequest::default(), &sandbox.token("lan").await)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("sandbox tokens"));
+
+    // Once keys are cached, a JWKS outage does not stop sign-ins.
+    idp.faults.inject("/jwks", Fault::Status(502));
+    assert!(
+        id.get_my_profile(authed(GetMyProfileRequest::default(), &idp.sign("rsa-1", &idp.claims(LAN)))).await.is_ok()
+    );
+}
