@@ -227,3 +227,15 @@ fn config_is_checked_without_network() {
         assert!(problems.iter().any(|p| p.starts_with(&format!("{field}:"))), "{field}: {problems:#?}");
     }
 }
+
+#[tokio::test]
+async fn a_failing_discovery_is_not_retried_on_every_token() {
+    let idp = FakeOidc::start().await.unwrap();
+    idp.faults.inject("/.well-known", Fault::Status(500));
+    let adapter = VneidAdapter::new(config(&idp)).unwrap();
+    let token = idp.sign("rsa-1", &idp.claims(CITIZEN));
+    for _ in 0..10 {
+        assert_eq!(auth(&adapter, &token).await.unwrap_err().kind(), ErrorKind::Unavailable);
+    }
+    assert_eq!(idp.faults.hits("/.well-known/openid-configuration"), 1);
+}

@@ -85,6 +85,8 @@ pub(crate) struct Provider {
     config: VneidConfig,
     http: reqwest::Client,
     discovery: OnceCell<Discovery>,
+    /// When discovery last failed: it is not retried within `jwks_min_refetch`.
+    discovery_failed: Mutex<Option<Instant>>,
     keys: RwLock<Option<Arc<KeySet>>>,
     /// Serialises key fetches; holds when an unknown kid last caused one.
     fetching: Mutex<Option<Instant>>,
@@ -98,7 +100,14 @@ impl Provider {
             .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("building the HTTP client failed: {e}")))?;
-        Ok(Self { config, http, discovery: OnceCell::new(), keys: RwLock::new(None), fetching: Mutex::new(None) })
+        Ok(Self {
+            config,
+            http,
+            discovery: OnceCell::new(),
+            discovery_failed: Mutex::new(None),
+            keys: RwLock::new(None),
+            fetching: Mutex::new(None),
+        })
     }
 
     pub(crate) fn config(&self) -> &VneidConfig {
@@ -140,7 +149,22 @@ impl Provider {
 
     /// The discovery document, fetched once. Its issuer must be ours.
     pub(crate) async fn discovery(&self) -> Result<&Discovery, AdapterError> {
-        self.discovery
+        if let Some(d) = self.discovery.get() {
+            return Ok(d);
+        }
+        let mut failed = self.discovery_failed.lock().await;
+        if let Some(at) = *failed
+            && at.elapsed() < self.config.jwks_min_refetch
+        {
+            let wait = self.config.jwks_min_refetch - at.elapsed();
+            return Err(AdapterError::new(
+                ErrorKind::Unavailable,
+                "the identity provider's discovery document is unavailable",
+            )
+            .with_retry_after(wait));
+        }
+        let result = self
+            .discovery
             .get_or_try_init(|| async {
                 let d: Discovery = self.get_json("discovery", &self.config.discovery(), None).await?;
                 if d.issuer.trim_end_matches('/') != self.config.issuer.trim_end_matches('/') {
@@ -153,7 +177,9 @@ impl Provider {
                 }
                 Ok(d)
             })
-            .await
+            .await;
+        *failed = result.is_err().then(Instant::now);
+        result
     }
 
     /// The key named `kid` for `algorithm`. An unknown kid triggers one
