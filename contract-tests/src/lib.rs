@@ -107,7 +107,7 @@ impl fmt::Display for Report {
 }
 
 /// Whether `adapters` supports `method` (the family is present and says so).
-fn supports(adapters: &AdapterSet, method: Method) -> bool {
+pub(crate) fn supports(adapters: &AdapterSet, method: Method) -> bool {
     use lienthong_adapter_core::Family::*;
     match method.family() {
         Identity => adapters.identity.as_ref().is_some_and(|a| a.capabilities().supports(method)),

@@ -29,6 +29,7 @@ pub fn adapter_registry() -> AdapterRegistry {
     let mut registry = AdapterRegistry::new();
     lienthong_adapter_sandbox::register(&mut registry);
     lienthong_adapter_vneid::register(&mut registry);
+    lienthong_adapter_warehouse_http::register(&mut registry);
     registry
 }
 

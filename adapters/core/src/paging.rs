@@ -27,7 +27,7 @@ impl PageWindow {
     /// Resolves `page_size` and `page_token` for a request whose filters are
     /// `filters` (the request with its paging fields cleared).
     pub fn resolve(page_size: i32, page_token: &str, filters: &impl Message) -> Result<Self, AdapterError> {
-        let fingerprint = fingerprint(&filters.encode_to_vec());
+        let fingerprint = filters_fingerprint(filters);
         let size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n < 0 => return Err(AdapterError::invalid_field("page_size", "page_size must not be negative")),
@@ -45,6 +45,12 @@ impl PageWindow {
         let next = if end < items.len() { encode(end, self.fingerprint) } else { String::new() };
         (items[start..end].to_vec(), next)
     }
+}
+
+/// A stable fingerprint of a request's filters (the request with its paging
+/// fields cleared), for binding page tokens to them.
+pub fn filters_fingerprint(filters: &impl Message) -> u64 {
+    fingerprint(&filters.encode_to_vec())
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {

@@ -3,9 +3,11 @@
 
 mod faults;
 pub mod oidc;
+pub mod warehouse;
 
 pub use faults::{Fault, Faults};
 pub use oidc::FakeOidc;
+pub use warehouse::FakeWarehouse;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,239 @@
+//! The warehouse adapter's options: where the warehouse is, how to get a
+//! token, and for each dataset where its records are and how their fields,
+//! values, filters and pages are named upstream.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[adapters.<name>]` with `kind = "warehouse-http"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseConfig {
+    /// The warehouse API's base URL; dataset paths are appended to it.
+    pub base_url: String,
+    /// Timeout of each request (also capped by the caller's deadline).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// OAuth2 client credentials; without them requests carry no token.
+    #[serde(default)]
+    pub auth: Option<OAuthConfig>,
+    /// Allow plain-http URLs. Only for local test warehouses.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// The datasets this warehouse publishes, by name: `facilities`,
+    /// `schools`, `housing_projects`, `traffic_cameras`.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, DatasetConfig>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// OAuth2 client-credentials grant.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// The token endpoint.
+    pub token_url: String,
+    /// Our client id.
+    pub client_id: String,
+    /// Our client secret. Never logged; prefer the environment
+    /// (`LIENTHONG_ADAPTERS__<NAME>__AUTH__CLIENT_SECRET`).
+    pub client_secret: String,
+    /// The scope to ask for, if the warehouse wants one.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Refresh the token this long before it expires.
+    #[serde(default = "default_refresh_before", with = "humantime_serde")]
+    pub refresh_before: Duration,
+}
+
+fn default_refresh_before() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl fmt::Debug for OAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthConfig")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// How the upstream pages a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingStyle {
+    /// `?offset=40&limit=20`.
+    #[default]
+    Offset,
+    /// `?page=3&size=20`.
+    Page,
+    /// `?cursor=<opaque>&limit=20`, the next cursor in the answer.
+    Cursor,
+}
+
+/// Pagination parameters; only those of the chosen style are used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagingConfig {
+    /// The style.
+    pub style: PagingStyle,
+    /// The page-size parameter (all styles).
+    pub limit_param: String,
+    /// The offset parameter (`offset`).
+    pub offset_param: String,
+    /// The page-number parameter (`page`).
+    pub page_param: String,
+    /// The number of the first page (`page`), usually 0 or 1.
+    pub first_page: u64,
+    /// The cursor parameter (`cursor`).
+    pub cursor_param: String,
+    /// Where the next cursor is in the answer, as a dotted path (`cursor`).
+    pub next_cursor: String,
+    /// The largest page the upstream serves.
+    pub max_limit: u32,
+}
+
+impl Default for PagingConfig {
+    fn default() -> Self {
+        Self {
+            style: PagingStyle::Offset,
+            limit_param: "limit".into(),
+            offset_param: "offset".into(),
+            page_param: "page".into(),
+            first_page: 1,
+            cursor_param: "cursor".into(),
+            next_cursor: "next_cursor".into(),
+            max_limit: 100,
+        }
+    }
+}
+
+/// One dataset: where it lives and how its JSON is shaped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// The list endpoint, relative to `base_url`, for example `/health/facilities`.
+    pub path: String,
+    /// The single-record endpoint with `{id}`, for example
+    /// `/health/facilities/{id}`; the id is percent-encoded. Without it the
+    /// dataset has no get.
+    #[serde(default)]
+    pub get_path: Option<String>,
+    /// Dotted path of the records array in a list answer; empty when the
+    /// answer is the array itself.
+    #[serde(default)]
+    pub items: String,
+    /// Dotted path of the record in a get answer; empty for the whole body.
+    #[serde(default)]
+    pub record: String,
+    /// Dotted path of the total count in a list answer, if there is one.
+    #[serde(default)]
+    pub total: Option<String>,
+    /// How the upstream pages.
+    #[serde(default)]
+    pub paging: PagingConfig,
+    /// Our field name → dotted path in an upstream record.
+    pub fields: BTreeMap<String, String>,
+    /// For enum fields: our field → upstream value → our enum value name
+    /// (for example `type` → `"Bệnh viện đa khoa"` → `"GENERAL_HOSPITAL"`).
+    #[serde(default)]
+    pub values: BTreeMap<String, BTreeMap<String, String>>,
+    /// Our filter → the upstream query parameter (`ward_code`, `type`,
+    /// `text`, `level`, `ownership`, `status`, `investor`, and for near
+    /// searches `near.latitude`, `near.longitude`, `near.radius_meters`). A
+    /// filter without a parameter is refused with INVALID_ARGUMENT.
+    #[serde(default)]
+    pub filters: BTreeMap<String, String>,
+}
+
+impl WarehouseConfig {
+    /// Checks the options without I/O; returns every problem.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let url_ok = |u: &str| u.starts_with("https://") || (self.allow_insecure_http && u.starts_with("http://"));
+        if !url_ok(&self.base_url) {
+            problems.push("base_url: must be an https:// URL (http:// only with allow_insecure_http)".to_owned());
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.timeout) {
+            problems.push("timeout: must be between 100ms and 60s".to_owned());
+        }
+        if let Some(auth) = &self.auth {
+            if !url_ok(&auth.token_url) {
+                problems
+                    .push("auth.token_url: must be an https:// URL (http:// only with allow_insecure_http)".to_owned());
+            }
+            if auth.client_id.is_empty() || auth.client_secret.is_empty() {
+                problems.push("auth: client_id and client_secret are required".to_owned());
+            }
+        }
+        if self.datasets.is_empty() {
+            problems.push("datasets: configure at least one dataset".to_owned());
+        }
+        for (name, d) in &self.datasets {
+            let Some(schema) = crate::records::schema(name) else {
+                problems.push(format!(
+                    "datasets.{name}: unknown dataset; known: {}",
+                    crate::records::DATASETS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            };
+            if !d.path.starts_with('/') {
+                problems.push(format!("datasets.{name}.path: must start with '/'"));
+            }
+            if let Some(g) = &d.get_path
+                && (!g.starts_with('/') || !g.contains("{id}"))
+            {
+                problems.push(format!("datasets.{name}.get_path: must start with '/' and contain {{id}}"));
+            }
+            for required in schema.required {
+                if !d.fields.contains_key(*required) {
+                    problems.push(format!("datasets.{name}.fields.{required}: required"));
+                }
+            }
+            for field in d.fields.keys() {
+                if !schema.fields.contains(&field.as_str()) {
+                    problems.push(format!(
+                        "datasets.{name}.fields.{field}: unknown field; known: {}",
+                        schema.fields.join(", ")
+                    ));
+                }
+            }
+            for (field, map) in &d.values {
+                match schema.enums.iter().find(|(f, _)| f == field) {
+                    None => problems.push(format!("datasets.{name}.values.{field}: not an enum field")),
+                    Some((_, parse)) => {
+                        for (upstream, ours) in map {
+                            if parse(ours).is_none() {
+                                problems.push(format!(
+                                    "datasets.{name}.values.{field}.{upstream:?}: {ours:?} is not a value of {field}"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            for filter in d.filters.keys() {
+                if !schema.filters.contains(&filter.as_str()) {
+                    problems.push(format!(
+                        "datasets.{name}.filters.{filter}: unknown filter; known: {}",
+                        schema.filters.join(", ")
+                    ));
+                }
+            }
+            let p = &d.paging;
+            if p.max_limit == 0 || p.max_limit > 1000 {
+                problems.push(format!("datasets.{name}.paging.max_limit: must be between 1 and 1000"));
+            }
+        }
+        problems
+    }
+}

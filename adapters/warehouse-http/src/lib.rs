@@ -1,0 +1,370 @@
+//! The city's shared data warehouse over REST/JSON.
+//!
+//! A province describes its warehouse in config — base URL, OAuth2 client
+//! credentials, and per dataset: the endpoints, where the records sit in the
+//! JSON, each field's upstream path, enum values, filter parameters and the
+//! paging style (offset, page number or cursor) — and plugs in without
+//! writing code. Upstream paging is translated to Lienthong page tokens bound
+//! to the request's filters. Datasets: `facilities` (healthcare), `schools`
+//! (education), `housing_projects` (construction), `traffic_cameras`
+//! (transport).
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod core;
+mod records;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lienthong_adapter_core::{
+    AdapterError, AdapterFactory, AdapterRegistry, AdapterSet, BuildContext, CallContext, Capabilities,
+    ConstructionAdapter, EducationAdapter, ErrorKind, Family, HealthcareAdapter, Method, TransportAdapter, api, geo,
+    paging,
+};
+use serde::Deserialize;
+
+pub use config::{DatasetConfig, OAuthConfig, PagingConfig, PagingStyle, WarehouseConfig};
+
+use crate::core::{PageAsk, Warehouse, encode_segment};
+use crate::records::{Record, schema};
+
+/// The warehouse adapter.
+pub struct WarehouseAdapter {
+    warehouse: Warehouse,
+}
+
+impl fmt::Debug for WarehouseAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WarehouseAdapter")
+            .field("base_url", &self.warehouse.config().base_url)
+            .field("datasets", &self.warehouse.config().datasets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Gives a record's location and the slot for its distance.
+type Locate<T> = fn(&mut T) -> (Option<api::GeoPoint>, &mut Option<f64>);
+
+/// What a list call asks of one dataset.
+struct ListCall<'a, T> {
+    dataset: &'static str,
+    filters: Vec<(&'static str, String)>,
+    near: Option<&'a api::NearFilter>,
+    page_size: i32,
+    page_token: &'a str,
+    fingerprint: u64,
+    build: fn(&Record<'_>, &str) -> Result<T, AdapterError>,
+    /// The record's location and distance slot, for datasets with near search.
+    located: Option<Locate<T>>,
+}
+
+/// The request with its paging fields cleared: what a page token is bound to.
+macro_rules! fingerprint_of {
+    ($req:expr) => {{
+        let mut f = $req.clone();
+        f.page_size = 0;
+        f.page_token.clear();
+        paging::filters_fingerprint(&f)
+    }};
+}
+
+fn enum_name<E: TryFrom<i32>>(value: i32, name: fn(&E) -> &'static str, prefix: &str) -> String {
+    match E::try_from(value) {
+        Ok(e) if value != 0 => name(&e).strip_prefix(prefix).unwrap_or_default().to_owned(),
+        _ => String::new(),
+    }
+}
+
+impl WarehouseAdapter {
+    /// An adapter for `config`; no I/O until the first call.
+    pub fn new(config: WarehouseConfig) -> Result<Self, AdapterError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
+        }
+        Ok(Self { warehouse: Warehouse::new(config)? })
+    }
+
+    fn dataset(&self, name: &str, method: Method) -> Result<&DatasetConfig, AdapterError> {
+        self.warehouse.config().datasets.get(name).ok_or_else(|| AdapterError::unsupported(method))
+    }
+
+    fn supports(&self, lists: &[(&str, Method, Method)]) -> Capabilities {
+        lists.iter().fold(Capabilities::none(), |caps, (name, list, get)| {
+            match self.warehouse.config().datasets.get(*name) {
+                None => caps,
+                Some(ds) if ds.get_path.is_some() => caps.with(*list).with(*get),
+                Some(_) => caps.with(*list),
+            }
+        })
+    }
+
+    async fn list<T>(
+        &self,
+        ctx: &CallContext,
+        method: Method,
+        call: ListCall<'_, T>,
+    ) -> Result<(Vec<T>, String, i32), AdapterError> {
+        let ds = self.dataset(call.dataset, method)?;
+        let mut query = Vec::new();
+        let mut wanted: Vec<(&str, String)> = call.filters.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        if let Some(near) = call.near {
+            let c = near.center.unwrap_or_default();
+            wanted.push(("near.latitude", c.latitude.to_string()));
+            wanted.push(("near.longitude", c.longitude.to_string()));
+            wanted.push(("near.radius_meters", near.radius_meters.to_string()));
+        }
+        for (filter, value) in wanted {
+            let param = ds.filters.get(filter).ok_or_else(|| {
+                AdapterError::invalid_field(
+                    filter.split('.').next().unwrap_or(filter),
+                    format!("this province's data warehouse cannot filter {} by {filter}", call.dataset),
+                )
+            })?;
+            // Enum filters travel as the upstream's own value when mapped.
+            let upstream =
+                ds.values.get(filter).and_then(|m| m.iter().find(|(_, ours)| **ours == value)).map(|(u, _)| u.clone());
+            query.push((param.clone(), upstream.unwrap_or(value)));
+        }
+        let size = match call.page_size {
+            0 => paging::DEFAULT_PAGE_SIZE,
+            n => (n.max(1) as usize).min(paging::MAX_PAGE_SIZE),
+        };
+        let ask = PageAsk { query, page_size: size, page_token: call.page_token, fingerprint: call.fingerprint };
+        let page = self.warehouse.list(call.dataset, ds, ask, ctx.deadline).await?;
+        let schema =
+            schema(call.dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;
+        let mut items = Vec::with_capacity(page.records.len());
+        for json in &page.records {
+            let mut item = (call.build)(&Record { json, dataset: ds, schema }, &ctx.province)?;
+            if let (Some(near), Some(located)) = (call.near, call.located) {
+                let center = near.center.unwrap_or_default();
+                let (location, distance) = located(&mut item);
+                let Some(d) = location.map(|l| geo::distance_m(&center, &l)) else { continue };
+                // The warehouse's idea of the circle may be looser than ours.
+                if d > near.radius_meters {
+                    continue;
+                }
+                *distance = Some((d * 10.0).round() / 10.0);
+            }
+            items.push(item);
+        }
+        Ok((items, page.next_page_token, page.total))
+    }
+
+    async fn get<T>(
+        &self,
+        ctx: &CallContext,
+        method: Method,
+        dataset: &'static str,
+        id: &str,
+        build: fn(&Record<'_>, &str) -> Result<T, AdapterError>,
+    ) -> Result<T, AdapterError> {
+        let ds = self.dataset(dataset, method)?;
+        let path = ds.get_path.as_deref().ok_or_else(|| AdapterError::unsupported(method))?;
+        let path = path.replace("{id}", &encode_segment(id));
+        let body = self.warehouse.get_json(dataset, &path, &[], ctx.deadline).await?;
+        let json = records::at(&body, &ds.record).ok_or_else(|| {
+            AdapterError::new(
+                ErrorKind::Unavailable,
+                format!("the city data warehouse's {dataset} answer has no record at {:?}", ds.record),
+            )
+        })?;
+        let schema =
+            schema(dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;
+        build(&Record { json, dataset: ds, schema }, &ctx.province)
+    }
+}
+
+#[async_trait]
+impl HealthcareAdapter for WarehouseAdapter {
+    fn capabilities(&self) -> Capabilities {
+        self.supports(&[("facilities", Method::ListFacilities, Method::GetFacility)])
+    }
+
+    async fn list_facilities(
+        &self,
+        ctx: &CallContext,
+        req: api::ListFacilitiesRequest,
+    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
+        let call = ListCall {
+            dataset: "facilities",
+            filters: vec![
+                ("ward_code", req.ward_code.clone()),
+                ("type", enum_name(req.r#type, api::FacilityType::as_str_name, "FACILITY_TYPE_")),
+                ("text", req.text.trim().to_owned()),
+            ],
+            near: req.near.as_ref(),
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            fingerprint: fingerprint_of!(req),
+            build: records::facility,
+            located: Some(|f| (f.location, &mut f.distance_meters)),
+        };
+        let (facilities, next_page_token, total_size) = self.list(ctx, Method::ListFacilities, call).await?;
+        Ok(api::ListFacilitiesResponse { facilities, next_page_token, total_size })
+    }
+
+    async fn get_facility(
+        &self,
+        ctx: &CallContext,
+        req: api::GetFacilityRequest,
+    ) -> Result<api::Facility, AdapterError> {
+        self.get(ctx, Method::GetFacility, "facilities", &req.facility_code, records::facility).await
+    }
+}
+
+#[async_trait]
+impl EducationAdapter for WarehouseAdapter {
+    fn capabilities(&self) -> Capabilities {
+        self.supports(&[("schools", Method::ListSchools, Method::GetSchool)])
+    }
+
+    async fn list_schools(
+        &self,
+        ctx: &CallContext,
+        req: api::ListSchoolsRequest,
+    ) -> Result<api::ListSchoolsResponse, AdapterError> {
+        let call = ListCall {
+            dataset: "schools",
+            filters: vec![
+                ("ward_code", req.ward_code.clone()),
+                ("level", enum_name(req.level, api::SchoolLevel::as_str_name, "SCHOOL_LEVEL_")),
+                ("ownership", enum_name(req.ownership, api::Ownership::as_str_name, "OWNERSHIP_")),
+                ("text", req.text.trim().to_owned()),
+            ],
+            near: req.near.as_ref(),
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            fingerprint: fingerprint_of!(req),
+            build: records::school,
+            located: Some(|s| (s.location, &mut s.distance_meters)),
+        };
+        let (schools, next_page_token, total_size) = self.list(ctx, Method::ListSchools, call).await?;
+        Ok(api::ListSchoolsResponse { schools, next_page_token, total_size })
+    }
+
+    async fn get_school(&self, ctx: &CallContext, req: api::GetSchoolRequest) -> Result<api::School, AdapterError> {
+        self.get(ctx, Method::GetSchool, "schools", &req.school_id, records::school).await
+    }
+}
+
+#[async_trait]
+impl ConstructionAdapter for WarehouseAdapter {
+    fn capabilities(&self) -> Capabilities {
+        self.supports(&[("housing_projects", Method::ListHousingProjects, Method::GetHousingProject)])
+    }
+
+    async fn list_housing_projects(
+        &self,
+        ctx: &CallContext,
+        req: api::ListHousingProjectsRequest,
+    ) -> Result<api::ListHousingProjectsResponse, AdapterError> {
+        let call = ListCall {
+            dataset: "housing_projects",
+            filters: vec![
+                ("ward_code", req.ward_code.clone()),
+                ("status", enum_name(req.status, api::HousingProjectStatus::as_str_name, "HOUSING_PROJECT_STATUS_")),
+                ("investor", req.investor.trim().to_owned()),
+                ("text", req.text.trim().to_owned()),
+            ],
+            near: None,
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            fingerprint: fingerprint_of!(req),
+            build: records::housing_project,
+            located: None,
+        };
+        let (projects, next_page_token, total_size) = self.list(ctx, Method::ListHousingProjects, call).await?;
+        Ok(api::ListHousingProjectsResponse { projects, next_page_token, total_size })
+    }
+
+    async fn get_housing_project(
+        &self,
+        ctx: &CallContext,
+        req: api::GetHousingProjectRequest,
+    ) -> Result<api::HousingProject, AdapterError> {
+        self.get(ctx, Method::GetHousingProject, "housing_projects", &req.project_id, records::housing_project).await
+    }
+}
+
+#[async_trait]
+impl TransportAdapter for WarehouseAdapter {
+    fn capabilities(&self) -> Capabilities {
+        self.supports(&[("traffic_cameras", Method::ListTrafficCameras, Method::GetTrafficCamera)])
+    }
+
+    async fn list_traffic_cameras(
+        &self,
+        ctx: &CallContext,
+        req: api::ListTrafficCamerasRequest,
+    ) -> Result<api::ListTrafficCamerasResponse, AdapterError> {
+        let call = ListCall {
+            dataset: "traffic_cameras",
+            filters: vec![("text", req.text.trim().to_owned())],
+            near: req.near.as_ref(),
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            fingerprint: fingerprint_of!(req),
+            build: records::traffic_camera,
+            located: Some(|c| (c.location, &mut c.distance_meters)),
+        };
+        let (cameras, next_page_token, total_size) = self.list(ctx, Method::ListTrafficCameras, call).await?;
+        Ok(api::ListTrafficCamerasResponse { cameras, next_page_token, total_size })
+    }
+
+    async fn get_traffic_camera(
+        &self,
+        ctx: &CallContext,
+        req: api::GetTrafficCameraRequest,
+    ) -> Result<api::TrafficCamera, AdapterError> {
+        self.get(ctx, Method::GetTrafficCamera, "traffic_cameras", &req.camera_id, records::traffic_camera).await
+    }
+}
+
+/// Builds warehouse adapters.
+#[derive(Debug, Default)]
+pub struct WarehouseFactory;
+
+#[async_trait]
+impl AdapterFactory for WarehouseFactory {
+    fn kind(&self) -> &'static str {
+        "warehouse-http"
+    }
+
+    fn description(&self) -> &'static str {
+        "the city's shared data warehouse over REST/JSON, mapped declaratively"
+    }
+
+    fn families(&self) -> &'static [Family] {
+        &[Family::Healthcare, Family::Education, Family::Transport, Family::Construction]
+    }
+
+    fn validate(&self, options: &serde_json::Value) -> Vec<String> {
+        match WarehouseConfig::deserialize(options) {
+            Ok(c) => c.validate(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {
+        let config = WarehouseConfig::deserialize(&ctx.options)
+            .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+        let adapter = Arc::new(WarehouseAdapter::new(config)?);
+        Ok(AdapterSet {
+            healthcare: Some(adapter.clone()),
+            education: Some(adapter.clone()),
+            transport: Some(adapter.clone()),
+            construction: Some(adapter),
+            ..Default::default()
+        })
+    }
+}
+
+/// Registers the `warehouse-http` kind.
+pub fn register(registry: &mut AdapterRegistry) {
+    registry.register(Arc::new(WarehouseFactory));
+}
