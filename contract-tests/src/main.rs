@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
     lienthong_adapter_sandbox::register(&mut registry);
     lienthong_adapter_vneid::register(&mut registry);
     lienthong_adapter_warehouse_http::register(&mut registry);
+    lienthong_adapter_registry_http::register(&mut registry);
     let factory = match registry.get(&cli.adapter) {
         Ok(f) => f,
         Err(e) => {

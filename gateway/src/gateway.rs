@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use lienthong_adapter_core::{
     AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, ConstructionAdapter, DemoIdentityIssuer,
     EducationAdapter, Family, HealthcareAdapter, IdentityAdapter, Method, Principal, PublicServicesAdapter,
-    TransportAdapter, admin,
+    TransportAdapter, WebhookReceiver, admin,
 };
 use tokio::sync::watch;
 use tonic::Status;
@@ -54,6 +54,7 @@ pub struct ProvinceAdapters {
 #[derive(Debug)]
 pub struct Gateway {
     provinces: BTreeMap<String, ProvinceAdapters>,
+    webhooks: BTreeMap<String, Arc<dyn WebhookReceiver>>,
     anonymous: AnonymousConfig,
     province_from_metadata: bool,
     shutdown: watch::Receiver<bool>,
@@ -87,6 +88,8 @@ impl Gateway {
             tracing::info!(instance = name, kind = %instance.kind, "adapter instance ready");
             built.insert(name, (set, instance.kind.as_str()));
         }
+        let webhooks =
+            built.iter().filter_map(|(name, (set, _))| Some(((*name).to_owned(), set.webhook.clone()?))).collect();
         let mut provinces = BTreeMap::new();
         for (code, routes) in &config.provinces {
             let mut p = ProvinceAdapters { code: code.clone(), ..Default::default() };
@@ -110,6 +113,7 @@ impl Gateway {
         }
         Ok(Self {
             provinces,
+            webhooks,
             anonymous: config.anonymous.clone(),
             province_from_metadata: config.server.province_from_metadata,
             shutdown,
@@ -119,6 +123,11 @@ impl Gateway {
     /// Whether any province's identity provider can mint demo tokens.
     pub fn has_demo_issuer(&self) -> bool {
         self.provinces.values().any(|p| p.demo_issuer.is_some())
+    }
+
+    /// The webhook receiver of adapter instance `instance`, if it has one.
+    pub fn webhook(&self, instance: &str) -> Option<&Arc<dyn WebhookReceiver>> {
+        self.webhooks.get(instance)
     }
 
     /// A receiver that turns true when the server starts draining.

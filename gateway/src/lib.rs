@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod except_paths;
 pub mod gateway;
 pub mod server;
 pub mod services;
 pub mod status;
 pub mod validate;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::serve;

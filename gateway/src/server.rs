@@ -30,6 +30,7 @@ pub fn adapter_registry() -> AdapterRegistry {
     lienthong_adapter_sandbox::register(&mut registry);
     lienthong_adapter_vneid::register(&mut registry);
     lienthong_adapter_warehouse_http::register(&mut registry);
+    lienthong_adapter_registry_http::register(&mut registry);
     registry
 }
 
@@ -113,8 +114,13 @@ pub async fn serve_with_registry(
         .accept_http1(grpc_web)
         // Browsers need CORS, exposing the grpc-* trailers they read as headers.
         .layer(tower::util::option_layer(grpc_web.then(|| cors(&config))))
-        // Translate gRPC-Web to gRPC before the services see it.
-        .layer(tower::util::option_layer(grpc_web.then(tonic_web::GrpcWebLayer::new)))
+        // Translate gRPC-Web to gRPC before the services see it (webhooks,
+        // plain HTTP/1.1 posts, go around).
+        .layer(tower::util::option_layer(
+            grpc_web.then(|| crate::except_paths::ExceptPaths::new("/webhooks/", tonic_web::GrpcWebLayer::new())),
+        ))
+        // Upstream pushes (POST /webhooks/<instance>) share the port.
+        .add_routes(crate::webhooks::routes(gateway.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,6 +1,9 @@
 //! The gateway with VNeID as a province's identity provider (a fake OIDC
 //! provider over real HTTP), composed with the sandbox's dossiers.
 
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{TestGateway, authed};

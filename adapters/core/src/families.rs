@@ -340,6 +340,25 @@ pub trait DemoIdentityIssuer: Send + Sync + Debug {
     fn issue_token(&self, handle: &str) -> Result<IssuedToken, AdapterError>;
 }
 
+/// Receives pushes from an upstream (for example dossier status changes from
+/// the public-service portal). The gateway serves it over HTTP at
+/// `POST /webhooks/<instance>`.
+#[async_trait]
+pub trait WebhookReceiver: Send + Sync + Debug {
+    /// Verifies and applies one push.
+    ///
+    /// # Behaviour
+    /// - `headers` has lower-case names.
+    /// - A push that is not authentic (bad or missing signature), too old, or
+    ///   a replay is refused with `Unauthenticated` and changes nothing.
+    /// - A malformed body is refused with `InvalidArgument` and changes nothing.
+    async fn receive(
+        &self,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), AdapterError>;
+}
+
 /// What one adapter instance provides: one entry per family it serves.
 #[derive(Debug, Clone, Default)]
 pub struct AdapterSet {
@@ -357,6 +376,8 @@ pub struct AdapterSet {
     pub public_services: Option<Arc<dyn PublicServicesAdapter>>,
     /// A demo token issuer (sandbox only).
     pub demo_issuer: Option<Arc<dyn DemoIdentityIssuer>>,
+    /// A receiver of upstream pushes.
+    pub webhook: Option<Arc<dyn WebhookReceiver>>,
 }
 
 impl AdapterSet {

@@ -37,6 +37,14 @@ impl PageWindow {
         Ok(Self { offset, size, fingerprint })
     }
 
+    /// The token of the page after this one, for an upstream that served
+    /// `returned` records of `total` from this window's offset; empty when
+    /// this is the last page.
+    pub fn next_token(&self, returned: usize, total: usize) -> String {
+        let end = self.offset.saturating_add(returned);
+        if returned > 0 && end < total { encode(end, self.fingerprint) } else { String::new() }
+    }
+
     /// Cuts this page out of `items` and returns it with the next page token
     /// (empty when this is the last page).
     pub fn slice<T: Clone>(&self, items: &[T]) -> (Vec<T>, String) {

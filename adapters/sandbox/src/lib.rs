@@ -153,6 +153,7 @@ impl Sandbox {
             construction: Some(this.clone()),
             public_services: Some(this.clone()),
             demo_issuer: Some(this),
+            webhook: None,
         }
     }
 

@@ -3,10 +3,12 @@
 
 mod faults;
 pub mod oidc;
+pub mod registry;
 pub mod warehouse;
 
 pub use faults::{Fault, Faults};
 pub use oidc::FakeOidc;
+pub use registry::FakePortal;
 pub use warehouse::FakeWarehouse;
 
 use std::net::SocketAddr;

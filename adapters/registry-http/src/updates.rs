@@ -1,0 +1,190 @@
+//! Dossier status changes: the hub that fans them out to watchers, the
+//! signed-webhook check, and the poller.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use lienthong_adapter_core::{AdapterError, ErrorKind, OwnedDossier};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::portal::Portal;
+
+/// Header carrying the push's Unix time in seconds.
+pub const TIMESTAMP_HEADER: &str = "x-lienthong-timestamp";
+/// Header carrying `sha256=<hex of HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+pub const SIGNATURE_HEADER: &str = "x-lienthong-signature";
+
+/// Fans dossier states out to the watchers of each code.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    channels: Mutex<HashMap<String, broadcast::Sender<OwnedDossier>>>,
+}
+
+impl Hub {
+    pub(crate) fn subscribe(&self, code: &str) -> broadcast::Receiver<OwnedDossier> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.entry(code.to_owned()).or_insert_with(|| broadcast::channel(16).0).subscribe()
+    }
+
+    /// Codes someone watches (channels nobody listens to are dropped).
+    pub(crate) fn watched(&self) -> Vec<String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        channels.keys().cloned().collect()
+    }
+
+    pub(crate) fn is_watched(&self, code: &str) -> bool {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(code).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    pub(crate) fn publish(&self, dossier: OwnedDossier) {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = channels.get(&dossier.dossier.dossier_code) {
+            let _ = tx.send(dossier);
+        }
+    }
+}
+
+/// A verified push.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Push {
+    pub dossier_code: String,
+    pub status: i32,
+}
+
+/// Verifies signed pushes and refuses replays.
+pub(crate) struct WebhookVerifier {
+    key: hmac::Key,
+    max_skew: Duration,
+    /// Signatures already accepted, with their timestamps.
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for WebhookVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookVerifier").field("max_skew", &self.max_skew).finish_non_exhaustive()
+    }
+}
+
+fn refused(why: &str) -> AdapterError {
+    tracing::warn!(upstream = "registry", why, "webhook refused");
+    AdapterError::new(ErrorKind::Unauthenticated, format!("webhook refused: {why}"))
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+impl WebhookVerifier {
+    pub(crate) fn new(secret: &str, max_skew: Duration) -> Self {
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), max_skew, seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// Checks the signature over timestamp and body, the timestamp's age, and
+    /// that this exact push was not seen before; then parses it.
+    pub(crate) fn verify(&self, headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Push, AdapterError> {
+        let timestamp = headers.get(TIMESTAMP_HEADER).ok_or_else(|| refused("no timestamp header"))?;
+        let ts: i64 = timestamp.trim().parse().map_err(|_| refused("the timestamp is not Unix seconds"))?;
+        let signature = headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|s| s.trim().strip_prefix("sha256="))
+            .and_then(hex_decode)
+            .ok_or_else(|| refused("no sha256 signature header"))?;
+        let mut signed = Vec::with_capacity(timestamp.len() + 1 + body.len());
+        signed.extend_from_slice(timestamp.trim().as_bytes());
+        signed.push(b'.');
+        signed.extend_from_slice(body);
+        // Constant-time comparison.
+        hmac::verify(&self.key, &signed, &signature).map_err(|_| refused("the signature does not verify"))?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let skew = self.max_skew.as_secs() as i64;
+        if (now - ts).abs() > skew {
+            return Err(refused("the timestamp is too far from our clock"));
+        }
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|_, at| now - *at <= 2 * skew);
+            let key: String = signature.iter().map(|b| format!("{b:02x}")).collect();
+            if seen.insert(key, ts).is_some() {
+                return Err(refused("this push was already received (replay)"));
+            }
+        }
+        serde_json::from_slice(body).map_err(|_| {
+            AdapterError::new(
+                ErrorKind::InvalidArgument,
+                "webhook body must be JSON: {\"dossier_code\": ..., \"status\": 1-10}",
+            )
+        })
+    }
+}
+
+/// Polls watched dossiers and publishes those that changed.
+pub(crate) async fn poll(portal: Arc<Portal>, hub: Arc<Hub>, every: Duration) {
+    let mut last: HashMap<String, (i32, usize)> = HashMap::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let watched = hub.watched();
+        last.retain(|code, _| watched.contains(code));
+        for code in watched {
+            match portal.dossier(&code, None).await {
+                Ok(d) => {
+                    let state = (d.dossier.status, d.dossier.history.len());
+                    if last.insert(code, state) != Some(state) {
+                        hub.publish(d);
+                    }
+                }
+                Err(e) => tracing::warn!(upstream = "registry", error = %e, "polling a watched dossier failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(secret: &str, ts: i64, body: &str) -> BTreeMap<String, String> {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = hmac::sign(&key, format!("{ts}.{body}").as_bytes());
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        BTreeMap::from([
+            (TIMESTAMP_HEADER.to_owned(), ts.to_string()),
+            (SIGNATURE_HEADER.to_owned(), format!("sha256={hex}")),
+        ])
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn pushes_are_verified_and_replays_refused() {
+        let v = WebhookVerifier::new(SECRET, Duration::from_secs(300));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let body = r#"{"dossier_code":"000.00.04.H29-251112-0004","status":4}"#;
+        let headers = signed(SECRET, now, body);
+        assert_eq!(v.verify(&headers, body.as_bytes()).unwrap().status, 4);
+        // The same push again.
+        assert_eq!(v.verify(&headers, body.as_bytes()).unwrap_err().kind(), ErrorKind::Unauthenticated);
+        // Another body under the same signature.
+        let e = v.verify(&signed(SECRET, now + 1, body), body.replace('4', "9").as_bytes()).unwrap_err();
+        assert!(e.message().contains("does not verify"));
+        // A wrong secret, an old push, no headers, garbage signature.
+        assert!(v.verify(&signed("another-secret-another-secret-xx", now, body), body.as_bytes()).is_err());
+        assert!(
+            v.verify(&signed(SECRET, now - 3600, body), body.as_bytes()).unwrap_err().message().contains("too far")
+        );
+        assert!(v.verify(&BTreeMap::new(), body.as_bytes()).is_err());
+        let mut bad = signed(SECRET, now + 2, body);
+        bad.insert(SIGNATURE_HEADER.into(), "sha256=zz".into());
+        assert!(v.verify(&bad, body.as_bytes()).is_err());
+        // Authentic but malformed: INVALID_ARGUMENT.
+        assert_eq!(v.verify(&signed(SECRET, now + 3, "[]"), b"[]").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+}
