@@ -15,6 +15,8 @@ const PROTOS: &[&str] = &[
     "lienthong/sandbox/v1/sandbox.proto",
 ];
 
+const ADAPTER_PROTO: &str = "lienthong/adapter/v1/adapter.proto";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -26,6 +28,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("lienthong_descriptor.bin"))
         .compile_with_config(config, &files, &includes)?;
+    // The adapter protocol gets its own descriptor set: the gateway's
+    // reflection must not advertise a service it does not serve.
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("adapter_descriptor.bin"))
+        .compile_with_config(config, &[root.join(ADAPTER_PROTO)], &includes)?;
+    println!("cargo:rerun-if-changed={ADAPTER_PROTO}");
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -18,6 +18,10 @@ struct Cli {
     /// The adapter's options as JSON (as under [adapters.<name>] in config).
     #[arg(long, default_value = "{}")]
     options: String,
+    /// For `--adapter remote`: the adapter service's URL (sets the
+    /// `endpoint` option).
+    #[arg(long)]
+    endpoint: Option<String>,
 }
 
 #[tokio::main]
@@ -28,6 +32,7 @@ async fn main() -> ExitCode {
     lienthong_adapter_vneid::register(&mut registry);
     lienthong_adapter_warehouse_http::register(&mut registry);
     lienthong_adapter_registry_http::register(&mut registry);
+    lienthong_adapter_remote::register(&mut registry);
     let factory = match registry.get(&cli.adapter) {
         Ok(f) => f,
         Err(e) => {
@@ -35,13 +40,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options: serde_json::Value = match serde_json::from_str(&cli.options) {
+    let mut options: serde_json::Value = match serde_json::from_str(&cli.options) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("--options is not JSON: {e}");
             return ExitCode::from(2);
         }
     };
+    if let (Some(endpoint), Some(map)) = (&cli.endpoint, options.as_object_mut()) {
+        map.insert("endpoint".into(), serde_json::Value::String(endpoint.clone()));
+    }
     let problems = factory.validate(&options);
     if !problems.is_empty() {
         eprintln!("invalid options:\n  {}", problems.join("\n  "));

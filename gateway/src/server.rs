@@ -31,6 +31,7 @@ pub fn adapter_registry() -> AdapterRegistry {
     lienthong_adapter_vneid::register(&mut registry);
     lienthong_adapter_warehouse_http::register(&mut registry);
     lienthong_adapter_registry_http::register(&mut registry);
+    lienthong_adapter_remote::register(&mut registry);
     registry
 }
 

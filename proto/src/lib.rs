@@ -20,5 +20,17 @@ pub mod sandbox {
     }
 }
 
+/// The adapter protocol, for out-of-process adapters.
+pub mod adapter {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("lienthong.adapter.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every file above, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lienthong_descriptor");
+
+/// The encoded `FileDescriptorSet` of the adapter protocol (and what it
+/// imports), for reflection on adapter servers.
+pub const ADAPTER_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("adapter_descriptor");

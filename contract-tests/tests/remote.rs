@@ -1,0 +1,103 @@
+//! The remote adapter against the example Python adapter service
+//! (deploy/examples/python-adapter): the contract suite over real gRPC, and
+//! the one command a province runs against its own endpoint.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lienthong_adapter_core::{AdapterFactory, BuildContext, CallContext, ErrorKind, api};
+use lienthong_adapter_remote::RemoteFactory;
+use lienthong_contract_tests::{Outcome, run};
+
+/// The Python adapter, killed when dropped.
+struct PythonAdapter {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for PythonAdapter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the example on a free port and waits (up to 60 s) for its
+/// "listening on" line.
+async fn python_adapter() -> PythonAdapter {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/python-adapter/server.py");
+    let mut child = Command::new("python3")
+        .args([script, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs (CI installs it with grpcio; see .ci/run)");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        }),
+    )
+    .await
+    .expect("the Python adapter started within 60 s")
+    .unwrap()
+    .unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    PythonAdapter { child, endpoint: format!("http://{addr}") }
+}
+
+#[tokio::test]
+async fn the_python_adapter_passes_the_contract_suite_through_the_remote_adapter() {
+    let python = python_adapter().await;
+    let options = serde_json::json!({"endpoint": python.endpoint, "timeout": "5s"});
+    let set = RemoteFactory.build(BuildContext { instance: "python".into(), options }).await.unwrap();
+    let report = run(&set).await;
+    let (passed, failed, skipped) = report.counts();
+    assert_eq!(failed, 0, "{report}");
+    // Healthcare and education are served; the rest is skipped as unsupported.
+    assert!(passed >= 7 && skipped >= 5, "{report}");
+    assert!(report.outcomes.iter().any(|(n, o)| n.starts_with("transport") && *o == Outcome::Skipped), "{report}");
+
+    // Errors cross the process boundary with their kinds.
+    let h = set.healthcare.unwrap();
+    let e = h.get_facility(&CallContext::anonymous("79"), api::GetFacilityRequest { facility_code: "ZZ999".into() }).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let bad = api::ListFacilitiesRequest { page_token: "forged:5".into(), ..Default::default() };
+    assert_eq!(h.list_facilities(&CallContext::anonymous("79"), bad).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    // Methods it does not implement answer UNIMPLEMENTED, mapped to Unsupported.
+    let t = set.transport.unwrap();
+    let e = t.list_bus_routes(&CallContext::anonymous("79"), api::ListBusRoutesRequest::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+}
+
+#[tokio::test]
+async fn a_province_validates_its_endpoint_with_one_command() {
+    let python = python_adapter().await;
+    let out = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_lienthong-contract-tests"))
+            .args(["--adapter", "remote", "--endpoint", &python.endpoint])
+            .output()
+            .unwrap();
+        drop(python);
+        out
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(", 0 failed,"), "{stdout}");
+
+    // Nothing listening: the command fails and says which MUSTs were not met.
+    let out = Command::new(env!("CARGO_BIN_EXE_lienthong-contract-tests"))
+        .args(["--adapter", "remote", "--endpoint", "http://127.0.0.1:9", "--options", r#"{"timeout": "1s"}"#])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("violates"), "{}", String::from_utf8_lossy(&out.stdout));
+}
