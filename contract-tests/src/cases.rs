@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::future::Future;
 
-use lienthong_adapter_core::{AdapterError, AdapterSet, CallContext, ErrorKind, Method, api, geo, text};
+use lienthong_adapter_core::{AdapterError, CallContext, ErrorKind, Method, api, geo, text};
 
-use crate::{Case, CaseFuture, Violation, ensure};
+use crate::{Case, CaseFuture, Target, Violation, ensure};
 
 /// The page size the pagination cases walk with: small, and odd, so that
 /// page boundaries fall everywhere.
@@ -137,39 +137,39 @@ fn check_nfc<'a>(what: &str, names: impl IntoIterator<Item = &'a str>) -> Result
     Ok(())
 }
 
-fn facilities_pages(a: &AdapterSet) -> CaseFuture<'_> {
+fn facilities_pages(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move { paged!(a, healthcare, list_facilities, ListFacilitiesRequest, facilities, facility_code) })
 }
 
-fn schools_pages(a: &AdapterSet) -> CaseFuture<'_> {
+fn schools_pages(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move { paged!(a, education, list_schools, ListSchoolsRequest, schools, school_id) })
 }
 
-fn routes_pages(a: &AdapterSet) -> CaseFuture<'_> {
+fn routes_pages(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move { paged!(a, transport, list_bus_routes, ListBusRoutesRequest, routes, route_number) })
 }
 
-fn cameras_pages(a: &AdapterSet) -> CaseFuture<'_> {
+fn cameras_pages(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move { paged!(a, transport, list_traffic_cameras, ListTrafficCamerasRequest, cameras, camera_id) })
 }
 
-fn housing_pages(a: &AdapterSet) -> CaseFuture<'_> {
+fn housing_pages(a: &Target) -> CaseFuture<'_> {
     Box::pin(
         async move { paged!(a, construction, list_housing_projects, ListHousingProjectsRequest, projects, project_id) },
     )
 }
 
-fn agencies_pages(a: &AdapterSet) -> CaseFuture<'_> {
+fn agencies_pages(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move { paged!(a, public_services, list_agencies, ListAgenciesRequest, agencies, agency_code) })
 }
 
-fn procedures_pages(a: &AdapterSet) -> CaseFuture<'_> {
+fn procedures_pages(a: &Target) -> CaseFuture<'_> {
     Box::pin(
         async move { paged!(a, public_services, list_procedures, ListProceduresRequest, procedures, procedure_code) },
     )
 }
 
-fn page_size_capped(a: &AdapterSet) -> CaseFuture<'_> {
+fn page_size_capped(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let h = family!(a, healthcare);
         for (asked, most) in [(1000, 100), (0, 20), (1, 1)] {
@@ -185,7 +185,7 @@ fn page_size_capped(a: &AdapterSet) -> CaseFuture<'_> {
     })
 }
 
-fn gets_not_found(a: &AdapterSet) -> CaseFuture<'_> {
+fn gets_not_found(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let c = ctx();
         // Each get is checked only where the adapter says it supports it.
@@ -230,7 +230,7 @@ fn gets_not_found(a: &AdapterSet) -> CaseFuture<'_> {
     })
 }
 
-fn facilities_near(a: &AdapterSet) -> CaseFuture<'_> {
+fn facilities_near(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let r = family!(a, healthcare)
             .list_facilities(&ctx(), api::ListFacilitiesRequest { near: near(), page_size: 100, ..Default::default() })
@@ -240,7 +240,7 @@ fn facilities_near(a: &AdapterSet) -> CaseFuture<'_> {
     })
 }
 
-fn schools_near(a: &AdapterSet) -> CaseFuture<'_> {
+fn schools_near(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let r = family!(a, education)
             .list_schools(&ctx(), api::ListSchoolsRequest { near: near(), page_size: 100, ..Default::default() })
@@ -250,7 +250,7 @@ fn schools_near(a: &AdapterSet) -> CaseFuture<'_> {
     })
 }
 
-fn stops_near(a: &AdapterSet) -> CaseFuture<'_> {
+fn stops_near(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let r = family!(a, transport)
             .list_nearby_stops(
@@ -263,7 +263,7 @@ fn stops_near(a: &AdapterSet) -> CaseFuture<'_> {
     })
 }
 
-fn facility_type_filter(a: &AdapterSet) -> CaseFuture<'_> {
+fn facility_type_filter(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let wanted = api::FacilityType::GeneralHospital as i32;
         let r = family!(a, healthcare)
@@ -280,7 +280,7 @@ fn facility_type_filter(a: &AdapterSet) -> CaseFuture<'_> {
     })
 }
 
-fn procedure_names_nfc(a: &AdapterSet) -> CaseFuture<'_> {
+fn procedure_names_nfc(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let r = family!(a, public_services)
             .list_procedures(&ctx(), api::ListProceduresRequest { page_size: 100, ..Default::default() })
@@ -290,62 +290,147 @@ fn procedure_names_nfc(a: &AdapterSet) -> CaseFuture<'_> {
     })
 }
 
+/// CONCURRENT-SAFE: many concurrent first pages equal the sequential one.
+macro_rules! concurrent {
+    ($a:expr, $family:ident, $method:ident, $req:ident, $items:ident) => {{
+        let adapter = family!($a, $family);
+        let c = ctx();
+        let one = || adapter.$method(&c, api::$req { page_size: PAGE, ..Default::default() });
+        let expected = one().await.map_err(adapter_failed)?.$items;
+        let all = futures_util::future::join_all((0..16).map(|_| one())).await;
+        for r in all {
+            let got =
+                r.map_err(|e| Violation { rule: "CONCURRENT-SAFE", detail: format!("a concurrent call failed: {e}") })?;
+            ensure(got.$items == expected, "CONCURRENT-SAFE", || {
+                "concurrent calls returned different pages".to_owned()
+            })?;
+        }
+        Ok(())
+    }};
+}
+
+fn facilities_concurrent(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { concurrent!(a, healthcare, list_facilities, ListFacilitiesRequest, facilities) })
+}
+
+fn agencies_concurrent(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { concurrent!(a, public_services, list_agencies, ListAgenciesRequest, agencies) })
+}
+
+/// DEADLINE and ERROR-KINDS for one list method: a passed deadline is
+/// answered at once, from memory or with DeadlineExceeded; a forged page token
+/// is InvalidArgument naming `page_token`.
+macro_rules! deadline_and_errors {
+    ($a:expr, $family:ident, $method:ident, $req:ident) => {{
+        let adapter = family!($a, $family);
+        let mut late = ctx();
+        late.deadline = Some(tokio::time::Instant::now());
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(5), adapter.$method(&late, api::$req::default()))
+                .await
+                .map_err(|_| Violation {
+                    rule: "DEADLINE",
+                    detail: "a call past its deadline was still running after 5 s".to_owned(),
+                })?;
+        if let Err(e) = answer {
+            ensure(e.kind() == ErrorKind::DeadlineExceeded, "DEADLINE", || {
+                format!("a call past its deadline failed with {} instead of deadline_exceeded", e.kind())
+            })?;
+        }
+        let forged = api::$req { page_token: "0123456789abcdefXYZ".into(), ..Default::default() };
+        match adapter.$method(&ctx(), forged).await {
+            Err(e) if e.kind() == ErrorKind::InvalidArgument && e.field() == Some("page_token") => Ok(()),
+            Err(e) => Err(Violation {
+                rule: "ERROR-KINDS",
+                detail: format!(
+                    "a forged page_token gave {} (field {:?}) instead of invalid_argument on page_token",
+                    e.kind(),
+                    e.field()
+                ),
+            }),
+            Ok(_) => Err(Violation { rule: "ERROR-KINDS", detail: "a forged page_token was accepted".to_owned() }),
+        }
+    }};
+}
+
+fn facilities_deadline_and_errors(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { deadline_and_errors!(a, healthcare, list_facilities, ListFacilitiesRequest) })
+}
+
+fn agencies_deadline_and_errors(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { deadline_and_errors!(a, public_services, list_agencies, ListAgenciesRequest) })
+}
+
+/// WATCH-ORDERED: the current state first, then one message per change, in
+/// order, ending right after a final status.
+fn watch_ordered(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move {
+        use futures_util::StreamExt;
+        let p = family!(a, public_services);
+        let code = a.dossier_code.clone().unwrap_or_default();
+        let mut stream = p
+            .watch_dossier(&ctx(), api::WatchDossierRequest { dossier_code: code })
+            .await
+            .map_err(|e| Violation { rule: "WATCH-ORDERED", detail: format!("watching failed: {e}") })?;
+        let mut last_len = 0;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let next = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .map_err(|_| Violation { rule: "WATCH-ORDERED", detail: "no final status within 120 s".to_owned() })?;
+            let Some(item) = next else {
+                return Err(Violation {
+                    rule: "WATCH-ORDERED",
+                    detail: "the stream ended before a final status".to_owned(),
+                });
+            };
+            let d = item
+                .map_err(|e| Violation { rule: "WATCH-ORDERED", detail: format!("the stream failed: {e}") })?
+                .dossier;
+            ensure(d.history.len() > last_len, "WATCH-ORDERED", || "a message without a new status change".to_owned())?;
+            ensure(d.history.last().map(|h| h.status) == Some(d.status), "WATCH-ORDERED", || {
+                "status differs from the last history entry".to_owned()
+            })?;
+            last_len = d.history.len();
+            if d.r#final {
+                let after = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await;
+                return ensure(matches!(after, Ok(None)), "WATCH-ORDERED", || {
+                    "the stream went on after a final status".to_owned()
+                });
+            }
+        }
+    })
+}
+
+fn case(name: &'static str, method: Method, run: for<'a> fn(&'a Target) -> CaseFuture<'a>) -> Case {
+    Case { name, method, run, needs_dossier: false }
+}
+
 /// Every case, in the order they run.
 pub fn all_cases() -> Vec<Case> {
+    use Method::*;
     vec![
+        case("healthcare/list_facilities pages completely and stably", ListFacilities, facilities_pages),
+        case("healthcare/list_facilities caps page_size", ListFacilities, page_size_capped),
+        case("healthcare/list_facilities near search", ListFacilities, facilities_near),
+        case("healthcare/list_facilities type filter, NFC names", ListFacilities, facility_type_filter),
+        case("healthcare/list_facilities concurrent calls", ListFacilities, facilities_concurrent),
+        case("healthcare/list_facilities deadline and error kinds", ListFacilities, facilities_deadline_and_errors),
+        case("education/list_schools pages completely and stably", ListSchools, schools_pages),
+        case("education/list_schools near search", ListSchools, schools_near),
+        case("transport/list_bus_routes pages completely and stably", ListBusRoutes, routes_pages),
+        case("transport/list_traffic_cameras pages completely and stably", ListTrafficCameras, cameras_pages),
+        case("transport/list_nearby_stops near search", ListNearbyStops, stops_near),
+        case("construction/list_housing_projects pages completely and stably", ListHousingProjects, housing_pages),
+        case("public_services/list_agencies pages completely and stably", ListAgencies, agencies_pages),
+        case("public_services/list_agencies concurrent calls", ListAgencies, agencies_concurrent),
+        case("public_services/list_agencies deadline and error kinds", ListAgencies, agencies_deadline_and_errors),
+        case("public_services/list_procedures pages completely and stably", ListProcedures, procedures_pages),
+        case("public_services/list_procedures NFC names", ListProcedures, procedure_names_nfc),
         Case {
-            name: "healthcare/list_facilities pages completely and stably",
-            method: Method::ListFacilities,
-            run: facilities_pages,
+            needs_dossier: true,
+            ..case("public_services/watch_dossier ordered, ends on a final status", WatchDossier, watch_ordered)
         },
-        Case {
-            name: "healthcare/list_facilities caps page_size",
-            method: Method::ListFacilities,
-            run: page_size_capped,
-        },
-        Case { name: "healthcare/list_facilities near search", method: Method::ListFacilities, run: facilities_near },
-        Case {
-            name: "healthcare/list_facilities type filter, NFC names",
-            method: Method::ListFacilities,
-            run: facility_type_filter,
-        },
-        Case {
-            name: "education/list_schools pages completely and stably",
-            method: Method::ListSchools,
-            run: schools_pages,
-        },
-        Case { name: "education/list_schools near search", method: Method::ListSchools, run: schools_near },
-        Case {
-            name: "transport/list_bus_routes pages completely and stably",
-            method: Method::ListBusRoutes,
-            run: routes_pages,
-        },
-        Case {
-            name: "transport/list_traffic_cameras pages completely and stably",
-            method: Method::ListTrafficCameras,
-            run: cameras_pages,
-        },
-        Case { name: "transport/list_nearby_stops near search", method: Method::ListNearbyStops, run: stops_near },
-        Case {
-            name: "construction/list_housing_projects pages completely and stably",
-            method: Method::ListHousingProjects,
-            run: housing_pages,
-        },
-        Case {
-            name: "public_services/list_agencies pages completely and stably",
-            method: Method::ListAgencies,
-            run: agencies_pages,
-        },
-        Case {
-            name: "public_services/list_procedures pages completely and stably",
-            method: Method::ListProcedures,
-            run: procedures_pages,
-        },
-        Case {
-            name: "public_services/list_procedures NFC names",
-            method: Method::ListProcedures,
-            run: procedure_names_nfc,
-        },
-        Case { name: "every get answers NOT_FOUND for unknown ids", method: Method::GetFacility, run: gets_not_found },
+        case("every get answers NOT_FOUND for unknown ids", GetFacility, gets_not_found),
     ]
 }

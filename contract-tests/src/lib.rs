@@ -13,6 +13,25 @@ use std::pin::Pin;
 
 use lienthong_adapter_core::{AdapterSet, Method};
 
+/// What the suite runs against: the adapter, and facts about its data that
+/// some cases need.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The adapter instance under test.
+    pub adapters: AdapterSet,
+    /// A dossier that will reach a final status while watched (for the
+    /// WatchDossier case); without it that case is skipped.
+    pub dossier_code: Option<String>,
+}
+
+impl std::ops::Deref for Target {
+    type Target = AdapterSet;
+
+    fn deref(&self) -> &AdapterSet {
+        &self.adapters
+    }
+}
+
 pub use cases::all_cases;
 
 /// A rule of `SPEC.md` broken, with what was seen.
@@ -45,7 +64,9 @@ pub struct Case {
     /// The method the case needs; skipped when the adapter lacks it.
     pub method: Method,
     /// The check.
-    pub run: for<'a> fn(&'a AdapterSet) -> CaseFuture<'a>,
+    pub run: for<'a> fn(&'a Target) -> CaseFuture<'a>,
+    /// Whether the case needs [`Target::dossier_code`].
+    pub needs_dossier: bool,
 }
 
 impl fmt::Debug for Case {
@@ -61,8 +82,8 @@ pub enum Outcome {
     Passed,
     /// Broke a rule.
     Failed(Violation),
-    /// The adapter does not support the method.
-    Skipped,
+    /// Not run, and why.
+    Skipped(&'static str),
 }
 
 /// The outcome of every case.
@@ -79,7 +100,7 @@ impl Report {
         (
             count(|o| *o == Outcome::Passed),
             count(|o| matches!(o, Outcome::Failed(_))),
-            count(|o| *o == Outcome::Skipped),
+            count(|o| matches!(o, Outcome::Skipped(_))),
         )
     }
 
@@ -97,7 +118,7 @@ impl fmt::Display for Report {
         for (name, outcome) in &self.outcomes {
             match outcome {
                 Outcome::Passed => writeln!(f, "ok       {name}")?,
-                Outcome::Skipped => writeln!(f, "skipped  {name} (not supported by this adapter)")?,
+                Outcome::Skipped(why) => writeln!(f, "skipped  {name} ({why})")?,
                 Outcome::Failed(v) => writeln!(f, "FAILED   {name}: {v}")?,
             }
         }
@@ -121,12 +142,19 @@ pub(crate) fn supports(adapters: &AdapterSet, method: Method) -> bool {
 
 /// Runs every case against `adapters`.
 pub async fn run(adapters: &AdapterSet) -> Report {
+    run_target(&Target { adapters: adapters.clone(), dossier_code: None }).await
+}
+
+/// Runs every case against `target`.
+pub async fn run_target(target: &Target) -> Report {
     let mut report = Report::default();
     for case in all_cases() {
-        let outcome = if !supports(adapters, case.method) {
-            Outcome::Skipped
+        let outcome = if !supports(target, case.method) {
+            Outcome::Skipped("not supported by this adapter")
+        } else if case.needs_dossier && target.dossier_code.is_none() {
+            Outcome::Skipped("no dossier code given (--dossier-code)")
         } else {
-            match (case.run)(adapters).await {
+            match (case.run)(target).await {
                 Ok(()) => Outcome::Passed,
                 Err(v) => Outcome::Failed(v),
             }

@@ -22,6 +22,10 @@ struct Cli {
     /// `endpoint` option).
     #[arg(long)]
     endpoint: Option<String>,
+    /// A dossier that reaches a final status while watched, to check
+    /// WatchDossier (the case is skipped without it).
+    #[arg(long)]
+    dossier_code: Option<String>,
 }
 
 #[tokio::main]
@@ -63,7 +67,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = lienthong_contract_tests::run(&adapters).await;
+    let target = lienthong_contract_tests::Target { adapters, dossier_code: cli.dossier_code };
+    let report = lienthong_contract_tests::run_target(&target).await;
     println!("contract suite against adapter kind {:?}\n{report}", cli.adapter);
     if report.counts().1 == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

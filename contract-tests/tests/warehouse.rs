@@ -28,7 +28,7 @@ async fn the_warehouse_adapter_passes_the_contract_suite() {
     assert!(passed >= 9, "{report}");
     // Families the warehouse does not serve (public services) are skipped.
     assert!(skipped >= 1, "{report}");
-    assert!(report.outcomes.iter().any(|(n, o)| n.starts_with("public_services") && *o == Outcome::Skipped));
+    assert!(report.outcomes.iter().any(|(n, o)| n.starts_with("public_services") && matches!(o, Outcome::Skipped(_))));
     // One token served the whole suite.
     assert_eq!(wh.tokens_issued(), 1);
 }

@@ -81,7 +81,7 @@ fn every_problem_is_reported_with_its_path() {
     has(&errors, "adapters.typo", "dossier_pase");
     has(&errors, "provinces.99", "not a province code");
     has(&errors, "provinces.79.transport", "no adapter instance named \"missing\"");
-    has(&errors, "adapters.vendor.kind", "known kinds: registry-http, sandbox, vneid, warehouse-http");
+    has(&errors, "adapters.vendor.kind", "known kinds: registry-http, remote, sandbox, vneid, warehouse-http");
     has(&errors, "adapters.sandbox", "dossier_pace: must be at least 100ms");
     has(&errors, "anonymous.provinces[1]", "\"01\" is not configured");
     has(&errors, "anonymous.scopes[0]", "unknown scope");

@@ -117,7 +117,9 @@ pub fn status_to_error(status: &tonic::Status) -> AdapterError {
         tracing::warn!(upstream = "remote", code = ?status.code(), "adapter service failed");
     }
     let mut e = AdapterError::new(kind, status.message());
-    if let Some(field) = status.get_details_bad_request().and_then(|b| b.field_violations.first().map(|v| v.field.clone())) {
+    if let Some(field) =
+        status.get_details_bad_request().and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+    {
         e = e.with_field(field);
     }
     if let Some(delay) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
@@ -136,7 +138,10 @@ pub struct RemoteAdapter {
 
 impl fmt::Debug for RemoteAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteAdapter").field("endpoint", &self.endpoint).field("capabilities", &self.capabilities).finish()
+        f.debug_struct("RemoteAdapter")
+            .field("endpoint", &self.endpoint)
+            .field("capabilities", &self.capabilities)
+            .finish()
     }
 }
 
@@ -147,7 +152,8 @@ impl RemoteAdapter {
         if !problems.is_empty() {
             return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
         }
-        let bad = |what: &str, e: &dyn fmt::Display| AdapterError::new(ErrorKind::InvalidArgument, format!("{what}: {e}"));
+        let bad =
+            |what: &str, e: &dyn fmt::Display| AdapterError::new(ErrorKind::InvalidArgument, format!("{what}: {e}"));
         let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
             .map_err(|e| bad("endpoint", &e))?
             .connect_timeout(config.connect_timeout)
@@ -202,20 +208,27 @@ impl RemoteAdapter {
             None => self.timeout,
         };
         if timeout.is_zero() {
-            return Err(AdapterError::new(ErrorKind::DeadlineExceeded, "the caller's deadline passed before the adapter was asked"));
+            return Err(AdapterError::new(
+                ErrorKind::DeadlineExceeded,
+                "the caller's deadline passed before the adapter was asked",
+            ));
         }
         let mut req = tonic::Request::new(message);
         req.set_timeout(timeout);
-        let province = ctx.province.parse().map_err(|_| AdapterError::new(ErrorKind::Unexpected, "province is not ASCII"))?;
+        let province =
+            ctx.province.parse().map_err(|_| AdapterError::new(ErrorKind::Unexpected, "province is not ASCII"))?;
         req.metadata_mut().insert("x-lienthong-province", province);
         Ok(req)
     }
 }
 
 fn owned(d: proto::OwnedDossier) -> Result<OwnedDossier, AdapterError> {
-    let owner = CitizenId::parse(&d.owner_id_number)
-        .map_err(|_| AdapterError::new(ErrorKind::Unavailable, "the adapter service sent a dossier without a valid owner"))?;
-    let dossier = d.dossier.ok_or_else(|| AdapterError::new(ErrorKind::Unavailable, "the adapter service sent an empty dossier"))?;
+    let owner = CitizenId::parse(&d.owner_id_number).map_err(|_| {
+        AdapterError::new(ErrorKind::Unavailable, "the adapter service sent a dossier without a valid owner")
+    })?;
+    let dossier = d
+        .dossier
+        .ok_or_else(|| AdapterError::new(ErrorKind::Unavailable, "the adapter service sent an empty dossier"))?;
     Ok(OwnedDossier { dossier, owner })
 }
 

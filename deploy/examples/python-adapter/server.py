@@ -6,7 +6,7 @@ for healthcare and education, serving facilities and schools from JSON files
 (by default the sandbox's), to show that the protocol is language-neutral.
 A province replaces the JSON with calls to its own systems.
 
-    pip install -r requirements.txt
+    pip install -r requirements.txt        # grpcio, grpcio-tools, grpcio-status
     python3 server.py --port 50061            # then point a `remote` adapter at it
     cargo run -p lienthong-contract-tests -- --adapter remote --endpoint http://127.0.0.1:50061
 
@@ -24,6 +24,9 @@ import unicodedata
 from concurrent import futures
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from grpc_tools import protoc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,16 +72,26 @@ def fingerprint(request):
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
+def invalid_field(context, field, message):
+    """INVALID_ARGUMENT with a BadRequest detail naming the field, as the
+    adapter contract asks."""
+    violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
+    context.abort_with_status(rpc_status.to_status(status))
+
+
 def page(items, request, context):
     """One page of `items` per page_size / page_token."""
     if request.page_size < 0:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+        invalid_field(context, "page_size", "page_size must not be negative")
     size = DEFAULT_SIZE if request.page_size == 0 else min(request.page_size, MAX_SIZE)
     offset = 0
     if request.page_token:
         fp, _, off = request.page_token.partition(":")
         if fp != fingerprint(request) or not off.isdigit():
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token was not issued for these filters")
+            invalid_field(context, "page_token", "page_token was not issued for these filters")
         offset = int(off)
     chunk = items[offset:offset + size]
     end = offset + len(chunk)
