@@ -402,6 +402,36 @@ fn watch_ordered(a: &Target) -> CaseFuture<'_> {
     })
 }
 
+/// AUTH-REFUSES: tokens that are not genuine are `Unauthenticated`, and the
+/// message does not echo them.
+fn identity_refuses_bad_tokens(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let idp = family!(a, identity);
+        let forged = [
+            "",
+            "not-a-token",
+            "eyJhbGciOiJub25lIn0.eyJTb0RpbmhEYW5oIjoiMDc5MTkwMDEyMzQ1In0.",
+            "eyJhbGciOiJIUzI1NiJ9.eyJTb0RpbmhEYW5oIjoiMDc5MTkwMDEyMzQ1In0.c2lnbmF0dXJl",
+        ];
+        for token in forged {
+            match idp.authenticate(&lienthong_adapter_core::BearerToken::new(token)).await {
+                Ok(_) => {
+                    return Err(Violation { rule: "AUTH-REFUSES", detail: "a forged token was accepted".to_owned() });
+                }
+                Err(e) => {
+                    ensure(e.kind() == ErrorKind::Unauthenticated, "AUTH-REFUSES", || {
+                        format!("a forged token gave {} instead of unauthenticated", e.kind())
+                    })?;
+                    ensure(token.len() < 12 || !e.message().contains(token), "AUTH-REFUSES", || {
+                        "the error message echoes the token".to_owned()
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 fn case(name: &'static str, method: Method, run: for<'a> fn(&'a Target) -> CaseFuture<'a>) -> Case {
     Case { name, method, run, needs_dossier: false }
 }
@@ -410,6 +440,7 @@ fn case(name: &'static str, method: Method, run: for<'a> fn(&'a Target) -> CaseF
 pub fn all_cases() -> Vec<Case> {
     use Method::*;
     vec![
+        case("identity/authenticate refuses forged tokens", GetMyProfile, identity_refuses_bad_tokens),
         case("healthcare/list_facilities pages completely and stably", ListFacilities, facilities_pages),
         case("healthcare/list_facilities caps page_size", ListFacilities, page_size_capped),
         case("healthcare/list_facilities near search", ListFacilities, facilities_near),

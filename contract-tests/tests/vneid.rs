@@ -239,3 +239,12 @@ async fn a_failing_discovery_is_not_retried_on_every_token() {
     }
     assert_eq!(idp.faults.hits("/.well-known/openid-configuration"), 1);
 }
+
+#[tokio::test]
+async fn the_vneid_adapter_passes_the_contract_suite() {
+    let (_idp, adapter) = setup().await;
+    let set = lienthong_adapter_core::AdapterSet { identity: Some(std::sync::Arc::new(adapter)), ..Default::default() };
+    let report = lienthong_contract_tests::run(&set).await;
+    let (passed, failed, _) = report.counts();
+    assert_eq!((passed, failed), (1, 0), "{report}");
+}

@@ -95,14 +95,17 @@ async fn signed_webhooks_feed_watch_dossier_and_forgeries_change_nothing() {
     let first = watch.next().await.unwrap().unwrap().dossier.unwrap();
     assert_eq!(first.status(), DossierStatus::Received);
 
-    // A genuine push: the watcher sees the new status.
+    // The portal pushes a genuine change: the watcher sees the new status.
+    let hook = format!("http://{}/webhooks/portal", gw.addr);
     portal.advance(LAN_BIRTH, 4);
-    let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 4, FakePortal::now());
-    assert_eq!(push(&gw, "portal", &body, &headers).await, 204);
+    assert_eq!(portal.push_to(&hook, SECRET, LAN_BIRTH, 4).await.unwrap(), 204);
     let d = watch.next().await.unwrap().unwrap().dossier.unwrap();
     assert_eq!((d.status(), d.history.len()), (DossierStatus::Processing, 3));
 
-    // The same push again is a replay.
+    // The same push sent twice: the second is a replay.
+    // (30 s back, so it cannot coincide with the portal's own push above.)
+    let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 4, FakePortal::now() - 30);
+    assert_eq!(push(&gw, "portal", &body, &headers).await, 204);
     assert_eq!(push(&gw, "portal", &body, &headers).await, 401);
     // A push signed with another secret is refused and applies nothing.
     portal.advance(LAN_BIRTH, 9);
@@ -126,8 +129,7 @@ async fn signed_webhooks_feed_watch_dossier_and_forgeries_change_nothing() {
     // The next genuine push: the watcher's next message jumps straight to the
     // portal's state, proving the refused pushes delivered nothing.
     portal.advance(LAN_BIRTH, 10);
-    let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 10, FakePortal::now() + 2);
-    assert_eq!(push(&gw, "portal", &body, &headers).await, 204);
+    assert_eq!(portal.push_to(&hook, SECRET, LAN_BIRTH, 10).await.unwrap(), 204);
     let d = watch.next().await.unwrap().unwrap().dossier.unwrap();
     assert_eq!((d.status(), d.history.len(), d.r#final), (DossierStatus::ResultReturned, 5, true));
     assert!(watch.next().await.is_none(), "the stream ends after the final status");

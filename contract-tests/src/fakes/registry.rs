@@ -231,6 +231,18 @@ impl FakePortal {
         )
     }
 
+    /// Sends a signed push about `code` to `url` (a gateway's
+    /// `/webhooks/<instance>`), as the real portal would after a change, and
+    /// returns the HTTP status the gateway answered.
+    pub async fn push_to(&self, url: &str, secret: &str, code: &str, status: i32) -> Result<u16, reqwest::Error> {
+        let (body, headers) = Self::signed_push(secret, code, status, now());
+        let mut req = reqwest::Client::new().post(url).header("content-type", "application/json").body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        Ok(req.send().await?.status().as_u16())
+    }
+
     /// The current Unix time, for pushes.
     pub fn now() -> i64 {
         now()
