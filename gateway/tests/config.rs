@@ -95,6 +95,9 @@ fn the_embedded_default_and_the_example_are_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lienthong.example.toml");
     let config = Config::load_checked(Some(std::path::Path::new(example)), &adapter_registry()).unwrap();
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:50051");
+    assert_eq!(config.adapters.len(), 4);
+    let sandbox = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lienthong.sandbox.example.toml");
+    Config::load_checked(Some(std::path::Path::new(sandbox)), &adapter_registry()).unwrap();
 }
 
 #[test]
