@@ -132,11 +132,11 @@ fn check_config_command_reports_and_exits_non_zero() {
         .arg("check-config")
         .arg(example)
         .env("LIENTHONG_SERVER__DRAIN_TIMEOUT", "forever")
-        .env("LIENTHONG_ADAPTERS__HCM-SANDBOX__DOSSIER_PACE", "10ms")
+        .env("LIENTHONG_ADAPTERS__VNEID__CLOCK_SKEW", "10m")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server.drain_timeout") && stderr.contains("dossier_pace"), "{stderr}");
+    assert!(stderr.contains("server.drain_timeout") && stderr.contains("clock_skew: must be at most 5m"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
 }
