@@ -105,3 +105,18 @@ fn webhooks_need_a_long_secret() {
         RegistryFactory.validate(&json!({"base_url": "https://portal", "updates": {"webhook_secret": "short"}}));
     assert!(problems.iter().any(|p| p.contains("32 bytes")), "{problems:?}");
 }
+
+#[tokio::test]
+async fn garbage_dossiers_are_unavailable() {
+    let portal = FakePortal::start().await.unwrap();
+    let p = adapter(&portal).await.public_services.unwrap();
+    for body in [
+        r#"{"code": "x"}"#,
+        r#"{"code": "x", "procedure_code": "p", "agency_code": "a", "applicant_id_number": "123", "status": 4}"#,
+        r#"{"code": "x", "procedure_code": "p", "agency_code": "a", "applicant_id_number": "079190012345", "status": 42}"#,
+    ] {
+        portal.faults.inject("/dossiers/", Fault::Body(body.to_owned()));
+        let e = p.get_dossier(&ctx(), api::GetDossierRequest { dossier_code: LAN_BIRTH.into() }).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{body}: {e}");
+    }
+}

@@ -201,3 +201,28 @@ fn config_problems_are_all_reported() {
         assert!(problems.iter().any(|p| p.starts_with(needle) || p.contains(needle)), "{needle}: {problems:#?}");
     }
 }
+
+#[tokio::test]
+async fn garbage_records_are_unavailable_with_a_message_naming_the_field() {
+    let wh = FakeWarehouse::start().await.unwrap();
+    let h = adapter(&wh).await.healthcare.unwrap();
+    let cases = [
+        (r#"{"data": {"items": [{"ma": "79001"}], "total": 1}}"#, "name"),
+        (
+            r#"{"data": {"items": [{"ma": "79001", "ten": "X", "toa_do": {"vi_do": "north", "kinh_do": 106.7}}], "total": 1}}"#,
+            "latitude",
+        ),
+        (
+            r#"{"data": {"items": [{"ma": "79001", "ten": "X", "toa_do": {"vi_do": 95.0, "kinh_do": 106.7}}], "total": 1}}"#,
+            "latitude",
+        ),
+        (r#"{"data": {"items": {"ma": "79001"}, "total": 1}}"#, "no records array"),
+        (r#"[1, 2, 3]"#, "no records array"),
+    ];
+    for (body, words) in cases {
+        wh.faults.inject("/api/co-so-y-te", Fault::Body(body.to_owned()));
+        let e = h.list_facilities(&ctx(), api::ListFacilitiesRequest::default()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{body}: {e}");
+        assert!(e.message().contains(words), "{body}: {e}");
+    }
+}

@@ -28,6 +28,9 @@ pub enum Fault {
     Reset,
     /// 200 with a body that is not JSON.
     MalformedJson,
+    /// 200 with this JSON body instead of the real answer (wrong types,
+    /// missing fields, other shapes).
+    Body(String),
     /// The first half of the normal answer, then the connection drops.
     Truncated,
     /// The normal answer, one byte at a time, `delay` apart.
@@ -103,6 +106,7 @@ pub async fn apply(State(faults): State<Faults>, request: Request, next: Next) -
         Some(Fault::MalformedJson) => {
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"keys": [{"kid": "#).into_response()
         }
+        Some(Fault::Body(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Some(Fault::Truncated) => {
             let (parts, body) = next.run(request).await.into_parts();
             let full = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
