@@ -27,7 +27,9 @@ use tokio::sync::broadcast::error::RecvError;
 pub use config::{RegistryConfig, UpdateMode, UpdatesConfig};
 pub use updates::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-use crate::portal::{Page, Portal, PortalAgency, PortalDossier, PortalProcedure, segment};
+use lienthong_adapter_http::Upstream;
+
+use crate::portal::{Page, Portal, PortalAgency, PortalDossier, PortalProcedure};
 use crate::updates::{Hub, WebhookVerifier};
 
 /// The registry adapter.
@@ -117,7 +119,7 @@ impl PublicServicesAdapter for RegistryAdapter {
     }
 
     async fn get_agency(&self, ctx: &CallContext, req: api::GetAgencyRequest) -> Result<api::Agency, AdapterError> {
-        let path = format!("/agencies/{}", segment(&req.agency_code));
+        let path = format!("/agencies/{}", Upstream::segment(&req.agency_code));
         let a: PortalAgency = self.portal.get("agency", &path, &[], None, ctx.deadline).await?;
         Ok(a.into_api())
     }
@@ -149,7 +151,7 @@ impl PublicServicesAdapter for RegistryAdapter {
         ctx: &CallContext,
         req: api::GetProcedureRequest,
     ) -> Result<api::Procedure, AdapterError> {
-        let path = format!("/procedures/{}", segment(&req.procedure_code));
+        let path = format!("/procedures/{}", Upstream::segment(&req.procedure_code));
         let p: PortalProcedure = self.portal.get("procedure", &path, &[], None, ctx.deadline).await?;
         Ok(p.into_api())
     }

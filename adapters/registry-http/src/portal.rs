@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use lienthong_adapter_core::{AdapterError, CitizenId, ErrorKind, OwnedDossier, admin, api};
+use lienthong_adapter_http::Upstream;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -223,39 +224,21 @@ impl PortalDossier {
     }
 }
 
-/// Percent-encodes one path segment (only unreserved characters stay).
-pub(crate) fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Maps the portal's HTTP status to an error kind.
-pub(crate) fn parse_error(what: &str, status: reqwest::StatusCode, retry_after: Option<Duration>) -> AdapterError {
+/// Maps the portal's HTTP status to an error kind: 404 is `NotFound`, a
+/// refused citizen token `Unauthenticated`; the rest as every upstream.
+pub(crate) fn parse_error(
+    upstream: &Upstream,
+    what: &str,
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+) -> AdapterError {
     use reqwest::StatusCode as S;
-    let message = format!("the public-service portal answered {} to the {what} request", status.as_u16());
     match status {
         S::NOT_FOUND => AdapterError::new(ErrorKind::NotFound, format!("the portal has no such {what}")),
         S::UNAUTHORIZED | S::FORBIDDEN if what == "my dossiers" => {
             AdapterError::new(ErrorKind::Unauthenticated, "the public-service portal refused the citizen token")
         }
-        S::TOO_MANY_REQUESTS => {
-            let e =
-                AdapterError::new(ErrorKind::RateLimited, "the public-service portal is rate limiting us; retry later");
-            match retry_after {
-                Some(d) => e.with_retry_after(d),
-                None => e,
-            }
-        }
-        S::REQUEST_TIMEOUT | S::GATEWAY_TIMEOUT => AdapterError::new(ErrorKind::DeadlineExceeded, message),
-        s if s.is_server_error() => AdapterError::new(ErrorKind::Unavailable, message),
-        _ => AdapterError::new(ErrorKind::Unavailable, message).with_temporary(false),
+        _ => upstream.status_error(what, status, retry_after),
     }
 }
 
@@ -263,17 +246,13 @@ pub(crate) fn parse_error(what: &str, status: reqwest::StatusCode, retry_after: 
 #[derive(Debug)]
 pub(crate) struct Portal {
     config: RegistryConfig,
-    http: reqwest::Client,
+    upstream: Upstream,
 }
 
 impl Portal {
     pub(crate) fn new(config: RegistryConfig) -> Result<Self, AdapterError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("building the HTTP client failed: {e}")))?;
-        Ok(Self { config, http })
+        let upstream = Upstream::new(UPSTREAM, "the public-service portal", config.timeout)?;
+        Ok(Self { config, upstream })
     }
 
     pub(crate) fn config(&self) -> &RegistryConfig {
@@ -289,67 +268,31 @@ impl Portal {
         citizen_token: Option<&str>,
         deadline: Option<Instant>,
     ) -> Result<T, AdapterError> {
-        let timeout = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(self.config.timeout),
-            None => self.config.timeout,
-        };
-        if timeout.is_zero() {
-            return Err(AdapterError::new(
-                ErrorKind::DeadlineExceeded,
-                "the caller's deadline passed before the portal was asked",
-            ));
-        }
+        let timeout = self.upstream.timeout_for(deadline)?;
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
         let query: Vec<(&str, &str)> =
             query.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (*k, v.as_str())).collect();
-        let mut req =
-            self.http.get(url).query(&query).timeout(timeout).header(reqwest::header::ACCEPT, "application/json");
+        let mut req = self
+            .upstream
+            .client()
+            .get(url)
+            .query(&query)
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
         if let Some(key) = &self.config.api_key {
             req = req.header("x-api-key", key);
         }
         if let Some(token) = citizen_token {
             req = req.bearer_auth(token);
         }
-        let resp = req.send().await.map_err(|e| {
-            tracing::warn!(upstream = UPSTREAM, what, error = %e, "request failed");
-            if e.is_timeout() {
-                AdapterError::new(
-                    ErrorKind::DeadlineExceeded,
-                    format!("the public-service portal did not answer the {what} request in time"),
-                )
-            } else {
-                AdapterError::new(
-                    ErrorKind::Unavailable,
-                    format!("the public-service portal could not be reached for the {what} request"),
-                )
-            }
-        })?;
-        let status = resp.status();
-        if !status.is_success() {
-            if status != reqwest::StatusCode::NOT_FOUND {
-                tracing::warn!(upstream = UPSTREAM, what, status = status.as_u16(), "portal answered an error");
-            }
-            let retry =
-                resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse().ok());
-            return Err(parse_error(what, status, retry.map(Duration::from_secs)));
-        }
-        let body = resp.bytes().await.map_err(|e| {
-            tracing::warn!(upstream = UPSTREAM, what, error = %e, "reading the answer failed");
-            AdapterError::new(ErrorKind::Unavailable, format!("the public-service portal's {what} answer broke off"))
-        })?;
-        serde_json::from_slice(&body).map_err(|e| {
-            tracing::warn!(upstream = UPSTREAM, what, error = %e, "portal answered malformed JSON");
-            AdapterError::new(
-                ErrorKind::Unavailable,
-                format!("the public-service portal answered the {what} request with malformed JSON"),
-            )
-        })
+        let resp = self.upstream.send(what, req, |s, r| parse_error(&self.upstream, what, s, r)).await?;
+        self.upstream.json(what, resp).await
     }
 
     /// One dossier, fresh from the portal.
     pub(crate) async fn dossier(&self, code: &str, deadline: Option<Instant>) -> Result<OwnedDossier, AdapterError> {
         let d: PortalDossier =
-            self.get("dossier", &format!("/dossiers/{}", segment(code)), &[], None, deadline).await?;
+            self.get("dossier", &format!("/dossiers/{}", Upstream::segment(code)), &[], None, deadline).await?;
         d.into_api()
     }
 }

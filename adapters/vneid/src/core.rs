@@ -8,6 +8,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use lienthong_adapter_core::{AdapterError, ErrorKind};
+use lienthong_adapter_http::Upstream;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, OnceCell, RwLock};
@@ -18,45 +19,20 @@ use crate::config::VneidConfig;
 /// The name logs give this upstream.
 pub(crate) const UPSTREAM: &str = "vneid";
 
-/// Maps a provider's HTTP status to an error kind.
-pub(crate) fn parse_error(what: &str, status: reqwest::StatusCode, retry_after: Option<Duration>) -> AdapterError {
-    use reqwest::StatusCode as S;
-    let message = format!("the identity provider answered {} to the {what} request", status.as_u16());
+/// Maps a provider's HTTP status to an error kind: a refused token is
+/// `Unauthenticated`; the rest as every upstream.
+pub(crate) fn parse_error(
+    upstream: &Upstream,
+    what: &str,
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+) -> AdapterError {
     match status {
-        S::UNAUTHORIZED | S::FORBIDDEN => {
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
             AdapterError::new(ErrorKind::Unauthenticated, "the identity provider refused the citizen token")
         }
-        S::TOO_MANY_REQUESTS => {
-            let e = AdapterError::new(ErrorKind::RateLimited, "the identity provider is rate limiting us; retry later");
-            match retry_after {
-                Some(d) => e.with_retry_after(d),
-                None => e,
-            }
-        }
-        S::REQUEST_TIMEOUT | S::GATEWAY_TIMEOUT => AdapterError::new(ErrorKind::DeadlineExceeded, message),
-        s if s.is_server_error() => AdapterError::new(ErrorKind::Unavailable, message),
-        // 404 and friends: a misconfigured endpoint that retrying will not fix.
-        _ => AdapterError::new(ErrorKind::Unavailable, message).with_temporary(false),
+        _ => upstream.status_error(what, status, retry_after),
     }
-}
-
-fn transport_error(what: &str, e: &reqwest::Error) -> AdapterError {
-    if e.is_timeout() {
-        AdapterError::new(
-            ErrorKind::DeadlineExceeded,
-            format!("the identity provider did not answer the {what} request in time"),
-        )
-    } else {
-        AdapterError::new(
-            ErrorKind::Unavailable,
-            format!("the identity provider could not be reached for the {what} request"),
-        )
-    }
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// The parts of the discovery document we use.
@@ -83,7 +59,7 @@ struct KeySet {
 /// Talks to the provider; caches discovery and keys.
 pub(crate) struct Provider {
     config: VneidConfig,
-    http: reqwest::Client,
+    upstream: Upstream,
     discovery: OnceCell<Discovery>,
     /// When discovery last failed: it is not retried within `jwks_min_refetch`.
     discovery_failed: Mutex<Option<Instant>>,
@@ -94,15 +70,10 @@ pub(crate) struct Provider {
 
 impl Provider {
     pub(crate) fn new(config: VneidConfig) -> Result<Self, AdapterError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("building the HTTP client failed: {e}")))?;
+        let upstream = Upstream::new(UPSTREAM, "the identity provider", config.timeout)?;
         Ok(Self {
             config,
-            http,
+            upstream,
             discovery: OnceCell::new(),
             discovery_failed: Mutex::new(None),
             keys: RwLock::new(None),
@@ -121,30 +92,17 @@ impl Provider {
         url: &str,
         bearer: Option<&str>,
     ) -> Result<T, AdapterError> {
-        let mut req = self.http.get(url).header(reqwest::header::ACCEPT, "application/json");
+        let mut req = self
+            .upstream
+            .client()
+            .get(url)
+            .timeout(self.config.timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
-        let resp = req.send().await.map_err(|e| {
-            tracing::warn!(upstream = UPSTREAM, what, error = %e, "request failed");
-            transport_error(what, &e)
-        })?;
-        let status = resp.status();
-        if !status.is_success() {
-            tracing::warn!(upstream = UPSTREAM, what, status = status.as_u16(), "provider answered an error");
-            return Err(parse_error(what, status, retry_after(resp.headers())));
-        }
-        let body = resp.bytes().await.map_err(|e| {
-            tracing::warn!(upstream = UPSTREAM, what, error = %e, "reading the answer failed");
-            transport_error(what, &e)
-        })?;
-        serde_json::from_slice(&body).map_err(|e| {
-            tracing::warn!(upstream = UPSTREAM, what, error = %e, "provider answered malformed JSON");
-            AdapterError::new(
-                ErrorKind::Unavailable,
-                format!("the identity provider answered the {what} request with malformed JSON"),
-            )
-        })
+        let resp = self.upstream.send(what, req, |s, r| parse_error(&self.upstream, what, s, r)).await?;
+        self.upstream.json(what, resp).await
     }
 
     /// The discovery document, fetched once. Its issuer must be ours.

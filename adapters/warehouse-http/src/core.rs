@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use lienthong_adapter_core::{AdapterError, ErrorKind};
+use lienthong_adapter_http::{Upstream, retry_after};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -15,58 +16,20 @@ use crate::records::at;
 /// The name logs give this upstream.
 pub(crate) const UPSTREAM: &str = "warehouse";
 
-/// Maps the warehouse's HTTP status to an error kind.
-pub(crate) fn parse_error(what: &str, status: reqwest::StatusCode, retry_after: Option<Duration>) -> AdapterError {
-    use reqwest::StatusCode as S;
-    let message = format!("the city data warehouse answered {} to the {what} request", status.as_u16());
+/// Maps the warehouse's HTTP status to an error kind: 404 is `NotFound`;
+/// the rest as every upstream.
+pub(crate) fn parse_error(
+    upstream: &Upstream,
+    what: &str,
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+) -> AdapterError {
     match status {
-        S::NOT_FOUND => AdapterError::new(ErrorKind::NotFound, format!("the warehouse has no such {what} record")),
-        S::TOO_MANY_REQUESTS => {
-            let e =
-                AdapterError::new(ErrorKind::RateLimited, "the city data warehouse is rate limiting us; retry later");
-            match retry_after {
-                Some(d) => e.with_retry_after(d),
-                None => e,
-            }
+        reqwest::StatusCode::NOT_FOUND => {
+            AdapterError::new(ErrorKind::NotFound, format!("the warehouse has no such {what} record"))
         }
-        S::REQUEST_TIMEOUT | S::GATEWAY_TIMEOUT => AdapterError::new(ErrorKind::DeadlineExceeded, message),
-        s if s.is_server_error() => AdapterError::new(ErrorKind::Unavailable, message),
-        // 400, 401 after a fresh token, 403: our configuration is wrong, and
-        // retrying will not fix it.
-        _ => AdapterError::new(ErrorKind::Unavailable, message).with_temporary(false),
+        _ => upstream.status_error(what, status, retry_after),
     }
-}
-
-fn transport_error(what: &str, e: &reqwest::Error) -> AdapterError {
-    if e.is_timeout() {
-        AdapterError::new(
-            ErrorKind::DeadlineExceeded,
-            format!("the city data warehouse did not answer the {what} request in time"),
-        )
-    } else {
-        AdapterError::new(
-            ErrorKind::Unavailable,
-            format!("the city data warehouse could not be reached for the {what} request"),
-        )
-    }
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// Percent-encodes one path segment: only unreserved characters stay, so an
-/// id can never add a path segment, a query or a fragment upstream.
-pub(crate) fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[derive(Deserialize)]
@@ -103,19 +66,15 @@ pub(crate) struct UpstreamPage {
 /// Talks to the warehouse.
 pub(crate) struct Warehouse {
     config: WarehouseConfig,
-    http: reqwest::Client,
+    upstream: Upstream,
     /// The current token; the lock also makes one refresh at a time.
     token: Mutex<Option<Token>>,
 }
 
 impl Warehouse {
     pub(crate) fn new(config: WarehouseConfig) -> Result<Self, AdapterError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("building the HTTP client failed: {e}")))?;
-        Ok(Self { config, http, token: Mutex::new(None) })
+        let upstream = Upstream::new(UPSTREAM, "the city data warehouse", config.timeout)?;
+        Ok(Self { config, upstream, token: Mutex::new(None) })
     }
 
     pub(crate) fn config(&self) -> &WarehouseConfig {
@@ -137,22 +96,15 @@ impl Warehouse {
         if let Some(scope) = &auth.scope {
             form.push(("scope", scope));
         }
-        let resp = self
-            .http
+        let req = self
+            .upstream
+            .client()
             .post(&auth.token_url)
             .basic_auth(&auth.client_id, Some(&auth.client_secret))
             .form(&form)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error("token", &e))?;
-        if !resp.status().is_success() {
-            tracing::warn!(upstream = UPSTREAM, status = resp.status().as_u16(), "token request refused");
-            return Err(parse_error("token", resp.status(), retry_after(resp.headers())));
-        }
-        let answer: TokenAnswer = resp.json().await.map_err(|_| {
-            AdapterError::new(ErrorKind::Unavailable, "the warehouse's token endpoint answered malformed JSON")
-        })?;
+            .timeout(timeout);
+        let resp = self.upstream.send("token", req, |s, r| self.upstream.status_error("token", s, r)).await?;
+        let answer: TokenAnswer = self.upstream.json("token", resp).await?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));
         let refresh_at = Instant::now() + lifetime.saturating_sub(auth.refresh_before);
         tracing::debug!(upstream = UPSTREAM, lifetime_s = lifetime.as_secs(), "warehouse token refreshed");
@@ -169,28 +121,21 @@ impl Warehouse {
         query: &[(String, String)],
         deadline: Option<Instant>,
     ) -> Result<Value, AdapterError> {
-        let timeout = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(self.config.timeout),
-            None => self.config.timeout,
-        };
-        if timeout.is_zero() {
-            return Err(AdapterError::new(
-                ErrorKind::DeadlineExceeded,
-                "the caller's deadline passed before the warehouse was asked",
-            ));
-        }
+        let timeout = self.upstream.timeout_for(deadline)?;
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
         let mut token = self.access_token(None, timeout).await?;
         for attempt in 0..2 {
-            let mut req =
-                self.http.get(&url).query(query).timeout(timeout).header(reqwest::header::ACCEPT, "application/json");
+            let mut req = self
+                .upstream
+                .client()
+                .get(&url)
+                .query(query)
+                .timeout(timeout)
+                .header(reqwest::header::ACCEPT, "application/json");
             if let Some(t) = &token {
                 req = req.bearer_auth(t);
             }
-            let resp = req.send().await.map_err(|e| {
-                tracing::warn!(upstream = UPSTREAM, what, error = %e, "request failed");
-                transport_error(what, &e)
-            })?;
+            let resp = req.send().await.map_err(|e| self.upstream.transport_error(what, &e))?;
             let status = resp.status();
             if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 && token.is_some() {
                 token = self.access_token(token.as_deref(), timeout).await?;
@@ -200,19 +145,9 @@ impl Warehouse {
                 if status != reqwest::StatusCode::NOT_FOUND {
                     tracing::warn!(upstream = UPSTREAM, what, status = status.as_u16(), "warehouse answered an error");
                 }
-                return Err(parse_error(what, status, retry_after(resp.headers())));
+                return Err(parse_error(&self.upstream, what, status, retry_after(resp.headers())));
             }
-            let body = resp.bytes().await.map_err(|e| {
-                tracing::warn!(upstream = UPSTREAM, what, error = %e, "reading the answer failed");
-                transport_error(what, &e)
-            })?;
-            return serde_json::from_slice(&body).map_err(|e| {
-                tracing::warn!(upstream = UPSTREAM, what, error = %e, "warehouse answered malformed JSON");
-                AdapterError::new(
-                    ErrorKind::Unavailable,
-                    format!("the city data warehouse answered the {what} request with malformed JSON"),
-                )
-            });
+            return self.upstream.json(what, resp).await;
         }
         Err(AdapterError::new(ErrorKind::Unavailable, "the city data warehouse refused our credentials")
             .with_temporary(false))
@@ -311,13 +246,6 @@ fn decode_token(token: &str, fingerprint: u64) -> Result<Option<String>, Adapter
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segments_cannot_escape_the_path() {
-        assert_eq!(encode_segment("79001"), "79001");
-        assert_eq!(encode_segment("../admin?x=1#y"), "..%2Fadmin%3Fx%3D1%23y");
-        assert_eq!(encode_segment("MGBĐS"), "MGB%C4%90S");
-    }
 
     #[test]
     fn tokens_round_trip_and_bind_to_filters() {

@@ -28,7 +28,9 @@ use serde::Deserialize;
 
 pub use config::{DatasetConfig, OAuthConfig, PagingConfig, PagingStyle, WarehouseConfig};
 
-use crate::core::{PageAsk, Warehouse, encode_segment};
+use lienthong_adapter_http::Upstream;
+
+use crate::core::{PageAsk, Warehouse};
 use crate::records::{Record, schema};
 
 /// The warehouse adapter.
@@ -165,7 +167,7 @@ impl WarehouseAdapter {
     ) -> Result<T, AdapterError> {
         let ds = self.dataset(dataset, method)?;
         let path = ds.get_path.as_deref().ok_or_else(|| AdapterError::unsupported(method))?;
-        let path = path.replace("{id}", &encode_segment(id));
+        let path = path.replace("{id}", &Upstream::segment(id));
         let body = self.warehouse.get_json(dataset, &path, &[], ctx.deadline).await?;
         let json = records::at(&body, &ds.record).ok_or_else(|| {
             AdapterError::new(

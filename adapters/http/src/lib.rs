@@ -1,0 +1,175 @@
+//! What every HTTP adapter shares: one client per upstream, requests bounded
+//! by the caller's deadline, the default mapping of HTTP statuses and
+//! transport failures to error kinds (each adapter's `parse_error` handles
+//! its own special cases first), `Retry-After`, and JSON answers that are
+//! never passed on as garbage.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use lienthong_adapter_core::{AdapterError, ErrorKind};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+/// The delay of a `Retry-After: <seconds>` header.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// One upstream: its client, its names, and its timeout.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    /// Short name for logs, for example `warehouse`.
+    log_name: &'static str,
+    /// Name in messages to callers, for example `the city data warehouse`.
+    label: &'static str,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for one upstream; `timeout` caps every request.
+    pub fn new(log_name: &'static str, label: &'static str, timeout: Duration) -> Result<Self, AdapterError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("building the HTTP client failed: {e}")))?;
+        Ok(Self { client, log_name, label, timeout })
+    }
+
+    /// The HTTP client, to build requests with.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The time a request may take: the configured timeout, or less when the
+    /// caller's deadline is nearer. A deadline already past is
+    /// `DeadlineExceeded` before anything is sent.
+    pub fn timeout_for(&self, deadline: Option<Instant>) -> Result<Duration, AdapterError> {
+        let timeout = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(self.timeout),
+            None => self.timeout,
+        };
+        if timeout.is_zero() {
+            return Err(AdapterError::new(
+                ErrorKind::DeadlineExceeded,
+                format!("the caller's deadline passed before {} was asked", self.label),
+            ));
+        }
+        Ok(timeout)
+    }
+
+    /// The default mapping of an error status: 429 `RateLimited` (with the
+    /// delay), 408/504 `DeadlineExceeded`, 5xx `Unavailable`, anything else
+    /// `Unavailable` and permanent (our request or configuration is wrong).
+    pub fn status_error(&self, what: &str, status: reqwest::StatusCode, retry_after: Option<Duration>) -> AdapterError {
+        use reqwest::StatusCode as S;
+        let message = format!("{} answered {} to the {what} request", self.label, status.as_u16());
+        match status {
+            S::TOO_MANY_REQUESTS => {
+                let e = AdapterError::new(
+                    ErrorKind::RateLimited,
+                    format!("{} is rate limiting us; retry later", self.label),
+                );
+                match retry_after {
+                    Some(d) => e.with_retry_after(d),
+                    None => e,
+                }
+            }
+            S::REQUEST_TIMEOUT | S::GATEWAY_TIMEOUT => AdapterError::new(ErrorKind::DeadlineExceeded, message),
+            s if s.is_server_error() => AdapterError::new(ErrorKind::Unavailable, message),
+            _ => AdapterError::new(ErrorKind::Unavailable, message).with_temporary(false),
+        }
+    }
+
+    /// A request that got no answer: `DeadlineExceeded` on timeout, else
+    /// `Unavailable`. Logged with the upstream's name.
+    pub fn transport_error(&self, what: &str, e: &reqwest::Error) -> AdapterError {
+        tracing::warn!(upstream = self.log_name, what, error = %e, "request failed");
+        if e.is_timeout() {
+            AdapterError::new(
+                ErrorKind::DeadlineExceeded,
+                format!("{} did not answer the {what} request in time", self.label),
+            )
+        } else {
+            AdapterError::new(
+                ErrorKind::Unavailable,
+                format!("{} could not be reached for the {what} request", self.label),
+            )
+        }
+    }
+
+    /// Sends `request` and returns the raw answer, or the error of a failed
+    /// request; error statuses go through `parse_error` (the adapter's own
+    /// mapping, which falls back to [`Upstream::status_error`]).
+    pub async fn send(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+        parse_error: impl Fn(reqwest::StatusCode, Option<Duration>) -> AdapterError,
+    ) -> Result<reqwest::Response, AdapterError> {
+        let resp = request.send().await.map_err(|e| self.transport_error(what, &e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status != reqwest::StatusCode::NOT_FOUND {
+            tracing::warn!(upstream = self.log_name, what, status = status.as_u16(), "upstream answered an error");
+        }
+        Err(parse_error(status, retry_after(resp.headers())))
+    }
+
+    /// Reads a successful answer as JSON: a broken-off body is `Unavailable`,
+    /// malformed JSON too, never garbage passed on.
+    pub async fn json<T: DeserializeOwned>(&self, what: &str, resp: reqwest::Response) -> Result<T, AdapterError> {
+        let body = resp.bytes().await.map_err(|e| self.transport_error(what, &e))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            tracing::warn!(upstream = self.log_name, what, error = %e, "upstream answered malformed JSON");
+            AdapterError::new(
+                ErrorKind::Unavailable,
+                format!("{} answered the {what} request with malformed JSON", self.label),
+            )
+        })
+    }
+
+    /// Percent-encodes one path segment: only unreserved characters stay, so
+    /// an id can never add a path segment, a query or a fragment upstream.
+    pub fn segment(segment: &str) -> String {
+        let mut out = String::with_capacity(segment.len());
+        for b in segment.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cannot_escape_the_path() {
+        assert_eq!(Upstream::segment("79001"), "79001");
+        assert_eq!(Upstream::segment("../admin?x=1#y"), "..%2Fadmin%3Fx%3D1%23y");
+        assert_eq!(Upstream::segment("MGBĐS"), "MGB%C4%90S");
+    }
+
+    #[tokio::test]
+    async fn statuses_map_to_kinds() {
+        let u = Upstream::new("t", "the test upstream", Duration::from_secs(1)).unwrap();
+        use reqwest::StatusCode as S;
+        let e = u.status_error("list", S::TOO_MANY_REQUESTS, Some(Duration::from_secs(4)));
+        assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(4))));
+        assert_eq!(u.status_error("list", S::GATEWAY_TIMEOUT, None).kind(), ErrorKind::DeadlineExceeded);
+        assert!(u.status_error("list", S::BAD_GATEWAY, None).is_temporary());
+        assert!(!u.status_error("list", S::BAD_REQUEST, None).is_temporary());
+        assert!(u.timeout_for(Some(Instant::now())).is_err());
+        assert_eq!(u.timeout_for(None).unwrap(), Duration::from_secs(1));
+    }
+}
