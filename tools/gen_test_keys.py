@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Generates the signing keys of the fake OIDC provider used in tests
-(contract-tests/fixtures/oidc). Test-only keys: never use them anywhere else.
+"""Generates the test keys: the signing keys of the fake OIDC provider
+(contract-tests/fixtures/oidc) and a test CA with server and client
+certificates (contract-tests/fixtures/tls). Test-only keys: never use them
+anywhere else.
 
     python3 tools/gen_test_keys.py        # needs the `cryptography` package
 """
 import base64
+import datetime
+import ipaddress
 import json
 import os
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "contract-tests", "fixtures", "oidc")
 
@@ -45,5 +51,46 @@ def main():
         f.write("\n")
 
 
+def tls():
+    """A test CA, a server certificate for localhost/127.0.0.1 and a client
+    certificate, for the mutual-TLS test of remote adapters."""
+    out = os.path.join(os.path.dirname(OUT), "tls")
+    os.makedirs(out, exist_ok=True)
+    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
+    later = now + datetime.timedelta(days=3650)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("Lienthong test CA")).issuer_name(name("Lienthong test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now).not_valid_after(later)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+
+    def leaf(cn, serial, usage, sans):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject).public_key(key.public_key())
+             .serial_number(serial).not_valid_before(now).not_valid_after(later)
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return key, b.sign(ca_key, hashes.SHA256())
+
+    server_key, server = leaf("localhost", 2, ExtendedKeyUsageOID.SERVER_AUTH,
+                              [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client_key, client = leaf("lienthong-gateway", 3, ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("lienthong-gateway")])
+    cert_pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()
+    for fname, text in [("ca.pem", cert_pem(ca)), ("server.pem", cert_pem(server)), ("server.key", pem(server_key)),
+                        ("client.pem", cert_pem(client)), ("client.key", pem(client_key))]:
+        with open(os.path.join(out, fname), "w") as f:
+            f.write(text)
+
+
 if __name__ == "__main__":
     main()
+    tls()

@@ -29,9 +29,17 @@ impl Drop for PythonAdapter {
 /// Starts the example on a free port and waits (up to 60 s) for its
 /// "listening on" line.
 async fn python_adapter() -> PythonAdapter {
+    python_adapter_with(&[]).await
+}
+
+const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
+
+/// As [`python_adapter`], with extra arguments.
+async fn python_adapter_with(extra: &[&str]) -> PythonAdapter {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/python-adapter/server.py");
     let mut child = Command::new("python3")
         .args([script, "--port", "0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -113,4 +121,31 @@ async fn a_province_validates_its_endpoint_with_one_command() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("violates"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn mutual_tls_is_required_and_works() {
+    let (cert, key, ca) = (format!("{TLS}/server.pem"), format!("{TLS}/server.key"), format!("{TLS}/ca.pem"));
+    let python = python_adapter_with(&["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca]).await;
+    let endpoint = python.endpoint.replace("http://", "https://");
+    let with_client_cert = serde_json::json!({
+        "endpoint": endpoint, "timeout": "5s",
+        "tls": {"ca_file": ca, "client_cert_file": format!("{TLS}/client.pem"), "client_key_file": format!("{TLS}/client.key"), "domain_name": "localhost"},
+    });
+    let set = RemoteFactory.build(BuildContext { instance: "mtls".into(), options: with_client_cert }).await.unwrap();
+    let report = run(&set).await;
+    assert_eq!(report.counts().1, 0, "{report}");
+    assert!(report.counts().0 >= 7, "{report}");
+
+    // Without a client certificate the adapter service refuses the handshake.
+    let without =
+        serde_json::json!({"endpoint": endpoint, "timeout": "5s", "tls": {"ca_file": ca, "domain_name": "localhost"}});
+    let set = RemoteFactory.build(BuildContext { instance: "no-client-cert".into(), options: without }).await.unwrap();
+    let e = set
+        .healthcare
+        .unwrap()
+        .list_facilities(&CallContext::anonymous("79"), api::ListFacilitiesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }

@@ -102,6 +102,16 @@ impl RemoteConfig {
 /// Maps the adapter service's status to an adapter error.
 pub fn status_to_error(status: &tonic::Status) -> AdapterError {
     use tonic::Code;
+    // A connection or TLS failure surfaces as UNKNOWN with a transport error
+    // as its source: the service is out of reach, not misbehaving.
+    let transport = std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>());
+    if status.code() == Code::Unknown && transport {
+        tracing::warn!(upstream = "remote", error = %status, "adapter service unreachable");
+        return AdapterError::new(
+            ErrorKind::Unavailable,
+            "the adapter service could not be reached (connection or TLS handshake failed)",
+        );
+    }
     let kind = match status.code() {
         Code::NotFound => ErrorKind::NotFound,
         Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,

@@ -8,6 +8,7 @@ A province replaces the JSON with calls to its own systems.
 
     pip install -r requirements.txt        # grpcio, grpcio-tools, grpcio-status
     python3 server.py --port 50061            # then point a `remote` adapter at it
+    python3 server.py --port 50061 --tls-cert server.pem --tls-key server.key --client-ca ca.pem   # mutual TLS
     cargo run -p lienthong-contract-tests -- --adapter remote --endpoint http://127.0.0.1:50061
 
 The Python stubs are generated from the .proto files at start (grpcio-tools).
@@ -193,10 +194,22 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50061, help="0 picks a free port")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "adapters", "sandbox", "data"))
+    parser.add_argument("--tls-cert", help="PEM certificate: serve TLS")
+    parser.add_argument("--tls-key", help="PEM key of --tls-cert")
+    parser.add_argument("--client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
     args = parser.parse_args()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     adapter_pb2_grpc.add_AdapterServiceServicer_to_server(Adapter(args.data_dir), server)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    if args.tls_cert:
+        read = lambda path: open(path, "rb").read()
+        credentials = grpc.ssl_server_credentials(
+            [(read(args.tls_key), read(args.tls_cert))],
+            root_certificates=read(args.client_ca) if args.client_ca else None,
+            require_client_auth=bool(args.client_ca),
+        )
+        port = server.add_secure_port(f"{args.host}:{args.port}", credentials)
+    else:
+        port = server.add_insecure_port(f"{args.host}:{args.port}")
     server.start()
     print(f"listening on {args.host}:{port}", flush=True)
     server.wait_for_termination()
