@@ -64,6 +64,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// How calls that present no app credential are treated.
     pub anonymous: AnonymousConfig,
+    /// Citizen identity policy.
+    pub identity: IdentityPolicy,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -117,6 +119,30 @@ pub struct AnonymousConfig {
     pub scopes: Vec<String>,
 }
 
+/// `[identity]`: the least identity level each RPC needs from the citizen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityPolicy {
+    /// RPC name (`ListMyDossiers`) → least identity level (1 or 2). A citizen
+    /// below it gets PERMISSION_DENIED where a citizen is required, and the
+    /// public view where a token is optional (GetDossier, WatchDossier).
+    pub min_level: BTreeMap<String, u8>,
+}
+
+impl Default for IdentityPolicy {
+    fn default() -> Self {
+        // Personal records need a verified (level 2) account.
+        Self { min_level: BTreeMap::from([("ListMyDossiers".to_owned(), 2), ("GetMyProfile".to_owned(), 1)]) }
+    }
+}
+
+impl IdentityPolicy {
+    /// The least level `method` needs (1 when not configured).
+    pub fn min_level(&self, method: lienthong_adapter_core::Method) -> u8 {
+        self.min_level.get(method.rpc_name()).copied().unwrap_or(1)
+    }
+}
+
 /// The scopes the gateway knows.
 pub const KNOWN_SCOPES: &[&str] = &["identity.full_id_number"];
 
@@ -163,7 +189,7 @@ pub struct AdapterInstanceConfig {
     pub options: serde_json::Map<String, serde_json::Value>,
 }
 
-const SECTIONS: &[&str] = &["server", "anonymous", "provinces", "adapters"];
+const SECTIONS: &[&str] = &["server", "anonymous", "identity", "provinces", "adapters"];
 
 impl Config {
     /// Reads `path` (or the embedded sandbox default when `None`), then
@@ -226,6 +252,8 @@ impl Config {
         let server = extract_or_default::<ServerConfig>(&figment, "server", section("server").is_some(), &mut errors);
         let anonymous =
             extract_or_default::<AnonymousConfig>(&figment, "anonymous", section("anonymous").is_some(), &mut errors);
+        let identity =
+            extract_or_default::<IdentityPolicy>(&figment, "identity", section("identity").is_some(), &mut errors);
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -248,7 +276,7 @@ impl Config {
                 }
             };
         }
-        (Some(Self { server, anonymous, provinces, adapters, unparsed }), errors)
+        (Some(Self { server, anonymous, identity, provinces, adapters, unparsed }), errors)
     }
 
     /// Checks the configuration's meaning without I/O: every province code,
@@ -318,6 +346,14 @@ impl Config {
                         }
                     }
                 }
+            }
+        }
+        for (rpc, level) in &self.identity.min_level {
+            let path = format!("identity.min_level.{rpc}");
+            if !lienthong_adapter_core::Method::ALL.iter().any(|m| m.rpc_name() == rpc) {
+                errors.push(ConfigError::new(path, "not an RPC of lienthong.v1 (for example ListMyDossiers)"));
+            } else if !(1..=2).contains(level) {
+                errors.push(ConfigError::new(path, "identity levels are 1 (basic) or 2 (verified)"));
             }
         }
         let a = &self.anonymous;

@@ -54,6 +54,7 @@ pub struct ProvinceAdapters {
 #[derive(Debug)]
 pub struct Gateway {
     provinces: BTreeMap<String, ProvinceAdapters>,
+    identity: crate::config::IdentityPolicy,
     webhooks: BTreeMap<String, Arc<dyn WebhookReceiver>>,
     anonymous: AnonymousConfig,
     province_from_metadata: bool,
@@ -113,6 +114,7 @@ impl Gateway {
         }
         Ok(Self {
             provinces,
+            identity: config.identity.clone(),
             webhooks,
             anonymous: config.anonymous.clone(),
             province_from_metadata: config.server.province_from_metadata,
@@ -299,6 +301,21 @@ impl<'g> Call<'g> {
         }
         let principal =
             identity.adapter.authenticate(&BearerToken::new(token)).await.map_err(|e| self.fail(identity, e))?;
+        let level = match principal.identity_level {
+            lienthong_adapter_core::api::IdentityLevel::IdentityLevel2 => 2,
+            _ => 1,
+        };
+        let needed = self.gateway.identity.min_level(self.method);
+        if level < needed {
+            if !required {
+                // Optional sign-in (a dossier's status): the public view.
+                return Ok(None);
+            }
+            return Err(Status::permission_denied(format!(
+                "{} needs a level {needed} (verified) VNeID account; the citizen can upgrade in the VNeID app",
+                self.method.rpc_name()
+            )));
+        }
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
     }

@@ -288,3 +288,37 @@ async fn watch_dossier_sends_the_current_status_then_every_change_until_final() 
         c.watch_dossier(WatchDossierRequest { dossier_code: "000.00.04.H29-250101-9999".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn the_least_identity_level_is_configured_per_rpc() {
+    let toml = format!(
+        "{}\n[identity]\nmin_level = {{ GetMyProfile = 2, GetDossier = 2, ListMyDossiers = 2 }}\n",
+        lienthong::config::SANDBOX_DEFAULT
+    );
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let hoa = gw.token("hoa").await; // a level-1 account
+    let e = IdentityServiceClient::new(gw.channel.clone())
+        .get_my_profile(authed(GetMyProfileRequest::default(), &hoa))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("GetMyProfile needs a level 2"), "{}", e.message());
+    // Where signing in is optional, a level-1 owner gets the public view.
+    let d = PublicServicesServiceClient::new(gw.channel.clone())
+        .get_dossier(authed(GetDossierRequest { dossier_code: "000.30.67.H29-251118-0010".into() }, &hoa))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(d.view(), DossierView::Public);
+    assert!(d.applicant.is_none());
+    // Level-2 citizens are unaffected.
+    let lan = gw.token("lan").await;
+    assert!(
+        IdentityServiceClient::new(gw.channel.clone())
+            .get_my_profile(authed(GetMyProfileRequest::default(), &lan))
+            .await
+            .is_ok()
+    );
+}

@@ -22,6 +22,9 @@ scopes = ["everything"]
 [telemetry]
 enabled = true
 
+[identity]
+min_level = { ListMyDosiers = 2, GetMyProfile = 3 }
+
 [provinces."79"]
 identity = "sandbox"
 transport = "missing"
@@ -86,7 +89,9 @@ fn every_problem_is_reported_with_its_path() {
     has(&errors, "anonymous.provinces[1]", "\"01\" is not configured");
     has(&errors, "anonymous.scopes[0]", "unknown scope");
     has(&errors, "server.cors_allowed_origins[0]", "is not an origin");
-    assert!(errors.len() >= 12, "{errors:#?}");
+    has(&errors, "identity.min_level.ListMyDosiers", "not an RPC");
+    has(&errors, "identity.min_level.GetMyProfile", "1 (basic) or 2 (verified)");
+    assert!(errors.len() >= 14, "{errors:#?}");
 }
 
 #[test]
