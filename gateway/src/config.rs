@@ -66,6 +66,8 @@ pub struct Config {
     pub anonymous: AnonymousConfig,
     /// Citizen identity policy.
     pub identity: IdentityPolicy,
+    /// The response cache.
+    pub cache: CacheConfig,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -143,6 +145,81 @@ impl IdentityPolicy {
     }
 }
 
+/// `[cache]`: the response cache around adapters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Cache at all.
+    pub enabled: bool,
+    /// Upper bound of cached answers, in bytes.
+    pub max_bytes: u64,
+    /// Per RPC name, overriding the defaults ([`CacheConfig::default_policies`]).
+    pub policies: BTreeMap<String, crate::cache::CachePolicy>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_bytes: 256 * 1024 * 1024, policies: BTreeMap::new() }
+    }
+}
+
+/// RPCs whose answers are public data and may be cached.
+pub const CACHEABLE: &[&str] = &[
+    "ListFacilities",
+    "GetFacility",
+    "ListSchools",
+    "GetSchool",
+    "ListBusRoutes",
+    "GetBusRoute",
+    "ListNearbyStops",
+    "ListArrivals",
+    "ListTrafficCameras",
+    "GetTrafficCamera",
+    "ListHousingProjects",
+    "GetHousingProject",
+    "GetPracticingCertificate",
+    "ListAgencies",
+    "GetAgency",
+    "ListProcedures",
+    "GetProcedure",
+];
+
+impl CacheConfig {
+    /// The policy of `rpc`: configured, or the default for its kind of data.
+    pub fn policy(&self, rpc: &str) -> Option<crate::cache::CachePolicy> {
+        if !self.enabled || !CACHEABLE.contains(&rpc) {
+            return None;
+        }
+        self.policies.get(rpc).copied().or_else(|| Some(Self::default_policy(rpc)))
+    }
+
+    /// Registers and timetables change daily: minutes fresh, an hour of
+    /// stale-if-error; arrivals and cameras move: seconds.
+    pub fn default_policy(rpc: &str) -> crate::cache::CachePolicy {
+        let s = Duration::from_secs;
+        match rpc {
+            "ListArrivals" => crate::cache::CachePolicy {
+                ttl: s(20),
+                stale_while_revalidate: s(10),
+                stale_if_error: s(60),
+                negative_ttl: s(20),
+            },
+            "ListTrafficCameras" | "GetTrafficCamera" => crate::cache::CachePolicy {
+                ttl: s(60),
+                stale_while_revalidate: s(30),
+                stale_if_error: s(600),
+                negative_ttl: s(60),
+            },
+            _ => crate::cache::CachePolicy {
+                ttl: s(300),
+                stale_while_revalidate: s(60),
+                stale_if_error: s(3600),
+                negative_ttl: s(60),
+            },
+        }
+    }
+}
+
 /// The scopes the gateway knows.
 pub const KNOWN_SCOPES: &[&str] = &["identity.full_id_number"];
 
@@ -189,7 +266,7 @@ pub struct AdapterInstanceConfig {
     pub options: serde_json::Map<String, serde_json::Value>,
 }
 
-const SECTIONS: &[&str] = &["server", "anonymous", "identity", "provinces", "adapters"];
+const SECTIONS: &[&str] = &["server", "anonymous", "identity", "cache", "provinces", "adapters"];
 
 impl Config {
     /// Reads `path` (or the embedded sandbox default when `None`), then
@@ -254,6 +331,7 @@ impl Config {
             extract_or_default::<AnonymousConfig>(&figment, "anonymous", section("anonymous").is_some(), &mut errors);
         let identity =
             extract_or_default::<IdentityPolicy>(&figment, "identity", section("identity").is_some(), &mut errors);
+        let cache = extract_or_default::<CacheConfig>(&figment, "cache", section("cache").is_some(), &mut errors);
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -276,7 +354,7 @@ impl Config {
                 }
             };
         }
-        (Some(Self { server, anonymous, identity, provinces, adapters, unparsed }), errors)
+        (Some(Self { server, anonymous, identity, cache, provinces, adapters, unparsed }), errors)
     }
 
     /// Checks the configuration's meaning without I/O: every province code,
@@ -355,6 +433,21 @@ impl Config {
             } else if !(1..=2).contains(level) {
                 errors.push(ConfigError::new(path, "identity levels are 1 (basic) or 2 (verified)"));
             }
+        }
+        for (rpc, policy) in &self.cache.policies {
+            let path = format!("cache.policies.{rpc}");
+            if !CACHEABLE.contains(&rpc.as_str()) {
+                errors
+                    .push(ConfigError::new(path, format!("not a cacheable RPC; cacheable: {}", CACHEABLE.join(", "))));
+            } else if policy.ttl.is_zero() {
+                errors.push(ConfigError::new(
+                    format!("{path}.ttl"),
+                    "must be more than 0 (to stop caching, set cache.enabled = false)",
+                ));
+            }
+        }
+        if self.cache.max_bytes < 1024 * 1024 {
+            errors.push(ConfigError::new("cache.max_bytes", "must be at least 1 MiB"));
         }
         let a = &self.anonymous;
         if a.enabled && a.provinces.is_empty() {

@@ -54,6 +54,8 @@ pub struct ProvinceAdapters {
 #[derive(Debug)]
 pub struct Gateway {
     provinces: BTreeMap<String, ProvinceAdapters>,
+    cache: crate::cache::ResponseCache,
+    cache_config: crate::config::CacheConfig,
     identity: crate::config::IdentityPolicy,
     webhooks: BTreeMap<String, Arc<dyn WebhookReceiver>>,
     anonymous: AnonymousConfig,
@@ -114,6 +116,8 @@ impl Gateway {
         }
         Ok(Self {
             provinces,
+            cache: crate::cache::ResponseCache::new(config.cache.max_bytes),
+            cache_config: config.cache.clone(),
             identity: config.identity.clone(),
             webhooks,
             anonymous: config.anonymous.clone(),
@@ -320,8 +324,63 @@ impl<'g> Call<'g> {
         Ok(Some(principal))
     }
 
+    /// The cache key of this call's `request` to `routed` (public data: no
+    /// citizen scope).
+    pub fn cache_key<A: ?Sized>(&self, routed: &Routed<A>, request: &impl prost::Message) -> Vec<u8> {
+        crate::cache::key(&self.ctx.province, &routed.instance, self.method, "", request)
+    }
+
+    /// The answer of `fill`, through the cache when this RPC has a policy.
+    pub async fn cached<A: ?Sized, T>(
+        &self,
+        routed: &Routed<A>,
+        key: Vec<u8>,
+        fill: impl FnOnce() -> crate::cache::FillFuture<T>,
+    ) -> Result<Answer<T>, Status>
+    where
+        T: prost::Message + Default + Send + 'static,
+    {
+        let Some(policy) = self.gateway.cache_config.policy(self.method.rpc_name()) else {
+            return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
+        };
+        let cached = self.gateway.cache.get_or_fill(key, &policy, fill).await.map_err(|e| self.fail(routed, e))?;
+        Ok(Answer { value: cached.value, freshness: Some((cached.freshness, cached.age)) })
+    }
+
     /// Whether the server has begun draining.
     pub fn draining(&self) -> bool {
         *self.gateway.shutdown.borrow()
+    }
+}
+
+/// An answer and how fresh it is (`None`: not cached, fetched just now).
+#[derive(Debug)]
+pub struct Answer<T> {
+    /// The answer.
+    pub value: T,
+    /// Freshness and age, when it went through the cache.
+    pub freshness: Option<(crate::cache::Freshness, Duration)>,
+}
+
+impl<T> Answer<T> {
+    /// Transforms the value, keeping the freshness.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        Answer { value: f(self.value), freshness: self.freshness }
+    }
+
+    /// The gRPC response, with `x-lienthong-cache` and `x-lienthong-age-seconds`.
+    pub fn into_response(self) -> tonic::Response<T> {
+        let mut r = tonic::Response::new(self.value);
+        let (state, age) = match self.freshness {
+            Some((f, age)) => (f.as_str(), Some(age)),
+            None => ("bypass", None),
+        };
+        r.metadata_mut().insert(crate::services::CACHE_HEADER, tonic::metadata::MetadataValue::from_static(state));
+        if let Some(age) = age
+            && let Ok(v) = age.as_secs().to_string().parse()
+        {
+            r.metadata_mut().insert("x-lienthong-age-seconds", v);
+        }
+        r
     }
 }

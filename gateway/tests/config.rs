@@ -25,6 +25,10 @@ enabled = true
 [identity]
 min_level = { ListMyDosiers = 2, GetMyProfile = 3 }
 
+[cache]
+max_bytes = 10
+policies = { GetMyProfile = { ttl = "1m" }, ListSchools = { ttl = "0s" } }
+
 [provinces."79"]
 identity = "sandbox"
 transport = "missing"
@@ -91,7 +95,10 @@ fn every_problem_is_reported_with_its_path() {
     has(&errors, "server.cors_allowed_origins[0]", "is not an origin");
     has(&errors, "identity.min_level.ListMyDosiers", "not an RPC");
     has(&errors, "identity.min_level.GetMyProfile", "1 (basic) or 2 (verified)");
-    assert!(errors.len() >= 14, "{errors:#?}");
+    has(&errors, "cache.policies.GetMyProfile", "not a cacheable RPC");
+    has(&errors, "cache.policies.ListSchools.ttl", "more than 0");
+    has(&errors, "cache.max_bytes", "at least 1 MiB");
+    assert!(errors.len() >= 17, "{errors:#?}");
 }
 
 #[test]

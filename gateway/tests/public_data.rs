@@ -528,3 +528,24 @@ async fn province_routing_errors_are_clear() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("serves: 79"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn answers_say_how_fresh_they_are() {
+    let gw = TestGateway::sandbox().await;
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    let req = || GetProcedureRequest { procedure_code: "1.000894".into() };
+    let first = c.get_procedure(req()).await.unwrap();
+    assert_eq!(first.metadata().get("x-lienthong-cache").unwrap(), "miss");
+    let second = c.get_procedure(req()).await.unwrap();
+    assert_eq!(second.metadata().get("x-lienthong-cache").unwrap(), "hit");
+    assert!(second.metadata().get("x-lienthong-age-seconds").is_some());
+    assert_eq!(first.into_inner(), second.into_inner());
+    // NOT_FOUND is remembered, and still NOT_FOUND.
+    for _ in 0..2 {
+        let e = c.get_procedure(GetProcedureRequest { procedure_code: "9.999999".into() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+    }
+    // Personal data is not cached here.
+    let d = c.get_dossier(GetDossierRequest { dossier_code: "000.30.67.H29-251114-0001".into() }).await.unwrap();
+    assert_eq!(d.metadata().get("x-lienthong-cache").unwrap(), "bypass");
+}

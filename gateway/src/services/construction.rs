@@ -6,8 +6,8 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::construction_service_server::ConstructionService;
 use tonic::{Request, Response, Status};
 
-use super::fresh;
-use crate::gateway::Gateway;
+use super::via_cache;
+use crate::gateway::{Answer, Gateway};
 use crate::status::Violations;
 use crate::validate::{self, CodeKind};
 
@@ -31,7 +31,8 @@ impl ConstructionService for ConstructionApi {
         validate::text(&mut v, "text", &req.text);
         v.into_result()?;
         let a = call.construction()?;
-        a.adapter.list_housing_projects(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_housing_projects(&ctx, req).await)
+            .map(Answer::into_response)
     }
 
     async fn get_housing_project(
@@ -44,8 +45,8 @@ impl ConstructionService for ConstructionApi {
         validate::code(&mut v, "project_id", &req.project_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.construction()?;
-        let project = a.adapter.get_housing_project(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetHousingProjectResponse { project: Some(project) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_housing_project(&ctx, req).await)?;
+        Ok(answer.map(|project| api::GetHousingProjectResponse { project: Some(project) }).into_response())
     }
 
     async fn get_practicing_certificate(
@@ -58,7 +59,9 @@ impl ConstructionService for ConstructionApi {
         validate::code(&mut v, "certificate_number", &req.certificate_number, CodeKind::Certificate);
         v.into_result()?;
         let a = call.construction()?;
-        let certificate = a.adapter.get_practicing_certificate(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetPracticingCertificateResponse { certificate: Some(certificate) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_practicing_certificate(&ctx, req).await)?;
+        Ok(answer
+            .map(|certificate| api::GetPracticingCertificateResponse { certificate: Some(certificate) })
+            .into_response())
     }
 }

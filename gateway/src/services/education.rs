@@ -6,8 +6,8 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::education_service_server::EducationService;
 use tonic::{Request, Response, Status};
 
-use super::fresh;
-use crate::gateway::Gateway;
+use super::via_cache;
+use crate::gateway::{Answer, Gateway};
 use crate::status::Violations;
 use crate::validate::{self, CodeKind};
 
@@ -32,7 +32,7 @@ impl EducationService for EducationApi {
         validate::near(&mut v, "near", req.near.as_ref(), false);
         v.into_result()?;
         let a = call.education()?;
-        a.adapter.list_schools(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_schools(&ctx, req).await).map(Answer::into_response)
     }
 
     async fn get_school(
@@ -45,7 +45,7 @@ impl EducationService for EducationApi {
         validate::code(&mut v, "school_id", &req.school_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.education()?;
-        let school = a.adapter.get_school(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetSchoolResponse { school: Some(school) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_school(&ctx, req).await)?;
+        Ok(answer.map(|school| api::GetSchoolResponse { school: Some(school) }).into_response())
     }
 }

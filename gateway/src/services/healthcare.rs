@@ -6,8 +6,8 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::healthcare_service_server::HealthcareService;
 use tonic::{Request, Response, Status};
 
-use super::fresh;
-use crate::gateway::Gateway;
+use super::via_cache;
+use crate::gateway::{Answer, Gateway};
 use crate::status::Violations;
 use crate::validate::{self, CodeKind};
 
@@ -31,7 +31,8 @@ impl HealthcareService for HealthcareApi {
         validate::near(&mut v, "near", req.near.as_ref(), false);
         v.into_result()?;
         let a = call.healthcare()?;
-        a.adapter.list_facilities(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_facilities(&ctx, req).await)
+            .map(Answer::into_response)
     }
 
     async fn get_facility(
@@ -44,7 +45,7 @@ impl HealthcareService for HealthcareApi {
         validate::code(&mut v, "facility_code", &req.facility_code, CodeKind::Facility);
         v.into_result()?;
         let a = call.healthcare()?;
-        let facility = a.adapter.get_facility(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetFacilityResponse { facility: Some(facility) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_facility(&ctx, req).await)?;
+        Ok(answer.map(|facility| api::GetFacilityResponse { facility: Some(facility) }).into_response())
     }
 }

@@ -30,3 +30,14 @@ pub(crate) fn fresh<T>(message: T) -> Response<T> {
     r.metadata_mut().insert(CACHE_HEADER, MetadataValue::from_static("bypass"));
     r
 }
+
+/// Calls an adapter through the response cache: `via_cache!(call, routed,
+/// request, |adapter, ctx, request| body)`, where `body` is the adapter call.
+macro_rules! via_cache {
+    ($call:expr, $routed:expr, $req:expr, |$adapter:ident, $ctx:ident, $r:ident| $body:expr) => {{
+        let key = $call.cache_key($routed, &$req);
+        let ($adapter, $ctx, $r) = ($routed.adapter.clone(), $call.ctx.clone(), $req);
+        $call.cached($routed, key, move || Box::pin(async move { $body })).await
+    }};
+}
+pub(crate) use via_cache;

@@ -9,8 +9,8 @@ use lienthong_adapter_core::{Method, OwnedDossier, Principal, api};
 use lienthong_proto::v1::public_services_service_server::PublicServicesService;
 use tonic::{Request, Response, Status};
 
-use super::fresh;
-use crate::gateway::Gateway;
+use super::{fresh, via_cache};
+use crate::gateway::{Answer, Gateway};
 use crate::status::Violations;
 use crate::validate::{self, CodeKind};
 
@@ -56,7 +56,7 @@ impl PublicServicesService for PublicServicesApi {
         validate::text(&mut v, "text", &req.text);
         v.into_result()?;
         let a = call.public_services()?;
-        a.adapter.list_agencies(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_agencies(&ctx, req).await).map(Answer::into_response)
     }
 
     async fn get_agency(
@@ -69,8 +69,8 @@ impl PublicServicesService for PublicServicesApi {
         validate::code(&mut v, "agency_code", &req.agency_code, CodeKind::Agency);
         v.into_result()?;
         let a = call.public_services()?;
-        let agency = a.adapter.get_agency(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetAgencyResponse { agency: Some(agency) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_agency(&ctx, req).await)?;
+        Ok(answer.map(|agency| api::GetAgencyResponse { agency: Some(agency) }).into_response())
     }
 
     async fn list_procedures(
@@ -88,7 +88,8 @@ impl PublicServicesService for PublicServicesApi {
         validate::enum_value::<api::OnlineLevel>(&mut v, "online_level", req.online_level);
         v.into_result()?;
         let a = call.public_services()?;
-        a.adapter.list_procedures(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_procedures(&ctx, req).await)
+            .map(Answer::into_response)
     }
 
     async fn get_procedure(
@@ -101,8 +102,8 @@ impl PublicServicesService for PublicServicesApi {
         validate::code(&mut v, "procedure_code", &req.procedure_code, CodeKind::Procedure);
         v.into_result()?;
         let a = call.public_services()?;
-        let procedure = a.adapter.get_procedure(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetProcedureResponse { procedure: Some(procedure) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_procedure(&ctx, req).await)?;
+        Ok(answer.map(|procedure| api::GetProcedureResponse { procedure: Some(procedure) }).into_response())
     }
 
     async fn get_dossier(

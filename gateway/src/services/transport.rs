@@ -6,8 +6,8 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::transport_service_server::TransportService;
 use tonic::{Request, Response, Status};
 
-use super::fresh;
-use crate::gateway::Gateway;
+use super::via_cache;
+use crate::gateway::{Answer, Gateway};
 use crate::status::Violations;
 use crate::validate::{self, CodeKind};
 
@@ -33,7 +33,8 @@ impl TransportService for TransportApi {
         validate::enum_value::<api::BusRouteView>(&mut v, "view", req.view);
         v.into_result()?;
         let a = call.transport()?;
-        a.adapter.list_bus_routes(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_bus_routes(&ctx, req).await)
+            .map(Answer::into_response)
     }
 
     async fn get_bus_route(
@@ -47,8 +48,8 @@ impl TransportService for TransportApi {
         validate::enum_value::<api::BusRouteView>(&mut v, "view", req.view);
         v.into_result()?;
         let a = call.transport()?;
-        let route = a.adapter.get_bus_route(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetBusRouteResponse { route: Some(route) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_bus_route(&ctx, req).await)?;
+        Ok(answer.map(|route| api::GetBusRouteResponse { route: Some(route) }).into_response())
     }
 
     async fn list_nearby_stops(
@@ -62,7 +63,8 @@ impl TransportService for TransportApi {
         validate::near(&mut v, "near", req.near.as_ref(), true);
         v.into_result()?;
         let a = call.transport()?;
-        a.adapter.list_nearby_stops(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_nearby_stops(&ctx, req).await)
+            .map(Answer::into_response)
     }
 
     async fn list_arrivals(
@@ -79,7 +81,7 @@ impl TransportService for TransportApi {
         }
         v.into_result()?;
         let a = call.transport()?;
-        a.adapter.list_arrivals(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_arrivals(&ctx, req).await).map(Answer::into_response)
     }
 
     async fn list_traffic_cameras(
@@ -94,7 +96,8 @@ impl TransportService for TransportApi {
         validate::near(&mut v, "near", req.near.as_ref(), false);
         v.into_result()?;
         let a = call.transport()?;
-        a.adapter.list_traffic_cameras(&call.ctx, req).await.map(fresh).map_err(|e| call.fail(a, e))
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_traffic_cameras(&ctx, req).await)
+            .map(Answer::into_response)
     }
 
     async fn get_traffic_camera(
@@ -107,7 +110,7 @@ impl TransportService for TransportApi {
         validate::code(&mut v, "camera_id", &req.camera_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.transport()?;
-        let camera = a.adapter.get_traffic_camera(&call.ctx, req).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetTrafficCameraResponse { camera: Some(camera) }))
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_traffic_camera(&ctx, req).await)?;
+        Ok(answer.map(|camera| api::GetTrafficCameraResponse { camera: Some(camera) }).into_response())
     }
 }

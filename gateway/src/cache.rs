@@ -1,0 +1,412 @@
+//! The response cache around adapters.
+//!
+//! Per RPC, a [`CachePolicy`]: answers are fresh for `ttl`; then, for
+//! `stale_while_revalidate`, served stale while one background fill
+//! refreshes them; for `stale_if_error`, served stale when a fill fails with a
+//! temporary error; NOT_FOUND is remembered for `negative_ttl`. Other errors
+//! are never cached.
+//!
+//! Concurrent misses for one key make one upstream call: the first caller's
+//! fill runs as a detached task that every caller awaits, so a caller that
+//! goes away does not cancel it for the others. Keys hold the province, the
+//! adapter instance, the method, the request's canonical bytes and, for
+//! personal data, the citizen's scope: one citizen's data is never served to
+//! another. The cache is bounded in bytes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use lienthong_adapter_core::{AdapterError, ErrorKind, Method};
+use prost::Message;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+/// How one RPC's answers are cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    /// How long an answer is fresh.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// After `ttl`, how long it is served stale while a refresh runs.
+    #[serde(default, with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    /// After `ttl`, how long it is served stale when refreshing fails.
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// How long NOT_FOUND is remembered (0: not at all).
+    #[serde(default, with = "humantime_serde")]
+    pub negative_ttl: Duration,
+}
+
+impl CachePolicy {
+    /// Fresh for `ttl`, nothing else.
+    pub const fn fresh_for(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+        }
+    }
+
+    fn lifetime(&self) -> Duration {
+        self.ttl + self.stale_while_revalidate.max(self.stale_if_error)
+    }
+}
+
+/// How fresh an answer is, as told to callers in `x-lienthong-cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Served from the cache, fresh.
+    Hit,
+    /// Fetched for this call.
+    Miss,
+    /// Served from the cache past its freshness.
+    Stale,
+    /// Fetched by a concurrent call this one waited for.
+    Coalesced,
+}
+
+impl Freshness {
+    /// The metadata value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+            Self::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// An answer with its freshness and age.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cached<T> {
+    /// The answer.
+    pub value: T,
+    /// How fresh it is.
+    pub freshness: Freshness,
+    /// How old it is.
+    pub age: Duration,
+}
+
+/// A stored answer: the encoded response, or a remembered NOT_FOUND.
+#[derive(Debug)]
+struct Entry {
+    answer: Result<Bytes, AdapterError>,
+    stored: Instant,
+    lifetime: Duration,
+}
+
+impl Entry {
+    fn weight(&self, key: &[u8]) -> u32 {
+        let body = match &self.answer {
+            Ok(b) => b.len(),
+            Err(e) => e.message().len(),
+        };
+        u32::try_from(key.len() + body + 64).unwrap_or(u32::MAX)
+    }
+}
+
+type Key = Arc<[u8]>;
+type Fill = Shared<BoxFuture<'static, Result<Arc<Entry>, AdapterError>>>;
+
+struct EntryExpiry;
+
+impl moka::Expiry<Key, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+        Some(value.lifetime)
+    }
+}
+
+/// The cache of every RPC's answers, bounded in bytes.
+pub struct ResponseCache {
+    store: moka::future::Cache<Key, Arc<Entry>>,
+    inflight: Arc<Mutex<HashMap<Key, Fill>>>,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache").field("entries", &self.store.entry_count()).finish_non_exhaustive()
+    }
+}
+
+/// Builds a cache key. `scope` is empty for public data and identifies the
+/// citizen for personal data.
+pub fn key(province: &str, instance: &str, method: Method, scope: &str, request: &impl Message) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    for part in [province, instance, method.full_name(), scope] {
+        k.extend_from_slice(part.as_bytes());
+        k.push(0);
+    }
+    request.encode(&mut k).unwrap_or_default();
+    k
+}
+
+/// The future a fill runs.
+pub type FillFuture<T> = Pin<Box<dyn Future<Output = Result<T, AdapterError>> + Send>>;
+
+impl ResponseCache {
+    /// A cache holding at most about `max_bytes` of answers.
+    pub fn new(max_bytes: u64) -> Self {
+        let store = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &Key, v: &Arc<Entry>| v.weight(k))
+            .expire_after(EntryExpiry)
+            .build();
+        Self { store, inflight: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// The answer for `key` under `policy`, from the cache or from `fill`.
+    pub async fn get_or_fill<T>(
+        &self,
+        key: Vec<u8>,
+        policy: &CachePolicy,
+        fill: impl FnOnce() -> FillFuture<T>,
+    ) -> Result<Cached<T>, AdapterError>
+    where
+        T: Message + Default + Send + 'static,
+    {
+        let key: Key = key.into();
+        let mut fallback = None;
+        if let Some(entry) = self.store.get(&key).await {
+            let age = entry.stored.elapsed();
+            match &entry.answer {
+                Err(e) if age < policy.negative_ttl => return Err(e.clone()),
+                Err(_) => {}
+                Ok(bytes) if age < policy.ttl => return decode(bytes, Freshness::Hit, age),
+                Ok(bytes) if age < policy.ttl + policy.stale_while_revalidate => {
+                    // Serve it, and refresh in the background (once).
+                    let _ = self.start_fill(key.clone(), *policy, fill);
+                    return decode(bytes, Freshness::Stale, age);
+                }
+                Ok(_) if age < policy.ttl + policy.stale_if_error => fallback = Some(entry.clone()),
+                Ok(_) => {}
+            }
+        }
+        let (fill, coalesced) = self.start_fill(key, *policy, fill);
+        match fill.await {
+            Ok(entry) => match &entry.answer {
+                Ok(bytes) => {
+                    decode(bytes, if coalesced { Freshness::Coalesced } else { Freshness::Miss }, Duration::ZERO)
+                }
+                Err(e) => Err(e.clone()),
+            },
+            Err(e) if e.is_temporary() => match fallback.as_ref().map(|f| (&f.answer, f.stored.elapsed())) {
+                Some((Ok(bytes), age)) => decode(bytes, Freshness::Stale, age),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Joins the running fill of `key`, or starts one as a detached task.
+    fn start_fill<T>(&self, key: Key, policy: CachePolicy, fill: impl FnOnce() -> FillFuture<T>) -> (Fill, bool)
+    where
+        T: Message + Default + Send + 'static,
+    {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = inflight.get(&key) {
+            return (running.clone(), true);
+        }
+        let future = fill();
+        let store = self.store.clone();
+        let registry = self.inflight.clone();
+        let task_key = key.clone();
+        let task = tokio::spawn(async move {
+            let result = future.await;
+            let entry = match result {
+                Ok(v) => {
+                    Entry { answer: Ok(v.encode_to_vec().into()), stored: Instant::now(), lifetime: policy.lifetime() }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound && !policy.negative_ttl.is_zero() => {
+                    Entry { answer: Err(e), stored: Instant::now(), lifetime: policy.negative_ttl }
+                }
+                Err(e) => {
+                    registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
+                    return Err(e);
+                }
+            };
+            let entry = Arc::new(entry);
+            store.insert(task_key.clone(), entry.clone()).await;
+            registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
+            Ok(entry)
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(AdapterError::new(ErrorKind::Unexpected, format!("a cache fill failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, shared.clone());
+        (shared, false)
+    }
+}
+
+fn decode<T: Message + Default>(bytes: &Bytes, freshness: Freshness, age: Duration) -> Result<Cached<T>, AdapterError> {
+    let value = T::decode(bytes.clone())
+        .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("a cached answer does not decode: {e}")))?;
+    Ok(Cached { value, freshness, age })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use lienthong_adapter_core::api;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    const POLICY: CachePolicy = CachePolicy {
+        ttl: Duration::from_secs(60),
+        stale_while_revalidate: Duration::from_secs(30),
+        stale_if_error: Duration::from_secs(600),
+        negative_ttl: Duration::from_secs(10),
+    };
+
+    fn answer(total: i32) -> api::ListFacilitiesResponse {
+        api::ListFacilitiesResponse { total_size: total, ..Default::default() }
+    }
+
+    /// A fill that counts its calls and answers `total`, or `error`.
+    fn counted(
+        calls: &Arc<AtomicUsize>,
+        total: i32,
+        error: Option<ErrorKind>,
+    ) -> impl FnOnce() -> FillFuture<api::ListFacilitiesResponse> {
+        let calls = calls.clone();
+        move || {
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                match error {
+                    Some(kind) => Err(AdapterError::new(kind, "upstream says no")),
+                    None => Ok(answer(total)),
+                }
+            })
+        }
+    }
+
+    fn k(scope: &str) -> Vec<u8> {
+        key("79", "sandbox", Method::ListFacilities, scope, &api::ListFacilitiesRequest::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_make_one_call_even_when_the_first_caller_leaves() {
+        let cache = Arc::new(ResponseCache::new(1 << 20));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Notify::new());
+        let slow = |calls: Arc<AtomicUsize>, release: Arc<Notify>| {
+            move || -> FillFuture<api::ListFacilitiesResponse> {
+                Box::pin(async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    release.notified().await;
+                    Ok(answer(7))
+                })
+            }
+        };
+        // The first caller starts the fill, then is cancelled.
+        let first = {
+            let (cache, f) = (cache.clone(), slow(calls.clone(), release.clone()));
+            tokio::spawn(async move { cache.get_or_fill(k(""), &POLICY, f).await })
+        };
+        tokio::task::yield_now().await;
+        let others: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, f) = (cache.clone(), slow(calls.clone(), release.clone()));
+                tokio::spawn(async move { cache.get_or_fill(k(""), &POLICY, f).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        first.abort();
+        release.notify_one();
+        for o in others {
+            let got = o.await.unwrap().unwrap();
+            assert_eq!((got.value.total_size, got.freshness), (7, Freshness::Coalesced));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Now it is cached.
+        let hit = cache.get_or_fill(k(""), &POLICY, counted(&calls, 8, None)).await.unwrap();
+        assert_eq!((hit.value.total_size, hit.freshness), (7, Freshness::Hit));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
+        let cache = ResponseCache::new(1 << 20);
+        let calls = Arc::new(AtomicUsize::new(0));
+        assert_eq!(
+            cache.get_or_fill(k(""), &POLICY, counted(&calls, 1, None)).await.unwrap().freshness,
+            Freshness::Miss
+        );
+        tokio::time::advance(Duration::from_secs(70)).await;
+        let stale = cache.get_or_fill(k(""), &POLICY, counted(&calls, 2, None)).await.unwrap();
+        assert_eq!((stale.value.total_size, stale.freshness), (1, Freshness::Stale));
+        assert_eq!(stale.age, Duration::from_secs(70));
+        // The background refresh lands; the next call is a fresh hit.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let fresh = cache.get_or_fill(k(""), &POLICY, counted(&calls, 3, None)).await.unwrap();
+        assert_eq!((fresh.value.total_size, fresh.freshness), (2, Freshness::Hit));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_if_error_covers_a_failing_upstream_for_a_while() {
+        let cache = ResponseCache::new(1 << 20);
+        let calls = Arc::new(AtomicUsize::new(0));
+        cache.get_or_fill(k(""), &POLICY, counted(&calls, 1, None)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(120)).await; // past ttl + swr
+        let stale = cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::Unavailable))).await.unwrap();
+        assert_eq!((stale.value.total_size, stale.freshness), (1, Freshness::Stale));
+        // A permanent error is not covered.
+        let e =
+            cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::InvalidArgument))).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        tokio::time::advance(Duration::from_secs(600)).await; // past ttl + sie
+        let e = cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::Unavailable))).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_is_remembered_and_other_errors_are_not() {
+        let cache = ResponseCache::new(1 << 20);
+        let calls = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let e = cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::NotFound))).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::NotFound))).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Unavailable is never cached.
+        let other = k("other");
+        for _ in 0..3 {
+            cache
+                .get_or_fill(other.clone(), &POLICY, counted(&calls, 0, Some(ErrorKind::Unavailable)))
+                .await
+                .unwrap_err();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_citizens_answer_is_never_anothers() {
+        let cache = ResponseCache::new(1 << 20);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let a = cache.get_or_fill(k("citizen-a"), &POLICY, counted(&calls, 1, None)).await.unwrap();
+        let b = cache.get_or_fill(k("citizen-b"), &POLICY, counted(&calls, 2, None)).await.unwrap();
+        assert_eq!((a.value.total_size, b.value.total_size), (1, 2));
+        assert_eq!(b.freshness, Freshness::Miss);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}
