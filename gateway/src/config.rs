@@ -94,6 +94,9 @@ pub struct ServerConfig {
     /// Accept the province from the `x-lienthong-province` metadata when the
     /// caller's registration allows several.
     pub province_from_metadata: bool,
+    /// Most requests in progress at once, across all connections; beyond it
+    /// requests are answered UNAVAILABLE at once (health checks exempt).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +107,7 @@ impl Default for ServerConfig {
             grpc_web: true,
             cors_allowed_origins: vec!["*".to_owned()],
             province_from_metadata: true,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -362,6 +366,9 @@ impl Config {
     pub fn validate(&self, registry: &AdapterRegistry) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
         let s = &self.server;
+        if s.max_concurrent_requests == 0 {
+            errors.push(ConfigError::new("server.max_concurrent_requests", "must be at least 1"));
+        }
         if s.drain_timeout > Duration::from_secs(300) {
             errors.push(ConfigError::new("server.drain_timeout", "must be at most 5m"));
         }

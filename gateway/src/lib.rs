@@ -13,6 +13,7 @@ pub mod except_paths;
 pub mod gateway;
 pub mod server;
 pub mod services;
+pub mod shed;
 pub mod status;
 pub mod validate;
 pub mod webhooks;

@@ -111,6 +111,9 @@ pub async fn serve_with_registry(
 
     let grpc_web = config.server.grpc_web;
     let mut router = Server::builder()
+        // Shed load beyond the global limit at once, so callers fail fast
+        // instead of queueing past their deadlines.
+        .layer(crate::shed::ShedLayer::new(config.server.max_concurrent_requests))
         // gRPC-Web arrives over HTTP/1.1 from browsers.
         .accept_http1(grpc_web)
         // Browsers need CORS, exposing the grpc-* trailers they read as headers.

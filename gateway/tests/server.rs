@@ -161,6 +161,7 @@ async fn grpc_web_answers_over_http1_with_cors() {
 #[derive(Debug, Default)]
 struct Gate {
     entered: Notify,
+    inside: std::sync::atomic::AtomicUsize,
     release: Notify,
 }
 
@@ -175,6 +176,7 @@ impl HealthcareAdapter for Gate {
         _: &CallContext,
         _: api::ListFacilitiesRequest,
     ) -> Result<api::ListFacilitiesResponse, AdapterError> {
+        self.inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.entered.notify_one();
         self.release.notified().await;
         Ok(api::ListFacilitiesResponse { total_size: 42, ..Default::default() })
@@ -204,12 +206,16 @@ impl AdapterFactory for GateFactory {
 }
 
 async fn gated(drain_timeout: &str) -> (TestGateway, Arc<Gate>) {
+    gated_with(drain_timeout, "").await
+}
+
+async fn gated_with(drain_timeout: &str, server_extra: &str) -> (TestGateway, Arc<Gate>) {
     let gate = Arc::new(Gate::default());
     let mut registry = lienthong::server::adapter_registry();
     registry.register(Arc::new(GateFactory(gate.clone())));
     let toml = lienthong::config::SANDBOX_DEFAULT
         .replace("healthcare = \"sandbox\"", "healthcare = \"gate\"")
-        .replace("drain_timeout = \"10s\"", &format!("drain_timeout = \"{drain_timeout}\""))
+        .replace("drain_timeout = \"10s\"", &format!("drain_timeout = \"{drain_timeout}\"\n{server_extra}"))
         + "\n[adapters.gate]\nkind = \"gate\"\n";
     let config = Config::from_toml(&toml).unwrap();
     (TestGateway::start(config, registry).await, gate)
@@ -269,4 +275,41 @@ async fn the_drain_timeout_bounds_shutdown() {
     // and cuts it, rather than waiting for it.
     assert!(!call.is_finished());
     call.abort();
+}
+
+#[tokio::test]
+async fn beyond_the_concurrency_limit_calls_are_shed_at_once() {
+    let (gw, gate) = gated_with("30s", "max_concurrent_requests = 2").await;
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let mut c = HealthcareServiceClient::new(gw.channel.clone());
+            // Different requests, so the cache does not coalesce them.
+            let req = api::ListFacilitiesRequest { page_size: i + 1, ..Default::default() };
+            tokio::spawn(async move { c.list_facilities(req).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gate.inside.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the two calls did not reach the adapter");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The third call is refused without waiting.
+    let e = PublicServicesServiceClient::new(gw.channel.clone())
+        .get_procedure(api::GetProcedureRequest { procedure_code: "1.000894".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("overloaded"), "{}", e.message());
+    // Health checks still answer.
+    let h = HealthClient::new(gw.channel.clone()).check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    assert_eq!(h.into_inner().status, ServingStatus::Serving as i32);
+    // Once the held calls finish, calls are served again.
+    gate.release.notify_waiters();
+    for h in held {
+        assert!(h.await.unwrap().is_ok());
+    }
+    let ok = PublicServicesServiceClient::new(gw.channel.clone())
+        .get_procedure(api::GetProcedureRequest { procedure_code: "1.000894".into() })
+        .await;
+    assert!(ok.is_ok());
 }
