@@ -68,6 +68,8 @@ pub struct Config {
     pub identity: IdentityPolicy,
     /// The response cache.
     pub cache: CacheConfig,
+    /// Rate limits.
+    pub limits: crate::limits::LimitsConfig,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -270,7 +272,7 @@ pub struct AdapterInstanceConfig {
     pub options: serde_json::Map<String, serde_json::Value>,
 }
 
-const SECTIONS: &[&str] = &["server", "anonymous", "identity", "cache", "provinces", "adapters"];
+const SECTIONS: &[&str] = &["server", "anonymous", "identity", "cache", "limits", "provinces", "adapters"];
 
 impl Config {
     /// Reads `path` (or the embedded sandbox default when `None`), then
@@ -336,6 +338,12 @@ impl Config {
         let identity =
             extract_or_default::<IdentityPolicy>(&figment, "identity", section("identity").is_some(), &mut errors);
         let cache = extract_or_default::<CacheConfig>(&figment, "cache", section("cache").is_some(), &mut errors);
+        let limits = extract_or_default::<crate::limits::LimitsConfig>(
+            &figment,
+            "limits",
+            section("limits").is_some(),
+            &mut errors,
+        );
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -358,7 +366,7 @@ impl Config {
                 }
             };
         }
-        (Some(Self { server, anonymous, identity, cache, provinces, adapters, unparsed }), errors)
+        (Some(Self { server, anonymous, identity, cache, limits, provinces, adapters, unparsed }), errors)
     }
 
     /// Checks the configuration's meaning without I/O: every province code,
@@ -450,6 +458,17 @@ impl Config {
                 errors.push(ConfigError::new(
                     format!("{path}.ttl"),
                     "must be more than 0 (to stop caching, set cache.enabled = false)",
+                ));
+            }
+        }
+        for (path, message) in self.limits.problems() {
+            errors.push(ConfigError::new(path, message));
+        }
+        for instance in self.limits.per_upstream.keys() {
+            if !self.adapters.contains_key(instance) {
+                errors.push(ConfigError::new(
+                    format!("limits.per_upstream.{instance}"),
+                    "no adapter instance of that name",
                 ));
             }
         }

@@ -54,6 +54,7 @@ pub struct ProvinceAdapters {
 #[derive(Debug)]
 pub struct Gateway {
     provinces: BTreeMap<String, ProvinceAdapters>,
+    limits: Arc<crate::limits::Limiters>,
     cache: crate::cache::ResponseCache,
     cache_config: crate::config::CacheConfig,
     identity: crate::config::IdentityPolicy,
@@ -116,6 +117,7 @@ impl Gateway {
         }
         Ok(Self {
             provinces,
+            limits: Arc::new(crate::limits::Limiters::new(&config.limits)),
             cache: crate::cache::ResponseCache::new(config.cache.max_bytes),
             cache_config: config.cache.clone(),
             identity: config.identity.clone(),
@@ -134,6 +136,11 @@ impl Gateway {
     /// The webhook receiver of adapter instance `instance`, if it has one.
     pub fn webhook(&self, instance: &str) -> Option<&Arc<dyn WebhookReceiver>> {
         self.webhooks.get(instance)
+    }
+
+    /// The rate limiters (for periodic compaction).
+    pub fn limits(&self) -> &Arc<crate::limits::Limiters> {
+        &self.limits
     }
 
     /// A receiver that turns true when the server starts draining.
@@ -185,6 +192,9 @@ impl Gateway {
             .provinces
             .get(code)
             .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
+        // Registered apps arrive with app authentication; until then every
+        // caller is the anonymous app.
+        self.limits.check_app("anonymous", method)?;
         let deadline = grpc_timeout(metadata).map(|d| tokio::time::Instant::now() + d);
         Ok(Call {
             gateway: self,
@@ -303,6 +313,8 @@ impl<'g> Call<'g> {
                 "this is a sandbox token; sandbox tokens are accepted only where the sandbox identity provider is configured",
             ));
         }
+        // The identity provider's own budget (VNeID is the fragile one).
+        self.upstream_permit(identity)?;
         let principal =
             identity.adapter.authenticate(&BearerToken::new(token)).await.map_err(|e| self.fail(identity, e))?;
         let level = match principal.identity_level {
@@ -320,8 +332,17 @@ impl<'g> Call<'g> {
                 self.method.rpc_name()
             )));
         }
+        self.gateway.limits.check_citizen(&principal.citizen_id, self.method)?;
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
+    }
+
+    /// Spends one call of `routed`'s upstream budget, or RESOURCE_EXHAUSTED.
+    pub fn upstream_permit<A: ?Sized>(&self, routed: &Routed<A>) -> Result<(), Status> {
+        self.gateway
+            .limits
+            .check_upstream(&routed.instance, self.method)
+            .map_err(|wait| self.fail(routed, upstream_busy(&routed.instance, wait)))
     }
 
     /// The cache key of this call's `request` to `routed` (public data: no
@@ -340,6 +361,15 @@ impl<'g> Call<'g> {
     where
         T: prost::Message + Default + Send + 'static,
     {
+        // Only calls that reach the upstream spend its budget; over it, the
+        // cache may still answer stale.
+        let (limits, instance, method) = (self.gateway.limits.clone(), routed.instance.clone(), self.method);
+        let fill = move || -> crate::cache::FillFuture<T> {
+            match limits.check_upstream(&instance, method) {
+                Ok(()) => fill(),
+                Err(wait) => Box::pin(std::future::ready(Err(upstream_busy(&instance, wait)))),
+            }
+        };
         let Some(policy) = self.gateway.cache_config.policy(self.method.rpc_name()) else {
             return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
         };
@@ -383,4 +413,13 @@ impl<T> Answer<T> {
         }
         r
     }
+}
+
+/// The error of a call refused by an upstream's budget.
+fn upstream_busy(instance: &str, wait: Duration) -> lienthong_adapter_core::AdapterError {
+    lienthong_adapter_core::AdapterError::new(
+        lienthong_adapter_core::ErrorKind::RateLimited,
+        format!("the upstream of {instance} is at its request budget; retry later"),
+    )
+    .with_retry_after(wait)
 }

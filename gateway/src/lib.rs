@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod except_paths;
 pub mod gateway;
+pub mod limits;
 pub mod server;
 pub mod services;
 pub mod shed;

@@ -138,6 +138,15 @@ pub async fn serve_with_registry(
         router = router.add_service(SandboxIdentityServiceServer::new(SandboxIdentityApi(gateway.clone())));
     }
 
+    // Forget idle rate-limit keys now and then, so memory stays bounded.
+    let limits = gateway.limits().clone();
+    let compaction = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            limits.compact();
+        }
+    });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, grpc_web, provinces = ?config.provinces.keys().collect::<Vec<_>>(), "lienthong is serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -160,6 +169,7 @@ pub async fn serve_with_registry(
             tokio::time::sleep(drain_timeout).await;
         } => tracing::warn!("drain timeout reached; stopping with calls still running"),
     }
+    compaction.abort();
     tracing::info!("lienthong stopped");
     Ok(())
 }

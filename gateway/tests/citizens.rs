@@ -322,3 +322,23 @@ async fn the_least_identity_level_is_configured_per_rpc() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn citizens_over_their_rate_get_resource_exhausted_with_a_delay() {
+    let toml =
+        format!("{}\n[limits]\nper_citizen = {{ per_second = 1, burst = 2 }}\n", lienthong::config::SANDBOX_DEFAULT);
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let (lan, minh) = (gw.token("lan").await, gw.token("minh").await);
+    let mut c = IdentityServiceClient::new(gw.channel.clone());
+    for _ in 0..2 {
+        c.get_my_profile(authed(GetMyProfileRequest::default(), &lan)).await.unwrap();
+    }
+    let e = c.get_my_profile(authed(GetMyProfileRequest::default(), &lan)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    let delay = e.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert!(delay > Duration::ZERO && delay <= Duration::from_secs(1), "{delay:?}");
+    assert!(!e.message().contains("079190012345"));
+    // Another citizen has their own budget.
+    c.get_my_profile(authed(GetMyProfileRequest::default(), &minh)).await.unwrap();
+}

@@ -549,3 +549,24 @@ async fn answers_say_how_fresh_they_are() {
     let d = c.get_dossier(GetDossierRequest { dossier_code: "000.30.67.H29-251114-0001".into() }).await.unwrap();
     assert_eq!(d.metadata().get("x-lienthong-cache").unwrap(), "bypass");
 }
+
+#[tokio::test]
+async fn an_upstream_budget_holds_while_the_cache_keeps_answering() {
+    let toml = format!(
+        "{}\n[limits]\nper_upstream = {{ sandbox = {{ per_second = 1, burst = 2 }} }}\n",
+        lienthong::config::SANDBOX_DEFAULT
+    );
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    let get = |code: &str| GetProcedureRequest { procedure_code: code.into() };
+    c.get_procedure(get("1.000894")).await.unwrap();
+    c.get_procedure(get("1.001193")).await.unwrap();
+    // A third distinct miss would reach the upstream: refused, with a delay.
+    let e = c.get_procedure(get("1.000656")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    assert!(e.get_details_retry_info().unwrap().retry_delay.is_some());
+    // Cached answers are still served.
+    let hit = c.get_procedure(get("1.000894")).await.unwrap();
+    assert_eq!(hit.metadata().get("x-lienthong-cache").unwrap(), "hit");
+}

@@ -114,6 +114,7 @@ impl PublicServicesService for PublicServicesApi {
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;
+        call.upstream_permit(a)?;
         let owned = a.adapter.get_dossier(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
         Ok(fresh(api::GetDossierResponse { dossier: Some(view_for(owned, principal.as_ref())) }))
     }

@@ -1,0 +1,287 @@
+//! Rate limits: per calling app, per citizen, and per upstream adapter
+//! instance (so that a fragile upstream such as VNeID is never hammered,
+//! whatever the callers do). Each RPC costs `costs[rpc]` cells (default 1).
+//! Over a limit: RESOURCE_EXHAUSTED with a RetryInfo delay. Keyed limiters
+//! forget idle keys periodically ([`Limiters::compact`]), so memory stays
+//! bounded however many citizens are seen; citizens are keyed by a salted
+//! hash, never by their ID number.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use lienthong_adapter_core::{CitizenId, Method};
+use serde::Deserialize;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Cells per second, sustained.
+    pub per_second: u32,
+    /// Cells available at once.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    fn quota(self) -> Option<Quota> {
+        Some(Quota::per_second(NonZeroU32::new(self.per_second)?).allow_burst(NonZeroU32::new(self.burst)?))
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Per calling app.
+    pub per_app: Option<RateLimit>,
+    /// Per citizen (on calls that carry a citizen token).
+    pub per_citizen: Option<RateLimit>,
+    /// Per adapter instance: calls that reach the upstream (cache misses).
+    pub per_upstream: BTreeMap<String, RateLimit>,
+    /// Cells an RPC costs (default 1).
+    pub costs: BTreeMap<String, u32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_app: Some(RateLimit { per_second: 2_000, burst: 4_000 }),
+            per_citizen: Some(RateLimit { per_second: 10, burst: 30 }),
+            per_upstream: BTreeMap::new(),
+            costs: BTreeMap::from([("ListMyDossiers".to_owned(), 3), ("WatchDossier".to_owned(), 5)]),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Problems, each as (path, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let check = |out: &mut Vec<(String, String)>, path: String, r: &RateLimit| {
+            if r.per_second == 0 || r.burst == 0 {
+                out.push((path, "per_second and burst must be at least 1".to_owned()));
+            }
+        };
+        if let Some(r) = &self.per_app {
+            check(&mut out, "limits.per_app".into(), r);
+        }
+        if let Some(r) = &self.per_citizen {
+            check(&mut out, "limits.per_citizen".into(), r);
+        }
+        for (instance, r) in &self.per_upstream {
+            check(&mut out, format!("limits.per_upstream.{instance}"), r);
+        }
+        for (rpc, cost) in &self.costs {
+            if !Method::ALL.iter().any(|m| m.rpc_name() == rpc) {
+                out.push((format!("limits.costs.{rpc}"), "not an RPC of lienthong.v1".to_owned()));
+            } else if *cost == 0 {
+                out.push((format!("limits.costs.{rpc}"), "must be at least 1".to_owned()));
+            }
+        }
+        out
+    }
+}
+
+type Keyed<K, C> = RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// Every limiter of the gateway.
+pub struct Limiters<C: Clock = DefaultClock> {
+    clock: C,
+    apps: Option<Keyed<String, C>>,
+    citizens: Option<Keyed<u64, C>>,
+    upstreams: HashMap<String, Direct<C>>,
+    costs: BTreeMap<String, u32>,
+    salt: RandomState,
+}
+
+impl<C: Clock> std::fmt::Debug for Limiters<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiters")
+            .field("upstreams", &self.upstreams.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn keyed<K: std::hash::Hash + Eq + Clone, C: Clock + Clone>(r: &Option<RateLimit>, clock: &C) -> Option<Keyed<K, C>> {
+    Some(RateLimiter::new(r.as_ref()?.quota()?, DefaultKeyedStateStore::default(), clock.clone()))
+}
+
+fn refuse(what: &str, wait: Duration) -> Status {
+    let wait = wait.max(Duration::from_millis(1));
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(wait));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("rate limit of {what} exceeded; retry in {} ms", wait.as_millis()),
+        details,
+    )
+}
+
+impl Limiters<DefaultClock> {
+    /// Limiters per `config`, on the real clock.
+    pub fn new(config: &LimitsConfig) -> Self {
+        Self::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limiters<C> {
+    /// Limiters per `config`, on `clock`.
+    pub fn with_clock(config: &LimitsConfig, clock: C) -> Self {
+        Self {
+            apps: keyed(&config.per_app, &clock),
+            citizens: keyed(&config.per_citizen, &clock),
+            upstreams: config
+                .per_upstream
+                .iter()
+                .filter_map(|(k, r)| Some((k.clone(), RateLimiter::direct_with_clock(r.quota()?, clock.clone()))))
+                .collect(),
+            costs: config.costs.clone(),
+            salt: RandomState::new(),
+            clock,
+        }
+    }
+
+    fn cost(&self, method: Method) -> NonZeroU32 {
+        NonZeroU32::new(self.costs.get(method.rpc_name()).copied().unwrap_or(1)).unwrap_or(NonZeroU32::MIN)
+    }
+
+    fn verdict<E>(
+        &self,
+        what: &str,
+        outcome: Result<Result<(), governor::NotUntil<C::Instant>>, E>,
+    ) -> Result<(), Status> {
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(refuse(what, not_until.wait_time_from(self.clock.now()))),
+            // The cost exceeds the burst: this RPC can never pass this limit.
+            Err(_) => Err(Status::resource_exhausted(format!("the {what} limit is smaller than this RPC's cost"))),
+        }
+    }
+
+    /// Charges the calling app.
+    pub fn check_app(&self, app: &str, method: Method) -> Result<(), Status> {
+        let Some(l) = &self.apps else { return Ok(()) };
+        self.verdict("this app", l.check_key_n(&app.to_owned(), self.cost(method)))
+    }
+
+    /// Charges the citizen.
+    pub fn check_citizen(&self, citizen: &CitizenId, method: Method) -> Result<(), Status> {
+        let Some(l) = &self.citizens else { return Ok(()) };
+        let key = self.salt.hash_one(citizen.expose());
+        self.verdict("this citizen", l.check_key_n(&key, self.cost(method)))
+    }
+
+    /// Charges the upstream of adapter instance `instance`; the wait when over.
+    pub fn check_upstream(&self, instance: &str, method: Method) -> Result<(), Duration> {
+        let Some(l) = self.upstreams.get(instance) else { return Ok(()) };
+        match l.check_n(self.cost(method)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+            Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+
+    /// Forgets keys whose limits have fully replenished; bounds memory.
+    pub fn compact(&self) {
+        if let Some(l) = &self.apps {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.citizens {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    /// How many citizens are tracked now.
+    pub fn tracked_citizens(&self) -> usize {
+        self.citizens.as_ref().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn limiters(clock: &FakeRelativeClock) -> Limiters<FakeRelativeClock> {
+        let config = LimitsConfig {
+            per_app: Some(RateLimit { per_second: 10, burst: 3 }),
+            per_citizen: Some(RateLimit { per_second: 1, burst: 2 }),
+            per_upstream: BTreeMap::from([("vneid".to_owned(), RateLimit { per_second: 2, burst: 2 })]),
+            costs: BTreeMap::from([("ListMyDossiers".to_owned(), 2)]),
+        };
+        Limiters::with_clock(&config, clock.clone())
+    }
+
+    #[test]
+    fn over_the_limit_is_resource_exhausted_with_a_retry_delay() {
+        let clock = FakeRelativeClock::default();
+        let l = limiters(&clock);
+        for _ in 0..3 {
+            l.check_app("app", Method::GetSchool).unwrap();
+        }
+        let refused = l.check_app("app", Method::GetSchool).unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        let delay = refused.get_details_retry_info().unwrap().retry_delay.unwrap();
+        assert!(delay > Duration::ZERO && delay <= Duration::from_millis(100), "{delay:?}");
+        // Another app has its own budget; time refills this one.
+        l.check_app("other", Method::GetSchool).unwrap();
+        clock.advance(Duration::from_millis(100));
+        l.check_app("app", Method::GetSchool).unwrap();
+    }
+
+    #[test]
+    fn costs_and_citizens_and_upstreams() {
+        let clock = FakeRelativeClock::default();
+        let l = limiters(&clock);
+        let lan = CitizenId::parse("079190012345").unwrap();
+        let minh = CitizenId::parse("079085004321").unwrap();
+        // ListMyDossiers costs 2: the burst of 2 is spent at once.
+        l.check_citizen(&lan, Method::ListMyDossiers).unwrap();
+        assert!(l.check_citizen(&lan, Method::GetMyProfile).is_err());
+        l.check_citizen(&minh, Method::GetMyProfile).unwrap();
+        // The upstream budget protects VNeID whoever calls.
+        l.check_upstream("vneid", Method::GetMyProfile).unwrap();
+        l.check_upstream("vneid", Method::GetMyProfile).unwrap();
+        let wait = l.check_upstream("vneid", Method::GetMyProfile).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(l.check_upstream("unlimited", Method::GetMyProfile).is_ok());
+    }
+
+    #[test]
+    fn idle_citizens_are_forgotten() {
+        let clock = FakeRelativeClock::default();
+        let l = limiters(&clock);
+        for n in 0..1_000u32 {
+            let id = CitizenId::parse(&format!("079190{n:06}")).unwrap();
+            l.check_citizen(&id, Method::GetMyProfile).unwrap();
+        }
+        assert_eq!(l.tracked_citizens(), 1_000);
+        clock.advance(Duration::from_secs(5));
+        l.compact();
+        assert_eq!(l.tracked_citizens(), 0);
+    }
+
+    #[test]
+    fn bad_config_is_reported() {
+        let config = LimitsConfig {
+            per_app: Some(RateLimit { per_second: 0, burst: 1 }),
+            costs: BTreeMap::from([("Nope".to_owned(), 1), ("GetSchool".to_owned(), 0)]),
+            ..Default::default()
+        };
+        let paths: Vec<String> = config.problems().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["limits.per_app", "limits.costs.GetSchool", "limits.costs.Nope"]);
+    }
+}
