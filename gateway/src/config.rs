@@ -70,6 +70,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Rate limits.
     pub limits: crate::limits::LimitsConfig,
+    /// Circuit breakers, one per adapter instance.
+    pub breaker: crate::breaker::BreakerConfig,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -272,7 +274,7 @@ pub struct AdapterInstanceConfig {
     pub options: serde_json::Map<String, serde_json::Value>,
 }
 
-const SECTIONS: &[&str] = &["server", "anonymous", "identity", "cache", "limits", "provinces", "adapters"];
+const SECTIONS: &[&str] = &["server", "anonymous", "identity", "cache", "limits", "breaker", "provinces", "adapters"];
 
 impl Config {
     /// Reads `path` (or the embedded sandbox default when `None`), then
@@ -344,6 +346,12 @@ impl Config {
             section("limits").is_some(),
             &mut errors,
         );
+        let breaker = extract_or_default::<crate::breaker::BreakerConfig>(
+            &figment,
+            "breaker",
+            section("breaker").is_some(),
+            &mut errors,
+        );
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -366,7 +374,7 @@ impl Config {
                 }
             };
         }
-        (Some(Self { server, anonymous, identity, cache, limits, provinces, adapters, unparsed }), errors)
+        (Some(Self { server, anonymous, identity, cache, limits, breaker, provinces, adapters, unparsed }), errors)
     }
 
     /// Checks the configuration's meaning without I/O: every province code,
@@ -460,6 +468,12 @@ impl Config {
                     "must be more than 0 (to stop caching, set cache.enabled = false)",
                 ));
             }
+        }
+        if self.breaker.failures_to_open == 0 {
+            errors.push(ConfigError::new("breaker.failures_to_open", "must be at least 1"));
+        }
+        if self.breaker.open_for < Duration::from_secs(1) {
+            errors.push(ConfigError::new("breaker.open_for", "must be at least 1s"));
         }
         for (path, message) in self.limits.problems() {
             errors.push(ConfigError::new(path, message));

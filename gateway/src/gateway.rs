@@ -54,6 +54,7 @@ pub struct ProvinceAdapters {
 #[derive(Debug)]
 pub struct Gateway {
     provinces: BTreeMap<String, ProvinceAdapters>,
+    breakers: BTreeMap<String, Arc<crate::breaker::Breaker>>,
     limits: Arc<crate::limits::Limiters>,
     cache: crate::cache::ResponseCache,
     cache_config: crate::config::CacheConfig,
@@ -115,8 +116,13 @@ impl Gateway {
             }
             provinces.insert(code.clone(), p);
         }
+        let breakers = built
+            .keys()
+            .map(|name| ((*name).to_owned(), Arc::new(crate::breaker::Breaker::new(config.breaker))))
+            .collect();
         Ok(Self {
             provinces,
+            breakers,
             limits: Arc::new(crate::limits::Limiters::new(&config.limits)),
             cache: crate::cache::ResponseCache::new(config.cache.max_bytes),
             cache_config: config.cache.clone(),
@@ -136,6 +142,11 @@ impl Gateway {
     /// The webhook receiver of adapter instance `instance`, if it has one.
     pub fn webhook(&self, instance: &str) -> Option<&Arc<dyn WebhookReceiver>> {
         self.webhooks.get(instance)
+    }
+
+    /// The circuit breaker of adapter instance `instance`.
+    pub fn breaker(&self, instance: &str) -> Option<&Arc<crate::breaker::Breaker>> {
+        self.breakers.get(instance)
     }
 
     /// The rate limiters (for periodic compaction).
@@ -313,10 +324,20 @@ impl<'g> Call<'g> {
                 "this is a sandbox token; sandbox tokens are accepted only where the sandbox identity provider is configured",
             ));
         }
-        // The identity provider's own budget (VNeID is the fragile one).
+        // The identity provider's own budget (VNeID is the fragile one), and
+        // its breaker.
         self.upstream_permit(identity)?;
-        let principal =
-            identity.adapter.authenticate(&BearerToken::new(token)).await.map_err(|e| self.fail(identity, e))?;
+        let breaker = self.gateway.breaker(&identity.instance);
+        if let Some(b) = breaker
+            && let Err(wait) = b.admit()
+        {
+            return Err(self.fail(identity, circuit_open(&identity.instance, wait)));
+        }
+        let result = identity.adapter.authenticate(&BearerToken::new(token)).await;
+        if let Some(b) = breaker {
+            b.record(result.as_ref().map(|_| ()));
+        }
+        let principal = result.map_err(|e| self.fail(identity, e))?;
         let level = match principal.identity_level {
             lienthong_adapter_core::api::IdentityLevel::IdentityLevel2 => 2,
             _ => 1,
@@ -364,11 +385,25 @@ impl<'g> Call<'g> {
         // Only calls that reach the upstream spend its budget; over it, the
         // cache may still answer stale.
         let (limits, instance, method) = (self.gateway.limits.clone(), routed.instance.clone(), self.method);
+        let breaker = self.gateway.breaker(&routed.instance).cloned();
         let fill = move || -> crate::cache::FillFuture<T> {
-            match limits.check_upstream(&instance, method) {
-                Ok(()) => fill(),
-                Err(wait) => Box::pin(std::future::ready(Err(upstream_busy(&instance, wait)))),
+            if let Err(wait) = limits.check_upstream(&instance, method) {
+                return Box::pin(std::future::ready(Err(upstream_busy(&instance, wait))));
             }
+            // A broken upstream fails fast instead of piling up calls.
+            if let Some(b) = &breaker
+                && let Err(wait) = b.admit()
+            {
+                return Box::pin(std::future::ready(Err(circuit_open(&instance, wait))));
+            }
+            let call = fill();
+            Box::pin(async move {
+                let result = call.await;
+                if let Some(b) = breaker {
+                    b.record(result.as_ref().map(|_| ()));
+                }
+                result
+            })
         };
         let Some(policy) = self.gateway.cache_config.policy(self.method.rpc_name()) else {
             return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
@@ -420,6 +455,15 @@ fn upstream_busy(instance: &str, wait: Duration) -> lienthong_adapter_core::Adap
     lienthong_adapter_core::AdapterError::new(
         lienthong_adapter_core::ErrorKind::RateLimited,
         format!("the upstream of {instance} is at its request budget; retry later"),
+    )
+    .with_retry_after(wait)
+}
+
+/// The error of a call refused by an open circuit breaker.
+fn circuit_open(instance: &str, wait: Duration) -> lienthong_adapter_core::AdapterError {
+    lienthong_adapter_core::AdapterError::new(
+        lienthong_adapter_core::ErrorKind::Unavailable,
+        format!("the upstream of {instance} is failing; its circuit breaker is open"),
     )
     .with_retry_after(wait)
 }

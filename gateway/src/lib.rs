@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod except_paths;
