@@ -21,22 +21,37 @@ type WatchStream = Pin<Box<dyn futures_util::Stream<Item = Result<api::WatchDoss
 
 #[tonic::async_trait]
 impl PublicServicesService for Bare {
-    async fn get_procedure(&self, _: Request<api::GetProcedureRequest>) -> Result<Response<api::GetProcedureResponse>, Status> {
+    async fn get_procedure(
+        &self,
+        _: Request<api::GetProcedureRequest>,
+    ) -> Result<Response<api::GetProcedureResponse>, Status> {
         Ok(Response::new(self.procedure.clone()))
     }
-    async fn list_agencies(&self, _: Request<api::ListAgenciesRequest>) -> Result<Response<api::ListAgenciesResponse>, Status> {
+    async fn list_agencies(
+        &self,
+        _: Request<api::ListAgenciesRequest>,
+    ) -> Result<Response<api::ListAgenciesResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
     async fn get_agency(&self, _: Request<api::GetAgencyRequest>) -> Result<Response<api::GetAgencyResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
-    async fn list_procedures(&self, _: Request<api::ListProceduresRequest>) -> Result<Response<api::ListProceduresResponse>, Status> {
+    async fn list_procedures(
+        &self,
+        _: Request<api::ListProceduresRequest>,
+    ) -> Result<Response<api::ListProceduresResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
-    async fn get_dossier(&self, _: Request<api::GetDossierRequest>) -> Result<Response<api::GetDossierResponse>, Status> {
+    async fn get_dossier(
+        &self,
+        _: Request<api::GetDossierRequest>,
+    ) -> Result<Response<api::GetDossierResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
-    async fn list_my_dossiers(&self, _: Request<api::ListMyDossiersRequest>) -> Result<Response<api::ListMyDossiersResponse>, Status> {
+    async fn list_my_dossiers(
+        &self,
+        _: Request<api::ListMyDossiersRequest>,
+    ) -> Result<Response<api::ListMyDossiersResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
     type WatchDossierStream = WatchStream;

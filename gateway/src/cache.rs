@@ -19,7 +19,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use lienthong_adapter_core::{AdapterError, ErrorKind, Method};
@@ -97,18 +96,26 @@ pub struct Cached<T> {
     pub age: Duration,
 }
 
-/// A stored answer: the encoded response, or a remembered NOT_FOUND.
-#[derive(Debug)]
+/// A stored answer: the decoded response (so a hit is a clone, not a
+/// decode and re-encode), or a remembered NOT_FOUND.
 struct Entry {
-    answer: Result<Bytes, AdapterError>,
+    answer: Result<Arc<dyn std::any::Any + Send + Sync>, AdapterError>,
+    /// The answer's encoded size, for the byte bound.
+    size: usize,
     stored: Instant,
     lifetime: Duration,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry").field("size", &self.size).field("stored", &self.stored).finish_non_exhaustive()
+    }
 }
 
 impl Entry {
     fn weight(&self, key: &[u8]) -> u32 {
         let body = match &self.answer {
-            Ok(b) => b.len(),
+            Ok(_) => self.size,
             Err(e) => e.message().len(),
         };
         u32::try_from(key.len() + body + 64).unwrap_or(u32::MAX)
@@ -172,7 +179,7 @@ impl ResponseCache {
         fill: impl FnOnce() -> FillFuture<T>,
     ) -> Result<Cached<T>, AdapterError>
     where
-        T: Message + Default + Send + 'static,
+        T: Message + Default + Clone + Send + Sync + 'static,
     {
         let key: Key = key.into();
         let mut fallback = None;
@@ -210,7 +217,7 @@ impl ResponseCache {
     /// Joins the running fill of `key`, or starts one as a detached task.
     fn start_fill<T>(&self, key: Key, policy: CachePolicy, fill: impl FnOnce() -> FillFuture<T>) -> (Fill, bool)
     where
-        T: Message + Default + Send + 'static,
+        T: Message + Default + Clone + Send + Sync + 'static,
     {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(running) = inflight.get(&key) {
@@ -223,11 +230,14 @@ impl ResponseCache {
         let task = tokio::spawn(async move {
             let result = future.await;
             let entry = match result {
-                Ok(v) => {
-                    Entry { answer: Ok(v.encode_to_vec().into()), stored: Instant::now(), lifetime: policy.lifetime() }
-                }
+                Ok(v) => Entry {
+                    size: v.encoded_len(),
+                    answer: Ok(Arc::new(v)),
+                    stored: Instant::now(),
+                    lifetime: policy.lifetime(),
+                },
                 Err(e) if e.kind() == ErrorKind::NotFound && !policy.negative_ttl.is_zero() => {
-                    Entry { answer: Err(e), stored: Instant::now(), lifetime: policy.negative_ttl }
+                    Entry { size: 0, answer: Err(e), stored: Instant::now(), lifetime: policy.negative_ttl }
                 }
                 Err(e) => {
                     registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
@@ -250,9 +260,15 @@ impl ResponseCache {
     }
 }
 
-fn decode<T: Message + Default>(bytes: &Bytes, freshness: Freshness, age: Duration) -> Result<Cached<T>, AdapterError> {
-    let value = T::decode(bytes.clone())
-        .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("a cached answer does not decode: {e}")))?;
+fn decode<T: Clone + 'static>(
+    stored: &Arc<dyn std::any::Any + Send + Sync>,
+    freshness: Freshness,
+    age: Duration,
+) -> Result<Cached<T>, AdapterError> {
+    let value = stored
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "a cached answer has another type"))?;
     Ok(Cached { value, freshness, age })
 }
 

@@ -380,7 +380,7 @@ impl<'g> Call<'g> {
         fill: impl FnOnce() -> crate::cache::FillFuture<T>,
     ) -> Result<Answer<T>, Status>
     where
-        T: prost::Message + Default + Send + 'static,
+        T: prost::Message + Default + Clone + Send + Sync + 'static,
     {
         // Only calls that reach the upstream spend its budget; over it, the
         // cache may still answer stale.
