@@ -183,16 +183,20 @@ impl HealthcareAdapter for Gate {
     }
 }
 
+/// Registers `adapter` as the healthcare-only adapter kind `kind`.
 #[derive(Debug)]
-struct GateFactory(Arc<Gate>);
+struct HealthcareOnly {
+    kind: &'static str,
+    adapter: Arc<dyn HealthcareAdapter>,
+}
 
 #[async_trait]
-impl AdapterFactory for GateFactory {
+impl AdapterFactory for HealthcareOnly {
     fn kind(&self) -> &'static str {
-        "gate"
+        self.kind
     }
     fn description(&self) -> &'static str {
-        "test adapter that holds calls"
+        "a test healthcare adapter"
     }
     fn families(&self) -> &'static [Family] {
         &[Family::Healthcare]
@@ -201,7 +205,7 @@ impl AdapterFactory for GateFactory {
         Vec::new()
     }
     async fn build(&self, _: BuildContext) -> Result<AdapterSet, AdapterError> {
-        Ok(AdapterSet { healthcare: Some(self.0.clone()), ..Default::default() })
+        Ok(AdapterSet { healthcare: Some(self.adapter.clone()), ..Default::default() })
     }
 }
 
@@ -212,7 +216,7 @@ async fn gated(drain_timeout: &str) -> (TestGateway, Arc<Gate>) {
 async fn gated_with(drain_timeout: &str, server_extra: &str) -> (TestGateway, Arc<Gate>) {
     let gate = Arc::new(Gate::default());
     let mut registry = lienthong::server::adapter_registry();
-    registry.register(Arc::new(GateFactory(gate.clone())));
+    registry.register(Arc::new(HealthcareOnly { kind: "gate", adapter: gate.clone() }));
     let toml = lienthong::config::SANDBOX_DEFAULT
         .replace("healthcare = \"sandbox\"", "healthcare = \"gate\"")
         .replace("drain_timeout = \"10s\"", &format!("drain_timeout = \"{drain_timeout}\"\n{server_extra}"))
@@ -332,33 +336,11 @@ impl HealthcareAdapter for Down {
     }
 }
 
-#[derive(Debug)]
-struct DownFactory(Arc<Down>);
-
-#[async_trait]
-impl AdapterFactory for DownFactory {
-    fn kind(&self) -> &'static str {
-        "down"
-    }
-    fn description(&self) -> &'static str {
-        "test adapter whose upstream is down"
-    }
-    fn families(&self) -> &'static [Family] {
-        &[Family::Healthcare]
-    }
-    fn validate(&self, _: &serde_json::Value) -> Vec<String> {
-        Vec::new()
-    }
-    async fn build(&self, _: BuildContext) -> Result<AdapterSet, AdapterError> {
-        Ok(AdapterSet { healthcare: Some(self.0.clone()), ..Default::default() })
-    }
-}
-
 #[tokio::test]
 async fn a_failing_upstream_opens_its_breaker_and_calls_fail_fast() {
     let down = Arc::new(Down::default());
     let mut registry = lienthong::server::adapter_registry();
-    registry.register(Arc::new(DownFactory(down.clone())));
+    registry.register(Arc::new(HealthcareOnly { kind: "down", adapter: down.clone() }));
     let toml = lienthong::config::SANDBOX_DEFAULT.replace("healthcare = \"sandbox\"", "healthcare = \"down\"")
         + "\n[adapters.down]\nkind = \"down\"\n\n[breaker]\nfailures_to_open = 3\nopen_for = \"1h\"\n";
     let gw = TestGateway::start(Config::from_toml(&toml).unwrap(), registry).await;
