@@ -234,6 +234,13 @@ pub struct OwnedDossier {
     pub owner: CitizenId,
 }
 
+/// Whether no change can follow a dossier `status` (national statuses 3
+/// rejected, 7 withdrawn, 8 stopped, 10 result returned).
+pub fn is_final_status(status: api::DossierStatus) -> bool {
+    use api::DossierStatus::*;
+    matches!(status, Rejected | Withdrawn | Stopped | ResultReturned)
+}
+
 /// A stream of dossier states, as returned by
 /// [`PublicServicesAdapter::watch_dossier`].
 pub type DossierStream = BoxStream<'static, Result<OwnedDossier, AdapterError>>;

@@ -33,7 +33,7 @@ pub use error::{AdapterError, ErrorKind};
 pub use families::{
     AdapterSet, CallContext, ConstructionAdapter, DemoCitizen, DemoIdentityIssuer, DossierStream, EducationAdapter,
     HealthcareAdapter, IdentityAdapter, IssuedToken, OwnedDossier, PublicServicesAdapter, TransportAdapter,
-    WebhookReceiver,
+    WebhookReceiver, is_final_status,
 };
 pub use registry::{AdapterFactory, AdapterRegistry, BuildContext, UnknownAdapterKind};
 

@@ -8,6 +8,18 @@ use prost::Message;
 
 use crate::AdapterError;
 
+/// A list request with its paging fields (`page_size`, `page_token`)
+/// cleared: the filters a page token is bound to.
+#[macro_export]
+macro_rules! filters_of {
+    ($req:expr) => {{
+        let mut f = $req.clone();
+        f.page_size = 0;
+        f.page_token.clear();
+        f
+    }};
+}
+
 /// The page size used when a request says 0.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 /// The largest page size served.

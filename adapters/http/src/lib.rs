@@ -17,6 +17,16 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// The name of a protobuf enum value without its prefix, as upstream query
+/// parameters carry it (`FACILITY_TYPE_PHARMACY` → `PHARMACY`); empty for 0
+/// (unspecified) and for unknown values.
+pub fn enum_value_name<E: TryFrom<i32>>(value: i32, name: fn(&E) -> &'static str, prefix: &str) -> String {
+    match E::try_from(value) {
+        Ok(e) if value != 0 => name(&e).strip_prefix(prefix).unwrap_or_default().to_owned(),
+        _ => String::new(),
+    }
+}
+
 /// One upstream: its client, its names, and its timeout.
 #[derive(Debug, Clone)]
 pub struct Upstream {

@@ -27,7 +27,8 @@ use tokio::sync::broadcast::error::RecvError;
 pub use config::{RegistryConfig, UpdateMode, UpdatesConfig};
 pub use updates::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-use lienthong_adapter_http::Upstream;
+use lienthong_adapter_core::filters_of;
+use lienthong_adapter_http::{Upstream, enum_value_name};
 
 use crate::portal::{Page, Portal, PortalAgency, PortalDossier, PortalProcedure};
 use crate::updates::{Hub, WebhookVerifier};
@@ -54,21 +55,11 @@ impl Drop for RegistryAdapter {
     }
 }
 
-/// The request with its paging fields cleared.
+/// The page window of a list request, bound to its filters.
 macro_rules! window {
-    ($req:expr) => {{
-        let mut f = $req.clone();
-        f.page_size = 0;
-        f.page_token.clear();
-        PageWindow::resolve($req.page_size, &$req.page_token, &f)?
-    }};
-}
-
-fn enum_name<E: TryFrom<i32>>(value: i32, name: fn(&E) -> &'static str, prefix: &str) -> String {
-    match E::try_from(value) {
-        Ok(e) if value != 0 => name(&e).strip_prefix(prefix).unwrap_or_default().to_owned(),
-        _ => String::new(),
-    }
+    ($req:expr) => {
+        PageWindow::resolve($req.page_size, &$req.page_token, &filters_of!($req))?
+    };
 }
 
 impl RegistryAdapter {
@@ -106,7 +97,10 @@ impl PublicServicesAdapter for RegistryAdapter {
     ) -> Result<api::ListAgenciesResponse, AdapterError> {
         let window = window!(req);
         let mut query = Self::offset_query(&window);
-        query.push(("level", enum_name(req.level, api::AdministrativeLevel::as_str_name, "ADMINISTRATIVE_LEVEL_")));
+        query.push((
+            "level",
+            enum_value_name(req.level, api::AdministrativeLevel::as_str_name, "ADMINISTRATIVE_LEVEL_"),
+        ));
         query.push(("ward_code", req.ward_code.clone()));
         query.push(("q", req.text.trim().to_owned()));
         let page: Page<PortalAgency> = self.portal.get("agencies", "/agencies", &query, None, ctx.deadline).await?;
@@ -134,8 +128,11 @@ impl PublicServicesAdapter for RegistryAdapter {
         query.push(("q", req.text.trim().to_owned()));
         query.push(("field", req.field.clone()));
         query.push(("agency", req.agency_code.clone()));
-        query.push(("level", enum_name(req.level, api::AdministrativeLevel::as_str_name, "ADMINISTRATIVE_LEVEL_")));
-        query.push(("online_level", enum_name(req.online_level, api::OnlineLevel::as_str_name, "ONLINE_LEVEL_")));
+        query.push((
+            "level",
+            enum_value_name(req.level, api::AdministrativeLevel::as_str_name, "ADMINISTRATIVE_LEVEL_"),
+        ));
+        query.push(("online_level", enum_value_name(req.online_level, api::OnlineLevel::as_str_name, "ONLINE_LEVEL_")));
         let page: Page<PortalProcedure> =
             self.portal.get("procedures", "/procedures", &query, None, ctx.deadline).await?;
         let n = page.items.len().min(window.size);

@@ -186,12 +186,6 @@ impl PortalProcedure {
     }
 }
 
-/// Whether no change can follow `status`.
-pub(crate) fn is_final(status: i32) -> bool {
-    use api::DossierStatus::*;
-    [Rejected, Withdrawn, Stopped, ResultReturned].iter().any(|s| *s as i32 == status)
-}
-
 impl PortalDossier {
     pub(crate) fn into_api(self) -> Result<OwnedDossier, AdapterError> {
         let owner =
@@ -217,7 +211,7 @@ impl PortalDossier {
                 history,
                 view: api::DossierView::Owner as i32,
                 applicant: Some(api::Applicant { full_name: self.applicant_name, masked_id_number: owner.masked() }),
-                r#final: is_final(status as i32),
+                r#final: lienthong_adapter_core::is_final_status(status),
             },
             owner,
         })

@@ -5,7 +5,9 @@ use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, Constructi
 
 use crate::Sandbox;
 use crate::calendar;
-use crate::listing::{ListQuery, filters_of, list};
+use lienthong_adapter_core::filters_of;
+
+use crate::listing::{ListQuery, list};
 
 #[async_trait]
 impl ConstructionAdapter for Sandbox {

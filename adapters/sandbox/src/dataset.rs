@@ -669,7 +669,7 @@ fn load_dossiers(
                 && submitted.is_some()
                 && timeline.len() == r.timeline.len()
                 && (1..=timeline.len()).contains(&r.done)
-                && timeline.last().is_some_and(|s| crate::public_services::is_final(*s));
+                && timeline.last().is_some_and(|s| lienthong_adapter_core::is_final_status(*s));
             c.problems.check(ok, || format!("dossiers.json: {id}: needs a known owner, procedure ({}), agency ({}) and a timeline of national statuses ending final", r.procedure, r.agency));
             let (owner, procedure, agency) = (owner?, procedure?, agency?);
             if !ok {

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, Family, HealthcareAdapter, api};
 
 use crate::Sandbox;
-use crate::listing::{ListQuery, filters_of, list};
+use lienthong_adapter_core::filters_of;
+
+use crate::listing::{ListQuery, list};
 
 #[async_trait]
 impl HealthcareAdapter for Sandbox {

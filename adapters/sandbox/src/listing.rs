@@ -71,14 +71,3 @@ pub(crate) fn list<T: Clone>(
     let (page, next_page_token) = query.window.slice(&selected);
     Page { items: page, next_page_token, total_size: selected.len() as i32 }
 }
-
-/// The request with its paging fields cleared: what a page token is bound to.
-macro_rules! filters_of {
-    ($req:expr) => {{
-        let mut f = $req.clone();
-        f.page_size = 0;
-        f.page_token.clear();
-        f
-    }};
-}
-pub(crate) use filters_of;

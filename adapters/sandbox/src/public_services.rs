@@ -12,13 +12,9 @@ use tokio::time::Instant;
 use crate::Sandbox;
 use crate::calendar;
 use crate::dataset::DossierPlan;
-use crate::listing::{ListQuery, filters_of, list};
+use lienthong_adapter_core::{filters_of, is_final_status};
 
-/// Whether no change can follow `status`.
-pub(crate) fn is_final(status: api::DossierStatus) -> bool {
-    use api::DossierStatus::*;
-    matches!(status, Rejected | Withdrawn | Stopped | ResultReturned)
-}
+use crate::listing::{ListQuery, list};
 
 fn note(status: api::DossierStatus) -> &'static str {
     use api::DossierStatus::*;
@@ -97,7 +93,7 @@ impl DossierClock {
             .collect();
         let status = plan.timeline[steps - 1];
         d.status = status as i32;
-        d.r#final = is_final(status);
+        d.r#final = is_final_status(status);
         if let Some(i) = plan.timeline[..steps].iter().position(|s| *s == api::DossierStatus::Received) {
             let received = self.status_time(plan, i);
             d.received_time = Some(calendar::timestamp(received));
@@ -236,7 +232,7 @@ impl PublicServicesAdapter for Sandbox {
             async move {
                 let steps = match shown {
                     None => first,
-                    Some(s) if s >= plan.timeline.len() || is_final(plan.timeline[s - 1]) => return None,
+                    Some(s) if s >= plan.timeline.len() || is_final_status(plan.timeline[s - 1]) => return None,
                     Some(s) => {
                         tokio::time::sleep_until(clock.step_at(&plan, s - plan.done)).await;
                         s + 1

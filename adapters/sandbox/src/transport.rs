@@ -7,7 +7,9 @@ use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, Family, Tr
 
 use crate::Sandbox;
 use crate::calendar::VN_OFFSET_SECS;
-use crate::listing::{ListQuery, filters_of, list};
+use lienthong_adapter_core::filters_of;
+
+use crate::listing::{ListQuery, list};
 
 const DEFAULT_ARRIVALS: usize = 10;
 const MAX_ARRIVALS: usize = 50;

@@ -28,7 +28,8 @@ use serde::Deserialize;
 
 pub use config::{DatasetConfig, OAuthConfig, PagingConfig, PagingStyle, WarehouseConfig};
 
-use lienthong_adapter_http::Upstream;
+use lienthong_adapter_core::filters_of;
+use lienthong_adapter_http::{Upstream, enum_value_name};
 
 use crate::core::{PageAsk, Warehouse};
 use crate::records::{Record, schema};
@@ -61,23 +62,6 @@ struct ListCall<'a, T> {
     build: fn(&Record<'_>, &str) -> Result<T, AdapterError>,
     /// The record's location and distance slot, for datasets with near search.
     located: Option<Locate<T>>,
-}
-
-/// The request with its paging fields cleared: what a page token is bound to.
-macro_rules! fingerprint_of {
-    ($req:expr) => {{
-        let mut f = $req.clone();
-        f.page_size = 0;
-        f.page_token.clear();
-        paging::filters_fingerprint(&f)
-    }};
-}
-
-fn enum_name<E: TryFrom<i32>>(value: i32, name: fn(&E) -> &'static str, prefix: &str) -> String {
-    match E::try_from(value) {
-        Ok(e) if value != 0 => name(&e).strip_prefix(prefix).unwrap_or_default().to_owned(),
-        _ => String::new(),
-    }
 }
 
 impl WarehouseAdapter {
@@ -196,13 +180,13 @@ impl HealthcareAdapter for WarehouseAdapter {
             dataset: "facilities",
             filters: vec![
                 ("ward_code", req.ward_code.clone()),
-                ("type", enum_name(req.r#type, api::FacilityType::as_str_name, "FACILITY_TYPE_")),
+                ("type", enum_value_name(req.r#type, api::FacilityType::as_str_name, "FACILITY_TYPE_")),
                 ("text", req.text.trim().to_owned()),
             ],
             near: req.near.as_ref(),
             page_size: req.page_size,
             page_token: &req.page_token,
-            fingerprint: fingerprint_of!(req),
+            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::facility,
             located: Some(|f| (f.location, &mut f.distance_meters)),
         };
@@ -234,14 +218,14 @@ impl EducationAdapter for WarehouseAdapter {
             dataset: "schools",
             filters: vec![
                 ("ward_code", req.ward_code.clone()),
-                ("level", enum_name(req.level, api::SchoolLevel::as_str_name, "SCHOOL_LEVEL_")),
-                ("ownership", enum_name(req.ownership, api::Ownership::as_str_name, "OWNERSHIP_")),
+                ("level", enum_value_name(req.level, api::SchoolLevel::as_str_name, "SCHOOL_LEVEL_")),
+                ("ownership", enum_value_name(req.ownership, api::Ownership::as_str_name, "OWNERSHIP_")),
                 ("text", req.text.trim().to_owned()),
             ],
             near: req.near.as_ref(),
             page_size: req.page_size,
             page_token: &req.page_token,
-            fingerprint: fingerprint_of!(req),
+            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::school,
             located: Some(|s| (s.location, &mut s.distance_meters)),
         };
@@ -269,14 +253,17 @@ impl ConstructionAdapter for WarehouseAdapter {
             dataset: "housing_projects",
             filters: vec![
                 ("ward_code", req.ward_code.clone()),
-                ("status", enum_name(req.status, api::HousingProjectStatus::as_str_name, "HOUSING_PROJECT_STATUS_")),
+                (
+                    "status",
+                    enum_value_name(req.status, api::HousingProjectStatus::as_str_name, "HOUSING_PROJECT_STATUS_"),
+                ),
                 ("investor", req.investor.trim().to_owned()),
                 ("text", req.text.trim().to_owned()),
             ],
             near: None,
             page_size: req.page_size,
             page_token: &req.page_token,
-            fingerprint: fingerprint_of!(req),
+            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::housing_project,
             located: None,
         };
@@ -310,7 +297,7 @@ impl TransportAdapter for WarehouseAdapter {
             near: req.near.as_ref(),
             page_size: req.page_size,
             page_token: &req.page_token,
-            fingerprint: fingerprint_of!(req),
+            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::traffic_camera,
             located: Some(|c| (c.location, &mut c.distance_meters)),
         };

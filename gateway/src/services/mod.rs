@@ -19,16 +19,13 @@ pub use sandbox::SandboxIdentityApi;
 pub use transport::TransportApi;
 
 use tonic::Response;
-use tonic::metadata::MetadataValue;
 
 /// Response metadata saying how fresh the answer is.
 pub const CACHE_HEADER: &str = "x-lienthong-cache";
 
 /// Wraps a message, marking it as fetched from the adapter just now.
 pub(crate) fn fresh<T>(message: T) -> Response<T> {
-    let mut r = Response::new(message);
-    r.metadata_mut().insert(CACHE_HEADER, MetadataValue::from_static("bypass"));
-    r
+    crate::gateway::Answer { value: message, freshness: None }.into_response()
 }
 
 /// Calls an adapter through the response cache: `via_cache!(call, routed,
