@@ -1,6 +1,7 @@
-//! Compiles the public API (`lienthong.v1`) and the sandbox helper API
-//! (`lienthong.sandbox.v1`) with the vendored `protoc`, and writes one file
-//! descriptor set that the gateway serves through gRPC reflection.
+//! Compiles the public API (`lienthong.v1`), the sandbox helper API
+//! (`lienthong.sandbox.v1`) and the operators' API (`lienthong.admin.v1`)
+//! with the vendored `protoc`, and writes one file descriptor set that the
+//! gateway serves through gRPC reflection.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ const PROTOS: &[&str] = &[
     "lienthong/v1/construction.proto",
     "lienthong/v1/public_services.proto",
     "lienthong/sandbox/v1/sandbox.proto",
+    "lienthong/admin/v1/admin.proto",
 ];
 
 const ADAPTER_PROTO: &str = "lienthong/adapter/v1/adapter.proto";

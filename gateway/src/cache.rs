@@ -145,17 +145,84 @@ impl std::fmt::Debug for ResponseCache {
     }
 }
 
-/// Builds a cache key. `scope` is empty for public data and identifies the
-/// citizen for personal data.
-pub fn key(province: &str, instance: &str, method: Method, scope: &str, request: &impl Message) -> Vec<u8> {
-    let mut k = Vec::with_capacity(64);
-    for part in [province, instance, method.full_name(), scope] {
-        k.extend_from_slice(part.as_bytes());
+/// Builds a cache key: province, adapter instance, method and scope, each
+/// ended by a 0 byte, then the request's encoding. `scope` is empty for
+/// public data and the citizen's pseudonym ([`CitizenScopes`]) for personal
+/// data.
+pub fn key(province: &str, instance: &str, method: Method, scope: &[u8], request: &impl Message) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64 + request.encoded_len());
+    for part in [province.as_bytes(), instance.as_bytes(), method.full_name().as_bytes(), scope] {
+        k.extend_from_slice(part);
         k.push(0);
     }
     request.encode(&mut k).unwrap_or_default();
     k
 }
+
+/// The parts of a cache key, as [`key`] wrote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyParts<'k> {
+    /// The province.
+    pub province: &'k [u8],
+    /// The adapter instance.
+    pub instance: &'k [u8],
+    /// The method's full name.
+    pub method: &'k [u8],
+    /// The scope: empty for public data.
+    pub scope: &'k [u8],
+    /// The request's encoding.
+    pub request: &'k [u8],
+}
+
+impl<'k> KeyParts<'k> {
+    /// Splits a key; `None` when it was not made by [`key`].
+    pub fn parse(key: &'k [u8]) -> Option<Self> {
+        let mut parts = key.splitn(5, |b| *b == 0);
+        Some(Self {
+            province: parts.next()?,
+            instance: parts.next()?,
+            method: parts.next()?,
+            scope: parts.next()?,
+            request: parts.next()?,
+        })
+    }
+}
+
+/// Pseudonyms of citizens for cache keys: a keyed hash (HMAC-SHA-256 under a
+/// key drawn at start, 128 bits kept, hex), so keys hold no ID number and one
+/// citizen's key can never equal another's in practice.
+pub struct CitizenScopes {
+    key: aws_lc_rs::hmac::Key,
+}
+
+impl std::fmt::Debug for CitizenScopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CitizenScopes(..)")
+    }
+}
+
+impl CitizenScopes {
+    /// Draws a fresh key.
+    pub fn new() -> anyhow::Result<Self> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| anyhow::anyhow!("no randomness for the cache's citizen pseudonyms"))?;
+        Ok(Self { key })
+    }
+
+    /// The scope of `citizen`'s personal data.
+    pub fn scope(&self, citizen: &lienthong_adapter_core::CitizenId) -> [u8; 32] {
+        let tag = aws_lc_rs::hmac::sign(&self.key, citizen.expose().as_bytes());
+        let mut hex = [0u8; 32];
+        for (i, b) in tag.as_ref().iter().take(16).enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        hex
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The future a fill runs.
 pub type FillFuture<T> = Pin<Box<dyn Future<Output = Result<T, AdapterError>> + Send>>;
@@ -169,6 +236,29 @@ impl ResponseCache {
             .expire_after(EntryExpiry)
             .build();
         Self { store, inflight: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Removes every entry whose key `matches`; returns how many.
+    pub async fn invalidate(&self, matches: impl Fn(&KeyParts<'_>) -> bool) -> u64 {
+        let mut removed = 0;
+        let doomed: Vec<Key> = self
+            .store
+            .iter()
+            .filter(|(k, _)| KeyParts::parse(k).is_some_and(|p| matches(&p)))
+            .map(|(k, _)| Key::clone(&k))
+            .collect();
+        for k in doomed {
+            if self.store.remove(&k).await.is_some() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Entries and weighted bytes held now (after pending housekeeping).
+    pub async fn usage(&self) -> (u64, u64) {
+        self.store.run_pending_tasks().await;
+        (self.store.entry_count(), self.store.weighted_size())
     }
 
     /// The answer for `key` under `policy`, from the cache or from `fill`.
@@ -311,7 +401,7 @@ mod tests {
     }
 
     fn k(scope: &str) -> Vec<u8> {
-        key("79", "sandbox", Method::ListFacilities, scope, &api::ListFacilitiesRequest::default())
+        key("79", "sandbox", Method::ListFacilities, scope.as_bytes(), &api::ListFacilitiesRequest::default())
     }
 
     #[tokio::test(start_paused = true)]
@@ -413,6 +503,59 @@ mod tests {
                 .unwrap_err();
         }
         assert_eq!(calls.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn invalidation_removes_exactly_the_matching_entries() {
+        let cache = ResponseCache::new(1 << 20);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let facility = |code: &str| api::GetFacilityRequest { facility_code: code.into() };
+        for (method, code) in [(Method::GetFacility, "79001"), (Method::GetFacility, "79002"), (Method::GetSchool, "x")]
+        {
+            let key = key("79", "sandbox", method, b"", &facility(code));
+            cache.get_or_fill(key, &POLICY, counted(&calls, 1, None)).await.unwrap();
+        }
+        let one = facility("79002").encode_to_vec();
+        let removed = cache
+            .invalidate(|p| p.method == Method::GetFacility.full_name().as_bytes() && p.request == one.as_slice())
+            .await;
+        assert_eq!(removed, 1);
+        assert_eq!(cache.usage().await.0, 2);
+        let again = cache.get_or_fill(
+            key("79", "sandbox", Method::GetFacility, b"", &facility("79001")),
+            &POLICY,
+            counted(&calls, 2, None),
+        );
+        assert_eq!(again.await.unwrap().freshness, Freshness::Hit);
+        let refetched = cache.get_or_fill(
+            key("79", "sandbox", Method::GetFacility, b"", &facility("79002")),
+            &POLICY,
+            counted(&calls, 2, None),
+        );
+        assert_eq!(refetched.await.unwrap().freshness, Freshness::Miss);
+        assert_eq!(cache.invalidate(|p| p.province == b"79").await, 3);
+        assert_eq!(cache.usage().await.0, 0);
+    }
+
+    #[test]
+    fn keys_split_back_into_their_parts_and_scopes_hide_the_citizen() {
+        let scopes = CitizenScopes::new().unwrap();
+        let lan = lienthong_adapter_core::CitizenId::parse("079190012345").unwrap();
+        let minh = lienthong_adapter_core::CitizenId::parse("079085004321").unwrap();
+        let scope = scopes.scope(&lan);
+        assert_eq!(scope, scopes.scope(&lan));
+        assert_ne!(scope, scopes.scope(&minh));
+        assert!(!String::from_utf8_lossy(&scope).contains("079190012345"));
+        let request = api::ListMyDossiersRequest { page_size: 5, ..Default::default() };
+        let k = key("79", "portal", Method::ListMyDossiers, &scope, &request);
+        let parts = KeyParts::parse(&k).unwrap();
+        assert_eq!(parts.province, b"79");
+        assert_eq!(parts.instance, b"portal");
+        assert_eq!(parts.method, Method::ListMyDossiers.full_name().as_bytes());
+        assert_eq!(parts.scope, scope);
+        assert_eq!(parts.request, request.encode_to_vec());
+        // A key from another scheme is not parsed.
+        assert!(KeyParts::parse(b"79\0x").is_none());
     }
 
     #[tokio::test(start_paused = true)]

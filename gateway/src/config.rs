@@ -72,6 +72,12 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Circuit breakers, one per adapter instance.
     pub breaker: crate::breaker::BreakerConfig,
+    /// Bulkheads, one per adapter instance.
+    pub bulkhead: crate::bulkhead::BulkheadConfig,
+    /// Retries of idempotent reads.
+    pub retry: crate::retry::RetryConfig,
+    /// The operators' API.
+    pub admin: crate::admin::AdminConfig,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -101,6 +107,11 @@ pub struct ServerConfig {
     /// Most requests in progress at once, across all connections; beyond it
     /// requests are answered UNAVAILABLE at once (health checks exempt).
     pub max_concurrent_requests: usize,
+    /// How long upstream work for a call may take when the caller sent no
+    /// `grpc-timeout` (a caller's deadline is always honoured; each adapter
+    /// also caps its own requests).
+    #[serde(with = "humantime_serde")]
+    pub default_deadline: Duration,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +123,7 @@ impl Default for ServerConfig {
             cors_allowed_origins: vec!["*".to_owned()],
             province_from_metadata: true,
             max_concurrent_requests: 1024,
+            default_deadline: Duration::from_secs(15),
         }
     }
 }
@@ -171,8 +183,19 @@ impl Default for CacheConfig {
     }
 }
 
-/// RPCs whose answers are public data and may be cached.
+/// RPCs whose answers are one citizen's personal data: cached per citizen
+/// (under a pseudonym), never shared.
+pub const PERSONAL: &[&str] = &["GetMyProfile", "ListMyDossiers"];
+
+/// RPCs whose answers come from identity: never served stale.
+pub const IDENTITY: &[&str] = &["GetMyProfile"];
+
+/// RPCs whose answers may be cached: public data, a dossier (its view is
+/// decided per caller after the cache), and personal data (per citizen).
 pub const CACHEABLE: &[&str] = &[
+    "GetMyProfile",
+    "ListMyDossiers",
+    "GetDossier",
     "ListFacilities",
     "GetFacility",
     "ListSchools",
@@ -206,6 +229,21 @@ impl CacheConfig {
     pub fn default_policy(rpc: &str) -> crate::cache::CachePolicy {
         let s = Duration::from_secs;
         match rpc {
+            // Identity is never stale.
+            "GetMyProfile" => crate::cache::CachePolicy::fresh_for(s(60)),
+            // Dossiers move: seconds fresh, a short stale-if-error.
+            "ListMyDossiers" => crate::cache::CachePolicy {
+                ttl: s(15),
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: s(120),
+                negative_ttl: Duration::ZERO,
+            },
+            "GetDossier" => crate::cache::CachePolicy {
+                ttl: s(10),
+                stale_while_revalidate: s(5),
+                stale_if_error: s(120),
+                negative_ttl: s(10),
+            },
             "ListArrivals" => crate::cache::CachePolicy {
                 ttl: s(20),
                 stale_while_revalidate: s(10),
@@ -274,7 +312,19 @@ pub struct AdapterInstanceConfig {
     pub options: serde_json::Map<String, serde_json::Value>,
 }
 
-const SECTIONS: &[&str] = &["server", "anonymous", "identity", "cache", "limits", "breaker", "provinces", "adapters"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "anonymous",
+    "identity",
+    "cache",
+    "limits",
+    "breaker",
+    "bulkhead",
+    "retry",
+    "admin",
+    "provinces",
+    "adapters",
+];
 
 impl Config {
     /// Reads `path` (or the embedded sandbox default when `None`), then
@@ -352,6 +402,16 @@ impl Config {
             section("breaker").is_some(),
             &mut errors,
         );
+        let bulkhead = extract_or_default::<crate::bulkhead::BulkheadConfig>(
+            &figment,
+            "bulkhead",
+            section("bulkhead").is_some(),
+            &mut errors,
+        );
+        let retry =
+            extract_or_default::<crate::retry::RetryConfig>(&figment, "retry", section("retry").is_some(), &mut errors);
+        let admin =
+            extract_or_default::<crate::admin::AdminConfig>(&figment, "admin", section("admin").is_some(), &mut errors);
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -374,7 +434,23 @@ impl Config {
                 }
             };
         }
-        (Some(Self { server, anonymous, identity, cache, limits, breaker, provinces, adapters, unparsed }), errors)
+        (
+            Some(Self {
+                server,
+                anonymous,
+                identity,
+                cache,
+                limits,
+                breaker,
+                bulkhead,
+                retry,
+                admin,
+                provinces,
+                adapters,
+                unparsed,
+            }),
+            errors,
+        )
     }
 
     /// Checks the configuration's meaning without I/O: every province code,
@@ -384,6 +460,9 @@ impl Config {
         let s = &self.server;
         if s.max_concurrent_requests == 0 {
             errors.push(ConfigError::new("server.max_concurrent_requests", "must be at least 1"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&s.default_deadline) {
+            errors.push(ConfigError::new("server.default_deadline", "must be between 100ms and 5m"));
         }
         if s.drain_timeout > Duration::from_secs(300) {
             errors.push(ConfigError::new("server.drain_timeout", "must be at most 5m"));
@@ -467,16 +546,33 @@ impl Config {
                     format!("{path}.ttl"),
                     "must be more than 0 (to stop caching, set cache.enabled = false)",
                 ));
+            } else if IDENTITY.contains(&rpc.as_str())
+                && !(policy.stale_while_revalidate.is_zero() && policy.stale_if_error.is_zero())
+            {
+                errors.push(ConfigError::new(
+                    path,
+                    "identity answers are never served stale: stale_while_revalidate and stale_if_error must be 0",
+                ));
             }
         }
-        if self.breaker.failures_to_open == 0 {
-            errors.push(ConfigError::new("breaker.failures_to_open", "must be at least 1"));
-        }
-        if self.breaker.open_for < Duration::from_secs(1) {
-            errors.push(ConfigError::new("breaker.open_for", "must be at least 1s"));
-        }
-        for (path, message) in self.limits.problems() {
+        let policy_problems = self
+            .breaker
+            .problems()
+            .into_iter()
+            .chain(self.bulkhead.problems())
+            .chain(self.retry.problems())
+            .chain(self.limits.problems())
+            .chain(self.admin.problems());
+        for (path, message) in policy_problems {
             errors.push(ConfigError::new(path, message));
+        }
+        for instance in self.bulkhead.per_instance.keys() {
+            if !self.adapters.contains_key(instance) {
+                errors.push(ConfigError::new(
+                    format!("bulkhead.per_instance.{instance}"),
+                    "no adapter instance of that name",
+                ));
+            }
         }
         for instance in self.limits.per_upstream.keys() {
             if !self.adapters.contains_key(instance) {

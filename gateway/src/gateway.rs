@@ -3,20 +3,24 @@
 //! to, the caller's access, and the citizen behind the token.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use lienthong_adapter_core::{
-    AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, ConstructionAdapter, DemoIdentityIssuer,
-    EducationAdapter, Family, HealthcareAdapter, IdentityAdapter, Method, Principal, PublicServicesAdapter,
-    TransportAdapter, WebhookReceiver, admin,
+    AdapterError, AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, ConstructionAdapter,
+    DemoIdentityIssuer, EducationAdapter, ErrorKind, Family, HealthcareAdapter, IdentityAdapter, Method, Principal,
+    PublicServicesAdapter, TransportAdapter, WebhookReceiver, admin,
 };
+use prost::Message;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::config::{AnonymousConfig, Config};
+use crate::guard::UpstreamGuard;
 use crate::status;
 
 /// Metadata naming the province a call is for.
@@ -54,15 +58,47 @@ pub struct ProvinceAdapters {
 #[derive(Debug)]
 pub struct Gateway {
     provinces: BTreeMap<String, ProvinceAdapters>,
-    breakers: BTreeMap<String, Arc<crate::breaker::Breaker>>,
+    guards: BTreeMap<String, Arc<UpstreamGuard>>,
+    kinds: BTreeMap<String, String>,
     limits: Arc<crate::limits::Limiters>,
     cache: crate::cache::ResponseCache,
     cache_config: crate::config::CacheConfig,
+    scopes: crate::cache::CitizenScopes,
+    admin: crate::admin::AdminAuth,
+    default_deadline: Duration,
     identity: crate::config::IdentityPolicy,
     webhooks: BTreeMap<String, Arc<dyn WebhookReceiver>>,
     anonymous: AnonymousConfig,
     province_from_metadata: bool,
     shutdown: watch::Receiver<bool>,
+}
+
+impl ProvinceAdapters {
+    /// The instance serving `family`, if any.
+    fn instance_of(&self, family: Family) -> Option<&str> {
+        let name = match family {
+            Family::Identity => self.identity.as_ref().map(|r| &r.instance),
+            Family::Healthcare => self.healthcare.as_ref().map(|r| &r.instance),
+            Family::Education => self.education.as_ref().map(|r| &r.instance),
+            Family::Transport => self.transport.as_ref().map(|r| &r.instance),
+            Family::Construction => self.construction.as_ref().map(|r| &r.instance),
+            Family::PublicServices => self.public_services.as_ref().map(|r| &r.instance),
+        };
+        name.map(String::as_str)
+    }
+}
+
+/// An adapter instance as operators see it.
+#[derive(Debug)]
+pub struct InstanceInfo<'g> {
+    /// Its name in config.
+    pub name: &'g str,
+    /// Its kind.
+    pub kind: &'g str,
+    /// The (province, family) pairs it serves.
+    pub routes: Vec<(&'g str, Family)>,
+    /// Its guard.
+    pub guard: &'g Arc<UpstreamGuard>,
 }
 
 fn routed<T: ?Sized>(adapter: &Option<Arc<T>>, instance: &str, kind: &str) -> Option<Routed<T>> {
@@ -116,16 +152,26 @@ impl Gateway {
             }
             provinces.insert(code.clone(), p);
         }
-        let breakers = built
+        let limits = Arc::new(crate::limits::Limiters::new(&config.limits));
+        let guards = built
             .keys()
-            .map(|name| ((*name).to_owned(), Arc::new(crate::breaker::Breaker::new(config.breaker))))
+            .map(|name| {
+                let bulkhead = crate::bulkhead::Bulkhead::new(config.bulkhead.limit(name), config.bulkhead.max_wait);
+                let guard = UpstreamGuard::new(name, config.breaker, bulkhead, config.retry, limits.clone());
+                ((*name).to_owned(), Arc::new(guard))
+            })
             .collect();
+        let kinds = built.iter().map(|(name, (_, kind))| ((*name).to_owned(), (*kind).to_owned())).collect();
         Ok(Self {
             provinces,
-            breakers,
-            limits: Arc::new(crate::limits::Limiters::new(&config.limits)),
+            guards,
+            kinds,
+            limits,
             cache: crate::cache::ResponseCache::new(config.cache.max_bytes),
             cache_config: config.cache.clone(),
+            scopes: crate::cache::CitizenScopes::new()?,
+            admin: crate::admin::AdminAuth::new(&config.admin),
+            default_deadline: config.server.default_deadline,
             identity: config.identity.clone(),
             webhooks,
             anonymous: config.anonymous.clone(),
@@ -144,9 +190,38 @@ impl Gateway {
         self.webhooks.get(instance)
     }
 
-    /// The circuit breaker of adapter instance `instance`.
-    pub fn breaker(&self, instance: &str) -> Option<&Arc<crate::breaker::Breaker>> {
-        self.breakers.get(instance)
+    /// The guard of adapter instance `instance`.
+    pub fn guard(&self, instance: &str) -> Option<&Arc<UpstreamGuard>> {
+        self.guards.get(instance)
+    }
+
+    /// Every adapter instance in use: name, kind, the provinces and families
+    /// it serves, and its guard.
+    pub fn instances(&self) -> Vec<InstanceInfo<'_>> {
+        self.guards
+            .iter()
+            .map(|(name, guard)| {
+                let mut routes = Vec::new();
+                for p in self.provinces.values() {
+                    for family in Family::ALL {
+                        if p.instance_of(family) == Some(name.as_str()) {
+                            routes.push((p.code.as_str(), family));
+                        }
+                    }
+                }
+                InstanceInfo { name, kind: self.kinds.get(name).map(String::as_str).unwrap_or_default(), routes, guard }
+            })
+            .collect()
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &crate::cache::ResponseCache {
+        &self.cache
+    }
+
+    /// Who may call the admin API.
+    pub fn admin(&self) -> &crate::admin::AdminAuth {
+        &self.admin
     }
 
     /// The rate limiters (for periodic compaction).
@@ -206,7 +281,7 @@ impl Gateway {
         // Registered apps arrive with app authentication; until then every
         // caller is the anonymous app.
         self.limits.check_app("anonymous", method)?;
-        let deadline = grpc_timeout(metadata).map(|d| tokio::time::Instant::now() + d);
+        let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
         Ok(Call {
             gateway: self,
             province,
@@ -324,20 +399,10 @@ impl<'g> Call<'g> {
                 "this is a sandbox token; sandbox tokens are accepted only where the sandbox identity provider is configured",
             ));
         }
-        // The identity provider's own budget (VNeID is the fragile one), and
-        // its breaker.
-        self.upstream_permit(identity)?;
-        let breaker = self.gateway.breaker(&identity.instance);
-        if let Some(b) = breaker
-            && let Err(wait) = b.admit()
-        {
-            return Err(self.fail(identity, circuit_open(&identity.instance, wait)));
-        }
-        let result = identity.adapter.authenticate(&BearerToken::new(token)).await;
-        if let Some(b) = breaker {
-            b.record(result.as_ref().map(|_| ()));
-        }
-        let principal = result.map_err(|e| self.fail(identity, e))?;
+        // Through the identity provider's guard: its own budget (VNeID is the
+        // fragile one), breaker, bulkhead and the caller's deadline.
+        let token = BearerToken::new(token);
+        let principal = self.guarded(identity, || identity.adapter.authenticate(&token)).await?;
         let level = match principal.identity_level {
             lienthong_adapter_core::api::IdentityLevel::IdentityLevel2 => 2,
             _ => 1,
@@ -358,57 +423,78 @@ impl<'g> Call<'g> {
         Ok(Some(principal))
     }
 
-    /// Spends one call of `routed`'s upstream budget, or RESOURCE_EXHAUSTED.
-    pub fn upstream_permit<A: ?Sized>(&self, routed: &Routed<A>) -> Result<(), Status> {
+    /// When this call's upstream work must end: the caller's deadline, or
+    /// `server.default_deadline` from now when the caller set none.
+    pub fn deadline(&self) -> Instant {
+        self.ctx.deadline.unwrap_or_else(|| Instant::now() + self.gateway.default_deadline)
+    }
+
+    fn guard_of<A: ?Sized>(&self, routed: &Routed<A>) -> Result<Arc<UpstreamGuard>, Status> {
         self.gateway
-            .limits
-            .check_upstream(&routed.instance, self.method)
-            .map_err(|wait| self.fail(routed, upstream_busy(&routed.instance, wait)))
+            .guards
+            .get(&routed.instance)
+            .cloned()
+            .ok_or_else(|| Status::internal("an adapter instance has no guard; this is a bug"))
     }
 
-    /// The cache key of this call's `request` to `routed` (public data: no
-    /// citizen scope).
-    pub fn cache_key<A: ?Sized>(&self, routed: &Routed<A>, request: &impl prost::Message) -> Vec<u8> {
-        crate::cache::key(&self.ctx.province, &routed.instance, self.method, "", request)
+    /// Calls `routed` once through its guard (no cache): upstream budget,
+    /// breaker, bulkhead, deadline, retries (every adapter method is an
+    /// idempotent read).
+    pub async fn guarded<A: ?Sized, T, F, Fut>(&self, routed: &Routed<A>, attempt: F) -> Result<T, Status>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, AdapterError>>,
+    {
+        let guard = self.guard_of(routed)?;
+        guard.call(self.method, self.deadline(), true, attempt).await.map_err(|e| self.fail(routed, e))
     }
 
-    /// The answer of `fill`, through the cache when this RPC has a policy.
-    pub async fn cached<A: ?Sized, T>(
+    /// The cache scope of this call: the citizen's pseudonym for personal
+    /// data, empty for public data.
+    fn cache_scope(&self) -> Result<Vec<u8>, Status> {
+        if !crate::config::PERSONAL.contains(&self.method.rpc_name()) {
+            return Ok(Vec::new());
+        }
+        let principal =
+            self.ctx.principal.as_ref().ok_or_else(|| {
+                Status::internal("personal data was about to be cached without a citizen; this is a bug")
+            })?;
+        Ok(self.gateway.scopes.scope(&principal.citizen_id).to_vec())
+    }
+
+    /// The answer of `attempt` (an adapter call), through the cache when this
+    /// RPC has a policy, and through the instance's guard whenever the
+    /// upstream is asked. Concurrent misses share one fill; each caller
+    /// waits for it only until its own deadline.
+    pub async fn cached<A: ?Sized, T, F>(
         &self,
         routed: &Routed<A>,
-        key: Vec<u8>,
-        fill: impl FnOnce() -> crate::cache::FillFuture<T>,
+        request: &impl Message,
+        attempt: F,
     ) -> Result<Answer<T>, Status>
     where
-        T: prost::Message + Default + Clone + Send + Sync + 'static,
+        T: Message + Default + Clone + Send + Sync + 'static,
+        F: Fn() -> crate::cache::FillFuture<T> + Send + Sync + 'static,
     {
-        // Only calls that reach the upstream spend its budget; over it, the
-        // cache may still answer stale.
-        let (limits, instance, method) = (self.gateway.limits.clone(), routed.instance.clone(), self.method);
-        let breaker = self.gateway.breaker(&routed.instance).cloned();
+        let (guard, method, deadline) = (self.guard_of(routed)?, self.method, self.deadline());
+        // Only fills reach the upstream, so only they spend its budget; over
+        // it, the cache may still answer stale.
         let fill = move || -> crate::cache::FillFuture<T> {
-            if let Err(wait) = limits.check_upstream(&instance, method) {
-                return Box::pin(std::future::ready(Err(upstream_busy(&instance, wait))));
-            }
-            // A broken upstream fails fast instead of piling up calls.
-            if let Some(b) = &breaker
-                && let Err(wait) = b.admit()
-            {
-                return Box::pin(std::future::ready(Err(circuit_open(&instance, wait))));
-            }
-            let call = fill();
-            Box::pin(async move {
-                let result = call.await;
-                if let Some(b) = breaker {
-                    b.record(result.as_ref().map(|_| ()));
-                }
-                result
-            })
+            Box::pin(async move { guard.call(method, deadline, true, attempt).await })
         };
-        let Some(policy) = self.gateway.cache_config.policy(self.method.rpc_name()) else {
+        let Some(policy) = self.gateway.cache_config.policy(method.rpc_name()) else {
             return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
         };
-        let cached = self.gateway.cache.get_or_fill(key, &policy, fill).await.map_err(|e| self.fail(routed, e))?;
+        let key = crate::cache::key(&self.ctx.province, &routed.instance, method, &self.cache_scope()?, request);
+        let cached = tokio::time::timeout_at(deadline, self.gateway.cache.get_or_fill(key, &policy, fill))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AdapterError::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!("the upstream of {} did not answer before the caller's deadline", routed.instance),
+                ))
+            })
+            .map_err(|e| self.fail(routed, e))?;
         Ok(Answer { value: cached.value, freshness: Some((cached.freshness, cached.age)) })
     }
 
@@ -448,22 +534,4 @@ impl<T> Answer<T> {
         }
         r
     }
-}
-
-/// The error of a call refused by an upstream's budget.
-fn upstream_busy(instance: &str, wait: Duration) -> lienthong_adapter_core::AdapterError {
-    lienthong_adapter_core::AdapterError::new(
-        lienthong_adapter_core::ErrorKind::RateLimited,
-        format!("the upstream of {instance} is at its request budget; retry later"),
-    )
-    .with_retry_after(wait)
-}
-
-/// The error of a call refused by an open circuit breaker.
-fn circuit_open(instance: &str, wait: Duration) -> lienthong_adapter_core::AdapterError {
-    lienthong_adapter_core::AdapterError::new(
-        lienthong_adapter_core::ErrorKind::Unavailable,
-        format!("the upstream of {instance} is failing; its circuit breaker is open"),
-    )
-    .with_retry_after(wait)
 }

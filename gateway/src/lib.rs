@@ -7,12 +7,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod breaker;
+pub mod bulkhead;
 pub mod cache;
 pub mod config;
 pub mod except_paths;
 pub mod gateway;
+pub mod guard;
 pub mod limits;
+pub mod retry;
 pub mod server;
 pub mod services;
 pub mod shed;

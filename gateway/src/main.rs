@@ -41,6 +41,9 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Make a new admin token: prints the token (give it to the operator) and
+    /// its SHA-256 digest (put it in `[admin] token_sha256`).
+    AdminToken,
 }
 
 fn init_logging(format: LogFormat) {
@@ -74,6 +77,21 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+fn admin_token() -> ExitCode {
+    match lienthong::admin::new_token() {
+        Ok(token) => {
+            println!("token:  {token}");
+            println!("digest: {}", lienthong::admin::digest_hex(&token));
+            eprintln!("keep the token secret; configure only the digest: [admin] token_sha256 = [\"<digest>\"]");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lienthong: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -101,6 +119,7 @@ async fn main() -> ExitCode {
     init_logging(cli.log);
     let config_path = match cli.command {
         Some(Command::CheckConfig { file }) => return check_config(&file),
+        Some(Command::AdminToken) => return admin_token(),
         Some(Command::Serve { config }) => config,
         None => std::env::var_os("LIENTHONG_CONFIG").map(PathBuf::from),
     };

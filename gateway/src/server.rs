@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use lienthong_adapter_core::AdapterRegistry;
+use lienthong_proto::admin::v1::admin_service_server::AdminServiceServer;
 use lienthong_proto::sandbox::v1::sandbox_identity_service_server::SandboxIdentityServiceServer;
 use lienthong_proto::v1::construction_service_server::ConstructionServiceServer;
 use lienthong_proto::v1::education_service_server::EducationServiceServer;
@@ -134,6 +135,8 @@ pub async fn serve_with_registry(
         .add_service(TransportServiceServer::new(TransportApi(gateway.clone())))
         .add_service(ConstructionServiceServer::new(ConstructionApi(gateway.clone())))
         .add_service(PublicServicesServiceServer::new(PublicServicesApi(gateway.clone())));
+    // Operators' API: cache invalidation, adapter instance state (token-gated).
+    router = router.add_service(AdminServiceServer::new(crate::admin::AdminApi(gateway.clone())));
     if gateway.has_demo_issuer() {
         router = router.add_service(SandboxIdentityServiceServer::new(SandboxIdentityApi(gateway.clone())));
     }

@@ -342,3 +342,35 @@ async fn citizens_over_their_rate_get_resource_exhausted_with_a_delay() {
     // Another citizen has their own budget.
     c.get_my_profile(authed(GetMyProfileRequest::default(), &minh)).await.unwrap();
 }
+
+#[tokio::test]
+async fn personal_answers_are_cached_per_citizen_and_never_shared() {
+    let gw = TestGateway::sandbox().await;
+    let (lan, minh) = (gw.token("lan").await, gw.token("minh").await);
+    let mut ps = PublicServicesServiceClient::new(gw.channel.clone());
+    let cache = |m: &tonic::metadata::MetadataMap| m.get("x-lienthong-cache").unwrap().to_str().unwrap().to_owned();
+
+    let first = ps.list_my_dossiers(authed(ListMyDossiersRequest::default(), &lan)).await.unwrap();
+    assert_eq!(cache(first.metadata()), "miss");
+    let again = ps.list_my_dossiers(authed(ListMyDossiersRequest::default(), &lan)).await.unwrap();
+    assert_eq!(cache(again.metadata()), "hit");
+    // The very same request from another citizen is not a hit: his own answer.
+    let his = ps.list_my_dossiers(authed(ListMyDossiersRequest::default(), &minh)).await.unwrap();
+    assert_eq!(cache(his.metadata()), "miss");
+    let (mine, his) = (again.into_inner(), his.into_inner());
+    assert_eq!((mine.total_size, his.total_size), (4, 2));
+    assert!(his.dossiers.iter().all(|d| d.applicant.as_ref().unwrap().full_name == "Trần Văn Minh"));
+
+    let mut id = IdentityServiceClient::new(gw.channel.clone());
+    let p1 = id.get_my_profile(authed(GetMyProfileRequest::default(), &lan)).await.unwrap();
+    let p2 = id.get_my_profile(authed(GetMyProfileRequest::default(), &lan)).await.unwrap();
+    let p3 = id.get_my_profile(authed(GetMyProfileRequest::default(), &minh)).await.unwrap();
+    assert_eq!(
+        (cache(p1.metadata()), cache(p2.metadata()), cache(p3.metadata())),
+        ("miss".into(), "hit".into(), "miss".into())
+    );
+    assert_eq!(p2.into_inner().profile.unwrap().full_name, "Nguyễn Thị Lan");
+    // A cached profile is masked like a fresh one.
+    let p3 = p3.into_inner().profile.unwrap();
+    assert_eq!((p3.full_name.as_str(), p3.id_number.as_str()), ("Trần Văn Minh", "********4321"));
+}

@@ -11,6 +11,7 @@ const BROKEN: &str = r#"
 [server]
 listen = "127.0.0.1:50051"
 drain_timeout = "10 minutes"
+default_deadline = "1ms"
 grpc_web = true
 cors_allowed_origins = ["app.example.vn"]
 
@@ -27,7 +28,19 @@ min_level = { ListMyDosiers = 2, GetMyProfile = 3 }
 
 [cache]
 max_bytes = 10
-policies = { GetMyProfile = { ttl = "1m" }, ListSchools = { ttl = "0s" } }
+policies = { GetMyProfile = { ttl = "1m", stale_if_error = "1h" }, WatchDossier = { ttl = "1m" }, ListSchools = { ttl = "0s" } }
+
+[breaker]
+failure_rate = 2.0
+
+[bulkhead]
+per_instance = { ghost = 4 }
+
+[retry]
+max_attempts = 0
+
+[admin]
+token_sha256 = ["hunter2"]
 
 [provinces."79"]
 identity = "sandbox"
@@ -95,7 +108,13 @@ fn every_problem_is_reported_with_its_path() {
     has(&errors, "server.cors_allowed_origins[0]", "is not an origin");
     has(&errors, "identity.min_level.ListMyDosiers", "not an RPC");
     has(&errors, "identity.min_level.GetMyProfile", "1 (basic) or 2 (verified)");
-    has(&errors, "cache.policies.GetMyProfile", "not a cacheable RPC");
+    has(&errors, "cache.policies.GetMyProfile", "never served stale");
+    has(&errors, "cache.policies.WatchDossier", "not a cacheable RPC");
+    has(&errors, "server.default_deadline", "between 100ms and 5m");
+    has(&errors, "breaker.failure_rate", "at most 1");
+    has(&errors, "bulkhead.per_instance.ghost", "no adapter instance");
+    has(&errors, "retry.max_attempts", "between 1");
+    has(&errors, "admin.token_sha256[0]", "never the token itself");
     has(&errors, "cache.policies.ListSchools.ttl", "more than 0");
     has(&errors, "cache.max_bytes", "at least 1 MiB");
     assert!(errors.len() >= 17, "{errors:#?}");

@@ -545,9 +545,12 @@ async fn answers_say_how_fresh_they_are() {
         let e = c.get_procedure(GetProcedureRequest { procedure_code: "9.999999".into() }).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
     }
-    // Personal data is not cached here.
-    let d = c.get_dossier(GetDossierRequest { dossier_code: "000.30.67.H29-251114-0001".into() }).await.unwrap();
-    assert_eq!(d.metadata().get("x-lienthong-cache").unwrap(), "bypass");
+    // A dossier is cached too (its view is decided per caller after the cache).
+    let dossier = || GetDossierRequest { dossier_code: "000.30.67.H29-251114-0001".into() };
+    let d = c.get_dossier(dossier()).await.unwrap();
+    assert_eq!(d.metadata().get("x-lienthong-cache").unwrap(), "miss");
+    let d = c.get_dossier(dossier()).await.unwrap();
+    assert_eq!(d.metadata().get("x-lienthong-cache").unwrap(), "hit");
 }
 
 #[tokio::test]

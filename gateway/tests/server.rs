@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::TestGateway;
+use common::{HealthcareOnly, TestGateway};
 use futures_util::StreamExt;
 use lienthong::config::Config;
-use lienthong_adapter_core::{
-    AdapterError, AdapterFactory, AdapterSet, BuildContext, CallContext, Capabilities, Family, HealthcareAdapter, api,
-};
+use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, Family, HealthcareAdapter, api};
 use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
 use prost::Message;
@@ -183,32 +181,6 @@ impl HealthcareAdapter for Gate {
     }
 }
 
-/// Registers `adapter` as the healthcare-only adapter kind `kind`.
-#[derive(Debug)]
-struct HealthcareOnly {
-    kind: &'static str,
-    adapter: Arc<dyn HealthcareAdapter>,
-}
-
-#[async_trait]
-impl AdapterFactory for HealthcareOnly {
-    fn kind(&self) -> &'static str {
-        self.kind
-    }
-    fn description(&self) -> &'static str {
-        "a test healthcare adapter"
-    }
-    fn families(&self) -> &'static [Family] {
-        &[Family::Healthcare]
-    }
-    fn validate(&self, _: &serde_json::Value) -> Vec<String> {
-        Vec::new()
-    }
-    async fn build(&self, _: BuildContext) -> Result<AdapterSet, AdapterError> {
-        Ok(AdapterSet { healthcare: Some(self.adapter.clone()), ..Default::default() })
-    }
-}
-
 async fn gated(drain_timeout: &str) -> (TestGateway, Arc<Gate>) {
     gated_with(drain_timeout, "").await
 }
@@ -312,51 +284,6 @@ async fn beyond_the_concurrency_limit_calls_are_shed_at_once() {
     for h in held {
         assert!(h.await.unwrap().is_ok());
     }
-    let ok = PublicServicesServiceClient::new(gw.channel.clone())
-        .get_procedure(api::GetProcedureRequest { procedure_code: "1.000894".into() })
-        .await;
-    assert!(ok.is_ok());
-}
-
-/// A healthcare adapter whose upstream is down: every call fails UNAVAILABLE.
-#[derive(Debug, Default)]
-struct Down {
-    calls: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait]
-impl HealthcareAdapter for Down {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::family(Family::Healthcare)
-    }
-
-    async fn get_facility(&self, _: &CallContext, _: api::GetFacilityRequest) -> Result<api::Facility, AdapterError> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Err(AdapterError::new(lienthong_adapter_core::ErrorKind::Unavailable, "the upstream is down"))
-    }
-}
-
-#[tokio::test]
-async fn a_failing_upstream_opens_its_breaker_and_calls_fail_fast() {
-    let down = Arc::new(Down::default());
-    let mut registry = lienthong::server::adapter_registry();
-    registry.register(Arc::new(HealthcareOnly { kind: "down", adapter: down.clone() }));
-    let toml = lienthong::config::SANDBOX_DEFAULT.replace("healthcare = \"sandbox\"", "healthcare = \"down\"")
-        + "\n[adapters.down]\nkind = \"down\"\n\n[breaker]\nfailures_to_open = 3\nopen_for = \"1h\"\n";
-    let gw = TestGateway::start(Config::from_toml(&toml).unwrap(), registry).await;
-    let mut c = HealthcareServiceClient::new(gw.channel.clone());
-    for code in ["79001", "79002", "79003"] {
-        let e = c.get_facility(api::GetFacilityRequest { facility_code: code.into() }).await.unwrap_err();
-        assert_eq!(e.code(), Code::Unavailable);
-        assert_eq!(e.message(), "the upstream is down");
-    }
-    assert_eq!(down.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
-    // Open: answered at once, without reaching the upstream.
-    let e = c.get_facility(api::GetFacilityRequest { facility_code: "79004".into() }).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable);
-    assert!(e.message().contains("circuit breaker is open"), "{}", e.message());
-    assert_eq!(down.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
-    // Other families are unaffected.
     let ok = PublicServicesServiceClient::new(gw.channel.clone())
         .get_procedure(api::GetProcedureRequest { procedure_code: "1.000894".into() })
         .await;

@@ -20,6 +20,14 @@ pub mod sandbox {
     }
 }
 
+/// The operators' API: cache invalidation and adapter instance state.
+pub mod admin {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("lienthong.admin.v1");
+    }
+}
+
 /// The adapter protocol, for out-of-process adapters.
 pub mod adapter {
     /// Version 1.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,11 +41,22 @@ pub enum Fault {
     },
 }
 
-/// The faults in force, and how many requests each path received.
+/// The faults in force, how many requests each path received, and how many
+/// are being answered now.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     rules: Arc<Mutex<Vec<(String, Fault)>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight until it is answered or its client goes away.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Faults {
@@ -61,6 +73,12 @@ impl Faults {
         if let Ok(mut rules) = self.rules.lock() {
             rules.clear();
         }
+    }
+
+    /// Requests being answered now: a client that gives up (a timeout)
+    /// closes its connection, and its request stops counting.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// How many requests reached `path`.
@@ -82,6 +100,8 @@ fn broken_body(prefix: Bytes) -> Body {
 /// The axum middleware applying [`Faults`].
 pub async fn apply(State(faults): State<Faults>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
+    faults.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight(faults.in_flight.clone());
     if let Ok(mut hits) = faults.hits.lock() {
         *hits.entry(path.clone()).or_default() += 1;
     }

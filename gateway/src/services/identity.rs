@@ -6,8 +6,8 @@ use lienthong_adapter_core::{CitizenId, Method, api};
 use lienthong_proto::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
-use super::fresh;
-use crate::gateway::Gateway;
+use super::via_cache;
+use crate::gateway::{Answer, Gateway};
 
 /// The scope that lets an app see full ID numbers.
 pub const FULL_ID_SCOPE: &str = "identity.full_id_number";
@@ -32,13 +32,20 @@ impl IdentityService for IdentityApi {
             )));
         }
         let a = call.identity()?;
-        let mut profile = a.adapter.profile(&call.ctx, &principal).await.map_err(|e| call.fail(a, e))?;
+        // Cached per citizen, never stale; the masking below runs on every
+        // answer, cached or not.
+        let answer = via_cache!(call, a, req, |adapter, ctx, _r| {
+            let principal = ctx.require_principal()?;
+            adapter.profile(&ctx, principal).await
+        })?;
+        let freshness = answer.freshness;
+        let mut profile = answer.value;
         if !req.include_full_id_number {
             // Mask whatever the adapter sent; fall back to the token's subject.
             let masked = CitizenId::parse(&profile.id_number).unwrap_or_else(|_| principal.citizen_id.clone()).masked();
             profile.id_number = masked;
             profile.id_number_masked = true;
         }
-        Ok(fresh(api::GetMyProfileResponse { profile: Some(profile) }))
+        Ok(Answer { value: api::GetMyProfileResponse { profile: Some(profile) }, freshness }.into_response())
     }
 }

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use lienthong_adapter_core::{Method, OwnedDossier, Principal, api};
+use lienthong_adapter_core::{CitizenId, Method, OwnedDossier, Principal, api};
 use lienthong_proto::v1::public_services_service_server::PublicServicesService;
 use tonic::{Request, Response, Status};
 
@@ -17,6 +17,38 @@ use crate::validate::{self, CodeKind};
 /// Serves the public-service registry.
 #[derive(Debug, Clone)]
 pub struct PublicServicesApi(pub Arc<Gateway>);
+
+/// A dossier as the cache holds it: the record and its owner. The view each
+/// caller gets is decided after the cache, per call.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+struct CachedDossier {
+    #[prost(message, optional, tag = "1")]
+    dossier: Option<api::Dossier>,
+    #[prost(string, tag = "2")]
+    owner: String,
+}
+
+impl std::fmt::Debug for CachedDossier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CachedDossier(..)")
+    }
+}
+
+impl From<OwnedDossier> for CachedDossier {
+    fn from(owned: OwnedDossier) -> Self {
+        Self { owner: owned.owner.expose().to_owned(), dossier: Some(owned.dossier) }
+    }
+}
+
+impl CachedDossier {
+    /// Back to the adapter's shape.
+    fn into_owned(self) -> Result<OwnedDossier, Status> {
+        let owner = CitizenId::parse(&self.owner)
+            .map_err(|_| Status::internal("a cached dossier has no valid owner; this is a bug"))?;
+        Ok(OwnedDossier { owner, dossier: self.dossier.unwrap_or_default() })
+    }
+}
 
 /// The owner's view to the owner, the public status view to anyone else.
 fn view_for(owned: OwnedDossier, principal: Option<&Principal>) -> api::Dossier {
@@ -114,9 +146,15 @@ impl PublicServicesService for PublicServicesApi {
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;
-        call.upstream_permit(a)?;
-        let owned = a.adapter.get_dossier(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
-        Ok(fresh(api::GetDossierResponse { dossier: Some(view_for(owned, principal.as_ref())) }))
+        let req = request.into_inner();
+        // Cached by dossier code alone: the record is the same for everyone;
+        // what each caller sees of it is decided here, per call.
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| {
+            adapter.get_dossier(&ctx, req).await.map(CachedDossier::from)
+        })?;
+        let Answer { value, freshness } = answer;
+        let dossier = view_for(value.into_owned()?, principal.as_ref());
+        Ok(Answer { value: api::GetDossierResponse { dossier: Some(dossier) }, freshness }.into_response())
     }
 
     async fn list_my_dossiers(
@@ -133,12 +171,17 @@ impl PublicServicesService for PublicServicesApi {
         }
         call.authenticate(request.metadata(), true).await?;
         let a = call.public_services()?;
-        let mut resp =
-            a.adapter.list_my_dossiers(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
-        for d in &mut resp.dossiers {
-            d.view = api::DossierView::Owner as i32;
-        }
-        Ok(fresh(resp))
+        let req = request.into_inner();
+        // Cached under the citizen's pseudonym: only ever their own.
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.list_my_dossiers(&ctx, req).await)?;
+        Ok(answer
+            .map(|mut resp| {
+                for d in &mut resp.dossiers {
+                    d.view = api::DossierView::Owner as i32;
+                }
+                resp
+            })
+            .into_response())
     }
 
     type WatchDossierStream = WatchStream;
@@ -151,7 +194,8 @@ impl PublicServicesService for PublicServicesApi {
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;
-        let updates = a.adapter.watch_dossier(&call.ctx, request.into_inner()).await.map_err(|e| call.fail(a, e))?;
+        let req = request.into_inner();
+        let updates = call.guarded(a, || a.adapter.watch_dossier(&call.ctx, req.clone())).await?;
         let (method, kind) = (call.method(), a.kind.clone());
         let shutdown = self.0.shutdown_signal();
         // Ends with the dossier's final status, or early, with UNAVAILABLE, when

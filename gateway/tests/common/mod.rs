@@ -2,7 +2,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
+use lienthong_adapter_core::{AdapterError, AdapterFactory, AdapterSet, BuildContext, Family, HealthcareAdapter};
 
 use lienthong::config::Config;
 use lienthong_adapter_core::AdapterRegistry;
@@ -111,4 +115,41 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .into_iter()
         .map(|v| v.field)
         .collect()
+}
+
+/// Registers `adapter` as the healthcare-only adapter kind `kind`.
+#[derive(Debug)]
+pub struct HealthcareOnly {
+    pub kind: &'static str,
+    pub adapter: Arc<dyn HealthcareAdapter>,
+}
+
+#[async_trait]
+impl AdapterFactory for HealthcareOnly {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+    fn description(&self) -> &'static str {
+        "a test healthcare adapter"
+    }
+    fn families(&self) -> &'static [Family] {
+        &[Family::Healthcare]
+    }
+    fn validate(&self, _: &serde_json::Value) -> Vec<String> {
+        Vec::new()
+    }
+    async fn build(&self, _: BuildContext) -> Result<AdapterSet, AdapterError> {
+        Ok(AdapterSet { healthcare: Some(self.adapter.clone()), ..Default::default() })
+    }
+}
+
+/// The sandbox default with healthcare served by `adapter` (instance `kind`),
+/// and `extra` TOML appended.
+pub async fn with_healthcare(kind: &'static str, adapter: Arc<dyn HealthcareAdapter>, extra: &str) -> TestGateway {
+    let mut registry = lienthong::server::adapter_registry();
+    registry.register(Arc::new(HealthcareOnly { kind, adapter }));
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace("healthcare = \"sandbox\"", &format!("healthcare = \"{kind}\""))
+        + &format!("\n[adapters.{kind}]\nkind = \"{kind}\"\n\n{extra}\n");
+    TestGateway::start(Config::from_toml(&toml).unwrap(), registry).await
 }

@@ -1,0 +1,370 @@
+//! `lienthong.admin.v1.AdminService`: what operators may do to a running
+//! gateway — invalidate cached answers, see every adapter instance's
+//! breaker, bulkhead and retries.
+//!
+//! Admin tokens are configured as SHA-256 digests only (`[admin]
+//! token_sha256`), compared in constant time; several may be valid at once,
+//! so a token is rotated by adding the new digest, switching callers, then
+//! removing the old one.
+
+use std::sync::Arc;
+
+use lienthong_adapter_core::{Family, Method, api};
+use lienthong_proto::admin::v1 as pb;
+use lienthong_proto::admin::v1::admin_service_server::AdminService;
+use prost::Message;
+use serde::Deserialize;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::breaker::BreakerState;
+use crate::cache::KeyParts;
+use crate::gateway::Gateway;
+use crate::status::Violations;
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// SHA-256 digests (64 hex digits) of the valid admin tokens; empty: the
+    /// admin API is off. `lienthong admin-token` makes a token and its digest.
+    pub token_sha256: Vec<String>,
+}
+
+impl AdminConfig {
+    /// Problems, each as (path, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        self.token_sha256
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| parse_digest(d).is_none())
+            .map(|(i, _)| {
+                (
+                    format!("admin.token_sha256[{i}]"),
+                    "must be a SHA-256 digest in 64 hex digits (`lienthong admin-token` prints one); never the token itself"
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The SHA-256 digest of `token`, in hex.
+pub fn digest_hex(token: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh random admin token (256 bits, hex).
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness for a token"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Who may call the admin API.
+pub struct AdminAuth {
+    digests: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth").field("tokens", &self.digests.len()).finish()
+    }
+}
+
+impl AdminAuth {
+    /// The tokens of `config` (digests already validated).
+    pub fn new(config: &AdminConfig) -> Self {
+        Self { digests: config.token_sha256.iter().filter_map(|d| parse_digest(d)).collect() }
+    }
+
+    /// Ok when `metadata` carries a valid admin token.
+    pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        if self.digests.is_empty() {
+            return Err(Status::permission_denied(
+                "the admin API is off on this gateway: configure [admin] token_sha256 to turn it on",
+            ));
+        }
+        let token = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 1024)
+            .ok_or_else(|| Status::unauthenticated("the admin API needs \"authorization: Bearer <admin token>\""))?;
+        let presented = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        // Compare against every digest, without stopping early.
+        let valid = self.digests.iter().fold(false, |found, d| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_ref(), d).is_ok() | found
+        });
+        if valid { Ok(()) } else { Err(Status::unauthenticated("this admin token is not valid on this gateway")) }
+    }
+}
+
+/// The datasets operators invalidate by name, with their methods.
+pub const DATASETS: &[(&str, &[Method])] = &[
+    ("facilities", &[Method::ListFacilities, Method::GetFacility]),
+    ("schools", &[Method::ListSchools, Method::GetSchool]),
+    ("bus_routes", &[Method::ListBusRoutes, Method::GetBusRoute]),
+    ("bus_stops", &[Method::ListNearbyStops]),
+    ("arrivals", &[Method::ListArrivals]),
+    ("traffic_cameras", &[Method::ListTrafficCameras, Method::GetTrafficCamera]),
+    ("housing_projects", &[Method::ListHousingProjects, Method::GetHousingProject]),
+    ("practicing_certificates", &[Method::GetPracticingCertificate]),
+    ("agencies", &[Method::ListAgencies, Method::GetAgency]),
+    ("procedures", &[Method::ListProcedures, Method::GetProcedure]),
+    ("dossiers", &[Method::GetDossier, Method::ListMyDossiers]),
+    ("profiles", &[Method::GetMyProfile]),
+];
+
+/// The request of `method`, decoded from `bytes` and encoded again the way
+/// the gateway encodes it for cache keys; `None` when it does not decode or
+/// the method is never cached.
+fn canonical_request(method: Method, bytes: &[u8]) -> Option<Vec<u8>> {
+    macro_rules! reencode {
+        ($($m:ident => $t:ty),* $(,)?) => {
+            match method {
+                $(Method::$m => <$t>::decode(bytes).ok().map(|r| r.encode_to_vec()),)*
+                Method::WatchDossier => None,
+            }
+        };
+    }
+    reencode! {
+        GetMyProfile => api::GetMyProfileRequest,
+        ListFacilities => api::ListFacilitiesRequest,
+        GetFacility => api::GetFacilityRequest,
+        ListSchools => api::ListSchoolsRequest,
+        GetSchool => api::GetSchoolRequest,
+        ListBusRoutes => api::ListBusRoutesRequest,
+        GetBusRoute => api::GetBusRouteRequest,
+        ListNearbyStops => api::ListNearbyStopsRequest,
+        ListArrivals => api::ListArrivalsRequest,
+        ListTrafficCameras => api::ListTrafficCamerasRequest,
+        GetTrafficCamera => api::GetTrafficCameraRequest,
+        ListHousingProjects => api::ListHousingProjectsRequest,
+        GetHousingProject => api::GetHousingProjectRequest,
+        GetPracticingCertificate => api::GetPracticingCertificateRequest,
+        ListAgencies => api::ListAgenciesRequest,
+        GetAgency => api::GetAgencyRequest,
+        ListProcedures => api::ListProceduresRequest,
+        GetProcedure => api::GetProcedureRequest,
+        GetDossier => api::GetDossierRequest,
+        ListMyDossiers => api::ListMyDossiersRequest,
+    }
+}
+
+/// What an invalidation removes, besides the province.
+#[derive(Debug)]
+enum Target {
+    All,
+    Methods(Vec<Method>),
+    Request(Method, Vec<u8>),
+}
+
+fn target(request: &pb::InvalidateCacheRequest) -> Result<Target, Status> {
+    use pb::invalidate_cache_request::Target as T;
+    let mut v = Violations::new();
+    if !request.province.is_empty() && lienthong_adapter_core::admin::province(&request.province).is_none() {
+        v.add("province", "must be empty (every province) or a 2-digit province code such as \"79\"");
+    }
+    let target = match &request.target {
+        None => {
+            v.add("target", "say what to remove: all, family, dataset or request");
+            None
+        }
+        Some(T::All(all)) => {
+            if !all {
+                v.add("all", "must be true when given");
+            }
+            Some(Target::All)
+        }
+        Some(T::Family(name)) => match Family::parse(name) {
+            Some(f) => Some(Target::Methods(Method::of_family(f).collect())),
+            None => {
+                let known: Vec<&str> = Family::ALL.iter().map(|f| f.as_str()).collect();
+                v.add("family", format!("unknown family; one of: {}", known.join(", ")));
+                None
+            }
+        },
+        Some(T::Dataset(name)) => match DATASETS.iter().find(|(d, _)| d == name) {
+            Some((_, methods)) => Some(Target::Methods(methods.to_vec())),
+            None => {
+                let known: Vec<&str> = DATASETS.iter().map(|(d, _)| *d).collect();
+                v.add("dataset", format!("unknown dataset; one of: {}", known.join(", ")));
+                None
+            }
+        },
+        Some(T::Request(any)) => {
+            let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
+            let method =
+                type_name.strip_prefix("lienthong.v1.").and_then(|t| t.strip_suffix("Request")).and_then(|rpc| {
+                    Method::ALL.iter().copied().find(|m| m.rpc_name() == rpc && *m != Method::WatchDossier)
+                });
+            match method {
+                None => {
+                    v.add("request.type_url", "must name a cached request type of lienthong.v1, such as type.googleapis.com/lienthong.v1.GetFacilityRequest");
+                    None
+                }
+                Some(m) => match canonical_request(m, &any.value) {
+                    Some(bytes) => Some(Target::Request(m, bytes)),
+                    None => {
+                        v.add("request.value", format!("is not a valid {type_name}"));
+                        None
+                    }
+                },
+            }
+        }
+    };
+    v.into_result()?;
+    target.ok_or_else(|| Status::invalid_argument("say what to remove"))
+}
+
+/// Serves the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn invalidate_cache(
+        &self,
+        request: Request<pb::InvalidateCacheRequest>,
+    ) -> Result<Response<pb::InvalidateCacheResponse>, Status> {
+        self.0.admin().check(request.metadata())?;
+        let request = request.into_inner();
+        let target = target(&request)?;
+        let province = request.province.as_bytes();
+        let removed = self
+            .0
+            .cache()
+            .invalidate(|k: &KeyParts<'_>| {
+                (province.is_empty() || k.province == province)
+                    && match &target {
+                        Target::All => true,
+                        Target::Methods(methods) => methods.iter().any(|m| m.full_name().as_bytes() == k.method),
+                        Target::Request(m, bytes) => {
+                            m.full_name().as_bytes() == k.method && k.request == bytes.as_slice()
+                        }
+                    }
+            })
+            .await;
+        tracing::info!(removed, "cache invalidated by an operator");
+        Ok(Response::new(pb::InvalidateCacheResponse { removed }))
+    }
+
+    async fn list_adapter_instances(
+        &self,
+        request: Request<pb::ListAdapterInstancesRequest>,
+    ) -> Result<Response<pb::ListAdapterInstancesResponse>, Status> {
+        self.0.admin().check(request.metadata())?;
+        let instances = self
+            .0
+            .instances()
+            .into_iter()
+            .map(|i| {
+                let s = i.guard.snapshot();
+                let state = match s.breaker.state {
+                    BreakerState::Closed => pb::BreakerState::Closed,
+                    BreakerState::Open => pb::BreakerState::Open,
+                    BreakerState::HalfOpen => pb::BreakerState::HalfOpen,
+                };
+                pb::AdapterInstance {
+                    name: i.name.to_owned(),
+                    kind: i.kind.to_owned(),
+                    routes: i.routes.iter().map(|(p, f)| format!("{p}/{f}")).collect(),
+                    breaker_state: state as i32,
+                    consecutive_failures: s.breaker.consecutive_failures,
+                    window_calls: s.breaker.window_calls,
+                    window_failures: s.breaker.window_failures,
+                    retry_in: prost_types::Duration::try_from(s.breaker.retry_in).ok(),
+                    times_opened: s.breaker.times_opened,
+                    in_flight: u32::try_from(s.in_flight).unwrap_or(u32::MAX),
+                    bulkhead_limit: u32::try_from(s.bulkhead_limit).unwrap_or(u32::MAX),
+                    bulkhead_rejected: s.bulkhead_rejected,
+                    retries: s.retries,
+                    retries_refused: s.retries_refused,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListAdapterInstancesResponse { instances }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(token: Option<&str>) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        if let Some(t) = token {
+            m.insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn tokens_are_checked_against_digests_and_rotate() {
+        let (old, new) = (new_token().unwrap(), new_token().unwrap());
+        assert_ne!(old, new);
+        let both = AdminAuth::new(&AdminConfig { token_sha256: vec![digest_hex(&old), digest_hex(&new)] });
+        assert!(both.check(&metadata(Some(&old))).is_ok());
+        assert!(both.check(&metadata(Some(&new))).is_ok());
+        let rotated = AdminAuth::new(&AdminConfig { token_sha256: vec![digest_hex(&new)] });
+        assert_eq!(rotated.check(&metadata(Some(&old))).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(rotated.check(&metadata(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let off = AdminAuth::new(&AdminConfig::default());
+        assert_eq!(off.check(&metadata(Some(&new))).unwrap_err().code(), tonic::Code::PermissionDenied);
+        // Neither the token nor its digest shows in Debug.
+        assert!(!format!("{rotated:?}").contains(&digest_hex(&new)[..16]));
+    }
+
+    #[test]
+    fn digests_are_validated() {
+        let config = AdminConfig { token_sha256: vec![digest_hex("x"), "secret-token".into()] };
+        let paths: Vec<String> = config.problems().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["admin.token_sha256[1]"]);
+        assert_eq!(digest_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn requests_are_recognised_by_type_and_reencoded() {
+        let req = api::GetFacilityRequest { facility_code: "79001".into() };
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/lienthong.v1.GetFacilityRequest".into(),
+            value: req.encode_to_vec(),
+        };
+        let r = pb::InvalidateCacheRequest {
+            province: String::new(),
+            target: Some(pb::invalidate_cache_request::Target::Request(any)),
+        };
+        match target(&r).unwrap() {
+            Target::Request(m, bytes) => assert_eq!((m, bytes), (Method::GetFacility, req.encode_to_vec())),
+            _ => panic!("not a request target"),
+        }
+        let bad = pb::InvalidateCacheRequest {
+            province: "7".into(),
+            target: Some(pb::invalidate_cache_request::Target::Dataset("nope".into())),
+        };
+        let e = target(&bad).unwrap_err();
+        use tonic_types::StatusExt;
+        let fields: Vec<String> =
+            e.get_details_bad_request().unwrap().field_violations.into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["province", "dataset"]);
+    }
+}

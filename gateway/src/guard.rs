@@ -1,0 +1,293 @@
+//! The policy every call to an adapter instance goes through, whoever wrote
+//! the adapter: the upstream's request budget → its circuit breaker → its
+//! bulkhead → the caller's deadline → retries of idempotent reads within the
+//! retry budget. Cache fills and uncached calls alike; a cache hit never gets
+//! here.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_adapter_core::{AdapterError, ErrorKind, Method};
+use tokio::time::Instant;
+
+use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot};
+use crate::bulkhead::Bulkhead;
+use crate::limits::Limiters;
+use crate::retry::{RetryBudget, RetryConfig, is_retryable};
+
+/// What operators see of one instance's guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardSnapshot {
+    /// The breaker.
+    pub breaker: BreakerSnapshot,
+    /// Calls in flight.
+    pub in_flight: usize,
+    /// The bulkhead's limit.
+    pub bulkhead_limit: usize,
+    /// Calls the bulkhead refused.
+    pub bulkhead_rejected: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Retries the budget refused.
+    pub retries_refused: u64,
+}
+
+/// The guard of one adapter instance.
+#[derive(Debug)]
+pub struct UpstreamGuard {
+    instance: String,
+    breaker: Arc<Breaker>,
+    bulkhead: Bulkhead,
+    retry: RetryConfig,
+    budget: RetryBudget,
+    limits: Arc<Limiters>,
+}
+
+impl UpstreamGuard {
+    /// The guard of `instance`.
+    pub fn new(
+        instance: &str,
+        breaker: BreakerConfig,
+        bulkhead: Bulkhead,
+        retry: RetryConfig,
+        limits: Arc<Limiters>,
+    ) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            breaker: Arc::new(Breaker::new(instance, breaker)),
+            bulkhead,
+            budget: RetryBudget::new(&retry),
+            retry,
+            limits,
+        }
+    }
+
+    /// What operators see.
+    pub fn snapshot(&self) -> GuardSnapshot {
+        GuardSnapshot {
+            breaker: self.breaker.snapshot(),
+            in_flight: self.bulkhead.in_use(),
+            bulkhead_limit: self.bulkhead.limit(),
+            bulkhead_rejected: self.bulkhead.rejected(),
+            retries: self.budget.spent(),
+            retries_refused: self.budget.refused(),
+        }
+    }
+
+    /// Runs `attempt` under the policy, until `deadline`. `idempotent` calls
+    /// are retried on temporary failures. When a retry is refused (budget,
+    /// breaker, bulkhead), the caller gets the upstream's last error.
+    pub async fn call<T, F, Fut>(
+        &self,
+        method: Method,
+        deadline: Instant,
+        idempotent: bool,
+        attempt: F,
+    ) -> Result<T, AdapterError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, AdapterError>>,
+    {
+        self.budget.deposit();
+        let mut last: Option<AdapterError> = None;
+        for n in 1..=self.retry.max_attempts.max(1) {
+            if let Err(wait) = self.limits.check_upstream(&self.instance, method) {
+                return Err(last.unwrap_or_else(|| self.refusal(ErrorKind::RateLimited, wait)));
+            }
+            let permit = match self.breaker.admit() {
+                Ok(p) => p,
+                Err(wait) => return Err(last.unwrap_or_else(|| self.refusal(ErrorKind::Unavailable, wait))),
+            };
+            let Some(place) = self.bulkhead.enter(deadline).await else {
+                return Err(last.unwrap_or_else(|| self.bulkhead_full()));
+            };
+            let result = match tokio::time::timeout_at(deadline, attempt()).await {
+                Ok(r) => r,
+                Err(_) => Err(AdapterError::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!("the upstream of {} did not answer before the caller's deadline", self.instance),
+                )),
+            };
+            drop(place);
+            permit.record(result.as_ref().map(|_| ()));
+            let e = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !idempotent || n == self.retry.max_attempts || !is_retryable(&e) {
+                return Err(e);
+            }
+            let Some(wait) = self.retry.backoff(n, e.retry_after(), self.budget.random()) else { return Err(e) };
+            if Instant::now() + wait >= deadline || !self.budget.withdraw() {
+                return Err(e);
+            }
+            tracing::debug!(instance = %self.instance, rpc = method.rpc_name(), attempt = n, ?wait, kind = e.kind().as_str(), "retrying");
+            tokio::time::sleep(wait).await;
+            last = Some(e);
+        }
+        Err(last.unwrap_or_else(|| AdapterError::new(ErrorKind::Unexpected, "no attempt was made")))
+    }
+
+    fn refusal(&self, kind: ErrorKind, wait: Duration) -> AdapterError {
+        let message = match kind {
+            ErrorKind::RateLimited => {
+                format!("the upstream of {} is at its request budget; retry later", self.instance)
+            }
+            _ => format!("the upstream of {} is failing; its circuit breaker is open", self.instance),
+        };
+        AdapterError::new(kind, message).with_retry_after(wait)
+    }
+
+    fn bulkhead_full(&self) -> AdapterError {
+        AdapterError::new(
+            ErrorKind::Unavailable,
+            format!("the upstream of {} has too many calls in flight; retry with backoff", self.instance),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::breaker::BreakerState;
+    use crate::limits::{LimitsConfig, RateLimit};
+
+    fn guard(retry: RetryConfig, breaker: BreakerConfig, per_upstream: Option<RateLimit>) -> UpstreamGuard {
+        let limits = LimitsConfig {
+            per_upstream: per_upstream.map(|r| BTreeMap::from([("up".to_owned(), r)])).unwrap_or_default(),
+            ..Default::default()
+        };
+        UpstreamGuard::new("up", breaker, Bulkhead::new(4, Duration::ZERO), retry, Arc::new(Limiters::new(&limits)))
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    /// An attempt that fails with `kind` `failures` times, then answers 7.
+    fn flaky(
+        calls: &AtomicUsize,
+        failures: usize,
+        kind: ErrorKind,
+    ) -> impl Fn() -> std::future::Ready<Result<u32, AdapterError>> + '_ {
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n < failures { Err(AdapterError::new(kind, "flaky")) } else { Ok(7) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn temporary_failures_of_reads_are_retried_with_backoff() {
+        let g = guard(RetryConfig::default(), BreakerConfig::default(), None);
+        let calls = AtomicUsize::new(0);
+        let started = Instant::now();
+        assert_eq!(g.call(Method::GetSchool, far(), true, flaky(&calls, 2, ErrorKind::Unavailable)).await, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(started.elapsed() <= Duration::from_millis(25 + 50), "{:?}", started.elapsed());
+        assert_eq!(g.snapshot().retries, 2);
+        // Permanent errors, and calls that are not idempotent, are not.
+        let calls = AtomicUsize::new(0);
+        let e = g.call(Method::GetSchool, far(), true, flaky(&calls, 9, ErrorKind::NotFound)).await.unwrap_err();
+        assert_eq!((e.kind(), calls.load(Ordering::SeqCst)), (ErrorKind::NotFound, 1));
+        let calls = AtomicUsize::new(0);
+        g.call(Method::GetSchool, far(), false, flaky(&calls, 9, ErrorKind::Unavailable)).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_when_the_budget_is_spent() {
+        let retry = RetryConfig { budget_ratio: 0.1, min_per_second: 0.0, ..Default::default() };
+        let g = guard(retry, BreakerConfig { failures_to_open: 10_000, min_calls: 10_000, ..Default::default() }, None);
+        let calls = AtomicUsize::new(0);
+        for _ in 0..100 {
+            g.call(Method::GetSchool, far(), true, flaky(&calls, usize::MAX, ErrorKind::Unavailable))
+                .await
+                .unwrap_err();
+        }
+        // 100 calls, each would retry twice: the budget lets about 10 through.
+        let attempts = calls.load(Ordering::SeqCst);
+        assert!((105..=110).contains(&attempts), "{attempts} attempts");
+        let s = g.snapshot();
+        assert_eq!(s.retries as usize, attempts - 100);
+        assert!(s.retries_refused >= 90);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_never_past_the_deadline() {
+        let g = guard(RetryConfig::default(), BreakerConfig::default(), None);
+        let calls = AtomicUsize::new(0);
+        let slow_down = || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n == 0 {
+                Err(AdapterError::new(ErrorKind::RateLimited, "busy").with_retry_after(Duration::from_millis(400)))
+            } else {
+                Ok(1)
+            })
+        };
+        let started = Instant::now();
+        assert_eq!(g.call(Method::GetSchool, far(), true, slow_down).await, Ok(1));
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        // With 100 ms left, a 400 ms Retry-After is the caller's to wait.
+        let calls = AtomicUsize::new(0);
+        let e = g
+            .call(Method::GetSchool, Instant::now() + Duration::from_millis(100), true, || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Err::<u32, _>(
+                    AdapterError::new(ErrorKind::RateLimited, "busy").with_retry_after(Duration::from_millis(400)),
+                ))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_millis(400))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_cuts_an_upstream_that_ignores_it() {
+        let g = guard(RetryConfig { max_attempts: 1, ..Default::default() }, BreakerConfig::default(), None);
+        let started = Instant::now();
+        let e = g
+            .call(Method::GetSchool, started + Duration::from_millis(300), true, || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<u32, AdapterError>(1)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(g.snapshot().in_flight, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_spend_the_upstream_budget_and_feed_the_breaker() {
+        let g = guard(
+            RetryConfig { min_per_second: 100.0, ..Default::default() },
+            BreakerConfig { failures_to_open: 4, ..Default::default() },
+            Some(RateLimit { per_second: 1, burst: 2 }),
+        );
+        let calls = AtomicUsize::new(0);
+        // Two attempts fit the upstream's budget; the third is refused, and the
+        // caller gets the upstream's error.
+        let e = g.call(Method::GetSchool, far(), true, flaky(&calls, 9, ErrorKind::Unavailable)).await.unwrap_err();
+        assert_eq!((e.message(), calls.load(Ordering::SeqCst)), ("flaky", 2));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let g = guard(
+            RetryConfig { min_per_second: 100.0, ..Default::default() },
+            BreakerConfig { failures_to_open: 4, ..Default::default() },
+            None,
+        );
+        let calls = AtomicUsize::new(0);
+        g.call(Method::GetSchool, far(), true, flaky(&calls, 9, ErrorKind::Unavailable)).await.unwrap_err();
+        g.call(Method::GetSchool, far(), true, flaky(&calls, 9, ErrorKind::Unavailable)).await.unwrap_err();
+        // Four failed attempts opened the breaker: the rest fail fast.
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(g.snapshot().breaker.state, BreakerState::Open);
+        let e = g.call(Method::GetSchool, far(), true, flaky(&calls, 0, ErrorKind::Unavailable)).await.unwrap_err();
+        assert!(e.message().contains("circuit breaker is open"), "{}", e.message());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+}
