@@ -257,9 +257,9 @@ impl AdminService for AdminApi {
                 (province.is_empty() || k.province == province)
                     && match &target {
                         Target::All => true,
-                        Target::Methods(methods) => methods.iter().any(|m| m.full_name().as_bytes() == k.method),
+                        Target::Methods(methods) => methods.iter().any(|m| m.rpc_name().as_bytes() == k.method),
                         Target::Request(m, bytes) => {
-                            m.full_name().as_bytes() == k.method && k.request == bytes.as_slice()
+                            m.rpc_name().as_bytes() == k.method && k.request == bytes.as_slice()
                         }
                     }
             })

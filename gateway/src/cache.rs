@@ -13,6 +13,7 @@
 //! personal data, the citizen's scope: one citizen's data is never served to
 //! another. The cache is bounded in bytes.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -96,46 +97,43 @@ pub struct Cached<T> {
     pub age: Duration,
 }
 
-/// A stored answer: the decoded response (so a hit is a clone, not a
-/// decode and re-encode), or a remembered NOT_FOUND.
-struct Entry {
-    answer: Result<Arc<dyn std::any::Any + Send + Sync>, AdapterError>,
-    /// The answer's encoded size, for the byte bound.
-    size: usize,
+/// A stored answer, in one allocation: when it was stored, how long it may
+/// live, what it weighs, and the decoded response (so a hit is a clone, not a
+/// decode and re-encode) or a remembered NOT_FOUND (an [`AdapterError`]).
+struct Slot<V: ?Sized> {
     stored: Instant,
     lifetime: Duration,
+    weight: u32,
+    value: V,
 }
 
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry").field("size", &self.size).field("stored", &self.stored).finish_non_exhaustive()
-    }
-}
+type Entry = Arc<Slot<dyn Any + Send + Sync>>;
 
-impl Entry {
-    fn weight(&self, key: &[u8]) -> u32 {
-        let body = match &self.answer {
-            Ok(_) => self.size,
-            Err(e) => e.message().len(),
-        };
-        u32::try_from(key.len() + body + 64).unwrap_or(u32::MAX)
-    }
+/// What one entry costs beyond its key and answer: the slot, the key's and
+/// the answer's allocations, and the cache's own bookkeeping (measured by
+/// `bench/peak_load.py --only memory`).
+const ENTRY_OVERHEAD: usize = 600;
+
+/// The weight of an entry: an estimate of the memory it holds. A decoded
+/// answer takes about twice its encoded size.
+fn weight(key: &[u8], encoded: usize) -> u32 {
+    u32::try_from(key.len() + 2 * encoded + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 type Key = Arc<[u8]>;
-type Fill = Shared<BoxFuture<'static, Result<Arc<Entry>, AdapterError>>>;
+type Fill = Shared<BoxFuture<'static, Result<Entry, AdapterError>>>;
 
 struct EntryExpiry;
 
-impl moka::Expiry<Key, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+impl moka::Expiry<Key, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _: &Key, value: &Entry, _: std::time::Instant) -> Option<Duration> {
         Some(value.lifetime)
     }
 }
 
 /// The cache of every RPC's answers, bounded in bytes.
 pub struct ResponseCache {
-    store: moka::future::Cache<Key, Arc<Entry>>,
+    store: moka::future::Cache<Key, Entry>,
     inflight: Arc<Mutex<HashMap<Key, Fill>>>,
 }
 
@@ -145,13 +143,14 @@ impl std::fmt::Debug for ResponseCache {
     }
 }
 
-/// Builds a cache key: province, adapter instance, method and scope, each
+/// Builds a cache key: province, adapter instance, method (its RPC name,
+/// unique across the API) and scope, each
 /// ended by a 0 byte, then the request's encoding. `scope` is empty for
 /// public data and the citizen's pseudonym ([`CitizenScopes`]) for personal
 /// data.
 pub fn key(province: &str, instance: &str, method: Method, scope: &[u8], request: &impl Message) -> Vec<u8> {
     let mut k = Vec::with_capacity(64 + request.encoded_len());
-    for part in [province.as_bytes(), instance.as_bytes(), method.full_name().as_bytes(), scope] {
+    for part in [province.as_bytes(), instance.as_bytes(), method.rpc_name().as_bytes(), scope] {
         k.extend_from_slice(part);
         k.push(0);
     }
@@ -166,7 +165,7 @@ pub struct KeyParts<'k> {
     pub province: &'k [u8],
     /// The adapter instance.
     pub instance: &'k [u8],
-    /// The method's full name.
+    /// The method's RPC name.
     pub method: &'k [u8],
     /// The scope: empty for public data.
     pub scope: &'k [u8],
@@ -232,7 +231,7 @@ impl ResponseCache {
     pub fn new(max_bytes: u64) -> Self {
         let store = moka::future::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &Key, v: &Arc<Entry>| v.weight(k))
+            .weigher(|_: &Key, v: &Entry| v.weight)
             .expire_after(EntryExpiry)
             .build();
         Self { store, inflight: Arc::new(Mutex::new(HashMap::new())) }
@@ -262,10 +261,13 @@ impl ResponseCache {
     }
 
     /// The answer for `key` under `policy`, from the cache or from `fill`.
+    /// A caller waits for a fill (its own or a concurrent caller's) until
+    /// `deadline` at most; the fill itself goes on for the others.
     pub async fn get_or_fill<T>(
         &self,
         key: Vec<u8>,
         policy: &CachePolicy,
+        deadline: Option<Instant>,
         fill: impl FnOnce() -> FillFuture<T>,
     ) -> Result<Cached<T>, AdapterError>
     where
@@ -275,30 +277,38 @@ impl ResponseCache {
         let mut fallback = None;
         if let Some(entry) = self.store.get(&key).await {
             let age = entry.stored.elapsed();
-            match &entry.answer {
-                Err(e) if age < policy.negative_ttl => return Err(e.clone()),
-                Err(_) => {}
-                Ok(bytes) if age < policy.ttl => return decode(bytes, Freshness::Hit, age),
-                Ok(bytes) if age < policy.ttl + policy.stale_while_revalidate => {
-                    // Serve it, and refresh in the background (once).
-                    let _ = self.start_fill(key.clone(), *policy, fill);
-                    return decode(bytes, Freshness::Stale, age);
+            if let Some(e) = entry.value.downcast_ref::<AdapterError>() {
+                if age < policy.negative_ttl {
+                    return Err(e.clone());
                 }
-                Ok(_) if age < policy.ttl + policy.stale_if_error => fallback = Some(entry.clone()),
-                Ok(_) => {}
+            } else if age < policy.ttl {
+                return read(&entry, Freshness::Hit, age);
+            } else if age < policy.ttl + policy.stale_while_revalidate {
+                // Serve it, and refresh in the background (once).
+                let _ = self.start_fill(key.clone(), *policy, fill);
+                return read(&entry, Freshness::Stale, age);
+            } else if age < policy.ttl + policy.stale_if_error {
+                fallback = Some(entry);
             }
         }
         let (fill, coalesced) = self.start_fill(key, *policy, fill);
-        match fill.await {
-            Ok(entry) => match &entry.answer {
-                Ok(bytes) => {
-                    decode(bytes, if coalesced { Freshness::Coalesced } else { Freshness::Miss }, Duration::ZERO)
-                }
-                Err(e) => Err(e.clone()),
+        let filled = match deadline {
+            Some(d) => tokio::time::timeout_at(d, fill).await.unwrap_or_else(|_| {
+                Err(AdapterError::new(
+                    ErrorKind::DeadlineExceeded,
+                    "the upstream did not answer before the caller's deadline",
+                ))
+            }),
+            None => fill.await,
+        };
+        match filled {
+            Ok(entry) => match entry.value.downcast_ref::<AdapterError>() {
+                Some(e) => Err(e.clone()),
+                None => read(&entry, if coalesced { Freshness::Coalesced } else { Freshness::Miss }, Duration::ZERO),
             },
-            Err(e) if e.is_temporary() => match fallback.as_ref().map(|f| (&f.answer, f.stored.elapsed())) {
-                Some((Ok(bytes), age)) => decode(bytes, Freshness::Stale, age),
-                _ => Err(e),
+            Err(e) if e.is_temporary() => match &fallback {
+                Some(entry) => read(entry, Freshness::Stale, entry.stored.elapsed()),
+                None => Err(e),
             },
             Err(e) => Err(e),
         }
@@ -319,22 +329,21 @@ impl ResponseCache {
         let task_key = key.clone();
         let task = tokio::spawn(async move {
             let result = future.await;
-            let entry = match result {
-                Ok(v) => Entry {
-                    size: v.encoded_len(),
-                    answer: Ok(Arc::new(v)),
-                    stored: Instant::now(),
-                    lifetime: policy.lifetime(),
-                },
+            let stored = Instant::now();
+            let entry: Entry = match result {
+                Ok(v) => {
+                    let weight = weight(&task_key, v.encoded_len());
+                    Arc::new(Slot { stored, lifetime: policy.lifetime(), weight, value: v })
+                }
                 Err(e) if e.kind() == ErrorKind::NotFound && !policy.negative_ttl.is_zero() => {
-                    Entry { size: 0, answer: Err(e), stored: Instant::now(), lifetime: policy.negative_ttl }
+                    let weight = weight(&task_key, e.message().len());
+                    Arc::new(Slot { stored, lifetime: policy.negative_ttl, weight, value: e })
                 }
                 Err(e) => {
                     registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
                     return Err(e);
                 }
             };
-            let entry = Arc::new(entry);
             store.insert(task_key.clone(), entry.clone()).await;
             registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
             Ok(entry)
@@ -350,12 +359,9 @@ impl ResponseCache {
     }
 }
 
-fn decode<T: Clone + 'static>(
-    stored: &Arc<dyn std::any::Any + Send + Sync>,
-    freshness: Freshness,
-    age: Duration,
-) -> Result<Cached<T>, AdapterError> {
-    let value = stored
+fn read<T: Clone + 'static>(entry: &Entry, freshness: Freshness, age: Duration) -> Result<Cached<T>, AdapterError> {
+    let value = entry
+        .value
         .downcast_ref::<T>()
         .cloned()
         .ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "a cached answer has another type"))?;
@@ -421,13 +427,13 @@ mod tests {
         // The first caller starts the fill, then is cancelled.
         let first = {
             let (cache, f) = (cache.clone(), slow(calls.clone(), release.clone()));
-            tokio::spawn(async move { cache.get_or_fill(k(""), &POLICY, f).await })
+            tokio::spawn(async move { cache.get_or_fill(k(""), &POLICY, None, f).await })
         };
         tokio::task::yield_now().await;
         let others: Vec<_> = (0..50)
             .map(|_| {
                 let (cache, f) = (cache.clone(), slow(calls.clone(), release.clone()));
-                tokio::spawn(async move { cache.get_or_fill(k(""), &POLICY, f).await })
+                tokio::spawn(async move { cache.get_or_fill(k(""), &POLICY, None, f).await })
             })
             .collect();
         tokio::task::yield_now().await;
@@ -439,7 +445,7 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Now it is cached.
-        let hit = cache.get_or_fill(k(""), &POLICY, counted(&calls, 8, None)).await.unwrap();
+        let hit = cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 8, None)).await.unwrap();
         assert_eq!((hit.value.total_size, hit.freshness), (7, Freshness::Hit));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -449,18 +455,18 @@ mod tests {
         let cache = ResponseCache::new(1 << 20);
         let calls = Arc::new(AtomicUsize::new(0));
         assert_eq!(
-            cache.get_or_fill(k(""), &POLICY, counted(&calls, 1, None)).await.unwrap().freshness,
+            cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 1, None)).await.unwrap().freshness,
             Freshness::Miss
         );
         tokio::time::advance(Duration::from_secs(70)).await;
-        let stale = cache.get_or_fill(k(""), &POLICY, counted(&calls, 2, None)).await.unwrap();
+        let stale = cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 2, None)).await.unwrap();
         assert_eq!((stale.value.total_size, stale.freshness), (1, Freshness::Stale));
         assert_eq!(stale.age, Duration::from_secs(70));
         // The background refresh lands; the next call is a fresh hit.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        let fresh = cache.get_or_fill(k(""), &POLICY, counted(&calls, 3, None)).await.unwrap();
+        let fresh = cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 3, None)).await.unwrap();
         assert_eq!((fresh.value.total_size, fresh.freshness), (2, Freshness::Hit));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
@@ -469,16 +475,22 @@ mod tests {
     async fn stale_if_error_covers_a_failing_upstream_for_a_while() {
         let cache = ResponseCache::new(1 << 20);
         let calls = Arc::new(AtomicUsize::new(0));
-        cache.get_or_fill(k(""), &POLICY, counted(&calls, 1, None)).await.unwrap();
+        cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 1, None)).await.unwrap();
         tokio::time::advance(Duration::from_secs(120)).await; // past ttl + swr
-        let stale = cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::Unavailable))).await.unwrap();
+        let stale =
+            cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 0, Some(ErrorKind::Unavailable))).await.unwrap();
         assert_eq!((stale.value.total_size, stale.freshness), (1, Freshness::Stale));
         // A permanent error is not covered.
-        let e =
-            cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::InvalidArgument))).await.unwrap_err();
+        let e = cache
+            .get_or_fill(k(""), &POLICY, None, counted(&calls, 0, Some(ErrorKind::InvalidArgument)))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         tokio::time::advance(Duration::from_secs(600)).await; // past ttl + sie
-        let e = cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::Unavailable))).await.unwrap_err();
+        let e = cache
+            .get_or_fill(k(""), &POLICY, None, counted(&calls, 0, Some(ErrorKind::Unavailable)))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable);
     }
 
@@ -487,18 +499,21 @@ mod tests {
         let cache = ResponseCache::new(1 << 20);
         let calls = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
-            let e = cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::NotFound))).await.unwrap_err();
+            let e = cache
+                .get_or_fill(k(""), &POLICY, None, counted(&calls, 0, Some(ErrorKind::NotFound)))
+                .await
+                .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::NotFound);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         tokio::time::advance(Duration::from_secs(11)).await;
-        cache.get_or_fill(k(""), &POLICY, counted(&calls, 0, Some(ErrorKind::NotFound))).await.unwrap_err();
+        cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 0, Some(ErrorKind::NotFound))).await.unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // Unavailable is never cached.
         let other = k("other");
         for _ in 0..3 {
             cache
-                .get_or_fill(other.clone(), &POLICY, counted(&calls, 0, Some(ErrorKind::Unavailable)))
+                .get_or_fill(other.clone(), &POLICY, None, counted(&calls, 0, Some(ErrorKind::Unavailable)))
                 .await
                 .unwrap_err();
         }
@@ -513,23 +528,25 @@ mod tests {
         for (method, code) in [(Method::GetFacility, "79001"), (Method::GetFacility, "79002"), (Method::GetSchool, "x")]
         {
             let key = key("79", "sandbox", method, b"", &facility(code));
-            cache.get_or_fill(key, &POLICY, counted(&calls, 1, None)).await.unwrap();
+            cache.get_or_fill(key, &POLICY, None, counted(&calls, 1, None)).await.unwrap();
         }
         let one = facility("79002").encode_to_vec();
         let removed = cache
-            .invalidate(|p| p.method == Method::GetFacility.full_name().as_bytes() && p.request == one.as_slice())
+            .invalidate(|p| p.method == Method::GetFacility.rpc_name().as_bytes() && p.request == one.as_slice())
             .await;
         assert_eq!(removed, 1);
         assert_eq!(cache.usage().await.0, 2);
         let again = cache.get_or_fill(
             key("79", "sandbox", Method::GetFacility, b"", &facility("79001")),
             &POLICY,
+            None,
             counted(&calls, 2, None),
         );
         assert_eq!(again.await.unwrap().freshness, Freshness::Hit);
         let refetched = cache.get_or_fill(
             key("79", "sandbox", Method::GetFacility, b"", &facility("79002")),
             &POLICY,
+            None,
             counted(&calls, 2, None),
         );
         assert_eq!(refetched.await.unwrap().freshness, Freshness::Miss);
@@ -551,7 +568,7 @@ mod tests {
         let parts = KeyParts::parse(&k).unwrap();
         assert_eq!(parts.province, b"79");
         assert_eq!(parts.instance, b"portal");
-        assert_eq!(parts.method, Method::ListMyDossiers.full_name().as_bytes());
+        assert_eq!(parts.method, Method::ListMyDossiers.rpc_name().as_bytes());
         assert_eq!(parts.scope, scope);
         assert_eq!(parts.request, request.encode_to_vec());
         // A key from another scheme is not parsed.
@@ -562,8 +579,8 @@ mod tests {
     async fn one_citizens_answer_is_never_anothers() {
         let cache = ResponseCache::new(1 << 20);
         let calls = Arc::new(AtomicUsize::new(0));
-        let a = cache.get_or_fill(k("citizen-a"), &POLICY, counted(&calls, 1, None)).await.unwrap();
-        let b = cache.get_or_fill(k("citizen-b"), &POLICY, counted(&calls, 2, None)).await.unwrap();
+        let a = cache.get_or_fill(k("citizen-a"), &POLICY, None, counted(&calls, 1, None)).await.unwrap();
+        let b = cache.get_or_fill(k("citizen-b"), &POLICY, None, counted(&calls, 2, None)).await.unwrap();
         assert_eq!((a.value.total_size, b.value.total_size), (1, 2));
         assert_eq!(b.freshness, Freshness::Miss);
         assert_eq!(calls.load(Ordering::SeqCst), 2);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use lienthong_adapter_core::{
     AdapterError, AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, ConstructionAdapter,
-    DemoIdentityIssuer, EducationAdapter, ErrorKind, Family, HealthcareAdapter, IdentityAdapter, Method, Principal,
+    DemoIdentityIssuer, EducationAdapter, Family, HealthcareAdapter, IdentityAdapter, Method, Principal,
     PublicServicesAdapter, TransportAdapter, WebhookReceiver, admin,
 };
 use prost::Message;
@@ -38,6 +38,8 @@ pub struct Routed<T: ?Sized> {
     pub instance: String,
     /// The instance's kind.
     pub kind: String,
+    /// The instance's guard (budget, breaker, bulkhead, retries).
+    pub guard: Arc<UpstreamGuard>,
 }
 
 /// The adapters serving one province.
@@ -101,8 +103,18 @@ pub struct InstanceInfo<'g> {
     pub guard: &'g Arc<UpstreamGuard>,
 }
 
-fn routed<T: ?Sized>(adapter: &Option<Arc<T>>, instance: &str, kind: &str) -> Option<Routed<T>> {
-    adapter.as_ref().map(|a| Routed { adapter: a.clone(), instance: instance.to_owned(), kind: kind.to_owned() })
+fn routed<T: ?Sized>(
+    adapter: &Option<Arc<T>>,
+    instance: &str,
+    kind: &str,
+    guard: &Arc<UpstreamGuard>,
+) -> Option<Routed<T>> {
+    adapter.as_ref().map(|a| Routed {
+        adapter: a.clone(),
+        instance: instance.to_owned(),
+        kind: kind.to_owned(),
+        guard: guard.clone(),
+    })
 }
 
 impl Gateway {
@@ -131,29 +143,8 @@ impl Gateway {
         }
         let webhooks =
             built.iter().filter_map(|(name, (set, _))| Some(((*name).to_owned(), set.webhook.clone()?))).collect();
-        let mut provinces = BTreeMap::new();
-        for (code, routes) in &config.provinces {
-            let mut p = ProvinceAdapters { code: code.clone(), ..Default::default() };
-            for family in Family::ALL {
-                let Some(name) = routes.instance(family) else { continue };
-                let (set, kind) = built.get(name).with_context(|| format!("instance {name:?} was not built"))?;
-                anyhow::ensure!(set.serves(family), "adapter instance {name:?} does not serve {family}");
-                match family {
-                    Family::Identity => {
-                        p.identity = routed(&set.identity, name, kind);
-                        p.demo_issuer = set.demo_issuer.clone();
-                    }
-                    Family::Healthcare => p.healthcare = routed(&set.healthcare, name, kind),
-                    Family::Education => p.education = routed(&set.education, name, kind),
-                    Family::Transport => p.transport = routed(&set.transport, name, kind),
-                    Family::Construction => p.construction = routed(&set.construction, name, kind),
-                    Family::PublicServices => p.public_services = routed(&set.public_services, name, kind),
-                }
-            }
-            provinces.insert(code.clone(), p);
-        }
         let limits = Arc::new(crate::limits::Limiters::new(&config.limits));
-        let guards = built
+        let guards: BTreeMap<String, Arc<UpstreamGuard>> = built
             .keys()
             .map(|name| {
                 let bulkhead = crate::bulkhead::Bulkhead::new(config.bulkhead.limit(name), config.bulkhead.max_wait);
@@ -161,6 +152,28 @@ impl Gateway {
                 ((*name).to_owned(), Arc::new(guard))
             })
             .collect();
+        let mut provinces = BTreeMap::new();
+        for (code, routes) in &config.provinces {
+            let mut p = ProvinceAdapters { code: code.clone(), ..Default::default() };
+            for family in Family::ALL {
+                let Some(name) = routes.instance(family) else { continue };
+                let (set, kind) = built.get(name).with_context(|| format!("instance {name:?} was not built"))?;
+                let guard = guards.get(name).with_context(|| format!("instance {name:?} has no guard"))?;
+                anyhow::ensure!(set.serves(family), "adapter instance {name:?} does not serve {family}");
+                match family {
+                    Family::Identity => {
+                        p.identity = routed(&set.identity, name, kind, guard);
+                        p.demo_issuer = set.demo_issuer.clone();
+                    }
+                    Family::Healthcare => p.healthcare = routed(&set.healthcare, name, kind, guard),
+                    Family::Education => p.education = routed(&set.education, name, kind, guard),
+                    Family::Transport => p.transport = routed(&set.transport, name, kind, guard),
+                    Family::Construction => p.construction = routed(&set.construction, name, kind, guard),
+                    Family::PublicServices => p.public_services = routed(&set.public_services, name, kind, guard),
+                }
+            }
+            provinces.insert(code.clone(), p);
+        }
         let kinds = built.iter().map(|(name, (_, kind))| ((*name).to_owned(), (*kind).to_owned())).collect();
         Ok(Self {
             provinces,
@@ -429,14 +442,6 @@ impl<'g> Call<'g> {
         self.ctx.deadline.unwrap_or_else(|| Instant::now() + self.gateway.default_deadline)
     }
 
-    fn guard_of<A: ?Sized>(&self, routed: &Routed<A>) -> Result<Arc<UpstreamGuard>, Status> {
-        self.gateway
-            .guards
-            .get(&routed.instance)
-            .cloned()
-            .ok_or_else(|| Status::internal("an adapter instance has no guard; this is a bug"))
-    }
-
     /// Calls `routed` once through its guard (no cache): upstream budget,
     /// breaker, bulkhead, deadline, retries (every adapter method is an
     /// idempotent read).
@@ -445,21 +450,21 @@ impl<'g> Call<'g> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, AdapterError>>,
     {
-        let guard = self.guard_of(routed)?;
-        guard.call(self.method, self.deadline(), true, attempt).await.map_err(|e| self.fail(routed, e))
+        routed.guard.call(self.method, self.deadline(), true, attempt).await.map_err(|e| self.fail(routed, e))
     }
 
-    /// The cache scope of this call: the citizen's pseudonym for personal
-    /// data, empty for public data.
-    fn cache_scope(&self) -> Result<Vec<u8>, Status> {
+    /// The cache key of this call's `request` to `routed`, scoped to the
+    /// citizen's pseudonym for personal data.
+    pub fn cache_key<A: ?Sized>(&self, routed: &Routed<A>, request: &impl Message) -> Result<Vec<u8>, Status> {
+        let key = |scope: &[u8]| crate::cache::key(&self.ctx.province, &routed.instance, self.method, scope, request);
         if !crate::config::PERSONAL.contains(&self.method.rpc_name()) {
-            return Ok(Vec::new());
+            return Ok(key(b""));
         }
         let principal =
             self.ctx.principal.as_ref().ok_or_else(|| {
                 Status::internal("personal data was about to be cached without a citizen; this is a bug")
             })?;
-        Ok(self.gateway.scopes.scope(&principal.citizen_id).to_vec())
+        Ok(key(&self.gateway.scopes.scope(&principal.citizen_id)))
     }
 
     /// The answer of `attempt` (an adapter call), through the cache when this
@@ -469,14 +474,14 @@ impl<'g> Call<'g> {
     pub async fn cached<A: ?Sized, T, F>(
         &self,
         routed: &Routed<A>,
-        request: &impl Message,
+        key: Vec<u8>,
         attempt: F,
     ) -> Result<Answer<T>, Status>
     where
         T: Message + Default + Clone + Send + Sync + 'static,
         F: Fn() -> crate::cache::FillFuture<T> + Send + Sync + 'static,
     {
-        let (guard, method, deadline) = (self.guard_of(routed)?, self.method, self.deadline());
+        let (guard, method, deadline) = (routed.guard.clone(), self.method, self.deadline());
         // Only fills reach the upstream, so only they spend its budget; over
         // it, the cache may still answer stale.
         let fill = move || -> crate::cache::FillFuture<T> {
@@ -485,15 +490,11 @@ impl<'g> Call<'g> {
         let Some(policy) = self.gateway.cache_config.policy(method.rpc_name()) else {
             return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
         };
-        let key = crate::cache::key(&self.ctx.province, &routed.instance, method, &self.cache_scope()?, request);
-        let cached = tokio::time::timeout_at(deadline, self.gateway.cache.get_or_fill(key, &policy, fill))
+        let cached = self
+            .gateway
+            .cache
+            .get_or_fill(key, &policy, Some(deadline), fill)
             .await
-            .unwrap_or_else(|_| {
-                Err(AdapterError::new(
-                    ErrorKind::DeadlineExceeded,
-                    format!("the upstream of {} did not answer before the caller's deadline", routed.instance),
-                ))
-            })
             .map_err(|e| self.fail(routed, e))?;
         Ok(Answer { value: cached.value, freshness: Some((cached.freshness, cached.age)) })
     }

@@ -151,19 +151,7 @@ async fn a_full_bulkhead_refuses_at_once_and_frees_up() {
     let slow = Scripted::new(0, ErrorKind::Unavailable);
     let gw =
         with_healthcare("slow", slow.clone(), "[bulkhead]\nper_instance = { slow = 2 }\nmax_wait = \"0s\"\n").await;
-    let held: Vec<_> = (0..2)
-        .map(|i| {
-            let mut c = HealthcareServiceClient::new(gw.channel.clone());
-            // Different requests, so the cache does not coalesce them.
-            let req = api::ListFacilitiesRequest { page_size: i + 1, ..Default::default() };
-            tokio::spawn(async move { c.list_facilities(req).await })
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while slow.inside.load(Ordering::SeqCst) < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "the two calls did not reach the adapter");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let held = common::hold_facility_lists(&gw, &slow.inside, 2).await;
     let mut c = HealthcareServiceClient::new(gw.channel.clone());
     let e = c.list_facilities(api::ListFacilitiesRequest { page_size: 9, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);

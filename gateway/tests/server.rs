@@ -256,19 +256,7 @@ async fn the_drain_timeout_bounds_shutdown() {
 #[tokio::test]
 async fn beyond_the_concurrency_limit_calls_are_shed_at_once() {
     let (gw, gate) = gated_with("30s", "max_concurrent_requests = 2").await;
-    let held: Vec<_> = (0..2)
-        .map(|i| {
-            let mut c = HealthcareServiceClient::new(gw.channel.clone());
-            // Different requests, so the cache does not coalesce them.
-            let req = api::ListFacilitiesRequest { page_size: i + 1, ..Default::default() };
-            tokio::spawn(async move { c.list_facilities(req).await })
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while gate.inside.load(std::sync::atomic::Ordering::SeqCst) < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "the two calls did not reach the adapter");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let held = common::hold_facility_lists(&gw, &gate.inside, 2).await;
     // The third call is refused without waiting.
     let e = PublicServicesServiceClient::new(gw.channel.clone())
         .get_procedure(api::GetProcedureRequest { procedure_code: "1.000894".into() })

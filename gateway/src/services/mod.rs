@@ -34,9 +34,10 @@ pub(crate) fn fresh<T>(message: T) -> Response<T> {
 /// with its own copies.
 macro_rules! via_cache {
     ($call:expr, $routed:expr, $req:expr, |$adapter:ident, $ctx:ident, $r:ident| $body:expr) => {{
-        let (adapter, ctx, request) = ($routed.adapter.clone(), $call.ctx.clone(), $req.clone());
+        let key = $call.cache_key($routed, &$req)?;
+        let (adapter, ctx, request) = ($routed.adapter.clone(), $call.ctx.clone(), $req);
         $call
-            .cached($routed, &$req, move || {
+            .cached($routed, key, move || {
                 let ($adapter, $ctx, $r) = (adapter.clone(), ctx.clone(), request.clone());
                 Box::pin(async move { $body })
             })

@@ -153,3 +153,26 @@ pub async fn with_healthcare(kind: &'static str, adapter: Arc<dyn HealthcareAdap
         + &format!("\n[adapters.{kind}]\nkind = \"{kind}\"\n\n{extra}\n");
     TestGateway::start(Config::from_toml(&toml).unwrap(), registry).await
 }
+
+/// A ListFacilities call running in the background.
+pub type HeldCall = JoinHandle<Result<tonic::Response<lienthong_proto::v1::ListFacilitiesResponse>, tonic::Status>>;
+
+/// Starts `n` ListFacilities calls (distinct, so the cache does not coalesce
+/// them) and waits, with a deadline, until `inside` counts them all in the
+/// adapter.
+pub async fn hold_facility_lists(gw: &TestGateway, inside: &std::sync::atomic::AtomicUsize, n: i32) -> Vec<HeldCall> {
+    use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
+    let held: Vec<HeldCall> = (0..n)
+        .map(|i| {
+            let mut c = HealthcareServiceClient::new(gw.channel.clone());
+            let req = lienthong_proto::v1::ListFacilitiesRequest { page_size: i + 1, ..Default::default() };
+            tokio::spawn(async move { c.list_facilities(req).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while inside.load(std::sync::atomic::Ordering::SeqCst) < n as usize {
+        assert!(tokio::time::Instant::now() < deadline, "the calls did not reach the adapter");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    held
+}

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Peak-load benchmark of the gateway against a bare tonic server, in one run.
+
+Scenarios (all by default, or pick with --only):
+  cache-hit  GetProcedure answered from the cache vs a bare tonic server
+             returning the same bytes; h2load, interleaved (the order
+             alternating each rep), --reps times: req/s and server CPU per
+             request as ratios, peak RSS.
+  instructions  the same path counted by valgrind's callgrind: instructions
+             per request of each server, which the host's noise cannot move.
+  latency    both driven by h2load at a fixed rate of 40% of the bare
+             server's saturation (measured just before): p50/p99.
+  herd       1,000 concurrent identical GetAgency misses against a portal
+             answering after 500 ms: how many requests reach the portal.
+  overload   GetAgency, uncached, against a portal answering after 10 ms,
+             with max_concurrent_requests = 16 (capacity 16 / 10 ms =
+             1,600 req/s), offered 5x that open-loop: admitted p99, shed
+             count, time to answer a shed call, and the gateway still up;
+             then again with 8 in flight x 20 ms (400 req/s, offered 2,000),
+             where the driver and the fake upstream take less of the cores.
+             The gateway runs pinned to core 0, the driver and the fake
+             upstream to core 1 (taskset).
+  memory     1M cached answers and 1M per-citizen limiter keys: RSS.
+
+    apt-get install nghttp2-client          # h2load
+    cargo build --release -p lienthong --bin lienthong --examples
+    python3 bench/peak_load.py [--only cache-hit,latency] [--requests 100000] [--reps 3]
+
+The machine is shared and noisy and h2load shares its two cores: trust the
+ratios measured in one run, not the absolute numbers.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+TICK = os.sysconf("SC_CLK_TCK")
+PROCEDURE = "/lienthong.v1.PublicServicesService/GetProcedure"
+AGENCY = "/lienthong.v1.PublicServicesService/GetAgency"
+TMP = tempfile.mkdtemp(prefix="lienthong-bench-")
+
+
+def frame(text):
+    """A gRPC frame of a request whose field 1 is the string `text`."""
+    msg = b"\x0a" + bytes([len(text)]) + text.encode()
+    return b"\x00" + len(msg).to_bytes(4, "big") + msg
+
+
+def body_file(name, text):
+    path = os.path.join(TMP, name)
+    with open(path, "wb") as f:
+        f.write(frame(text))
+    return path
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_port(port, proc, deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        if proc.poll() is not None:
+            sys.exit(f"the process for port {port} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def h2load(port, path, body, n, clients, streams, rps=None, log=None):
+    cmd = ["h2load", "-n", str(n), "-c", str(clients), "-m", str(streams), "-d", body,
+           "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    if rps:
+        cmd += ["--rps", str(rps)]
+    if log:
+        cmd += ["--log-file", log]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    rps_done = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    ok = int(re.search(r"(\d+) succeeded", out).group(1))
+    data = re.search(r"\((\d+)\) data", out)
+    return rps_done, ok, int(data.group(1)) if data else 0
+
+
+def percentiles(log):
+    with open(log) as f:
+        us = sorted(int(line.split("\t")[2]) for line in f if line.strip())
+    pick = lambda p: us[min(len(us) - 1, int(len(us) * p))] / 1000
+    return pick(0.50), pick(0.99), len(us)
+
+
+def med(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def start(args, env=None, stdin=None, stdout=subprocess.DEVNULL, cpu=None):
+    """Starts a process, pinned to core `cpu` when given (taskset)."""
+    if cpu is not None:
+        args = ["taskset", "-c", str(cpu)] + args
+    return subprocess.Popen(args, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+
+
+def gateway_env(port, config=None):
+    env = dict(os.environ, LIENTHONG_SERVER__LISTEN=f"127.0.0.1:{port}", RUST_LOG="error",
+               LIENTHONG_SERVER__MAX_CONCURRENT_REQUESTS="100000",
+               LIENTHONG_LIMITS__PER_APP__PER_SECOND="100000000", LIENTHONG_LIMITS__PER_APP__BURST="100000000")
+    if config:
+        env["LIENTHONG_CONFIG"] = config
+    return env
+
+
+def sandbox_pair(a):
+    """The gateway (sandbox, cache warm) and the bare server, both serving."""
+    gateway = start([os.path.join(RELEASE, "lienthong")], env=gateway_env(50080))
+    bare = start([os.path.join(RELEASE, "examples", "bare"), "127.0.0.1:50081"])
+    wait_port(50080, gateway)
+    wait_port(50081, bare)
+    body = body_file("procedure.bin", "1.000894")
+    deadline = time.time() + 30
+    while True:  # the gateway loads the sandbox after binding: wait for answers
+        _, ok, data = h2load(50080, PROCEDURE, body, 100, 1, 1)
+        if ok == 100 and data > 100 * 1000:
+            break
+        if time.time() > deadline:
+            sys.exit("the gateway does not answer GetProcedure")
+        time.sleep(0.2)
+    for port in (50080, 50081):  # warm up
+        h2load(port, PROCEDURE, body, 2000, 4, 4)
+    return {"bare tonic": (bare, 50081), "gateway": (gateway, 50080)}, body
+
+
+def cache_hit(a, targets, body):
+    print(f"\n## cache-hit: {a.requests} requests x {a.reps} reps, -c {a.clients} -m {a.streams}")
+    results = {name: [] for name in targets}
+    for rep in range(a.reps):
+        order = list(targets.items())
+        for name, (proc, port) in (order if rep % 2 == 0 else order[::-1]):
+            before = cpu_seconds(proc.pid)
+            rps, ok, data = h2load(port, PROCEDURE, body, a.requests, a.clients, a.streams)
+            cpu_us = (cpu_seconds(proc.pid) - before) / max(ok, 1) * 1e6
+            results[name].append((rps, cpu_us))
+            print(f"rep {rep + 1} {name:11} {rps:9.0f} req/s {cpu_us:6.1f} us CPU/req "
+                  f"{ok} ok {data / max(ok, 1):.0f} B/answer", flush=True)
+    b_rps, g_rps = med([r[0] for r in results["bare tonic"]]), med([r[0] for r in results["gateway"]])
+    b_cpu, g_cpu = med([r[1] for r in results["bare tonic"]]), med([r[1] for r in results["gateway"]])
+    print(f"median bare {b_rps:.0f} req/s {b_cpu:.1f} us/req; gateway {g_rps:.0f} req/s {g_cpu:.1f} us/req")
+    print(f"RATIO throughput {g_rps / b_rps:.2f}  CPU per request {g_cpu / b_cpu:.2f}")
+    for name, (proc, _) in targets.items():
+        print(f"peak RSS {name}: {peak_rss_mib(proc.pid):.0f} MiB")
+    return b_rps
+
+
+def latency(a, targets, body, saturation):
+    rate = int(saturation * 0.4)
+    clients = 8
+    n = rate * a.latency_seconds
+    print(f"\n## latency at a fixed {rate} req/s (40% of bare saturation {saturation:.0f}), {a.latency_seconds} s x {a.reps} reps")
+    results = {name: [] for name in targets}
+    for rep in range(a.reps):
+        for name, (_, port) in targets.items():
+            log = os.path.join(TMP, f"lat-{name.replace(' ', '-')}-{rep}.tsv")
+            done, ok, _ = h2load(port, PROCEDURE, body, n, clients, 32, rps=max(1, rate // clients), log=log)
+            p50, p99, count = percentiles(log)
+            results[name].append((p50, p99))
+            print(f"rep {rep + 1} {name:11} {done:8.0f} req/s achieved, {ok} ok: p50 {p50:.2f} ms  p99 {p99:.2f} ms", flush=True)
+    for name in targets:
+        print(f"median {name}: p50 {med([r[0] for r in results[name]]):.2f} ms  p99 {med([r[1] for r in results[name]]):.2f} ms")
+
+
+def instructions(a):
+    """Instructions per cache-hit request, gateway and bare, by callgrind."""
+    print("\n## instructions per request (callgrind), 5,000 GetProcedure after 1,000 to warm up")
+    body = body_file("procedure.bin", "1.000894")
+    counts = {}
+    servers = {"bare tonic": ([os.path.join(RELEASE, "examples", "bare"), "127.0.0.1:50091"], 50091, None),
+               "gateway": ([os.path.join(RELEASE, "lienthong")], 50090, gateway_env(50090))}
+    for name, (cmd, port, env) in servers.items():
+        out = os.path.join(TMP, f"callgrind.{port}")
+        proc = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd, env=env)
+        try:
+            wait_port(port, proc, deadline=120)
+            deadline = time.time() + 120
+            while h2load(port, PROCEDURE, body, 10, 1, 1)[1] < 10:  # the sandbox loads after binding
+                if time.time() > deadline:
+                    sys.exit(f"{name} does not answer under valgrind")
+                time.sleep(0.5)
+            h2load(port, PROCEDURE, body, 1000, 4, 8)
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
+            _, ok, _ = h2load(port, PROCEDURE, body, 5000, 4, 8)
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        finally:
+            proc.terminate()
+            proc.wait()
+        with open(f"{out}.1") as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith("summary:") or line.startswith("totals:"))
+        counts[name] = total / ok
+        print(f"{name:11} {counts[name]:9.0f} instructions per request ({ok} requests)", flush=True)
+    print(f"RATIO instructions per request {counts['gateway'] / counts['bare tonic']:.2f}")
+
+
+def portal_gateway(port, upstream_url, extra, server="", cpu=None):
+    """The gateway in front of the portal at `upstream_url`."""
+    config = os.path.join(TMP, f"gateway-{port}.toml")
+    with open(config, "w") as f:
+        f.write(f"""
+[server]
+listen = "127.0.0.1:{port}"
+{server}
+[anonymous]
+enabled = true
+provinces = ["79"]
+[provinces."79"]
+public_services = "portal"
+[adapters.portal]
+kind = "registry-http"
+base_url = "{upstream_url}"
+allow_insecure_http = true
+timeout = "30s"
+[adapters.portal.updates]
+mode = "poll"
+{extra}
+""")
+    env = gateway_env(port, config)
+    del env["LIENTHONG_SERVER__MAX_CONCURRENT_REQUESTS"]
+    return start([os.path.join(RELEASE, "lienthong"), "serve"], env=env, cpu=cpu)
+
+
+def slow_upstream(latency, cpu=None):
+    proc = start([os.path.join(RELEASE, "examples", "slow_upstream"), "--latency", latency],
+                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cpu=cpu)
+    url = proc.stdout.readline().strip().removeprefix("listening on ")
+    return proc, url
+
+
+def upstream_hits(proc, path):
+    proc.stdin.write(f"hits {path}\n")
+    proc.stdin.flush()
+    return int(proc.stdout.readline())
+
+
+def herd(a):
+    print("\n## herd: 1,000 concurrent identical misses, upstream answers after 500 ms")
+    upstream, url = slow_upstream("500ms")
+    gw = portal_gateway(50082, url, "[bulkhead]\nmax_concurrent = 4\n")
+    try:
+        wait_port(50082, gw)
+        for rep, code in enumerate(["000.00.06.H29", "000.00.07.H29", "000.00.08.H29"][: a.reps]):
+            body = body_file(f"agency-{code}.bin", code)
+            t = time.time()
+            _, ok, data = h2load(50082, AGENCY, body, 1000, 10, 100)
+            took = time.time() - t
+            hits = upstream_hits(upstream, f"/agencies/{code}")
+            print(f"rep {rep + 1}: {ok} answered ({data / max(ok, 1):.0f} B each) in {took:.2f} s; upstream calls: {hits}", flush=True)
+    finally:
+        for p in (gw, upstream):
+            p.terminate()
+            p.wait()
+
+
+def overload(a, in_flight, upstream_ms):
+    capacity = in_flight / (upstream_ms / 1000)
+    rate = int(capacity * 5)
+    print(f"\n## overload: capacity {capacity:.0f} req/s ({in_flight} in flight x {upstream_ms} ms), "
+          f"offered {rate} req/s for {a.overload_seconds} s")
+    # The gateway gets core 0; the driver and the fake upstream share core 1.
+    upstream, url = slow_upstream(f"{upstream_ms}ms", cpu=1)
+    extra = "[cache]\nenabled = false\n[bulkhead]\nmax_concurrent = 1000\n"
+    gw = portal_gateway(50083, url, extra, server=f"max_concurrent_requests = {in_flight}", cpu=0)
+    try:
+        wait_port(50083, gw)
+        for rep in range(a.reps):
+            out = subprocess.run(["taskset", "-c", "1", os.path.join(RELEASE, "examples", "load"), "--target", "http://127.0.0.1:50083",
+                                  "--rate", str(rate), "--seconds", str(a.overload_seconds), "--connections", "16"],
+                                 capture_output=True, text=True, check=True).stdout
+            r = json.loads(out)
+            ok, shed = r.get("Ok", {}), r.get("Unavailable", {})
+            others = {k: v["count"] for k, v in r.items() if k not in ("Ok", "Unavailable", "offered_rps")}
+            print(f"rep {rep + 1}: offered {r['offered_rps']:.0f} req/s; admitted {ok.get('count', 0)} "
+                  f"(p50 {ok.get('p50_ms', 0):.1f} ms, p99 {ok.get('p99_ms', 0):.1f} ms); shed {shed.get('count', 0)} "
+                  f"(response p50 {shed.get('p50_ms', 0):.2f} ms, p99 {shed.get('p99_ms', 0):.2f} ms, max {shed.get('max_ms', 0):.1f} ms; "
+                  f"service p50 {shed.get('service_p50_ms', 0):.2f} ms, p99 {shed.get('service_p99_ms', 0):.2f} ms, max {shed.get('service_max_ms', 0):.1f} ms); "
+                  f"other {others}; gateway {'up' if gw.poll() is None else 'DOWN'}, peak RSS {peak_rss_mib(gw.pid):.0f} MiB",
+                  flush=True)
+    finally:
+        for p in (gw, upstream):
+            p.terminate()
+            p.wait()
+
+
+def memory(a):
+    print(f"\n## memory: {a.entries} cached answers and {a.entries} limiter keys")
+    out = subprocess.run([os.path.join(RELEASE, "examples", "memory"), "--entries", str(a.entries),
+                          "--citizens", str(a.entries)], capture_output=True, text=True, check=True).stdout
+    r = json.loads(out)
+    print(json.dumps(r, indent=1))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,memory")
+    p.add_argument("--requests", type=int, default=100_000)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--streams", type=int, default=16)
+    p.add_argument("--latency-seconds", type=int, default=5)
+    p.add_argument("--overload-seconds", type=int, default=10)
+    p.add_argument("--entries", type=int, default=1_000_000)
+    a = p.parse_args()
+    only = set(a.only.split(","))
+    if only & {"cache-hit", "latency"}:
+        targets, body = sandbox_pair(a)
+        try:
+            saturation = cache_hit(a, targets, body) if "cache-hit" in only else h2load(50081, PROCEDURE, body, a.requests, a.clients, a.streams)[0]
+            if "latency" in only:
+                latency(a, targets, body, saturation)
+        finally:
+            for proc, _ in targets.values():
+                proc.terminate()
+                proc.wait()
+    if "instructions" in only:
+        instructions(a)
+    if "herd" in only:
+        herd(a)
+    if "overload" in only:
+        overload(a, 16, 10)
+        overload(a, 8, 20)
+    if "memory" in only:
+        memory(a)
+
+
+if __name__ == "__main__":
+    main()
