@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::apps::{hex, parse_digest, sha256};
 use crate::breaker::BreakerState;
 use crate::cache::KeyParts;
 use crate::gateway::Gateway;
@@ -49,33 +50,16 @@ impl AdminConfig {
     }
 }
 
-fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// The SHA-256 digest of `token`, in hex.
 pub fn digest_hex(token: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha256(token.as_bytes()))
 }
 
 /// A fresh random admin token (256 bits, hex).
 pub fn new_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness for a token"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
 
 /// Who may call the admin API.
@@ -109,11 +93,7 @@ impl AdminAuth {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 1024)
             .ok_or_else(|| Status::unauthenticated("the admin API needs \"authorization: Bearer <admin token>\""))?;
-        let presented = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        // Compare against every digest, without stopping early.
-        let valid = self.digests.iter().fold(false, |found, d| {
-            aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_ref(), d).is_ok() | found
-        });
+        let valid = crate::apps::any_equal(self.digests.iter().copied(), &sha256(token.as_bytes()));
         if valid { Ok(()) } else { Err(Status::unauthenticated("this admin token is not valid on this gateway")) }
     }
 }

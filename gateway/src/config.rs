@@ -78,6 +78,8 @@ pub struct Config {
     pub retry: crate::retry::RetryConfig,
     /// The operators' API.
     pub admin: crate::admin::AdminConfig,
+    /// Registered apps by id.
+    pub apps: BTreeMap<String, crate::apps::AppConfig>,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -112,6 +114,25 @@ pub struct ServerConfig {
     /// also caps its own requests).
     #[serde(with = "humantime_serde")]
     pub default_deadline: Duration,
+    /// TLS for the listener (TLS 1.2 and 1.3); plaintext when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert_file: std::path::PathBuf,
+    /// The server's private key (PEM).
+    pub key_file: std::path::PathBuf,
+    /// CA certificates (PEM) that sign apps' client certificates; turns on
+    /// mutual TLS.
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// With `client_ca_file`: refuse connections without a client
+    /// certificate (otherwise apps may use API keys instead).
+    #[serde(default)]
+    pub client_cert_required: bool,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +145,7 @@ impl Default for ServerConfig {
             province_from_metadata: true,
             max_concurrent_requests: 1024,
             default_deadline: Duration::from_secs(15),
+            tls: None,
         }
     }
 }
@@ -322,6 +344,7 @@ const SECTIONS: &[&str] = &[
     "bulkhead",
     "retry",
     "admin",
+    "apps",
     "provinces",
     "adapters",
 ];
@@ -412,6 +435,12 @@ impl Config {
             extract_or_default::<crate::retry::RetryConfig>(&figment, "retry", section("retry").is_some(), &mut errors);
         let admin =
             extract_or_default::<crate::admin::AdminConfig>(&figment, "admin", section("admin").is_some(), &mut errors);
+        let apps = extract_or_default::<BTreeMap<String, crate::apps::AppConfig>>(
+            &figment,
+            "apps",
+            section("apps").is_some(),
+            &mut errors,
+        );
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -445,6 +474,7 @@ impl Config {
                 bulkhead,
                 retry,
                 admin,
+                apps,
                 provinces,
                 adapters,
                 unparsed,
@@ -584,6 +614,36 @@ impl Config {
         }
         if self.cache.max_bytes < 1024 * 1024 {
             errors.push(ConfigError::new("cache.max_bytes", "must be at least 1 MiB"));
+        }
+        let configured = |p: &str| self.provinces.contains_key(p);
+        let mut seen = std::collections::BTreeMap::new();
+        for (id, app) in &self.apps {
+            for (path, message) in app.problems(id, &configured) {
+                errors.push(ConfigError::new(path, message));
+            }
+            if id == "anonymous" {
+                errors.push(ConfigError::new(format!("apps.{id}"), "\"anonymous\" is reserved for [anonymous]"));
+            }
+            if !app.client_cert_sha256.is_empty() && s.tls.as_ref().and_then(|t| t.client_ca_file.as_ref()).is_none() {
+                errors.push(ConfigError::new(
+                    format!("apps.{id}.client_cert_sha256"),
+                    "client certificates need mutual TLS: set server.tls.client_ca_file",
+                ));
+            }
+            for d in app.api_key_sha256.iter().chain(&app.client_cert_sha256) {
+                if let Some(other) = seen.insert(d.to_ascii_lowercase(), id.clone()) {
+                    errors.push(ConfigError::new(
+                        format!("apps.{id}"),
+                        format!("a credential digest is registered for app {other:?} too: one credential, one app"),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &s.tls
+            && t.client_cert_required
+            && t.client_ca_file.is_none()
+        {
+            errors.push(ConfigError::new("server.tls.client_cert_required", "needs client_ca_file"));
         }
         let a = &self.anonymous;
         if a.enabled && a.provinces.is_empty() {

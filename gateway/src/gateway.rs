@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use crate::config::{AnonymousConfig, Config};
+use crate::apps::{App, AppRegistry};
+use crate::config::Config;
 use crate::guard::UpstreamGuard;
 use crate::status;
 
@@ -70,7 +71,7 @@ pub struct Gateway {
     default_deadline: Duration,
     identity: crate::config::IdentityPolicy,
     webhooks: BTreeMap<String, Arc<dyn WebhookReceiver>>,
-    anonymous: AnonymousConfig,
+    apps: AppRegistry,
     province_from_metadata: bool,
     shutdown: watch::Receiver<bool>,
 }
@@ -143,7 +144,8 @@ impl Gateway {
         }
         let webhooks =
             built.iter().filter_map(|(name, (set, _))| Some(((*name).to_owned(), set.webhook.clone()?))).collect();
-        let limits = Arc::new(crate::limits::Limiters::new(&config.limits));
+        let quotas = config.apps.iter().filter_map(|(id, a)| Some((id.as_str(), a.rate_limit?)));
+        let limits = Arc::new(crate::limits::Limiters::new(&config.limits).with_app_quotas(quotas));
         let guards: BTreeMap<String, Arc<UpstreamGuard>> = built
             .keys()
             .map(|name| {
@@ -187,7 +189,7 @@ impl Gateway {
             default_deadline: config.server.default_deadline,
             identity: config.identity.clone(),
             webhooks,
-            anonymous: config.anonymous.clone(),
+            apps: AppRegistry::new(&config.apps, &config.anonymous),
             province_from_metadata: config.server.province_from_metadata,
             shutdown,
         })
@@ -247,14 +249,20 @@ impl Gateway {
         self.shutdown.clone()
     }
 
-    /// Starts a call of `method`: decides who calls and for which province.
-    pub fn call(&self, metadata: &MetadataMap, method: Method) -> Result<Call<'_>, Status> {
-        if !self.anonymous.enabled {
-            return Err(Status::unauthenticated(
-                "this gateway serves registered apps only, and the call presented no app credential",
-            ));
+    /// Starts a call of `method`: who calls (the app, by client
+    /// certificate or API key), whether it may call `method`, for which
+    /// province, and within its quota.
+    pub fn call<T>(&self, request: &tonic::Request<T>, method: Method) -> Result<Call<'_>, Status> {
+        let app = self.apps.identify(request)?;
+        if !app.may_call(method) {
+            return Err(Status::permission_denied(format!(
+                "app {} is not registered to call {}",
+                app.id,
+                method.full_name()
+            )));
         }
-        let allowed = &self.anonymous.provinces;
+        let metadata = request.metadata();
+        let allowed = &app.provinces;
         let asked = match metadata.get(PROVINCE_HEADER) {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| bad_province("must be a 2-digit province code, such as \"79\""))?),
@@ -273,7 +281,7 @@ impl Gateway {
                     )));
                 }
                 if !allowed.iter().any(|p| p == code) {
-                    return Err(Status::permission_denied(format!("this caller may not reach province {code}")));
+                    return Err(Status::permission_denied(format!("app {} may not reach province {code}", app.id)));
                 }
                 if !self.province_from_metadata && allowed.first().map(String::as_str) != Some(code) {
                     return Err(Status::permission_denied(format!(
@@ -285,22 +293,26 @@ impl Gateway {
             None => allowed
                 .first()
                 .map(String::as_str)
-                .ok_or_else(|| Status::permission_denied("this caller may reach no province"))?,
+                .ok_or_else(|| Status::permission_denied(format!("app {} may reach no province", app.id)))?,
         };
         let province = self
             .provinces
             .get(code)
             .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
-        // Registered apps arrive with app authentication; until then every
-        // caller is the anonymous app.
-        self.limits.check_app("anonymous", method)?;
+        self.limits.check_app(&app.id, method)?;
         let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
         Ok(Call {
             gateway: self,
             province,
             method,
+            app,
             ctx: CallContext { province: code.to_owned(), principal: None, deadline },
         })
+    }
+
+    /// The registered apps.
+    pub fn apps(&self) -> &AppRegistry {
+        &self.apps
     }
 }
 
@@ -336,6 +348,7 @@ pub struct Call<'g> {
     gateway: &'g Gateway,
     province: &'g ProvinceAdapters,
     method: Method,
+    app: &'g App,
     /// What the adapter gets to know.
     pub ctx: CallContext,
 }
@@ -376,9 +389,14 @@ impl<'g> Call<'g> {
         })
     }
 
-    /// Whether the caller's registration grants `scope`.
+    /// Whether the calling app's registration grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.gateway.anonymous.scopes.iter().any(|s| s == scope)
+        self.app.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The calling app.
+    pub fn app(&self) -> &'g App {
+        self.app
     }
 
     /// Maps an adapter error for the caller.

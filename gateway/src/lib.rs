@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod apps;
 pub mod breaker;
 pub mod bulkhead;
 pub mod cache;

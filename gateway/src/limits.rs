@@ -98,6 +98,7 @@ type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Cl
 pub struct Limiters<C: Clock = DefaultClock> {
     clock: C,
     apps: Option<Keyed<String, C>>,
+    app_quotas: HashMap<String, Direct<C>>,
     citizens: Option<Keyed<u64, C>>,
     upstreams: HashMap<String, Direct<C>>,
     costs: BTreeMap<String, u32>,
@@ -139,6 +140,7 @@ impl<C: Clock + Clone> Limiters<C> {
     pub fn with_clock(config: &LimitsConfig, clock: C) -> Self {
         Self {
             apps: keyed(&config.per_app, &clock),
+            app_quotas: HashMap::new(),
             citizens: keyed(&config.per_citizen, &clock),
             upstreams: config
                 .per_upstream
@@ -149,6 +151,16 @@ impl<C: Clock + Clone> Limiters<C> {
             salt: RandomState::new(),
             clock,
         }
+    }
+
+    /// Gives the apps of `quotas` their own quota instead of `per_app`.
+    pub fn with_app_quotas<'a>(mut self, quotas: impl IntoIterator<Item = (&'a str, RateLimit)>) -> Self {
+        for (app, r) in quotas {
+            if let Some(q) = r.quota() {
+                self.app_quotas.insert(app.to_owned(), RateLimiter::direct_with_clock(q, self.clock.clone()));
+            }
+        }
+        self
     }
 
     fn cost(&self, method: Method) -> NonZeroU32 {
@@ -168,8 +180,11 @@ impl<C: Clock + Clone> Limiters<C> {
         }
     }
 
-    /// Charges the calling app.
+    /// Charges the calling app: its own quota, or `per_app`.
     pub fn check_app(&self, app: &str, method: Method) -> Result<(), Status> {
+        if let Some(l) = self.app_quotas.get(app) {
+            return self.verdict("this app", l.check_n(self.cost(method)));
+        }
         let Some(l) = &self.apps else { return Ok(()) };
         self.verdict("this app", l.check_key_n(&app.to_owned(), self.cost(method)))
     }
@@ -240,6 +255,12 @@ mod tests {
         l.check_app("other", Method::GetSchool).unwrap();
         clock.advance(Duration::from_millis(100));
         l.check_app("app", Method::GetSchool).unwrap();
+        // An app with its own quota.
+        let l = limiters(&clock).with_app_quotas([("big", RateLimit { per_second: 1, burst: 5 })]);
+        for _ in 0..5 {
+            l.check_app("big", Method::GetSchool).unwrap();
+        }
+        assert_eq!(l.check_app("big", Method::GetSchool).unwrap_err().code(), Code::ResourceExhausted);
     }
 
     #[test]

@@ -44,6 +44,15 @@ enum Command {
     /// Make a new admin token: prints the token (give it to the operator) and
     /// its SHA-256 digest (put it in `[admin] token_sha256`).
     AdminToken,
+    /// Make a new API key for an app: prints the key (give it to the app's
+    /// team) and its SHA-256 digest (put it in `[apps.<id>] api_key_sha256`).
+    ApiKey,
+    /// Print the SHA-256 fingerprint of the first certificate in a PEM file,
+    /// for `[apps.<id>] client_cert_sha256`.
+    CertFingerprint {
+        /// The app's client certificate (PEM).
+        file: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -77,17 +86,37 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn admin_token() -> ExitCode {
+fn new_secret(key: &str) -> ExitCode {
     match lienthong::admin::new_token() {
         Ok(token) => {
-            println!("token:  {token}");
+            println!("secret: {token}");
             println!("digest: {}", lienthong::admin::digest_hex(&token));
-            eprintln!("keep the token secret; configure only the digest: [admin] token_sha256 = [\"<digest>\"]");
+            eprintln!("keep the secret secret; configure only its digest: {key} = [\"<digest>\"]");
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("lienthong: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn cert_fingerprint(file: &std::path::Path) -> ExitCode {
+    let pem = match std::fs::read_to_string(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match lienthong::apps::pem_fingerprint(&pem) {
+        Some(fingerprint) => {
+            println!("{fingerprint}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("{}: no PEM certificate found", file.display());
+            ExitCode::from(2)
         }
     }
 }
@@ -119,7 +148,9 @@ async fn main() -> ExitCode {
     init_logging(cli.log);
     let config_path = match cli.command {
         Some(Command::CheckConfig { file }) => return check_config(&file),
-        Some(Command::AdminToken) => return admin_token(),
+        Some(Command::AdminToken) => return new_secret("[admin] token_sha256"),
+        Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
+        Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
         Some(Command::Serve { config }) => config,
         None => std::env::var_os("LIENTHONG_CONFIG").map(PathBuf::from),
     };

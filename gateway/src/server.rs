@@ -2,6 +2,8 @@
 //! and a graceful shutdown bounded by the drain timeout.
 
 use std::future::Future;
+
+use anyhow::Context as _;
 use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
@@ -19,6 +21,7 @@ use tokio::sync::watch;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
@@ -64,6 +67,7 @@ fn cors(config: &Config) -> CorsLayer {
             header("x-user-agent"),
             header("grpc-timeout"),
             header(PROVINCE_HEADER),
+            header(crate::apps::API_KEY_HEADER),
         ])
         .expose_headers([
             header("grpc-status"),
@@ -72,6 +76,22 @@ fn cors(config: &Config) -> CorsLayer {
             header(CACHE_HEADER),
         ])
         .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// The listener's TLS: its certificate and key, and the CA of apps' client
+/// certificates when mutual TLS is on.
+fn server_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<ServerTlsConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("reading server.tls.{what} ({})", path.display()))
+    };
+    let identity = Identity::from_pem(read(&tls.cert_file, "cert_file")?, read(&tls.key_file, "key_file")?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca, "client_ca_file")?))
+            .client_auth_optional(!tls.client_cert_required);
+    }
+    Ok(config)
 }
 
 /// Serves `config` on `listener` until `signal` completes, then drains:
@@ -111,7 +131,12 @@ pub async fn serve_with_registry(
         .build_v1alpha()?;
 
     let grpc_web = config.server.grpc_web;
-    let mut router = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = &config.server.tls {
+        // TLS 1.2 and 1.3 (rustls); client certificates identify apps.
+        server = server.tls_config(server_tls(tls)?)?;
+    }
+    let mut router = server
         // Shed load beyond the global limit at once, so callers fail fast
         // instead of queueing past their deadlines.
         .layer(crate::shed::ShedLayer::new(config.server.max_concurrent_requests))

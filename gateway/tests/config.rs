@@ -42,6 +42,20 @@ max_attempts = 0
 [admin]
 token_sha256 = ["hunter2"]
 
+[apps.kiosk]
+provinces = ["79"]
+allow = ["HealthService/*"]
+client_cert_sha256 = ["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]
+
+[apps.copycat]
+provinces = ["79"]
+allow = ["*"]
+api_key_sha256 = ["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]
+
+[apps.ghost]
+provinces = ["79"]
+allow = ["*"]
+
 [provinces."79"]
 identity = "sandbox"
 transport = "missing"
@@ -115,6 +129,10 @@ fn every_problem_is_reported_with_its_path() {
     has(&errors, "bulkhead.per_instance.ghost", "no adapter instance");
     has(&errors, "retry.max_attempts", "between 1");
     has(&errors, "admin.token_sha256[0]", "never the token itself");
+    has(&errors, "apps.kiosk.allow[0]", "names no RPC");
+    has(&errors, "apps.kiosk.client_cert_sha256", "server.tls.client_ca_file");
+    has(&errors, "apps.kiosk", "registered for app \"copycat\" too");
+    has(&errors, "apps.ghost", "at least one credential");
     has(&errors, "cache.policies.ListSchools.ttl", "more than 0");
     has(&errors, "cache.max_bytes", "at least 1 MiB");
     assert!(errors.len() >= 17, "{errors:#?}");

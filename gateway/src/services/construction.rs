@@ -21,7 +21,7 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::ListHousingProjectsRequest>,
     ) -> Result<Response<api::ListHousingProjectsResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListHousingProjects)?;
+        let call = self.0.call(&request, Method::ListHousingProjects)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -39,7 +39,7 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::GetHousingProjectRequest>,
     ) -> Result<Response<api::GetHousingProjectResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetHousingProject)?;
+        let call = self.0.call(&request, Method::GetHousingProject)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "project_id", &req.project_id, CodeKind::RecordId);
@@ -53,7 +53,7 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::GetPracticingCertificateRequest>,
     ) -> Result<Response<api::GetPracticingCertificateResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetPracticingCertificate)?;
+        let call = self.0.call(&request, Method::GetPracticingCertificate)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "certificate_number", &req.certificate_number, CodeKind::Certificate);

@@ -21,7 +21,7 @@ impl EducationService for EducationApi {
         &self,
         request: Request<api::ListSchoolsRequest>,
     ) -> Result<Response<api::ListSchoolsResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListSchools)?;
+        let call = self.0.call(&request, Method::ListSchools)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -39,7 +39,7 @@ impl EducationService for EducationApi {
         &self,
         request: Request<api::GetSchoolRequest>,
     ) -> Result<Response<api::GetSchoolResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetSchool)?;
+        let call = self.0.call(&request, Method::GetSchool)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "school_id", &req.school_id, CodeKind::RecordId);

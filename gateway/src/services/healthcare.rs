@@ -21,7 +21,7 @@ impl HealthcareService for HealthcareApi {
         &self,
         request: Request<api::ListFacilitiesRequest>,
     ) -> Result<Response<api::ListFacilitiesResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListFacilities)?;
+        let call = self.0.call(&request, Method::ListFacilities)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -39,7 +39,7 @@ impl HealthcareService for HealthcareApi {
         &self,
         request: Request<api::GetFacilityRequest>,
     ) -> Result<Response<api::GetFacilityResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetFacility)?;
+        let call = self.0.call(&request, Method::GetFacility)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "facility_code", &req.facility_code, CodeKind::Facility);

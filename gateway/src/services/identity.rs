@@ -22,7 +22,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<api::GetMyProfileRequest>,
     ) -> Result<Response<api::GetMyProfileResponse>, Status> {
-        let mut call = self.0.call(request.metadata(), Method::GetMyProfile)?;
+        let mut call = self.0.call(&request, Method::GetMyProfile)?;
         let principal =
             call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
         let req = request.into_inner();

@@ -79,7 +79,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListAgenciesRequest>,
     ) -> Result<Response<api::ListAgenciesResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListAgencies)?;
+        let call = self.0.call(&request, Method::ListAgencies)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -95,7 +95,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetAgencyRequest>,
     ) -> Result<Response<api::GetAgencyResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetAgency)?;
+        let call = self.0.call(&request, Method::GetAgency)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "agency_code", &req.agency_code, CodeKind::Agency);
@@ -109,7 +109,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListProceduresRequest>,
     ) -> Result<Response<api::ListProceduresResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListProcedures)?;
+        let call = self.0.call(&request, Method::ListProcedures)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -128,7 +128,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetProcedureRequest>,
     ) -> Result<Response<api::GetProcedureResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetProcedure)?;
+        let call = self.0.call(&request, Method::GetProcedure)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "procedure_code", &req.procedure_code, CodeKind::Procedure);
@@ -142,7 +142,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetDossierRequest>,
     ) -> Result<Response<api::GetDossierResponse>, Status> {
-        let mut call = self.0.call(request.metadata(), Method::GetDossier)?;
+        let mut call = self.0.call(&request, Method::GetDossier)?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;
@@ -161,7 +161,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListMyDossiersRequest>,
     ) -> Result<Response<api::ListMyDossiersResponse>, Status> {
-        let mut call = self.0.call(request.metadata(), Method::ListMyDossiers)?;
+        let mut call = self.0.call(&request, Method::ListMyDossiers)?;
         {
             let req = request.get_ref();
             let mut v = Violations::new();
@@ -190,7 +190,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::WatchDossierRequest>,
     ) -> Result<Response<Self::WatchDossierStream>, Status> {
-        let mut call = self.0.call(request.metadata(), Method::WatchDossier)?;
+        let mut call = self.0.call(&request, Method::WatchDossier)?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;

@@ -26,7 +26,7 @@ impl SandboxIdentityService for SandboxIdentityApi {
         &self,
         request: Request<sbx::ListDemoCitizensRequest>,
     ) -> Result<Response<sbx::ListDemoCitizensResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetMyProfile)?;
+        let call = self.0.call(&request, Method::GetMyProfile)?;
         let issuer = call.demo_issuer()?;
         let citizens = issuer
             .demo_citizens()
@@ -46,7 +46,7 @@ impl SandboxIdentityService for SandboxIdentityApi {
         &self,
         request: Request<sbx::IssueTokenRequest>,
     ) -> Result<Response<sbx::IssueTokenResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetMyProfile)?;
+        let call = self.0.call(&request, Method::GetMyProfile)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         if req.handle.is_empty() || req.handle.len() > 32 || !req.handle.bytes().all(|b| b.is_ascii_lowercase()) {

@@ -24,7 +24,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListBusRoutesRequest>,
     ) -> Result<Response<api::ListBusRoutesResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListBusRoutes)?;
+        let call = self.0.call(&request, Method::ListBusRoutes)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -41,7 +41,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::GetBusRouteRequest>,
     ) -> Result<Response<api::GetBusRouteResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetBusRoute)?;
+        let call = self.0.call(&request, Method::GetBusRoute)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "route_number", &req.route_number, CodeKind::RouteNumber);
@@ -56,7 +56,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListNearbyStopsRequest>,
     ) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListNearbyStops)?;
+        let call = self.0.call(&request, Method::ListNearbyStops)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -71,7 +71,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListArrivalsRequest>,
     ) -> Result<Response<api::ListArrivalsResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListArrivals)?;
+        let call = self.0.call(&request, Method::ListArrivals)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "stop_id", &req.stop_id, CodeKind::RecordId);
@@ -88,7 +88,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListTrafficCamerasRequest>,
     ) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::ListTrafficCameras)?;
+        let call = self.0.call(&request, Method::ListTrafficCameras)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -104,7 +104,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::GetTrafficCameraRequest>,
     ) -> Result<Response<api::GetTrafficCameraResponse>, Status> {
-        let call = self.0.call(request.metadata(), Method::GetTrafficCamera)?;
+        let call = self.0.call(&request, Method::GetTrafficCamera)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "camera_id", &req.camera_id, CodeKind::RecordId);

@@ -14,7 +14,7 @@ use lienthong_proto::sandbox::v1::IssueTokenRequest;
 use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// A running gateway.
 pub struct TestGateway {
@@ -36,13 +36,23 @@ impl TestGateway {
     }
 
     pub async fn start(config: Config, registry: AdapterRegistry) -> Self {
+        Self::start_with(config, registry, None).await
+    }
+
+    /// Like [`TestGateway::start`], the client speaking TLS with `tls`.
+    pub async fn start_with(config: Config, registry: AdapterRegistry, tls: Option<ClientTlsConfig>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(lienthong::server::serve_with_registry(config, registry, listener, async {
             let _ = stopped.await;
         }));
-        let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let channel = match tls {
+            None => Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy(),
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect_lazy()
+            }
+        };
         let gw = Self { addr, channel, stop: Some(stop), task };
         gw.wait_ready().await;
         gw

@@ -1,0 +1,350 @@
+//! The registry of calling apps, and who is calling.
+//!
+//! Each app (`[apps.<id>]`) is registered with the provinces it may reach,
+//! the methods it may call, its scopes, its quota, and its credentials: the
+//! SHA-256 digests of its API keys (sent as `x-lienthong-api-key`) and of its
+//! TLS client certificates (mutual TLS). Only digests are configured; a
+//! presented key is hashed and compared in constant time with every
+//! registered digest. Listing a new digest beside the old one rotates a
+//! credential without downtime; removing the old one revokes it.
+//!
+//! A call that presents a client certificate is that certificate's app; else
+//! an API key's; else, where `[anonymous]` is enabled, the anonymous app.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use lienthong_adapter_core::{Capabilities, Method};
+use serde::Deserialize;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
+
+use crate::limits::RateLimit;
+
+/// Metadata carrying an app's API key.
+pub const API_KEY_HEADER: &str = "x-lienthong-api-key";
+
+/// `[apps.<id>]`: one registered app.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// The provinces it may reach; the first is used when a call names none.
+    pub provinces: Vec<String>,
+    /// What it may call: `"*"`, `"<Service>/*"` (`"HealthcareService/*"`),
+    /// `"<Service>/<Rpc>"` or an RPC name (`"GetMyProfile"`).
+    pub allow: Vec<String>,
+    /// Scopes granted, for example `identity.full_id_number`.
+    pub scopes: Vec<String>,
+    /// SHA-256 digests (hex) of its API keys.
+    pub api_key_sha256: Vec<String>,
+    /// SHA-256 digests (hex) of its TLS client certificates (DER), as
+    /// `lienthong cert-fingerprint FILE` prints them.
+    pub client_cert_sha256: Vec<String>,
+    /// Its quota; `limits.per_app` when not set.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("provinces", &self.provinces)
+            .field("allow", &self.allow)
+            .field("scopes", &self.scopes)
+            .field("api_keys", &self.api_key_sha256.len())
+            .field("client_certs", &self.client_cert_sha256.len())
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+/// Parses 64 hex digits.
+pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The SHA-256 digest of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// The SHA-256 fingerprint (hex) of the first certificate in `pem`, as
+/// `client_cert_sha256` takes it.
+pub fn pem_fingerprint(pem: &str) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    Some(hex(&sha256(der.as_ref())))
+}
+
+/// Hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The methods an `allow` entry names; empty when it names none.
+pub fn allowed_methods(entry: &str) -> Vec<Method> {
+    let matches = |m: &Method| {
+        let (service, rpc) = m.full_name().trim_start_matches("lienthong.v1.").split_once('/').unwrap_or_default();
+        match entry.split_once('/') {
+            None => entry == "*" || entry == rpc,
+            Some((s, "*")) => s == service,
+            Some((s, r)) => s == service && r == rpc,
+        }
+    };
+    Method::ALL.iter().copied().filter(matches).collect()
+}
+
+impl AppConfig {
+    /// Problems of app `id`, each as (path, message).
+    pub fn problems(&self, id: &str, configured: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let path = |key: &str| format!("apps.{id}.{key}");
+        if self.provinces.is_empty() {
+            out.push((path("provinces"), "list the provinces this app may reach".to_owned()));
+        }
+        for (i, p) in self.provinces.iter().enumerate() {
+            if !configured(p) {
+                out.push((
+                    format!("{}[{i}]", path("provinces")),
+                    format!("province {p:?} is not configured under [provinces]"),
+                ));
+            }
+        }
+        if self.allow.is_empty() {
+            out.push((
+                path("allow"),
+                "list what this app may call, for example [\"*\"] or [\"HealthcareService/*\"]".to_owned(),
+            ));
+        }
+        for (i, entry) in self.allow.iter().enumerate() {
+            if allowed_methods(entry).is_empty() {
+                out.push((
+                    format!("{}[{i}]", path("allow")),
+                    format!("{entry:?} names no RPC: use \"*\", \"<Service>/*\", \"<Service>/<Rpc>\" or an RPC name"),
+                ));
+            }
+        }
+        for (i, scope) in self.scopes.iter().enumerate() {
+            if !crate::config::KNOWN_SCOPES.contains(&scope.as_str()) {
+                out.push((
+                    format!("{}[{i}]", path("scopes")),
+                    format!("unknown scope {scope:?}; known scopes: {}", crate::config::KNOWN_SCOPES.join(", ")),
+                ));
+            }
+        }
+        for (key, digests) in
+            [("api_key_sha256", &self.api_key_sha256), ("client_cert_sha256", &self.client_cert_sha256)]
+        {
+            for (i, d) in digests.iter().enumerate() {
+                if parse_digest(d).is_none() {
+                    out.push((
+                        format!("{}[{i}]", path(key)),
+                        "must be a SHA-256 digest in 64 hex digits, never the credential itself".to_owned(),
+                    ));
+                }
+            }
+        }
+        if self.api_key_sha256.is_empty() && self.client_cert_sha256.is_empty() {
+            out.push((
+                format!("apps.{id}"),
+                "register at least one credential: api_key_sha256 or client_cert_sha256".to_owned(),
+            ));
+        }
+        if let Some(r) = &self.rate_limit
+            && (r.per_second == 0 || r.burst == 0)
+        {
+            out.push((path("rate_limit"), "per_second and burst must be at least 1".to_owned()));
+        }
+        out
+    }
+}
+
+/// A registered app, as calls see it.
+pub struct App {
+    /// Its id in config (`anonymous` for calls without credentials).
+    pub id: String,
+    /// The provinces it may reach, its default first.
+    pub provinces: Vec<String>,
+    /// What it may call.
+    pub methods: Capabilities,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    keys: Vec<[u8; 32]>,
+    certs: Vec<[u8; 32]>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App").field("id", &self.id).field("provinces", &self.provinces).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    fn new(id: &str, config: &AppConfig) -> Self {
+        let methods =
+            config.allow.iter().flat_map(|e| allowed_methods(e)).fold(Capabilities::none(), Capabilities::with);
+        Self {
+            id: id.to_owned(),
+            provinces: config.provinces.clone(),
+            methods,
+            scopes: config.scopes.clone(),
+            keys: config.api_key_sha256.iter().filter_map(|d| parse_digest(d)).collect(),
+            certs: config.client_cert_sha256.iter().filter_map(|d| parse_digest(d)).collect(),
+        }
+    }
+
+    /// Whether it may call `method`.
+    pub fn may_call(&self, method: Method) -> bool {
+        self.methods.supports(method)
+    }
+}
+
+/// Every registered app, and the anonymous one.
+#[derive(Debug)]
+pub struct AppRegistry {
+    apps: Vec<App>,
+    anonymous: Option<App>,
+}
+
+/// Whether `digest` equals any of `known`, looking at all of them.
+pub fn any_equal(known: impl Iterator<Item = [u8; 32]>, digest: &[u8; 32]) -> bool {
+    known.fold(false, |found, d| aws_lc_rs::constant_time::verify_slices_are_equal(&d, digest).is_ok() | found)
+}
+
+impl AppRegistry {
+    /// The apps of `apps`, plus the anonymous app when `anonymous` is on.
+    pub fn new(apps: &BTreeMap<String, AppConfig>, anonymous: &crate::config::AnonymousConfig) -> Self {
+        let anonymous = anonymous.enabled.then(|| {
+            App::new(
+                "anonymous",
+                &AppConfig {
+                    provinces: anonymous.provinces.clone(),
+                    allow: vec!["*".to_owned()],
+                    scopes: anonymous.scopes.clone(),
+                    ..Default::default()
+                },
+            )
+        });
+        Self { apps: apps.iter().map(|(id, c)| App::new(id, c)).collect(), anonymous }
+    }
+
+    /// Every app with a registration (not the anonymous one).
+    pub fn apps(&self) -> impl Iterator<Item = &App> {
+        self.apps.iter().chain(self.anonymous.as_ref())
+    }
+
+    /// The app calling `request`.
+    pub fn identify<T>(&self, request: &Request<T>) -> Result<&App, Status> {
+        if let Some(certs) = request.peer_certs()
+            && let Some(leaf) = certs.first()
+        {
+            let digest = sha256(leaf.as_ref());
+            return self.apps.iter().find(|a| any_equal(a.certs.iter().copied(), &digest)).ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "this client certificate (SHA-256 {}) is not registered for any app",
+                    hex(&digest)
+                ))
+            });
+        }
+        self.identify_by_key(request.metadata())
+    }
+
+    fn identify_by_key(&self, metadata: &MetadataMap) -> Result<&App, Status> {
+        let Some(value) = metadata.get(API_KEY_HEADER) else {
+            return self.anonymous.as_ref().ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "this gateway serves registered apps only: present the app's API key in {API_KEY_HEADER} or its client certificate"
+                ))
+            });
+        };
+        let key = value.as_bytes();
+        if key.is_empty() || key.len() > 512 {
+            return Err(Status::unauthenticated(format!("{API_KEY_HEADER} must hold an API key of 1 to 512 bytes")));
+        }
+        let digest = sha256(key);
+        // Every app's every key is compared, matched or not.
+        let mut found = None;
+        for app in &self.apps {
+            if any_equal(app.keys.iter().copied(), &digest) && found.is_none() {
+                found = Some(app);
+            }
+        }
+        found.ok_or_else(|| Status::unauthenticated("this API key is not registered (or was revoked)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_entries_name_methods() {
+        assert_eq!(allowed_methods("*").len(), Method::ALL.len());
+        assert_eq!(allowed_methods("HealthcareService/*"), [Method::ListFacilities, Method::GetFacility]);
+        assert_eq!(allowed_methods("PublicServicesService/GetDossier"), [Method::GetDossier]);
+        assert_eq!(allowed_methods("GetMyProfile"), [Method::GetMyProfile]);
+        assert!(allowed_methods("HealthService/*").is_empty());
+        assert!(allowed_methods("GetEverything").is_empty());
+    }
+
+    #[test]
+    fn keys_identify_apps_and_revoked_ones_do_not() {
+        let app = |keys: &[&str]| AppConfig {
+            provinces: vec!["79".into()],
+            allow: vec!["*".into()],
+            api_key_sha256: keys.iter().map(|k| hex(&sha256(k.as_bytes()))).collect(),
+            ..Default::default()
+        };
+        let apps = BTreeMap::from([("a".to_owned(), app(&["old-key", "new-key"])), ("b".to_owned(), app(&["b-key"]))]);
+        let registry = AppRegistry::new(&apps, &Default::default());
+        let with = |key: &str| {
+            let mut m = MetadataMap::new();
+            m.insert(API_KEY_HEADER, key.parse().unwrap());
+            m
+        };
+        assert_eq!(registry.identify_by_key(&with("old-key")).unwrap().id, "a");
+        assert_eq!(registry.identify_by_key(&with("new-key")).unwrap().id, "a");
+        assert_eq!(registry.identify_by_key(&with("b-key")).unwrap().id, "b");
+        let e = registry.identify_by_key(&with("nope")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(!e.message().contains("nope"));
+        assert_eq!(registry.identify_by_key(&MetadataMap::new()).unwrap_err().code(), tonic::Code::Unauthenticated);
+        // Neither keys nor digests show in Debug.
+        let shown = format!("{:?} {:?}", apps["a"], registry);
+        assert!(!shown.contains(&hex(&sha256(b"old-key"))[..12]), "{shown}");
+    }
+
+    #[test]
+    fn registrations_are_checked() {
+        let bad = AppConfig {
+            provinces: vec!["01".into()],
+            allow: vec!["HealthService/*".into()],
+            scopes: vec!["everything".into()],
+            api_key_sha256: vec!["the-key-itself".into()],
+            rate_limit: Some(RateLimit { per_second: 0, burst: 1 }),
+            ..Default::default()
+        };
+        let paths: Vec<String> = bad.problems("app", &|p| p == "79").into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            paths,
+            [
+                "apps.app.provinces[0]",
+                "apps.app.allow[0]",
+                "apps.app.scopes[0]",
+                "apps.app.api_key_sha256[0]",
+                "apps.app.rate_limit"
+            ]
+        );
+        let none = AppConfig { provinces: vec!["79".into()], allow: vec!["*".into()], ..Default::default() };
+        assert_eq!(none.problems("x", &|_| true)[0].0, "apps.x");
+    }
+}
