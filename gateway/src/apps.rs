@@ -23,6 +23,8 @@ use crate::limits::RateLimit;
 
 /// Metadata carrying an app's API key.
 pub const API_KEY_HEADER: &str = "x-lienthong-api-key";
+/// Metadata naming the purpose of a call touching personal data.
+pub const PURPOSE_HEADER: &str = "x-lienthong-purpose";
 
 /// `[apps.<id>]`: one registered app.
 #[derive(Clone, Default, Deserialize)]
@@ -42,6 +44,10 @@ pub struct AppConfig {
     pub client_cert_sha256: Vec<String>,
     /// Its quota; `limits.per_app` when not set.
     pub rate_limit: Option<RateLimit>,
+    /// The purposes it processes personal data for (Decree 13/2023), as
+    /// written in the audit log. With several, each call touching personal
+    /// data names one in `x-lienthong-purpose`.
+    pub purposes: Vec<String>,
 }
 
 impl fmt::Debug for AppConfig {
@@ -53,6 +59,7 @@ impl fmt::Debug for AppConfig {
             .field("api_keys", &self.api_key_sha256.len())
             .field("client_certs", &self.client_cert_sha256.len())
             .field("rate_limit", &self.rate_limit)
+            .field("purposes", &self.purposes)
             .finish()
     }
 }
@@ -159,6 +166,17 @@ impl AppConfig {
                 "register at least one credential: api_key_sha256 or client_cert_sha256".to_owned(),
             ));
         }
+        for (i, purpose) in self.purposes.iter().enumerate() {
+            if purpose.is_empty()
+                || purpose.len() > 64
+                || !purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                out.push((
+                    format!("{}[{i}]", path("purposes")),
+                    "a purpose code of 1 to 64 letters, digits, - or _".to_owned(),
+                ));
+            }
+        }
         if let Some(r) = &self.rate_limit
             && (r.per_second == 0 || r.burst == 0)
         {
@@ -178,6 +196,8 @@ pub struct App {
     pub methods: Capabilities,
     /// Its scopes.
     pub scopes: Vec<String>,
+    /// Its registered purposes.
+    pub purposes: Vec<String>,
     keys: Vec<[u8; 32]>,
     certs: Vec<[u8; 32]>,
 }
@@ -197,8 +217,28 @@ impl App {
             provinces: config.provinces.clone(),
             methods,
             scopes: config.scopes.clone(),
+            purposes: config.purposes.clone(),
             keys: config.api_key_sha256.iter().filter_map(|d| parse_digest(d)).collect(),
             certs: config.client_cert_sha256.iter().filter_map(|d| parse_digest(d)).collect(),
+        }
+    }
+
+    /// The purpose of a call touching personal data: the app's only one, or
+    /// the one the call names in `x-lienthong-purpose` among its several.
+    pub fn purpose(&self, metadata: &MetadataMap) -> Result<String, Status> {
+        let named = metadata.get(PURPOSE_HEADER).and_then(|v| v.to_str().ok());
+        match (self.purposes.as_slice(), named) {
+            ([], _) => Ok("unspecified".to_owned()),
+            ([only], None) => Ok(only.clone()),
+            (all, Some(p)) if all.iter().any(|a| a == p) => Ok(p.to_owned()),
+            (all, _) => {
+                let mut v = crate::status::Violations::new();
+                v.add(
+                    format!("metadata {PURPOSE_HEADER}"),
+                    format!("name the purpose of this access, one of this app's: {}", all.join(", ")),
+                );
+                Err(v.into_result().err().unwrap_or_else(|| Status::invalid_argument("name the purpose")))
+            }
         }
     }
 

@@ -209,6 +209,12 @@ impl CitizenScopes {
         Ok(Self { key })
     }
 
+    /// Pseudonyms under `key` (at least 32 secret bytes): stable across
+    /// restarts.
+    pub fn with_key(key: &[u8]) -> Self {
+        Self { key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key) }
+    }
+
     /// The scope of `citizen`'s personal data.
     pub fn scope(&self, citizen: &lienthong_adapter_core::CitizenId) -> [u8; 32] {
         let tag = aws_lc_rs::hmac::sign(&self.key, citizen.expose().as_bytes());

@@ -80,6 +80,8 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     /// Registered apps by id.
     pub apps: BTreeMap<String, crate::apps::AppConfig>,
+    /// The audit log of accesses to personal data.
+    pub audit: crate::audit::AuditConfig,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -345,6 +347,7 @@ const SECTIONS: &[&str] = &[
     "retry",
     "admin",
     "apps",
+    "audit",
     "provinces",
     "adapters",
 ];
@@ -435,6 +438,8 @@ impl Config {
             extract_or_default::<crate::retry::RetryConfig>(&figment, "retry", section("retry").is_some(), &mut errors);
         let admin =
             extract_or_default::<crate::admin::AdminConfig>(&figment, "admin", section("admin").is_some(), &mut errors);
+        let audit =
+            extract_or_default::<crate::audit::AuditConfig>(&figment, "audit", section("audit").is_some(), &mut errors);
         let apps = extract_or_default::<BTreeMap<String, crate::apps::AppConfig>>(
             &figment,
             "apps",
@@ -475,6 +480,7 @@ impl Config {
                 retry,
                 admin,
                 apps,
+                audit,
                 provinces,
                 adapters,
                 unparsed,

@@ -68,6 +68,7 @@ pub struct Gateway {
     cache_config: crate::config::CacheConfig,
     scopes: crate::cache::CitizenScopes,
     admin: crate::admin::AdminAuth,
+    audit: Arc<crate::audit::AuditLog>,
     default_deadline: Duration,
     identity: crate::config::IdentityPolicy,
     webhooks: BTreeMap<String, Arc<dyn WebhookReceiver>>,
@@ -186,6 +187,7 @@ impl Gateway {
             cache_config: config.cache.clone(),
             scopes: crate::cache::CitizenScopes::new()?,
             admin: crate::admin::AdminAuth::new(&config.admin),
+            audit: Arc::new(crate::audit::AuditLog::open(&config.audit)?),
             default_deadline: config.server.default_deadline,
             identity: config.identity.clone(),
             webhooks,
@@ -306,6 +308,8 @@ impl Gateway {
             province,
             method,
             app,
+            trace_id: trace_id(metadata),
+            purpose: None,
             ctx: CallContext { province: code.to_owned(), principal: None, deadline },
         })
     }
@@ -320,6 +324,13 @@ fn bad_province(why: &str) -> Status {
     let mut v = status::Violations::new();
     v.add(format!("metadata {PROVINCE_HEADER}"), why);
     v.into_result().err().unwrap_or_else(|| Status::invalid_argument(why.to_owned()))
+}
+
+/// The trace id of an inbound W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(metadata: &MetadataMap) -> Option<String> {
+    let v = metadata.get("traceparent")?.to_str().ok()?;
+    let id = v.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32)).then(|| id.to_owned())
 }
 
 /// Parses the `grpc-timeout` metadata (`<digits><unit>`, unit one of
@@ -349,6 +360,8 @@ pub struct Call<'g> {
     province: &'g ProvinceAdapters,
     method: Method,
     app: &'g App,
+    trace_id: Option<String>,
+    purpose: Option<String>,
     /// What the adapter gets to know.
     pub ctx: CallContext,
 }
@@ -399,6 +412,41 @@ impl<'g> Call<'g> {
         self.app
     }
 
+    fn auditor_for(&self, principal: &Principal) -> Auditor {
+        let log = self.gateway.audit.clone();
+        let trace_id =
+            self.trace_id.clone().unwrap_or_else(|| crate::admin::new_token().unwrap_or_default()[..32].to_owned());
+        Auditor {
+            template: crate::audit::AuditEvent {
+                app: self.app.id.clone(),
+                citizen: log.pseudonym(&principal.citizen_id),
+                method: self.method.full_name().to_owned(),
+                records: Vec::new(),
+                purpose: self.purpose.clone().unwrap_or_else(|| "unspecified".to_owned()),
+                outcome: String::new(),
+                trace_id,
+            },
+            log,
+        }
+    }
+
+    /// Records, durably, that the signed-in citizen's personal data was
+    /// accessed (`records`, with `outcome`); UNAVAILABLE when it cannot be
+    /// recorded, so that nothing unaudited is served.
+    pub async fn audit(&self, records: Vec<String>, outcome: tonic::Code) -> Result<(), Status> {
+        self.auditor()?.record(records, outcome).await
+    }
+
+    /// What records accesses for this call's citizen, also after the call
+    /// returned (a watch's updates).
+    pub fn auditor(&self) -> Result<Auditor, Status> {
+        let principal =
+            self.ctx.principal.as_ref().ok_or_else(|| {
+                Status::internal("an access was about to be audited without a citizen; this is a bug")
+            })?;
+        Ok(self.auditor_for(principal))
+    }
+
     /// Maps an adapter error for the caller.
     pub fn fail<T: ?Sized>(&self, routed: &Routed<T>, err: lienthong_adapter_core::AdapterError) -> Status {
         status::from_adapter(err, self.method, &routed.kind)
@@ -444,11 +492,17 @@ impl<'g> Call<'g> {
                 // Optional sign-in (a dossier's status): the public view.
                 return Ok(None);
             }
-            return Err(Status::permission_denied(format!(
+            let denied = Status::permission_denied(format!(
                 "{} needs a level {needed} (verified) VNeID account; the citizen can upgrade in the VNeID app",
                 self.method.rpc_name()
-            )));
+            ));
+            // A refused attempt at personal data is audited too.
+            self.purpose = Some(self.app.purpose(metadata)?);
+            self.auditor_for(&principal).record(Vec::new(), denied.code()).await?;
+            return Err(denied);
         }
+        // Personal data may be touched from here on: its purpose is declared.
+        self.purpose = Some(self.app.purpose(metadata)?);
         self.gateway.limits.check_citizen(&principal.citizen_id, self.method)?;
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
@@ -520,6 +574,46 @@ impl<'g> Call<'g> {
     /// Whether the server has begun draining.
     pub fn draining(&self) -> bool {
         *self.gateway.shutdown.borrow()
+    }
+}
+
+/// Records accesses of one call's citizen in the audit log.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    log: Arc<crate::audit::AuditLog>,
+    template: crate::audit::AuditEvent,
+}
+
+impl Auditor {
+    /// Records durably that `records` were accessed, with `outcome`.
+    pub async fn record(&self, records: Vec<String>, outcome: tonic::Code) -> Result<(), Status> {
+        let event =
+            crate::audit::AuditEvent { records, outcome: code_name(outcome).to_owned(), ..self.template.clone() };
+        self.log.record(event).await
+    }
+}
+
+/// The canonical name of a gRPC status code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod apps;
+pub mod audit;
 pub mod breaker;
 pub mod bulkhead;
 pub mod cache;

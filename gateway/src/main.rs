@@ -47,6 +47,11 @@ enum Command {
     /// Make a new API key for an app: prints the key (give it to the app's
     /// team) and its SHA-256 digest (put it in `[apps.<id>] api_key_sha256`).
     ApiKey,
+    /// Work with an audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the SHA-256 fingerprint of the first certificate in a PEM file,
     /// for `[apps.<id>] client_cert_sha256`.
     CertFingerprint {
@@ -55,10 +60,26 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check an audit log's hash chain; names the first broken record.
+    /// Exits 0 when the chain holds, 1 when it breaks, 2 when unreadable.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+        /// The head hash recorded elsewhere: records cut off at the end are
+        /// caught only against it.
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal, never into files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
@@ -97,6 +118,39 @@ fn new_secret(key: &str) -> ExitCode {
         Err(e) => {
             eprintln!("lienthong: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_verify(file: &std::path::Path, expect_head: Option<&str>) -> ExitCode {
+    let input = match std::fs::File::open(file) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match lienthong::audit::verify::verify(input) {
+        Ok(v) => {
+            if let Some(head) = expect_head
+                && head != v.head
+            {
+                println!(
+                    "{}: {} records chain correctly, but the head is not the expected one: records were cut off at the end, or the chain was rewritten",
+                    file.display(),
+                    v.records
+                );
+                return ExitCode::from(1);
+            }
+            println!("{}: OK, {} records; head {}", file.display(), v.records, v.head);
+            if v.torn_tail {
+                println!("  the last line is partial: a write cut off by a crash, never acknowledged to any caller");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(broken) => {
+            println!("{}: {broken}", file.display());
+            ExitCode::from(1)
         }
     }
 }
@@ -151,6 +205,9 @@ async fn main() -> ExitCode {
         Some(Command::AdminToken) => return new_secret("[admin] token_sha256"),
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
+        Some(Command::Audit { command: AuditCommand::Verify { file, expect_head } }) => {
+            return audit_verify(&file, expect_head.as_deref());
+        }
         Some(Command::Serve { config }) => config,
         None => std::env::var_os("LIENTHONG_CONFIG").map(PathBuf::from),
     };

@@ -46,6 +46,8 @@ impl IdentityService for IdentityApi {
             profile.id_number = masked;
             profile.id_number_masked = true;
         }
+        // Recorded before the answer leaves.
+        call.audit(vec!["profile".to_owned()], tonic::Code::Ok).await?;
         Ok(Answer { value: api::GetMyProfileResponse { profile: Some(profile) }, freshness }.into_response())
     }
 }

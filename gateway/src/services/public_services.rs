@@ -154,6 +154,10 @@ impl PublicServicesService for PublicServicesApi {
         })?;
         let Answer { value, freshness } = answer;
         let dossier = view_for(value.into_owned()?, principal.as_ref());
+        if dossier.view == api::DossierView::Owner as i32 {
+            // The owner's view carries personal fields: recorded before it leaves.
+            call.audit(vec![dossier.dossier_code.clone()], tonic::Code::Ok).await?;
+        }
         Ok(Answer { value: api::GetDossierResponse { dossier: Some(dossier) }, freshness }.into_response())
     }
 
@@ -174,6 +178,9 @@ impl PublicServicesService for PublicServicesApi {
         let req = request.into_inner();
         // Cached under the citizen's pseudonym: only ever their own.
         let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.list_my_dossiers(&ctx, req).await)?;
+        let codes = answer.value.dossiers.iter().map(|d| d.dossier_code.clone()).collect();
+        // Recorded before the answer leaves.
+        call.audit(codes, tonic::Code::Ok).await?;
         Ok(answer
             .map(|mut resp| {
                 for d in &mut resp.dossiers {
@@ -197,12 +204,14 @@ impl PublicServicesService for PublicServicesApi {
         let req = request.into_inner();
         let updates = call.guarded(a, || a.adapter.watch_dossier(&call.ctx, req.clone())).await?;
         let (method, kind) = (call.method(), a.kind.clone());
+        let auditor = principal.as_ref().map(|_| call.auditor()).transpose()?;
         let shutdown = self.0.shutdown_signal();
         // Ends with the dossier's final status, or early, with UNAVAILABLE, when
         // the gateway drains: the caller then watches again elsewhere.
         let stream = futures_util::stream::unfold(Some(updates), move |state| {
             let principal = principal.clone();
             let kind = kind.clone();
+            let auditor = auditor.clone();
             let mut shutdown = shutdown.clone();
             async move {
                 let mut updates = state?;
@@ -212,17 +221,26 @@ impl PublicServicesService for PublicServicesApi {
                         None,
                     ));
                 }
-                tokio::select! {
-                    next = updates.next() => match next? {
-                        Ok(owned) => {
-                            let dossier = view_for(owned, principal.as_ref());
-                            Some((Ok(api::WatchDossierResponse { dossier: Some(dossier) }), Some(updates)))
-                        }
-                        Err(e) => Some((Err(crate::status::from_adapter(e, method, &kind)), None)),
-                    },
+                let next = tokio::select! {
+                    next = updates.next() => next?,
                     _ = shutdown.wait_for(|draining| *draining) => {
-                        Some((Err(Status::unavailable("the gateway is shutting down; watch again to resume")), None))
+                        return Some((Err(Status::unavailable("the gateway is shutting down; watch again to resume")), None));
                     }
+                };
+                match next {
+                    Ok(owned) => {
+                        let dossier = view_for(owned, principal.as_ref());
+                        // Each update in the owner's view carries personal
+                        // fields: recorded before it leaves.
+                        if let (Some(auditor), true) = (&auditor, dossier.view == api::DossierView::Owner as i32)
+                            && let Err(refused) =
+                                auditor.record(vec![dossier.dossier_code.clone()], tonic::Code::Ok).await
+                        {
+                            return Some((Err(refused), None));
+                        }
+                        Some((Ok(api::WatchDossierResponse { dossier: Some(dossier) }), Some(updates)))
+                    }
+                    Err(e) => Some((Err(crate::status::from_adapter(e, method, &kind)), None)),
                 }
             }
         });

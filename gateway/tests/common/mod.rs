@@ -40,7 +40,11 @@ impl TestGateway {
     }
 
     /// Like [`TestGateway::start`], the client speaking TLS with `tls`.
-    pub async fn start_with(config: Config, registry: AdapterRegistry, tls: Option<ClientTlsConfig>) -> Self {
+    pub async fn start_with(mut config: Config, registry: AdapterRegistry, tls: Option<ClientTlsConfig>) -> Self {
+        // Each gateway writes its own audit log, unless the test chose one.
+        if config.audit.path == lienthong::audit::AuditConfig::default().path {
+            config.audit.path = temp_dir("audit").join("audit.jsonl");
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -185,4 +189,14 @@ pub async fn hold_facility_lists(gw: &TestGateway, inside: &std::sync::atomic::A
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     held
+}
+
+/// A fresh directory for one test's files.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("lienthong-test-{}-{what}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

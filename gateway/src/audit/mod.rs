@@ -1,0 +1,272 @@
+//! The audit log: a record of every access to personal data — which app,
+//! which citizen (pseudonymised), which method and records, for what
+//! declared purpose, with what outcome, under which trace, when.
+//!
+//! Append-only and hash-chained ([`record`]), so removing, reordering or
+//! editing a record is caught by `lienthong audit verify` ([`verify`]).
+//! Written durably before the response leaves: a dedicated writer thread
+//! appends each batch of records, `fdatasync`s the file, and only then lets
+//! the calls that wait on them answer (group commit: one sync serves every
+//! call that arrived meanwhile). A crash can leave at most a partial last
+//! line, which no response depended on; the next start trims it.
+
+pub mod record;
+pub mod verify;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+pub use record::{AuditEvent, AuditRecord};
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record accesses to personal data at all (off only for benchmarks).
+    pub enabled: bool,
+    /// The audit file (JSON lines, hash-chained), created if missing.
+    pub path: PathBuf,
+    /// A file holding the secret key (at least 32 bytes) of citizens'
+    /// pseudonyms, so that one citizen has one pseudonym across restarts and
+    /// replicas. Without it a key is drawn at start (pseudonyms then link
+    /// records of one run only).
+    pub pseudonym_key_file: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { enabled: true, path: PathBuf::from("lienthong-audit.jsonl"), pseudonym_key_file: None }
+    }
+}
+
+struct Pending {
+    event: AuditEvent,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The audit log of a running gateway.
+pub struct AuditLog {
+    tx: Option<mpsc::Sender<Pending>>,
+    pseudonyms: crate::cache::CitizenScopes,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("enabled", &self.tx.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Where the chain stands: the last record's number and hash.
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Opens `path` for appending: trims a partial last line (an unacknowledged
+/// write cut by a crash) and reads the head of the chain.
+fn open(path: &Path) -> anyhow::Result<(File, Head)> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the audit log {}", path.display()))?;
+    let len = file.metadata()?.len();
+    // The last complete line lies within the tail (records are small).
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < tail.len() {
+        let keep = start + complete as u64;
+        tracing::warn!(bytes = len - keep, "trimming a partial last audit record left by a crash");
+        file.set_len(keep)?;
+        file.sync_all()?;
+        tail.truncate(complete);
+    }
+    let last = tail.strip_suffix(b"\n").unwrap_or(&tail).rsplit(|b| *b == b'\n').next().unwrap_or_default();
+    if last.is_empty() {
+        // Empty, or one line longer than the tail: not a log of ours.
+        anyhow::ensure!(
+            start == 0,
+            "the audit log {} ends in a line over 64 KiB; run `lienthong audit verify` on it",
+            path.display()
+        );
+        return Ok((file, Head { seq: 0, hash: record::GENESIS.to_owned() }));
+    }
+    let (last, hash) =
+        std::str::from_utf8(last).map_err(|_| "not UTF-8".to_owned()).and_then(AuditRecord::parse).map_err(|e| {
+            anyhow::anyhow!(
+                "the audit log {} ends in an unreadable record ({e}); run `lienthong audit verify` on it",
+                path.display()
+            )
+        })?;
+    Ok((file, Head { seq: last.seq, hash }))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Appends batches until every sender is gone; fails closed: after a failed
+/// write every later record is refused too (the file's end is uncertain).
+fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
+    let mut failed: Option<String> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if failed.is_none() {
+            let mut buf = String::with_capacity(batch.len() * 400);
+            let (mut seq, mut prev) = (head.seq, head.hash.clone());
+            let time = now_ms();
+            for p in &batch {
+                seq += 1;
+                let (line, hash) = AuditRecord::new(p.event.clone(), seq, time, prev).line();
+                buf.push_str(&line);
+                buf.push('\n');
+                prev = hash;
+            }
+            match file.write_all(buf.as_bytes()).and_then(|()| file.sync_data()) {
+                Ok(()) => head = Head { seq, hash: prev },
+                Err(e) => {
+                    tracing::error!(error = %e, "writing the audit log failed; refusing personal-data calls from now on");
+                    failed = Some(e.to_string());
+                }
+            }
+        }
+        for p in batch {
+            let _ = p.done.send(failed.clone().map_or(Ok(()), Err));
+        }
+    }
+}
+
+impl AuditLog {
+    /// Opens the log per `config` and starts its writer.
+    pub fn open(config: &AuditConfig) -> anyhow::Result<Self> {
+        let pseudonyms = match &config.pseudonym_key_file {
+            Some(path) => {
+                let key = std::fs::read(path)
+                    .with_context(|| format!("reading audit.pseudonym_key_file ({})", path.display()))?;
+                anyhow::ensure!(key.len() >= 32, "audit.pseudonym_key_file must hold at least 32 bytes");
+                crate::cache::CitizenScopes::with_key(&key)
+            }
+            None => crate::cache::CitizenScopes::new()?,
+        };
+        if !config.enabled {
+            return Ok(Self { tx: None, pseudonyms });
+        }
+        let (file, head) = open(&config.path)?;
+        let (tx, rx) = mpsc::channel(65_536);
+        std::thread::Builder::new()
+            .name("lienthong-audit".into())
+            .spawn(move || writer(file, head, rx))
+            .context("starting the audit writer")?;
+        Ok(Self { tx: Some(tx), pseudonyms })
+    }
+
+    /// The pseudonym of `citizen` in this log.
+    pub fn pseudonym(&self, citizen: &lienthong_adapter_core::CitizenId) -> String {
+        String::from_utf8_lossy(&self.pseudonyms.scope(citizen)).into_owned()
+    }
+
+    /// Records `event` durably, or UNAVAILABLE: an access that cannot be
+    /// audited is not served.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), Status> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let refused =
+            || Status::unavailable("this access could not be recorded in the audit log, so it was not served");
+        let (done, wait) = oneshot::channel();
+        tx.send(Pending { event, done }).await.map_err(|_| refused())?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(refused()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lienthong-audit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("audit.jsonl")
+    }
+
+    fn event(n: u32) -> AuditEvent {
+        AuditEvent {
+            app: "city-app".into(),
+            citizen: format!("{n:032x}"),
+            method: "lienthong.v1.IdentityService/GetMyProfile".into(),
+            records: vec!["profile".into()],
+            purpose: "public-service".into(),
+            outcome: "OK".into(),
+            trace_id: format!("{n:032x}"),
+        }
+    }
+
+    fn verify_file(path: &Path) -> verify::Verified {
+        verify::verify(std::io::BufReader::new(File::open(path).unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_records_form_one_chain_that_continues_after_a_restart() {
+        let path = temp("chain");
+        let config = AuditConfig { path: path.clone(), ..Default::default() };
+        let log = std::sync::Arc::new(AuditLog::open(&config).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.record(event(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(verify_file(&path).records, 200);
+        drop(log);
+        // A crash mid-write left half a record: trimmed, and the chain goes on.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":201,\"time_ms\":17").unwrap();
+        assert!(verify_file(&path).torn_tail);
+        let log = AuditLog::open(&config).unwrap();
+        log.record(event(999)).await.unwrap();
+        let v = verify_file(&path);
+        assert_eq!((v.records, v.torn_tail), (201, false));
+    }
+
+    #[test]
+    fn a_log_ending_in_garbage_is_not_appended_to() {
+        let path = temp("garbage");
+        std::fs::write(&path, "this is not an audit record\n").unwrap();
+        let e = AuditLog::open(&AuditConfig { path, ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("audit verify"), "{e}");
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_under_a_configured_key_and_hide_the_number() {
+        let key = temp("key").with_file_name("key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let config = AuditConfig { enabled: false, pseudonym_key_file: Some(key), ..Default::default() };
+        let (a, b) = (AuditLog::open(&config).unwrap(), AuditLog::open(&config).unwrap());
+        let lan = lienthong_adapter_core::CitizenId::parse("079190012345").unwrap();
+        assert_eq!(a.pseudonym(&lan), b.pseudonym(&lan));
+        assert_eq!(a.pseudonym(&lan).len(), 32);
+        assert!(!a.pseudonym(&lan).contains("2345"));
+    }
+}

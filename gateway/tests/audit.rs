@@ -1,0 +1,232 @@
+//! The audit log end to end: every access to personal data recorded before
+//! the answer leaves, nothing personal in it, tampering caught by `lienthong
+//! audit verify`, and no answered call left unrecorded by a `kill -9`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{TestGateway, authed, request, violated_fields};
+use lienthong::audit::AuditRecord;
+use lienthong_proto::sandbox::v1::IssueTokenRequest;
+use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
+use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
+use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
+use lienthong_proto::v1::*;
+use tonic::Code;
+
+const LAN_BIRTH: &str = "000.30.67.H29-251114-0001";
+
+fn records(path: &Path) -> Vec<AuditRecord> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().filter_map(|l| AuditRecord::parse(l).ok()).map(|(r, _)| r).collect()
+}
+
+fn sandbox_with_audit(path: &Path, extra: &str) -> String {
+    format!("{}\n[audit]\npath = {:?}\n{extra}", lienthong::config::SANDBOX_DEFAULT, path)
+}
+
+fn lienthong() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lienthong"))
+}
+
+#[tokio::test]
+async fn personal_data_accesses_are_recorded_and_public_ones_are_not() {
+    let path = common::temp_dir("audit").join("audit.jsonl");
+    let gw = TestGateway::with_toml(&sandbox_with_audit(&path, ""), lienthong::server::adapter_registry()).await;
+    let (lan, minh, hoa) = (gw.token("lan").await, gw.token("minh").await, gw.token("hoa").await);
+    let mut ps = PublicServicesServiceClient::new(gw.channel.clone());
+    let dossier = || GetDossierRequest { dossier_code: LAN_BIRTH.into() };
+    // Public data and public views: nothing to record.
+    ps.get_procedure(GetProcedureRequest { procedure_code: "1.000894".into() }).await.unwrap();
+    ps.get_dossier(dossier()).await.unwrap();
+    ps.get_dossier(authed(dossier(), &minh)).await.unwrap();
+    assert!(records(&path).is_empty());
+    // The owner's view, a profile, "my dossiers", and a refused attempt.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut own = authed(dossier(), &lan);
+    own.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+    ps.get_dossier(own).await.unwrap();
+    IdentityServiceClient::new(gw.channel.clone())
+        .get_my_profile(authed(GetMyProfileRequest::default(), &lan))
+        .await
+        .unwrap();
+    let mine = ps.list_my_dossiers(authed(ListMyDossiersRequest::default(), &lan)).await.unwrap().into_inner();
+    let e = ps.list_my_dossiers(authed(ListMyDossiersRequest::default(), &hoa)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let r = records(&path);
+    let methods: Vec<&str> = r.iter().map(|r| r.method.rsplit('/').next().unwrap()).collect();
+    assert_eq!(methods, ["GetDossier", "GetMyProfile", "ListMyDossiers", "ListMyDossiers"]);
+    assert_eq!(r[0].records, [LAN_BIRTH]);
+    assert_eq!(r[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(r[1].records, ["profile"]);
+    let codes: Vec<String> = mine.dossiers.iter().map(|d| d.dossier_code.clone()).collect();
+    assert_eq!(r[2].records, codes);
+    assert_eq!(r.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["OK", "OK", "OK", "PERMISSION_DENIED"]);
+    assert!(r.iter().all(|r| r.app == "anonymous" && r.purpose == "unspecified" && r.trace_id.len() == 32));
+    // One pseudonym per citizen; no ID number, name or token in the file.
+    assert!(r[0].citizen == r[1].citizen && r[1].citizen == r[2].citizen && r[2].citizen != r[3].citizen);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for secret in ["079190012345", "Nguyễn Thị Lan", lan.as_str(), hoa.as_str()] {
+        assert!(!text.contains(secret), "the audit log holds personal data");
+    }
+
+    // `lienthong audit verify` accepts it, and names the record tampered with.
+    let ok = lienthong().args(["audit", "verify"]).arg(&path).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK, 4 records"));
+    let tampered = path.with_file_name("tampered.jsonl");
+    std::fs::write(&tampered, text.replacen("\"PERMISSION_DENIED\"", "\"OK\"", 1)).unwrap();
+    let bad = lienthong().args(["audit", "verify"]).arg(&tampered).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("line 4 (record 4)"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(1);
+    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    let bad = lienthong().args(["audit", "verify"]).arg(&tampered).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("line 2 (record 2)"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+}
+
+#[tokio::test]
+async fn an_app_with_several_purposes_names_one_for_personal_data() {
+    let path = common::temp_dir("purpose").join("audit.jsonl");
+    let key = "purpose-app-key";
+    let app = format!(
+        "[apps.city]\nprovinces = [\"79\"]\nallow = [\"*\"]\npurposes = [\"public-service\", \"healthcare\"]\napi_key_sha256 = [\"{}\"]\n",
+        lienthong::apps::hex(&lienthong::apps::sha256(key.as_bytes()))
+    );
+    let gw = TestGateway::with_toml(&sandbox_with_audit(&path, &app), lienthong::server::adapter_registry()).await;
+    let lan = gw.token("lan").await;
+    let mut id = IdentityServiceClient::new(gw.channel.clone());
+    let with = |purpose: Option<&str>| {
+        let mut r = authed(GetMyProfileRequest::default(), &lan);
+        r.metadata_mut().insert("x-lienthong-api-key", key.parse().unwrap());
+        if let Some(p) = purpose {
+            r.metadata_mut().insert("x-lienthong-purpose", p.parse().unwrap());
+        }
+        r
+    };
+    let e = id.get_my_profile(with(None)).await.unwrap_err();
+    assert_eq!(violated_fields(&e), ["metadata x-lienthong-purpose"]);
+    assert_eq!(id.get_my_profile(with(Some("marketing"))).await.unwrap_err().code(), Code::InvalidArgument);
+    id.get_my_profile(with(Some("healthcare"))).await.unwrap();
+    let r = records(&path);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].app.as_str(), r[0].purpose.as_str()), ("city", "healthcare"));
+    // Public data needs no purpose.
+    let public = request(GetProcedureRequest { procedure_code: "1.000894".into() }, &[("x-lienthong-api-key", key)]);
+    assert!(PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(public).await.is_ok());
+}
+
+/// The gateway binary on an ephemeral port, and the address it serves.
+fn spawn_gateway(config: &Path) -> (std::process::Child, String) {
+    let mut child = lienthong()
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("LIENTHONG_LOG", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if event["message"] == "lienthong is serving"
+                && let Some(addr) = event["addr"].as_str()
+            {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the gateway announced its address");
+    (child, addr)
+}
+
+#[tokio::test]
+async fn after_kill_9_every_answered_access_has_its_record() {
+    let dir = common::temp_dir("kill9");
+    let path = dir.join("audit.jsonl");
+    let config = dir.join("lienthong.toml");
+    let toml = lienthong::config::SANDBOX_DEFAULT.replace("127.0.0.1:50051", "127.0.0.1:0");
+    let limits = "[limits]\nper_citizen = { per_second = 1000000, burst = 1000000 }\n";
+    std::fs::write(&config, format!("{toml}\n[audit]\npath = {path:?}\n\n{limits}")).unwrap();
+    let (mut child, addr) = spawn_gateway(&config);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let mut tokens = Vec::new();
+    for handle in ["lan", "minh", "thao", "khoa"] {
+        let mut c = SandboxIdentityServiceClient::new(channel.clone());
+        tokens
+            .push(c.issue_token(IssueTokenRequest { handle: handle.into() }).await.unwrap().into_inner().access_token);
+    }
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (channel, token, answered, stop) =
+                (channel.clone(), tokens[i % tokens.len()].clone(), answered.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut c = IdentityServiceClient::new(channel);
+                // Counts the answers received; after the kill, calls fail
+                // until the test says stop.
+                while !stop.load(Ordering::SeqCst) {
+                    if c.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.is_ok() {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::SeqCst) < 300 {
+        assert!(tokio::time::Instant::now() < deadline, "the load did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // SIGKILL in the middle of the load: no chance to flush anything.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let answered = answered.load(Ordering::SeqCst);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let verified = lienthong::audit::verify::verify(text.as_bytes()).unwrap();
+    let recorded = records(&path).iter().filter(|r| r.method.ends_with("/GetMyProfile") && r.outcome == "OK").count();
+    assert!(answered >= 300);
+    assert!(recorded >= answered, "{answered} answers received, {recorded} recorded");
+    eprintln!("{answered} answers received before the kill; {recorded} recorded; torn tail: {}", verified.torn_tail);
+    assert_eq!(verified.records as usize, recorded);
+    // The gateway starts again on the same log and the chain goes on.
+    let (mut again, addr) = spawn_gateway(&config);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    // (The sandbox signs tokens with a key of its own run.)
+    let token = SandboxIdentityServiceClient::new(channel.clone())
+        .issue_token(IssueTokenRequest { handle: "lan".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    IdentityServiceClient::new(channel).get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap();
+    again.kill().unwrap();
+    again.wait().unwrap();
+    let after = lienthong::audit::verify::verify(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    assert_eq!(after.records, verified.records + 1);
+}
