@@ -351,7 +351,7 @@ mod tests {
         fail(&b);
         fail(&b);
         // A client error shows the upstream answering: the count starts over.
-        b.admit().unwrap().record(Err(&AdapterError::not_found("x", "y")));
+        b.admit().unwrap().record(Err(&AdapterError::not_found("x")));
         assert_eq!(b.state(), BreakerState::Closed);
         for _ in 0..3 {
             fail(&b);

@@ -118,6 +118,10 @@ pub struct ServerConfig {
     pub default_deadline: Duration,
     /// TLS for the listener (TLS 1.2 and 1.3); plaintext when absent.
     pub tls: Option<TlsConfig>,
+    /// Largest request message accepted, in bytes (larger: OUT_OF_RANGE).
+    pub max_request_bytes: usize,
+    /// Largest HTTP/2 header block accepted, in bytes.
+    pub max_header_list_bytes: u32,
 }
 
 /// `[server.tls]`.
@@ -148,6 +152,8 @@ impl Default for ServerConfig {
             max_concurrent_requests: 1024,
             default_deadline: Duration::from_secs(15),
             tls: None,
+            max_request_bytes: 64 * 1024,
+            max_header_list_bytes: 16 * 1024,
         }
     }
 }
@@ -499,6 +505,12 @@ impl Config {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&s.default_deadline) {
             errors.push(ConfigError::new("server.default_deadline", "must be between 100ms and 5m"));
+        }
+        if !(1024..=4 * 1024 * 1024).contains(&s.max_request_bytes) {
+            errors.push(ConfigError::new("server.max_request_bytes", "must be between 1 KiB and 4 MiB"));
+        }
+        if !(4 * 1024..=1024 * 1024).contains(&s.max_header_list_bytes) {
+            errors.push(ConfigError::new("server.max_header_list_bytes", "must be between 4 KiB and 1 MiB"));
         }
         if s.drain_timeout > Duration::from_secs(300) {
             errors.push(ConfigError::new("server.drain_timeout", "must be at most 5m"));

@@ -221,7 +221,7 @@ mod tests {
         assert!(is_retryable(&AdapterError::new(ErrorKind::Unavailable, "down")));
         assert!(is_retryable(&AdapterError::new(ErrorKind::RateLimited, "slow down")));
         assert!(!is_retryable(&AdapterError::new(ErrorKind::Unavailable, "bad config").with_temporary(false)));
-        assert!(!is_retryable(&AdapterError::not_found("school", "x")));
+        assert!(!is_retryable(&AdapterError::not_found("school")));
         assert!(!is_retryable(&AdapterError::new(ErrorKind::Unauthenticated, "expired")));
     }
 

@@ -131,7 +131,10 @@ pub async fn serve_with_registry(
         .build_v1alpha()?;
 
     let grpc_web = config.server.grpc_web;
-    let mut server = Server::builder();
+    // Requests are small; anything larger is refused before it is decoded,
+    // and header blocks are bounded.
+    let max_request = config.server.max_request_bytes;
+    let mut server = Server::builder().http2_max_header_list_size(config.server.max_header_list_bytes);
     if let Some(tls) = &config.server.tls {
         // TLS 1.2 and 1.3 (rustls); client certificates identify apps.
         server = server.tls_config(server_tls(tls)?)?;
@@ -154,16 +157,27 @@ pub async fn serve_with_registry(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IdentityServiceServer::new(IdentityApi(gateway.clone())))
-        .add_service(HealthcareServiceServer::new(HealthcareApi(gateway.clone())))
-        .add_service(EducationServiceServer::new(EducationApi(gateway.clone())))
-        .add_service(TransportServiceServer::new(TransportApi(gateway.clone())))
-        .add_service(ConstructionServiceServer::new(ConstructionApi(gateway.clone())))
-        .add_service(PublicServicesServiceServer::new(PublicServicesApi(gateway.clone())));
+        .add_service(IdentityServiceServer::new(IdentityApi(gateway.clone())).max_decoding_message_size(max_request))
+        .add_service(
+            HealthcareServiceServer::new(HealthcareApi(gateway.clone())).max_decoding_message_size(max_request),
+        )
+        .add_service(EducationServiceServer::new(EducationApi(gateway.clone())).max_decoding_message_size(max_request))
+        .add_service(TransportServiceServer::new(TransportApi(gateway.clone())).max_decoding_message_size(max_request))
+        .add_service(
+            ConstructionServiceServer::new(ConstructionApi(gateway.clone())).max_decoding_message_size(max_request),
+        )
+        .add_service(
+            PublicServicesServiceServer::new(PublicServicesApi(gateway.clone())).max_decoding_message_size(max_request),
+        );
     // Operators' API: cache invalidation, adapter instance state (token-gated).
-    router = router.add_service(AdminServiceServer::new(crate::admin::AdminApi(gateway.clone())));
+    router = router.add_service(
+        AdminServiceServer::new(crate::admin::AdminApi(gateway.clone())).max_decoding_message_size(max_request),
+    );
     if gateway.has_demo_issuer() {
-        router = router.add_service(SandboxIdentityServiceServer::new(SandboxIdentityApi(gateway.clone())));
+        router = router.add_service(
+            SandboxIdentityServiceServer::new(SandboxIdentityApi(gateway.clone()))
+                .max_decoding_message_size(max_request),
+        );
     }
 
     // Forget idle rate-limit keys now and then, so memory stays bounded.

@@ -266,3 +266,22 @@ async fn the_admin_api_is_off_without_a_configured_token() {
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("token_sha256"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn oversized_requests_and_headers_are_refused_and_the_gateway_goes_on() {
+    let gw = TestGateway::sandbox().await;
+    let mut h = HealthcareServiceClient::new(gw.channel.clone());
+    let huge = api::ListFacilitiesRequest { text: "a".repeat(100 * 1024), ..Default::default() };
+    let e = h.list_facilities(huge).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // A header block over the limit is refused by HTTP/2 itself.
+    let big_header = common::request(facility("79001"), &[("x-padding", &"p".repeat(32 * 1024))]);
+    assert!(h.get_facility(big_header).await.is_err());
+    // And the gateway goes on serving.
+    let fresh = HealthcareServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", gw.addr)).unwrap().connect_lazy(),
+    )
+    .get_facility(facility("79001"))
+    .await;
+    assert!(fresh.is_ok(), "{fresh:?}");
+}

@@ -85,9 +85,11 @@ impl AdapterError {
         }
     }
 
-    /// NOT_FOUND for a record of `what` (e.g. "facility") named `id`.
-    pub fn not_found(what: &str, id: &str) -> Self {
-        Self::new(ErrorKind::NotFound, format!("no {what} with id {id:?}"))
+    /// NOT_FOUND for a record of `what` (e.g. "facility"). The message
+    /// never repeats the id asked for: callers know what they sent, and an
+    /// id field may hold anything, personal data included.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorKind::NotFound, format!("no {what} has the id given"))
     }
 
     /// The adapter does not implement `method`.
@@ -159,14 +161,14 @@ mod tests {
     #[test]
     fn kinds_default_temporariness() {
         assert!(AdapterError::new(ErrorKind::Unavailable, "x").is_temporary());
-        assert!(!AdapterError::not_found("school", "79-X").is_temporary());
+        assert!(!AdapterError::not_found("school").is_temporary());
         assert!(!AdapterError::new(ErrorKind::Unavailable, "x").with_temporary(false).is_temporary());
     }
 
     #[test]
-    fn not_found_names_the_record() {
-        let e = AdapterError::not_found("facility", "79001");
+    fn not_found_names_the_kind_of_record_not_the_id() {
+        let e = AdapterError::not_found("facility");
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        assert_eq!(e.message(), "no facility with id \"79001\"");
+        assert_eq!(e.message(), "no facility has the id given");
     }
 }

@@ -49,7 +49,7 @@ impl ConstructionAdapter for Sandbox {
             .iter()
             .find(|p| p.item.project_id == req.project_id)
             .map(|p| p.item.clone())
-            .ok_or_else(|| AdapterError::not_found("housing project", &req.project_id))
+            .ok_or_else(|| AdapterError::not_found("housing project"))
     }
 
     async fn get_practicing_certificate(
@@ -62,7 +62,7 @@ impl ConstructionAdapter for Sandbox {
             .data
             .certificates
             .get(&text::fold(req.certificate_number.trim()))
-            .ok_or_else(|| AdapterError::not_found("practicing certificate", &req.certificate_number))?;
+            .ok_or_else(|| AdapterError::not_found("practicing certificate"))?;
         let issued = calendar::parse_date(&r.issued_date).map(|d| calendar::local_midnight(&d));
         let expiry = calendar::parse_date(&r.expiry_date).map(|d| calendar::local_midnight(&d));
         let now = calendar::timestamp(self.now()).seconds;

@@ -43,6 +43,6 @@ impl EducationAdapter for Sandbox {
             .iter()
             .find(|s| s.item.school_id == req.school_id)
             .map(|s| s.item.clone())
-            .ok_or_else(|| AdapterError::not_found("school", &req.school_id))
+            .ok_or_else(|| AdapterError::not_found("school"))
     }
 }

@@ -42,6 +42,6 @@ impl HealthcareAdapter for Sandbox {
             .iter()
             .find(|f| f.item.facility_code == req.facility_code)
             .map(|f| f.item.clone())
-            .ok_or_else(|| AdapterError::not_found("facility", &req.facility_code))
+            .ok_or_else(|| AdapterError::not_found("facility"))
     }
 }

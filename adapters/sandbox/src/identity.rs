@@ -146,7 +146,7 @@ impl DemoIdentityIssuer for Sandbox {
             .citizens
             .iter()
             .find(|c| c.handle == handle)
-            .ok_or_else(|| AdapterError::not_found("demo citizen", handle).with_field("handle"))?;
+            .ok_or_else(|| AdapterError::not_found("demo citizen").with_field("handle"))?;
         let now = self.now();
         let iat = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let expires_at = now + self.config.token_ttl;

@@ -110,7 +110,7 @@ impl Sandbox {
             .dossiers
             .iter()
             .find(|p| p.base.dossier_code == code)
-            .ok_or_else(|| AdapterError::not_found("dossier", code))
+            .ok_or_else(|| AdapterError::not_found("dossier"))
     }
 
     fn current(&self, plan: &DossierPlan) -> OwnedDossier {
@@ -152,7 +152,7 @@ impl PublicServicesAdapter for Sandbox {
             .iter()
             .find(|a| a.item.agency_code == req.agency_code)
             .map(|a| a.item.clone())
-            .ok_or_else(|| AdapterError::not_found("agency", &req.agency_code))
+            .ok_or_else(|| AdapterError::not_found("agency"))
     }
 
     async fn list_procedures(
@@ -190,7 +190,7 @@ impl PublicServicesAdapter for Sandbox {
             .iter()
             .find(|p| p.item.procedure_code == code || p.item.national_code == code)
             .map(|p| p.item.clone())
-            .ok_or_else(|| AdapterError::not_found("procedure", code))
+            .ok_or_else(|| AdapterError::not_found("procedure"))
     }
 
     async fn get_dossier(&self, _: &CallContext, req: api::GetDossierRequest) -> Result<OwnedDossier, AdapterError> {

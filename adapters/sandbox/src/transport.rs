@@ -131,7 +131,7 @@ impl TransportAdapter for Sandbox {
             .iter()
             .find(|r| r.item.route_number == req.route_number)
             .map(|r| view(&r.item, wanted))
-            .ok_or_else(|| AdapterError::not_found("bus route", &req.route_number))
+            .ok_or_else(|| AdapterError::not_found("bus route"))
     }
 
     async fn list_nearby_stops(
@@ -159,7 +159,7 @@ impl TransportAdapter for Sandbox {
             .stop_index
             .get(&req.stop_id)
             .map(|i| self.data.stops[*i].item.clone())
-            .ok_or_else(|| AdapterError::not_found("bus stop", &req.stop_id))?;
+            .ok_or_else(|| AdapterError::not_found("bus stop"))?;
         let limit = match req.limit {
             0 => DEFAULT_ARRIVALS,
             n => (n.max(1) as usize).min(MAX_ARRIVALS),
@@ -194,7 +194,7 @@ impl TransportAdapter for Sandbox {
             .iter()
             .find(|c| c.item.0.camera_id == req.camera_id)
             .map(|c| self.camera(&c.item.0, &c.item.1))
-            .ok_or_else(|| AdapterError::not_found("traffic camera", &req.camera_id))
+            .ok_or_else(|| AdapterError::not_found("traffic camera"))
     }
 }
 
