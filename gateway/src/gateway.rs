@@ -333,6 +333,12 @@ fn trace_id(metadata: &MetadataMap) -> Option<String> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32)).then(|| id.to_owned())
 }
 
+/// The metadata parsers, for property tests.
+#[cfg(test)]
+pub(crate) fn parse_metadata_for_tests(metadata: &MetadataMap) -> (Option<Duration>, Option<String>) {
+    (grpc_timeout(metadata), trace_id(metadata))
+}
+
 /// Parses the `grpc-timeout` metadata (`<digits><unit>`, unit one of
 /// H M S m u n).
 fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {

@@ -26,5 +26,8 @@ pub mod status;
 pub mod validate;
 pub mod webhooks;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use config::Config;
 pub use server::serve;

@@ -277,6 +277,9 @@ async fn oversized_requests_and_headers_are_refused_and_the_gateway_goes_on() {
     // A header block over the limit is refused by HTTP/2 itself.
     let big_header = common::request(facility("79001"), &[("x-padding", &"p".repeat(32 * 1024))]);
     assert!(h.get_facility(big_header).await.is_err());
+    // The longest grpc-timeout there is (8 digits of hours) is a deadline too.
+    let far = common::request(facility("79002"), &[("grpc-timeout", "99999999H")]);
+    assert!(h.get_facility(far).await.is_ok());
     // And the gateway goes on serving.
     let fresh = HealthcareServiceClient::new(
         tonic::transport::Endpoint::from_shared(format!("http://{}", gw.addr)).unwrap().connect_lazy(),

@@ -111,4 +111,20 @@ mod tests {
         let t = BearerToken::new("secret.jwt.value");
         assert!(!format!("{t:?}").contains("secret"));
     }
+
+    proptest::proptest! {
+        /// Only 12 digits from a province code 001-096 parse; anything else
+        /// is refused with a reason, and Debug never shows the digits.
+        #[test]
+        fn id_numbers_parse_or_are_refused(value in "[0-9]{0,14}|.{0,20}") {
+            match CitizenId::parse(&value) {
+                Ok(id) => {
+                    proptest::prop_assert_eq!(value.len(), 12);
+                    let shown = format!("{id:?}");
+                    proptest::prop_assert!(!shown.contains(&value[..8]));
+                }
+                Err(why) => proptest::prop_assert!(!why.is_empty()),
+            }
+        }
+    }
 }

@@ -142,4 +142,26 @@ mod tests {
         assert_eq!(PageWindow::resolve(1000, "", &filters("")).unwrap().size, MAX_PAGE_SIZE);
         assert!(PageWindow::resolve(-1, "", &filters("")).is_err());
     }
+
+    proptest::proptest! {
+        /// Any page size and token: a window within bounds or a clear
+        /// INVALID_ARGUMENT naming the field, never a panic; the tokens we
+        /// hand out resolve back to their offset.
+        #[test]
+        fn page_sizes_and_tokens_resolve_or_are_refused(size in proptest::prelude::any::<i32>(), token in ".{0,64}") {
+            match PageWindow::resolve(size, &token, &filters("x")) {
+                Ok(w) => proptest::prop_assert!(w.size >= 1 && w.size <= MAX_PAGE_SIZE),
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+                    proptest::prop_assert!(e.field().is_some());
+                }
+            }
+        }
+
+        #[test]
+        fn our_tokens_round_trip(offset in 0usize..1_000_000) {
+            let token = encode(offset, filters_fingerprint(&filters("x")));
+            proptest::prop_assert_eq!(PageWindow::resolve(20, &token, &filters("x")).unwrap().offset, offset);
+        }
+    }
 }

@@ -187,4 +187,41 @@ mod tests {
         // Authentic but malformed: INVALID_ARGUMENT.
         assert_eq!(v.verify(&signed(SECRET, now + 3, "[]"), b"[]").unwrap_err().kind(), ErrorKind::InvalidArgument);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any headers and body, signed or not: a clear refusal or a push,
+        /// never a panic; an unsigned one is never accepted.
+        #[test]
+        fn arbitrary_pushes_are_refused_cleanly(
+            ts in proptest::option::of(".{0,24}"),
+            sig in proptest::option::of(".{0,80}"),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let v = WebhookVerifier::new(SECRET, Duration::from_secs(300));
+            let mut headers = BTreeMap::new();
+            if let Some(ts) = ts {
+                headers.insert(TIMESTAMP_HEADER.to_owned(), ts);
+            }
+            if let Some(sig) = sig {
+                headers.insert(SIGNATURE_HEADER.to_owned(), sig);
+            }
+            let e = v.verify(&headers, &body).unwrap_err();
+            proptest::prop_assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+        }
+
+        /// Correctly signed garbage (a compromised or buggy portal): a clear
+        /// error, never a panic.
+        #[test]
+        fn signed_garbage_is_refused_cleanly(body in ".{0,300}", status in proptest::prelude::any::<i64>()) {
+            let v = WebhookVerifier::new(SECRET, Duration::from_secs(300));
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+            for body in [body.clone(), format!("{{\"dossier_code\":{body:?},\"status\":{status}}}")] {
+                if let Err(e) = v.verify(&signed(SECRET, now, &body), body.as_bytes()) {
+                    proptest::prop_assert!(!e.message().is_empty());
+                }
+            }
+        }
+    }
 }

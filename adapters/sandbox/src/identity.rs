@@ -171,3 +171,35 @@ impl DemoIdentityIssuer for Sandbox {
         Ok(IssuedToken { token: BearerToken::new(token), expires_at })
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::SandboxConfig;
+
+    fn sandbox() -> &'static Sandbox {
+        static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+        SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig::default()).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary and almost-valid tokens: UNAUTHENTICATED, never a
+        /// panic, never a citizen.
+        #[test]
+        fn arbitrary_tokens_are_refused(
+            token in prop_oneof![
+                "[ -~]{0,200}",
+                "eyJ[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,120}\\.[A-Za-z0-9_-]{0,60}",
+            ],
+        ) {
+            let _ = is_sandbox_token(&token);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let e = rt.block_on(sandbox().authenticate(&BearerToken::new(&token))).unwrap_err();
+            prop_assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+        }
+    }
+}
