@@ -610,7 +610,8 @@ impl Config {
             .chain(self.bulkhead.problems())
             .chain(self.retry.problems())
             .chain(self.limits.problems())
-            .chain(self.admin.problems());
+            .chain(self.admin.problems())
+            .chain(self.audit.problems());
         for (path, message) in policy_problems {
             errors.push(ConfigError::new(path, message));
         }

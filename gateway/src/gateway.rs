@@ -187,7 +187,7 @@ impl Gateway {
             cache_config: config.cache.clone(),
             scopes: crate::cache::CitizenScopes::new()?,
             admin: crate::admin::AdminAuth::new(&config.admin),
-            audit: Arc::new(crate::audit::AuditLog::open(&config.audit)?),
+            audit: Arc::new(crate::audit::AuditLog::open(&config.audit).await?),
             default_deadline: config.server.default_deadline,
             identity: config.identity.clone(),
             webhooks,

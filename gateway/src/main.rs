@@ -65,8 +65,14 @@ enum AuditCommand {
     /// Check an audit log's hash chain; names the first broken record.
     /// Exits 0 when the chain holds, 1 when it breaks, 2 when unreadable.
     Verify {
-        /// The audit log (JSON lines).
-        file: PathBuf,
+        /// The audit log (JSON lines); or, with --postgres, nothing.
+        file: Option<PathBuf>,
+        /// Verify the chain in PostgreSQL instead (a connection string).
+        #[arg(long, requires = "schema")]
+        postgres: Option<String>,
+        /// With --postgres: the audit schema.
+        #[arg(long)]
+        schema: Option<String>,
         /// The head hash recorded elsewhere: records cut off at the end are
         /// caught only against it.
         #[arg(long)]
@@ -122,34 +128,50 @@ fn new_secret(key: &str) -> ExitCode {
     }
 }
 
-fn audit_verify(file: &std::path::Path, expect_head: Option<&str>) -> ExitCode {
-    let input = match std::fs::File::open(file) {
-        Ok(f) => std::io::BufReader::new(f),
-        Err(e) => {
-            eprintln!("cannot read {}: {e}", file.display());
+async fn audit_verify(
+    file: Option<&std::path::Path>,
+    postgres: Option<(String, String)>,
+    expect_head: Option<&str>,
+) -> ExitCode {
+    let (name, lines) = match (file, postgres) {
+        (_, Some((url, schema))) => match lienthong::audit::postgres::read_all(&url, &schema).await {
+            Ok(lines) => (format!("postgres schema {schema}"), lines),
+            Err(e) => {
+                eprintln!("cannot read the audit chain from PostgreSQL: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (Some(file), None) => match std::fs::read(file) {
+            Ok(lines) => (file.display().to_string(), lines),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!("name an audit file, or --postgres <url> --schema <schema>");
             return ExitCode::from(2);
         }
     };
-    match lienthong::audit::verify::verify(input) {
+    match lienthong::audit::verify::verify(lines.as_slice()) {
         Ok(v) => {
             if let Some(head) = expect_head
                 && head != v.head
             {
                 println!(
-                    "{}: {} records chain correctly, but the head is not the expected one: records were cut off at the end, or the chain was rewritten",
-                    file.display(),
+                    "{name}: {} records chain correctly, but the head is not the expected one: records were cut off at the end, or the chain was rewritten",
                     v.records
                 );
                 return ExitCode::from(1);
             }
-            println!("{}: OK, {} records; head {}", file.display(), v.records, v.head);
+            println!("{name}: OK, {} records; head {}", v.records, v.head);
             if v.torn_tail {
                 println!("  the last line is partial: a write cut off by a crash, never acknowledged to any caller");
             }
             ExitCode::SUCCESS
         }
         Err(broken) => {
-            println!("{}: {broken}", file.display());
+            println!("{name}: {broken}");
             ExitCode::from(1)
         }
     }
@@ -205,8 +227,8 @@ async fn main() -> ExitCode {
         Some(Command::AdminToken) => return new_secret("[admin] token_sha256"),
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
-        Some(Command::Audit { command: AuditCommand::Verify { file, expect_head } }) => {
-            return audit_verify(&file, expect_head.as_deref());
+        Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head } }) => {
+            return audit_verify(file.as_deref(), postgres.zip(schema), expect_head.as_deref()).await;
         }
         Some(Command::Serve { config }) => config,
         None => std::env::var_os("LIENTHONG_CONFIG").map(PathBuf::from),

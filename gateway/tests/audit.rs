@@ -230,3 +230,95 @@ async fn after_kill_9_every_answered_access_has_its_record() {
     let after = lienthong::audit::verify::verify(std::fs::read(&path).unwrap().as_slice()).unwrap();
     assert_eq!(after.records, verified.records + 1);
 }
+
+/// The local PostgreSQL (`LIENTHONG_TEST_POSTGRES` overrides), and a schema
+/// of this test's own.
+fn postgres(name: &str) -> (String, String) {
+    let url = std::env::var("LIENTHONG_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_owned());
+    (url, format!("lienthong_test_{}_{name}", std::process::id()))
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+}
+
+#[tokio::test]
+async fn replicas_write_one_chain_in_postgres_and_tampering_is_caught() {
+    use lienthong::audit::{AuditConfig, AuditEvent, AuditLog, AuditSink};
+    let (url, schema) = postgres("chain");
+    drop_schema(&url, &schema).await;
+    let config = AuditConfig {
+        sink: AuditSink::Postgres,
+        postgres_url: url.clone(),
+        postgres_schema: schema.clone(),
+        ..Default::default()
+    };
+    // Two replicas, writing at the same time.
+    let replicas = [Arc::new(AuditLog::open(&config).await.unwrap()), Arc::new(AuditLog::open(&config).await.unwrap())];
+    let mut tasks = Vec::new();
+    for (r, log) in replicas.iter().enumerate() {
+        for i in 0..100 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                log.record(AuditEvent {
+                    app: format!("replica-{r}"),
+                    citizen: format!("{i:032x}"),
+                    method: "lienthong.v1.IdentityService/GetMyProfile".into(),
+                    records: vec!["profile".into()],
+                    purpose: "public-service".into(),
+                    outcome: "OK".into(),
+                    trace_id: format!("{i:032x}"),
+                })
+                .await
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let lines = lienthong::audit::postgres::read_all(&url, &schema).await.unwrap();
+    let v = lienthong::audit::verify::verify(lines.as_slice()).unwrap();
+    assert_eq!(v.records, 200);
+    let text = String::from_utf8(lines).unwrap();
+    assert!(text.contains("replica-0") && text.contains("replica-1"));
+    // The CLI reads the same chain, and names a record edited in place.
+    let ok = lienthong().args(["audit", "verify", "--postgres", &url, "--schema", &schema]).output().unwrap();
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK, 200 records"), "{}", String::from_utf8_lossy(&ok.stdout));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            &format!("UPDATE {schema}.audit_log SET line = replace(line, '\"OK\"', '\"DENIED\"') WHERE seq = 57"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let bad = lienthong().args(["audit", "verify", "--postgres", &url, "--schema", &schema]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("record 57"), "{}", String::from_utf8_lossy(&bad.stdout));
+    drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
+async fn a_gateway_with_the_postgres_sink_records_before_it_answers() {
+    let (url, schema) = postgres("gateway");
+    drop_schema(&url, &schema).await;
+    let toml = format!(
+        "{}\n[audit]\nsink = \"postgres\"\npostgres_url = {url:?}\npostgres_schema = {schema:?}\n",
+        lienthong::config::SANDBOX_DEFAULT
+    );
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let lan = gw.token("lan").await;
+    IdentityServiceClient::new(gw.channel.clone())
+        .get_my_profile(authed(GetMyProfileRequest::default(), &lan))
+        .await
+        .unwrap();
+    let lines = lienthong::audit::postgres::read_all(&url, &schema).await.unwrap();
+    let v = lienthong::audit::verify::verify(lines.as_slice()).unwrap();
+    assert_eq!(v.records, 1);
+    assert!(!String::from_utf8(lines).unwrap().contains("079190012345"));
+    drop_schema(&url, &schema).await;
+}

@@ -10,6 +10,7 @@
 //! call that arrived meanwhile). A crash can leave at most a partial last
 //! line, which no response depended on; the next start trims it.
 
+pub mod postgres;
 pub mod record;
 pub mod verify;
 
@@ -25,14 +26,32 @@ use tonic::Status;
 
 pub use record::{AuditEvent, AuditRecord};
 
+/// Where audit records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    /// A local file (the default).
+    File,
+    /// PostgreSQL: one chain for every replica.
+    Postgres,
+}
+
 /// `[audit]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Record accesses to personal data at all (off only for benchmarks).
     pub enabled: bool,
+    /// `file` or `postgres`.
+    pub sink: AuditSink,
     /// The audit file (JSON lines, hash-chained), created if missing.
     pub path: PathBuf,
+    /// With `sink = "postgres"`: the connection string, for example
+    /// `host=db.internal user=lienthong dbname=lienthong password=…`.
+    pub postgres_url: String,
+    /// With `sink = "postgres"`: the schema holding the tables (created if
+    /// missing).
+    pub postgres_schema: String,
     /// A file holding the secret key (at least 32 bytes) of citizens'
     /// pseudonyms, so that one citizen has one pseudonym across restarts and
     /// replicas. Without it a key is drawn at start (pseudonyms then link
@@ -42,8 +61,61 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { enabled: true, path: PathBuf::from("lienthong-audit.jsonl"), pseudonym_key_file: None }
+        Self {
+            enabled: true,
+            sink: AuditSink::File,
+            path: PathBuf::from("lienthong-audit.jsonl"),
+            postgres_url: String::new(),
+            postgres_schema: "lienthong_audit".to_owned(),
+            pseudonym_key_file: None,
+        }
     }
+}
+
+impl std::fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection string may hold a password.
+        f.debug_struct("AuditConfig")
+            .field("enabled", &self.enabled)
+            .field("sink", &self.sink)
+            .field("path", &self.path)
+            .field("postgres_schema", &self.postgres_schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditConfig {
+    /// Problems, each as (path, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.sink == AuditSink::Postgres {
+            if self.postgres_url.is_empty() {
+                out.push(("audit.postgres_url".to_owned(), "required with sink = \"postgres\"".to_owned()));
+            }
+            if !postgres::valid_schema(&self.postgres_schema) {
+                out.push((
+                    "audit.postgres_schema".to_owned(),
+                    "a lower-case identifier, such as lienthong_audit".to_owned(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The lines of `events` chained after (`seq`, `hash`), and the new head.
+pub(crate) fn chain_lines(events: &[AuditEvent], mut seq: u64, mut prev: String) -> (Vec<String>, u64, String) {
+    let time = now_ms();
+    let lines = events
+        .iter()
+        .map(|e| {
+            seq += 1;
+            let (line, hash) = AuditRecord::new(e.clone(), seq, time, std::mem::take(&mut prev)).line();
+            prev = hash;
+            line
+        })
+        .collect();
+    (lines, seq, prev)
 }
 
 struct Pending {
@@ -129,16 +201,10 @@ fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         if failed.is_none() {
-            let mut buf = String::with_capacity(batch.len() * 400);
-            let (mut seq, mut prev) = (head.seq, head.hash.clone());
-            let time = now_ms();
-            for p in &batch {
-                seq += 1;
-                let (line, hash) = AuditRecord::new(p.event.clone(), seq, time, prev).line();
-                buf.push_str(&line);
-                buf.push('\n');
-                prev = hash;
-            }
+            let events: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
+            let (lines, seq, prev) = chain_lines(&events, head.seq, head.hash.clone());
+            let mut buf = lines.join("\n");
+            buf.push('\n');
             match file.write_all(buf.as_bytes()).and_then(|()| file.sync_data()) {
                 Ok(()) => head = Head { seq, hash: prev },
                 Err(e) => {
@@ -153,9 +219,35 @@ fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
+/// Appends batches to PostgreSQL until every sender is gone; like the file
+/// writer, fails closed after a failed batch.
+async fn postgres_writer(mut client: tokio_postgres::Client, schema: String, mut rx: mpsc::Receiver<Pending>) {
+    let mut failed: Option<String> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if failed.is_none() {
+            let events: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
+            if let Err(e) = postgres::append(&mut client, &schema, &events).await {
+                tracing::error!(error = %e, "writing the audit log to PostgreSQL failed; refusing personal-data calls from now on");
+                failed = Some(e);
+            }
+        }
+        for p in batch {
+            let _ = p.done.send(failed.clone().map_or(Ok(()), Err));
+        }
+    }
+}
+
 impl AuditLog {
-    /// Opens the log per `config` and starts its writer.
-    pub fn open(config: &AuditConfig) -> anyhow::Result<Self> {
+    /// Opens the log per `config` and starts its writer (PostgreSQL: an
+    /// async task, so call this within the runtime).
+    pub async fn open(config: &AuditConfig) -> anyhow::Result<Self> {
         let pseudonyms = match &config.pseudonym_key_file {
             Some(path) => {
                 let key = std::fs::read(path)
@@ -168,8 +260,13 @@ impl AuditLog {
         if !config.enabled {
             return Ok(Self { tx: None, pseudonyms });
         }
-        let (file, head) = open(&config.path)?;
         let (tx, rx) = mpsc::channel(65_536);
+        if config.sink == AuditSink::Postgres {
+            let client = postgres::connect(&config.postgres_url, &config.postgres_schema).await?;
+            tokio::spawn(postgres_writer(client, config.postgres_schema.clone(), rx));
+            return Ok(Self { tx: Some(tx), pseudonyms });
+        }
+        let (file, head) = open(&config.path)?;
         std::thread::Builder::new()
             .name("lienthong-audit".into())
             .spawn(move || writer(file, head, rx))
@@ -228,7 +325,7 @@ mod tests {
     async fn concurrent_records_form_one_chain_that_continues_after_a_restart() {
         let path = temp("chain");
         let config = AuditConfig { path: path.clone(), ..Default::default() };
-        let log = std::sync::Arc::new(AuditLog::open(&config).unwrap());
+        let log = std::sync::Arc::new(AuditLog::open(&config).await.unwrap());
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let log = log.clone();
@@ -244,26 +341,26 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":201,\"time_ms\":17").unwrap();
         assert!(verify_file(&path).torn_tail);
-        let log = AuditLog::open(&config).unwrap();
+        let log = AuditLog::open(&config).await.unwrap();
         log.record(event(999)).await.unwrap();
         let v = verify_file(&path);
         assert_eq!((v.records, v.torn_tail), (201, false));
     }
 
-    #[test]
-    fn a_log_ending_in_garbage_is_not_appended_to() {
+    #[tokio::test]
+    async fn a_log_ending_in_garbage_is_not_appended_to() {
         let path = temp("garbage");
         std::fs::write(&path, "this is not an audit record\n").unwrap();
-        let e = AuditLog::open(&AuditConfig { path, ..Default::default() }).unwrap_err();
+        let e = AuditLog::open(&AuditConfig { path, ..Default::default() }).await.unwrap_err();
         assert!(e.to_string().contains("audit verify"), "{e}");
     }
 
-    #[test]
-    fn pseudonyms_are_stable_under_a_configured_key_and_hide_the_number() {
+    #[tokio::test]
+    async fn pseudonyms_are_stable_under_a_configured_key_and_hide_the_number() {
         let key = temp("key").with_file_name("key");
         std::fs::write(&key, [7u8; 32]).unwrap();
         let config = AuditConfig { enabled: false, pseudonym_key_file: Some(key), ..Default::default() };
-        let (a, b) = (AuditLog::open(&config).unwrap(), AuditLog::open(&config).unwrap());
+        let (a, b) = (AuditLog::open(&config).await.unwrap(), AuditLog::open(&config).await.unwrap());
         let lan = lienthong_adapter_core::CitizenId::parse("079190012345").unwrap();
         assert_eq!(a.pseudonym(&lan), b.pseudonym(&lan));
         assert_eq!(a.pseudonym(&lan).len(), 32);

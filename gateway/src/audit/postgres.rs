@@ -1,0 +1,77 @@
+//! The audit log in PostgreSQL, for several replicas writing one chain.
+//!
+//! Two tables in the configured schema: `audit_log (seq, line)` holding the
+//! very JSON lines the file sink writes, and `audit_head`, one row with the
+//! chain's last number and hash. Each batch is one transaction that locks
+//! the head row, so replicas append in turn and the chain stays one; the
+//! commit (PostgreSQL's own durable write) comes before any answer leaves.
+
+use tokio_postgres::{Client, NoTls};
+
+use super::record::GENESIS;
+
+/// Whether `schema` is a plain identifier we may put in SQL.
+pub fn valid_schema(schema: &str) -> bool {
+    let mut bytes = schema.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+        && schema.len() <= 63
+}
+
+/// Connects, and creates the schema and tables if missing.
+pub async fn connect(url: &str, schema: &str) -> anyhow::Result<Client> {
+    anyhow::ensure!(valid_schema(schema), "audit.postgres_schema must be a lower-case identifier");
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the audit database failed: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "the audit database connection ended");
+        }
+    });
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.audit_log (seq BIGINT PRIMARY KEY, line TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.audit_head (
+                 one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), seq BIGINT NOT NULL, hash TEXT NOT NULL);
+             INSERT INTO {schema}.audit_head (seq, hash) VALUES (0, '{GENESIS}') ON CONFLICT DO NOTHING;"
+        ))
+        .await
+        .map_err(|e| anyhow::anyhow!("preparing the audit tables failed: {e}"))?;
+    Ok(client)
+}
+
+/// Appends `events` after the current head, in one transaction.
+pub async fn append(client: &mut Client, schema: &str, events: &[super::AuditEvent]) -> Result<(), String> {
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    let head = tx
+        .query_one(&format!("SELECT seq, hash FROM {schema}.audit_head FOR UPDATE"), &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let (seq, hash): (i64, String) = (head.get(0), head.get(1));
+    let (lines, last_seq, last_hash) = super::chain_lines(events, seq as u64, hash);
+    let seqs: Vec<i64> = (seq + 1..=last_seq as i64).collect();
+    tx.execute(
+        &format!("INSERT INTO {schema}.audit_log (seq, line) SELECT * FROM unnest($1::BIGINT[], $2::TEXT[])"),
+        &[&seqs, &lines],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tx.execute(&format!("UPDATE {schema}.audit_head SET seq = $1, hash = $2"), &[&(last_seq as i64), &last_hash])
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())
+}
+
+/// Every line of the chain, in order, newline-terminated (for `verify`).
+pub async fn read_all(url: &str, schema: &str) -> anyhow::Result<Vec<u8>> {
+    let client = connect(url, schema).await?;
+    let rows = client.query(&format!("SELECT line FROM {schema}.audit_log ORDER BY seq"), &[]).await?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.extend_from_slice(row.get::<_, &str>(0).as_bytes());
+        out.push(b'\n');
+    }
+    Ok(out)
+}
