@@ -248,3 +248,42 @@ async fn the_vneid_adapter_passes_the_contract_suite() {
     let (passed, failed, _) = report.counts();
     assert_eq!((passed, failed), (1, 0), "{report}");
 }
+
+/// Arbitrary and adversarial tokens (any bytes; JWT-shaped with any header:
+/// `alg` none or HS256, unknown or hostile `kid`, huge claims): refused
+/// with UNAUTHENTICATED (or UNAVAILABLE while a refetch of the keys is held
+/// back), never a panic, never a citizen, and the message never repeats the
+/// token.
+#[test]
+fn arbitrary_tokens_are_refused_cleanly() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_idp, adapter) = rt.block_on(setup());
+    // base64url without padding, as JWTs carry their parts.
+    let b64 = |s: &str| {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bits: Vec<bool> = s.bytes().flat_map(|b| (0..8).rev().map(move |i| b >> i & 1 == 1)).collect();
+        bits.chunks(6)
+            .map(|c| {
+                let v = c.iter().chain(std::iter::repeat(&false)).take(6).fold(0usize, |v, b| v << 1 | usize::from(*b));
+                char::from(ALPHABET[v])
+            })
+            .collect::<String>()
+    };
+    let header = prop_oneof![
+        Just(r#"{"alg":"none"}"#.to_owned()),
+        Just(r#"{"alg":"HS256","kid":"rsa-1"}"#.to_owned()),
+        "[ -~]{0,60}".prop_map(|kid| format!(r#"{{"alg":"RS256","kid":{kid:?}}}"#)),
+        ".{0,80}",
+    ];
+    let token = prop_oneof![
+        "[ -~]{0,300}",
+        (header, ".{0,200}", "[A-Za-z0-9_-]{0,90}").prop_map(move |(h, c, s)| format!("{}.{}.{s}", b64(&h), b64(&c))),
+    ];
+    let config = ProptestConfig { cases: 128, ..ProptestConfig::default() };
+    proptest!(config, |(token in token)| {
+        let e = rt.block_on(auth(&adapter, &token)).unwrap_err();
+        prop_assert!(matches!(e.kind(), ErrorKind::Unauthenticated | ErrorKind::Unavailable), "{e:?}");
+        prop_assert!(token.len() < 12 || !e.message().contains(&token), "{e:?}");
+    });
+}

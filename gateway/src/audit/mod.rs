@@ -188,20 +188,33 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// `first` and whatever else is waiting already (group commit), up to 4,096.
+fn batch_from(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> (Vec<Pending>, Vec<AuditEvent>) {
+    let mut batch = vec![first];
+    while batch.len() < 4096 {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    let events = batch.iter().map(|p| p.event.clone()).collect();
+    (batch, events)
+}
+
+/// Lets the calls of `batch` answer: served if their records were written.
+fn acknowledge(batch: Vec<Pending>, failed: &Option<String>) {
+    for p in batch {
+        let _ = p.done.send(failed.clone().map_or(Ok(()), Err));
+    }
+}
+
 /// Appends batches until every sender is gone; fails closed: after a failed
 /// write every later record is refused too (the file's end is uncertain).
 fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
     let mut failed: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        let (batch, events) = batch_from(first, &mut rx);
         if failed.is_none() {
-            let events: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
             let (lines, seq, prev) = chain_lines(&events, head.seq, head.hash.clone());
             let mut buf = lines.join("\n");
             buf.push('\n');
@@ -213,9 +226,7 @@ fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
                 }
             }
         }
-        for p in batch {
-            let _ = p.done.send(failed.clone().map_or(Ok(()), Err));
-        }
+        acknowledge(batch, &failed);
     }
 }
 
@@ -224,23 +235,14 @@ fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
 async fn postgres_writer(mut client: tokio_postgres::Client, schema: String, mut rx: mpsc::Receiver<Pending>) {
     let mut failed: Option<String> = None;
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+        let (batch, events) = batch_from(first, &mut rx);
+        if failed.is_none()
+            && let Err(e) = postgres::append(&mut client, &schema, &events).await
+        {
+            tracing::error!(error = %e, "writing the audit log to PostgreSQL failed; refusing personal-data calls from now on");
+            failed = Some(e);
         }
-        if failed.is_none() {
-            let events: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
-            if let Err(e) = postgres::append(&mut client, &schema, &events).await {
-                tracing::error!(error = %e, "writing the audit log to PostgreSQL failed; refusing personal-data calls from now on");
-                failed = Some(e);
-            }
-        }
-        for p in batch {
-            let _ = p.done.send(failed.clone().map_or(Ok(()), Err));
-        }
+        acknowledge(batch, &failed);
     }
 }
 
@@ -296,6 +298,7 @@ impl AuditLog {
 
 #[cfg(test)]
 mod tests {
+    use super::record::tests::event;
     use super::*;
 
     fn temp(name: &str) -> PathBuf {
@@ -303,18 +306,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("audit.jsonl")
-    }
-
-    fn event(n: u32) -> AuditEvent {
-        AuditEvent {
-            app: "city-app".into(),
-            citizen: format!("{n:032x}"),
-            method: "lienthong.v1.IdentityService/GetMyProfile".into(),
-            records: vec!["profile".into()],
-            purpose: "public-service".into(),
-            outcome: "OK".into(),
-            trace_id: format!("{n:032x}"),
-        }
     }
 
     fn verify_file(path: &Path) -> verify::Verified {

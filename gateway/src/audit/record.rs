@@ -97,9 +97,10 @@ impl AuditRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A record of citizen `n`'s profile being read.
     pub(crate) fn event(n: u32) -> AuditEvent {
         AuditEvent {
             app: "city-app".into(),
