@@ -57,9 +57,7 @@ pub fn digest_hex(token: &str) -> String {
 
 /// A fresh random admin token (256 bits, hex).
 pub fn new_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness for a token"))?;
-    Ok(hex(&bytes))
+    crate::apps::random_hex::<32>()
 }
 
 /// Who may call the admin API.

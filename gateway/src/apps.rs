@@ -92,6 +92,13 @@ pub fn pem_fingerprint(pem: &str) -> Option<String> {
     Some(hex(&sha256(der.as_ref())))
 }
 
+/// `N` random bytes, in hex.
+pub fn random_hex<const N: usize>() -> anyhow::Result<String> {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    Ok(hex(&bytes))
+}
+
 /// Hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -110,6 +117,33 @@ pub fn allowed_methods(entry: &str) -> Vec<Method> {
     Method::ALL.iter().copied().filter(matches).collect()
 }
 
+/// Provinces a caller (an app, or `[anonymous]`) is given that are not
+/// configured, with paths under `section`.
+pub fn province_problems(
+    section: &str,
+    provinces: &[String],
+    configured: &dyn Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let unconfigured = provinces.iter().enumerate().filter(|(_, p)| !configured(p));
+    unconfigured
+        .map(|(i, p)| {
+            (format!("{section}.provinces[{i}]"), format!("province {p:?} is not configured under [provinces]"))
+        })
+        .collect()
+}
+
+/// Scopes a caller (an app, or `[anonymous]`) is given that the gateway does
+/// not know, with paths under `section`.
+pub fn scope_problems(section: &str, scopes: &[String]) -> Vec<(String, String)> {
+    let known = crate::config::KNOWN_SCOPES;
+    let unknown = scopes.iter().enumerate().filter(|(_, s)| !known.contains(&s.as_str()));
+    unknown
+        .map(|(i, s)| {
+            (format!("{section}.scopes[{i}]"), format!("unknown scope {s:?}; known scopes: {}", known.join(", ")))
+        })
+        .collect()
+}
+
 impl AppConfig {
     /// Problems of app `id`, each as (path, message).
     pub fn problems(&self, id: &str, configured: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
@@ -118,14 +152,7 @@ impl AppConfig {
         if self.provinces.is_empty() {
             out.push((path("provinces"), "list the provinces this app may reach".to_owned()));
         }
-        for (i, p) in self.provinces.iter().enumerate() {
-            if !configured(p) {
-                out.push((
-                    format!("{}[{i}]", path("provinces")),
-                    format!("province {p:?} is not configured under [provinces]"),
-                ));
-            }
-        }
+        out.extend(province_problems(&format!("apps.{id}"), &self.provinces, configured));
         if self.allow.is_empty() {
             out.push((
                 path("allow"),
@@ -140,14 +167,7 @@ impl AppConfig {
                 ));
             }
         }
-        for (i, scope) in self.scopes.iter().enumerate() {
-            if !crate::config::KNOWN_SCOPES.contains(&scope.as_str()) {
-                out.push((
-                    format!("{}[{i}]", path("scopes")),
-                    format!("unknown scope {scope:?}; known scopes: {}", crate::config::KNOWN_SCOPES.join(", ")),
-                ));
-            }
-        }
+        out.extend(scope_problems(&format!("apps.{id}"), &self.scopes));
         for (key, digests) in
             [("api_key_sha256", &self.api_key_sha256), ("client_cert_sha256", &self.client_cert_sha256)]
         {
@@ -275,11 +295,6 @@ impl AppRegistry {
             )
         });
         Self { apps: apps.iter().map(|(id, c)| App::new(id, c)).collect(), anonymous }
-    }
-
-    /// Every app with a registration (not the anonymous one).
-    pub fn apps(&self) -> impl Iterator<Item = &App> {
-        self.apps.iter().chain(self.anonymous.as_ref())
     }
 
     /// The app calling `request`.

@@ -671,21 +671,11 @@ impl Config {
                 "list the provinces anonymous calls may reach, or set enabled = false",
             ));
         }
-        for (i, p) in a.provinces.iter().enumerate() {
-            if !self.provinces.contains_key(p) {
-                errors.push(ConfigError::new(
-                    format!("anonymous.provinces[{i}]"),
-                    format!("province {p:?} is not configured under [provinces]"),
-                ));
-            }
-        }
-        for (i, scope) in a.scopes.iter().enumerate() {
-            if !KNOWN_SCOPES.contains(&scope.as_str()) {
-                errors.push(ConfigError::new(
-                    format!("anonymous.scopes[{i}]"),
-                    format!("unknown scope {scope:?}; known scopes: {}", KNOWN_SCOPES.join(", ")),
-                ));
-            }
+        let reach = crate::apps::province_problems("anonymous", &a.provinces, &configured)
+            .into_iter()
+            .chain(crate::apps::scope_problems("anonymous", &a.scopes));
+        for (path, message) in reach {
+            errors.push(ConfigError::new(path, message));
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }

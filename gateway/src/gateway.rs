@@ -61,8 +61,6 @@ pub struct ProvinceAdapters {
 #[derive(Debug)]
 pub struct Gateway {
     provinces: BTreeMap<String, ProvinceAdapters>,
-    guards: BTreeMap<String, Arc<UpstreamGuard>>,
-    kinds: BTreeMap<String, String>,
     limits: Arc<crate::limits::Limiters>,
     cache: crate::cache::ResponseCache,
     cache_config: crate::config::CacheConfig,
@@ -78,17 +76,19 @@ pub struct Gateway {
 }
 
 impl ProvinceAdapters {
-    /// The instance serving `family`, if any.
-    fn instance_of(&self, family: Family) -> Option<&str> {
-        let name = match family {
-            Family::Identity => self.identity.as_ref().map(|r| &r.instance),
-            Family::Healthcare => self.healthcare.as_ref().map(|r| &r.instance),
-            Family::Education => self.education.as_ref().map(|r| &r.instance),
-            Family::Transport => self.transport.as_ref().map(|r| &r.instance),
-            Family::Construction => self.construction.as_ref().map(|r| &r.instance),
-            Family::PublicServices => self.public_services.as_ref().map(|r| &r.instance),
-        };
-        name.map(String::as_str)
+    /// The instance serving `family`, if any: its name, kind and guard.
+    fn route_of(&self, family: Family) -> Option<(&str, &str, &Arc<UpstreamGuard>)> {
+        fn parts<T: ?Sized>(r: &Option<Routed<T>>) -> Option<(&str, &str, &Arc<UpstreamGuard>)> {
+            r.as_ref().map(|r| (r.instance.as_str(), r.kind.as_str(), &r.guard))
+        }
+        match family {
+            Family::Identity => parts(&self.identity),
+            Family::Healthcare => parts(&self.healthcare),
+            Family::Education => parts(&self.education),
+            Family::Transport => parts(&self.transport),
+            Family::Construction => parts(&self.construction),
+            Family::PublicServices => parts(&self.public_services),
+        }
     }
 }
 
@@ -177,11 +177,8 @@ impl Gateway {
             }
             provinces.insert(code.clone(), p);
         }
-        let kinds = built.iter().map(|(name, (_, kind))| ((*name).to_owned(), (*kind).to_owned())).collect();
         Ok(Self {
             provinces,
-            guards,
-            kinds,
             limits,
             cache: crate::cache::ResponseCache::new(config.cache.max_bytes),
             cache_config: config.cache.clone(),
@@ -207,28 +204,21 @@ impl Gateway {
         self.webhooks.get(instance)
     }
 
-    /// The guard of adapter instance `instance`.
-    pub fn guard(&self, instance: &str) -> Option<&Arc<UpstreamGuard>> {
-        self.guards.get(instance)
-    }
-
-    /// Every adapter instance in use: name, kind, the provinces and families
-    /// it serves, and its guard.
+    /// Every adapter instance in use, by name: its kind, the provinces and
+    /// families it serves, and its guard.
     pub fn instances(&self) -> Vec<InstanceInfo<'_>> {
-        self.guards
-            .iter()
-            .map(|(name, guard)| {
-                let mut routes = Vec::new();
-                for p in self.provinces.values() {
-                    for family in Family::ALL {
-                        if p.instance_of(family) == Some(name.as_str()) {
-                            routes.push((p.code.as_str(), family));
-                        }
-                    }
-                }
-                InstanceInfo { name, kind: self.kinds.get(name).map(String::as_str).unwrap_or_default(), routes, guard }
-            })
-            .collect()
+        let mut by_name: BTreeMap<&str, InstanceInfo<'_>> = BTreeMap::new();
+        for p in self.provinces.values() {
+            for family in Family::ALL {
+                let Some((name, kind, guard)) = p.route_of(family) else { continue };
+                by_name
+                    .entry(name)
+                    .or_insert_with(|| InstanceInfo { name, kind, routes: Vec::new(), guard })
+                    .routes
+                    .push((p.code.as_str(), family));
+            }
+        }
+        by_name.into_values().collect()
     }
 
     /// The response cache.
@@ -312,11 +302,6 @@ impl Gateway {
             purpose: None,
             ctx: CallContext { province: code.to_owned(), principal: None, deadline },
         })
-    }
-
-    /// The registered apps.
-    pub fn apps(&self) -> &AppRegistry {
-        &self.apps
     }
 }
 
@@ -413,15 +398,10 @@ impl<'g> Call<'g> {
         self.app.scopes.iter().any(|s| s == scope)
     }
 
-    /// The calling app.
-    pub fn app(&self) -> &'g App {
-        self.app
-    }
-
     fn auditor_for(&self, principal: &Principal) -> Auditor {
         let log = self.gateway.audit.clone();
-        let trace_id =
-            self.trace_id.clone().unwrap_or_else(|| crate::admin::new_token().unwrap_or_default()[..32].to_owned());
+        // A call without `traceparent` gets a fresh 128-bit trace id.
+        let trace_id = self.trace_id.clone().unwrap_or_else(|| crate::apps::random_hex::<16>().unwrap_or_default());
         Auditor {
             template: crate::audit::AuditEvent {
                 app: self.app.id.clone(),

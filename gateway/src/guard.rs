@@ -91,7 +91,8 @@ impl UpstreamGuard {
     {
         self.budget.deposit();
         let mut last: Option<AdapterError> = None;
-        for n in 1..=self.retry.max_attempts.max(1) {
+        let attempts = self.retry.max_attempts.max(1);
+        for n in 1..=attempts {
             if let Err(wait) = self.limits.check_upstream(&self.instance, method) {
                 return Err(last.unwrap_or_else(|| self.refusal(ErrorKind::RateLimited, wait)));
             }
@@ -115,7 +116,7 @@ impl UpstreamGuard {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if !idempotent || n == self.retry.max_attempts || !is_retryable(&e) {
+            if !idempotent || n == attempts || !is_retryable(&e) {
                 return Err(e);
             }
             let Some(wait) = self.retry.backoff(n, e.retry_after(), self.budget.random()) else { return Err(e) };
