@@ -123,7 +123,8 @@ def start(args, env=None, stdin=None, stdout=subprocess.DEVNULL, cpu=None):
 def gateway_env(port, config=None):
     env = dict(os.environ, LIENTHONG_SERVER__LISTEN=f"127.0.0.1:{port}", RUST_LOG="error",
                LIENTHONG_SERVER__MAX_CONCURRENT_REQUESTS="100000",
-               LIENTHONG_LIMITS__PER_APP__PER_SECOND="100000000", LIENTHONG_LIMITS__PER_APP__BURST="100000000")
+               LIENTHONG_LIMITS__PER_APP__PER_SECOND="100000000", LIENTHONG_LIMITS__PER_APP__BURST="100000000",
+               LIENTHONG_TELEMETRY__OPS_LISTEN="127.0.0.1:0")
     if config:
         env["LIENTHONG_CONFIG"] = config
     return env

@@ -17,6 +17,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,6 +136,7 @@ impl moka::Expiry<Key, Entry> for EntryExpiry {
 pub struct ResponseCache {
     store: moka::future::Cache<Key, Entry>,
     inflight: Arc<Mutex<HashMap<Key, Fill>>>,
+    evictions: Arc<[AtomicU64; 4]>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -235,12 +237,23 @@ pub type FillFuture<T> = Pin<Box<dyn Future<Output = Result<T, AdapterError>> + 
 impl ResponseCache {
     /// A cache holding at most about `max_bytes` of answers.
     pub fn new(max_bytes: u64) -> Self {
+        let evictions: Arc<[AtomicU64; 4]> = Arc::default();
+        let counted = evictions.clone();
         let store = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &Key, v: &Entry| v.weight)
             .expire_after(EntryExpiry)
+            .eviction_listener(move |_, _, cause| {
+                let i = match cause {
+                    moka::notification::RemovalCause::Size => 0,
+                    moka::notification::RemovalCause::Expired => 1,
+                    moka::notification::RemovalCause::Explicit => 2,
+                    moka::notification::RemovalCause::Replaced => 3,
+                };
+                counted[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
             .build();
-        Self { store, inflight: Arc::new(Mutex::new(HashMap::new())) }
+        Self { store, inflight: Arc::new(Mutex::new(HashMap::new())), evictions }
     }
 
     /// Removes every entry whose key `matches`; returns how many.
@@ -258,6 +271,18 @@ impl ResponseCache {
             }
         }
         removed
+    }
+
+    /// Entries and weighted bytes as last counted (no housekeeping: for
+    /// metrics, cheap and approximate).
+    pub fn usage_now(&self) -> (u64, u64) {
+        (self.store.entry_count(), self.store.weighted_size())
+    }
+
+    /// Entries that left the cache so far, by cause.
+    pub fn evictions(&self) -> [(&'static str, u64); 4] {
+        let n = |i: usize| self.evictions[i].load(std::sync::atomic::Ordering::Relaxed);
+        [("size", n(0)), ("expired", n(1)), ("removed", n(2)), ("replaced", n(3))]
     }
 
     /// Entries and weighted bytes held now (after pending housekeeping).
@@ -329,7 +354,10 @@ impl ResponseCache {
         if let Some(running) = inflight.get(&key) {
             return (running.clone(), true);
         }
-        let future = fill();
+        // The fill outlives the call that started it (others may wait for
+        // it): its span is a child of that call's lookup.
+        let span = tracing::info_span!("cache_fill", otel.name = "cache fill");
+        let future = tracing::Instrument::instrument(fill(), span);
         let store = self.store.clone();
         let registry = self.inflight.clone();
         let task_key = key.clone();

@@ -82,6 +82,8 @@ pub struct Config {
     pub apps: BTreeMap<String, crate::apps::AppConfig>,
     /// The audit log of accesses to personal data.
     pub audit: crate::audit::AuditConfig,
+    /// Traces, metrics and the ops port.
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -344,6 +346,7 @@ pub struct AdapterInstanceConfig {
 
 const SECTIONS: &[&str] = &[
     "server",
+    "telemetry",
     "anonymous",
     "identity",
     "cache",
@@ -446,6 +449,12 @@ impl Config {
             extract_or_default::<crate::admin::AdminConfig>(&figment, "admin", section("admin").is_some(), &mut errors);
         let audit =
             extract_or_default::<crate::audit::AuditConfig>(&figment, "audit", section("audit").is_some(), &mut errors);
+        let telemetry = extract_or_default::<crate::telemetry::TelemetryConfig>(
+            &figment,
+            "telemetry",
+            section("telemetry").is_some(),
+            &mut errors,
+        );
         let apps = extract_or_default::<BTreeMap<String, crate::apps::AppConfig>>(
             &figment,
             "apps",
@@ -487,6 +496,7 @@ impl Config {
                 admin,
                 apps,
                 audit,
+                telemetry,
                 provinces,
                 adapters,
                 unparsed,
@@ -611,7 +621,8 @@ impl Config {
             .chain(self.retry.problems())
             .chain(self.limits.problems())
             .chain(self.admin.problems())
-            .chain(self.audit.problems());
+            .chain(self.audit.problems())
+            .chain(self.telemetry.problems());
         for (path, message) in policy_problems {
             errors.push(ConfigError::new(path, message));
         }

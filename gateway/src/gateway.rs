@@ -71,6 +71,7 @@ pub struct Gateway {
     identity: crate::config::IdentityPolicy,
     webhooks: BTreeMap<String, Arc<dyn WebhookReceiver>>,
     apps: AppRegistry,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
     province_from_metadata: bool,
     shutdown: watch::Receiver<bool>,
 }
@@ -125,6 +126,7 @@ impl Gateway {
     pub async fn build(
         config: &Config,
         registry: &AdapterRegistry,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let mut built: BTreeMap<&str, (AdapterSet, &str)> = BTreeMap::new();
@@ -148,10 +150,11 @@ impl Gateway {
         let quotas = config.apps.iter().filter_map(|(id, a)| Some((id.as_str(), a.rate_limit?)));
         let limits = Arc::new(crate::limits::Limiters::new(&config.limits).with_app_quotas(quotas));
         let guards: BTreeMap<String, Arc<UpstreamGuard>> = built
-            .keys()
-            .map(|name| {
+            .iter()
+            .map(|(name, (_, kind))| {
                 let bulkhead = crate::bulkhead::Bulkhead::new(config.bulkhead.limit(name), config.bulkhead.max_wait);
-                let guard = UpstreamGuard::new(name, config.breaker, bulkhead, config.retry, limits.clone());
+                let guard = UpstreamGuard::new(name, config.breaker, bulkhead, config.retry, limits.clone())
+                    .observed(kind, metrics.clone());
                 ((*name).to_owned(), Arc::new(guard))
             })
             .collect();
@@ -189,6 +192,7 @@ impl Gateway {
             identity: config.identity.clone(),
             webhooks,
             apps: AppRegistry::new(&config.apps, &config.anonymous),
+            metrics,
             province_from_metadata: config.server.province_from_metadata,
             shutdown,
         })
@@ -219,6 +223,16 @@ impl Gateway {
             }
         }
         by_name.into_values().collect()
+    }
+
+    /// The codes of the provinces served.
+    pub fn province_codes(&self) -> impl Iterator<Item = &str> {
+        self.provinces.keys().map(String::as_str)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<crate::telemetry::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The response cache.
@@ -291,7 +305,10 @@ impl Gateway {
             .provinces
             .get(code)
             .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
-        self.limits.check_app(&app.id, method)?;
+        let span = tracing::Span::current();
+        span.record("lienthong.province", code);
+        span.record("lienthong.app", app.id.as_str());
+        self.limited("app", || self.limits.check_app(&app.id, method))?;
         let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
         Ok(Call {
             gateway: self,
@@ -302,6 +319,24 @@ impl Gateway {
             purpose: None,
             ctx: CallContext { province: code.to_owned(), principal: None, deadline },
         })
+    }
+}
+
+impl Gateway {
+    /// A rate-limit decision, in a span of its own; a refusal is counted.
+    fn limited(&self, limit: &'static str, check: impl FnOnce() -> Result<(), Status>) -> Result<(), Status> {
+        let span = tracing::info_span!(
+            "rate_limit",
+            otel.name = %format_args!("rate limit {limit}"),
+            lienthong.limit = limit,
+            lienthong.decision = tracing::field::Empty,
+        );
+        let verdict = span.in_scope(check);
+        span.record("lienthong.decision", if verdict.is_ok() { "allowed" } else { "rejected" });
+        if verdict.is_err() {
+            self.metrics.limiter_rejection(limit);
+        }
+        verdict
     }
 }
 
@@ -400,8 +435,11 @@ impl<'g> Call<'g> {
 
     fn auditor_for(&self, principal: &Principal) -> Auditor {
         let log = self.gateway.audit.clone();
-        // A call without `traceparent` gets a fresh 128-bit trace id.
-        let trace_id = self.trace_id.clone().unwrap_or_else(|| crate::apps::random_hex::<16>().unwrap_or_default());
+        // The call's trace (the caller's when it sent `traceparent`); without
+        // tracing installed, the caller's, or a fresh 128-bit id.
+        let trace_id = crate::telemetry::trace_id_of(&tracing::Span::current())
+            .or_else(|| self.trace_id.clone())
+            .unwrap_or_else(|| crate::apps::random_hex::<16>().unwrap_or_default());
         Auditor {
             template: crate::audit::AuditEvent {
                 app: self.app.id.clone(),
@@ -489,7 +527,7 @@ impl<'g> Call<'g> {
         }
         // Personal data may be touched from here on: its purpose is declared.
         self.purpose = Some(self.app.purpose(metadata)?);
-        self.gateway.limits.check_citizen(&principal.citizen_id, self.method)?;
+        self.gateway.limited("citizen", || self.gateway.limits.check_citizen(&principal.citizen_id, self.method))?;
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
     }
@@ -546,14 +584,31 @@ impl<'g> Call<'g> {
             Box::pin(async move { guard.call(method, deadline, true, attempt).await })
         };
         let Some(policy) = self.gateway.cache_config.policy(method.rpc_name()) else {
+            tracing::Span::current().record("lienthong.cache", "bypass");
             return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
         };
-        let cached = self
-            .gateway
-            .cache
-            .get_or_fill(key, &policy, Some(deadline), fill)
-            .await
-            .map_err(|e| self.fail(routed, e))?;
+        let span = tracing::info_span!(
+            "cache",
+            otel.name = "cache lookup",
+            lienthong.cache.outcome = tracing::field::Empty,
+            lienthong.cache.coalesced = tracing::field::Empty,
+        );
+        let looked_up = tracing::Instrument::instrument(
+            self.gateway.cache.get_or_fill(key, &policy, Some(deadline), fill),
+            span.clone(),
+        )
+        .await;
+        // An error remembered or fetched counts as a miss.
+        let outcome = looked_up.as_ref().map_or("miss", |c| c.freshness.as_str());
+        span.record("lienthong.cache.outcome", outcome);
+        if outcome == "coalesced" {
+            span.record("lienthong.cache.coalesced", true);
+        }
+        drop(span);
+        tracing::Span::current().record("lienthong.cache", outcome);
+        self.gateway.metrics.cache_lookup(method.rpc_name(), outcome);
+        routed.guard.stats().cache(matches!(outcome, "hit" | "stale"));
+        let cached = looked_up.map_err(|e| self.fail(routed, e))?;
         Ok(Answer { value: cached.value, freshness: Some((cached.freshness, cached.age)) })
     }
 

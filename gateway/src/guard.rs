@@ -15,6 +15,8 @@ use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot};
 use crate::bulkhead::Bulkhead;
 use crate::limits::Limiters;
 use crate::retry::{RetryBudget, RetryConfig, is_retryable};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::stats::InstanceStats;
 
 /// What operators see of one instance's guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,10 @@ pub struct UpstreamGuard {
     retry: RetryConfig,
     budget: RetryBudget,
     limits: Arc<Limiters>,
+    /// The instance and its kind, as metric labels.
+    labels: (Arc<str>, Arc<str>),
+    metrics: Option<Arc<Metrics>>,
+    stats: InstanceStats,
 }
 
 impl UpstreamGuard {
@@ -60,7 +66,35 @@ impl UpstreamGuard {
             budget: RetryBudget::new(&retry),
             retry,
             limits,
+            labels: (instance.into(), Arc::from("")),
+            metrics: None,
+            stats: InstanceStats::new(),
         }
+    }
+
+    /// Records every attempt and refusal in `metrics`, labelled with the
+    /// instance's `kind`.
+    pub fn observed(mut self, kind: &str, metrics: Arc<Metrics>) -> Self {
+        self.labels.1 = kind.into();
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// What the status page shows of this instance.
+    pub fn stats(&self) -> &InstanceStats {
+        &self.stats
+    }
+
+    /// A call refused before the upstream: counted, and the refusal.
+    fn refused(&self, error: &'static str, refusal: AdapterError) -> AdapterError {
+        self.stats.refused();
+        if let Some(m) = &self.metrics {
+            if error == "rate_limited" {
+                m.limiter_rejection("upstream");
+            }
+            m.adapter_refusal(&self.labels.0, &self.labels.1, error);
+        }
+        refusal
     }
 
     /// What operators see.
@@ -94,23 +128,55 @@ impl UpstreamGuard {
         let attempts = self.retry.max_attempts.max(1);
         for n in 1..=attempts {
             if let Err(wait) = self.limits.check_upstream(&self.instance, method) {
-                return Err(last.unwrap_or_else(|| self.refusal(ErrorKind::RateLimited, wait)));
+                let refusal = self.refused("rate_limited", self.refusal(ErrorKind::RateLimited, wait));
+                return Err(last.unwrap_or(refusal));
             }
             let permit = match self.breaker.admit() {
                 Ok(p) => p,
-                Err(wait) => return Err(last.unwrap_or_else(|| self.refusal(ErrorKind::Unavailable, wait))),
+                Err(wait) => {
+                    let refusal = self.refused("breaker_open", self.refusal(ErrorKind::Unavailable, wait));
+                    return Err(last.unwrap_or(refusal));
+                }
             };
             let Some(place) = self.bulkhead.enter(deadline).await else {
-                return Err(last.unwrap_or_else(|| self.bulkhead_full()));
+                let refusal = self.refused("bulkhead_full", self.bulkhead_full());
+                return Err(last.unwrap_or(refusal));
             };
-            let result = match tokio::time::timeout_at(deadline, attempt()).await {
-                Ok(r) => r,
-                Err(_) => Err(AdapterError::new(
-                    ErrorKind::DeadlineExceeded,
-                    format!("the upstream of {} did not answer before the caller's deadline", self.instance),
-                )),
-            };
+            let span = tracing::info_span!(
+                "adapter",
+                otel.name = %format_args!("adapter {}", self.instance),
+                otel.status_code = tracing::field::Empty,
+                rpc.method = method.full_name(),
+                lienthong.adapter.instance = %self.instance,
+                lienthong.adapter.kind = &*self.labels.1,
+                lienthong.attempt = n,
+                error.type = tracing::field::Empty,
+            );
+            let started = Instant::now();
+            let result =
+                match tokio::time::timeout_at(deadline, tracing::Instrument::instrument(attempt(), span.clone())).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(AdapterError::new(
+                        ErrorKind::DeadlineExceeded,
+                        format!("the upstream of {} did not answer before the caller's deadline", self.instance),
+                    )),
+                };
             drop(place);
+            // Answers such as NOT_FOUND are outcomes; failures are what the
+            // breaker counts against the upstream.
+            let outcome = result.as_ref().err().map(|e| e.kind().as_str());
+            let failed = result.as_ref().is_err_and(crate::breaker::is_upstream_failure);
+            let error = outcome.filter(|_| failed);
+            if let Some(kind) = error {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", kind);
+            }
+            drop(span);
+            self.stats.attempt(started.elapsed(), failed);
+            if let Some(m) = &self.metrics {
+                m.adapter_attempt(&self.labels.0, &self.labels.1, started.elapsed(), outcome, failed);
+            }
             permit.record(result.as_ref().map(|_| ()));
             let e = match result {
                 Ok(v) => return Ok(v),

@@ -18,11 +18,13 @@ pub mod except_paths;
 pub mod gateway;
 pub mod guard;
 pub mod limits;
+pub mod ops;
 pub mod retry;
 pub mod server;
 pub mod services;
 pub mod shed;
 pub mod status;
+pub mod telemetry;
 pub mod validate;
 pub mod webhooks;
 

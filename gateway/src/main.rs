@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use lienthong::config::{Config, ConfigErrors};
 use lienthong::server::adapter_registry;
+use lienthong::telemetry::{self, TelemetryConfig, Tracing};
 
 /// Lienthong: one gRPC gateway for a province's Digital Citizen app.
 #[derive(Debug, Parser)]
@@ -80,15 +81,20 @@ enum AuditCommand {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
-    // Colours only for a terminal, never into files or pipes.
+/// Logs to stderr, and traces per `config`. Colours only for a terminal,
+/// never into files or pipes.
+fn init_telemetry(config: &TelemetryConfig, format: LogFormat) -> Option<Tracing> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    let format = match format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    };
+    match telemetry::init(config, format, std::io::stderr, ansi) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("lienthong: telemetry could not start: {e:#}");
+            None
+        }
     }
 }
 
@@ -221,13 +227,13 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log);
     let config_path = match cli.command {
         Some(Command::CheckConfig { file }) => return check_config(&file),
         Some(Command::AdminToken) => return new_secret("[admin] token_sha256"),
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
         Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head } }) => {
+            init_telemetry(&TelemetryConfig { ops_listen: None, ..Default::default() }, cli.log);
             return audit_verify(file.as_deref(), postgres.zip(schema), expect_head.as_deref()).await;
         }
         Some(Command::Serve { config }) => config,
@@ -240,6 +246,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let Some(tracing) = init_telemetry(&config.telemetry, cli.log) else { return ExitCode::FAILURE };
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        tracing::info!(
+            endpoint,
+            sampling_ratio = config.telemetry.sampling_ratio,
+            "exporting traces and metrics over OTLP"
+        );
+    }
     if config_path.is_none() {
         tracing::info!("no config file given: serving the embedded Ho Chi Minh City sandbox");
     }
@@ -250,11 +264,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match lienthong::serve(config, listener, shutdown_signal()).await {
+    let code = match lienthong::serve(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lienthong: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Export the spans still queued.
+    let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    code
 }

@@ -74,6 +74,7 @@ fn cors(config: &Config) -> CorsLayer {
             header("grpc-message"),
             header("grpc-status-details-bin"),
             header(CACHE_HEADER),
+            header(crate::telemetry::rpc::TRACE_ID_HEADER),
         ])
         .max_age(std::time::Duration::from_secs(3600))
 }
@@ -106,16 +107,46 @@ pub async fn serve(
 }
 
 /// [`serve`] with the adapter kinds of `registry` (a province's own build, or
-/// tests).
+/// tests). The ops port, when configured, is bound here.
 pub async fn serve_with_registry(
     config: Config,
     registry: AdapterRegistry,
     listener: TcpListener,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let ops = match config.telemetry.ops_listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("binding telemetry.ops_listen ({addr})"))?)
+        }
+        None => None,
+    };
+    serve_on(config, registry, Listeners { grpc: listener, ops }, signal).await
+}
+
+/// Where the gateway listens: gRPC, and the ops endpoints (metrics,
+/// liveness, readiness, status page).
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC and gRPC-Web.
+    pub grpc: TcpListener,
+    /// The ops endpoints; none: not served.
+    pub ops: Option<TcpListener>,
+}
+
+/// [`serve_with_registry`] on listeners bound by the caller.
+pub async fn serve_on(
+    config: Config,
+    registry: AdapterRegistry,
+    listeners: Listeners,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     config.validate(&registry)?;
+    let Listeners { grpc: listener, ops } = listeners;
     let (draining_tx, draining) = watch::channel(false);
-    let gateway = Arc::new(Gateway::build(&config, &registry, draining.clone()).await?);
+    let metrics = Arc::new(crate::telemetry::metrics::Metrics::new(&config.telemetry)?);
+    let gateway = Arc::new(Gateway::build(&config, &registry, metrics.clone(), draining.clone()).await?);
+    let shed = crate::shed::ShedLayer::new(config.server.max_concurrent_requests);
+    metrics.observe(Arc::downgrade(&gateway), shed.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
@@ -142,7 +173,7 @@ pub async fn serve_with_registry(
     let mut router = server
         // Shed load beyond the global limit at once, so callers fail fast
         // instead of queueing past their deadlines.
-        .layer(crate::shed::ShedLayer::new(config.server.max_concurrent_requests))
+        .layer(shed.clone())
         // gRPC-Web arrives over HTTP/1.1 from browsers.
         .accept_http1(grpc_web)
         // Browsers need CORS, exposing the grpc-* trailers they read as headers.
@@ -152,6 +183,8 @@ pub async fn serve_with_registry(
         .layer(tower::util::option_layer(
             grpc_web.then(|| crate::except_paths::ExceptPaths::new("/webhooks/", tonic_web::GrpcWebLayer::new())),
         ))
+        // Each call's server span and metrics, seeing gRPC trailers.
+        .layer(crate::telemetry::rpc::RpcTelemetryLayer::new(metrics.clone()))
         // Upstream pushes (POST /webhooks/<instance>) share the port.
         .add_routes(crate::webhooks::routes(gateway.clone()))
         .add_service(health_service)
@@ -190,6 +223,22 @@ pub async fn serve_with_registry(
         }
     });
     let addr = listener.local_addr()?;
+    let (ops_stop, ops_stopped) = watch::channel(false);
+    let ops_task = match ops {
+        Some(ops) => {
+            let ops_addr = ops.local_addr()?;
+            tracing::info!(ops_addr = %ops_addr, "ops endpoints serving: /metrics /livez /readyz /status");
+            Some(tokio::spawn(crate::ops::serve(
+                ops,
+                gateway.clone(),
+                metrics.clone(),
+                shed.clone(),
+                config.telemetry.unready_after_shedding,
+                ops_stopped,
+            )))
+        }
+        None => None,
+    };
     tracing::info!(%addr, grpc_web, provinces = ?config.provinces.keys().collect::<Vec<_>>(), "lienthong is serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_timeout = config.server.drain_timeout;
@@ -212,6 +261,12 @@ pub async fn serve_with_registry(
         } => tracing::warn!("drain timeout reached; stopping with calls still running"),
     }
     compaction.abort();
+    let _ = ops_stop.send(true);
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
+    // Push the last metrics to the collector (blocking).
+    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     tracing::info!("lienthong stopped");
     Ok(())
 }

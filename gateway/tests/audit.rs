@@ -140,6 +140,7 @@ fn spawn_gateway(config: &Path) -> (std::process::Child, String) {
         .arg(config)
         .env("RUST_LOG", "info")
         .env("LIENTHONG_LOG", "json")
+        .env("LIENTHONG_TELEMETRY__OPS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -20,7 +20,7 @@ enabled = true
 provinces = ["79", "01"]
 scopes = ["everything"]
 
-[telemetry]
+[telemtry]
 enabled = true
 
 [identity]
@@ -109,7 +109,7 @@ fn has(errors: &[String], path: &str, words: &str) {
 fn every_problem_is_reported_with_its_path() {
     let errors = problems(BROKEN);
     has(&errors, "server.drain_timeout", "");
-    has(&errors, "telemetry", "unknown section");
+    has(&errors, "telemtry", "unknown section");
     has(&errors, "provinces.74.helth", "unknown field");
     has(&errors, "provinces.74", "not a province code");
     has(&errors, "adapters.typo", "dossier_pase");

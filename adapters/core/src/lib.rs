@@ -25,6 +25,7 @@ mod families;
 pub mod geo;
 pub mod paging;
 mod registry;
+pub mod telemetry;
 pub mod text;
 
 pub use capabilities::{Capabilities, Family, Method};

@@ -111,8 +111,64 @@ impl Upstream {
         }
     }
 
-    /// Sends `request` and returns the raw answer, or the error of a failed
-    /// request; error statuses go through `parse_error` (the adapter's own
+    /// Sends `request` in a client span of its own (`GET <what>`: method,
+    /// server, status; never the path or query, which may hold personal
+    /// data), with the span's W3C trace context in `traceparent`, so the
+    /// upstream's logs join the caller's trace. Any status is an answer; a
+    /// request that got none is the error of [`Upstream::transport_error`].
+    pub async fn execute(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, AdapterError> {
+        use tracing::Instrument as _;
+        let (client, request) = request.build_split();
+        let mut request = request.map_err(|e| self.transport_error(what, &e))?;
+        let url = request.url();
+        let span = tracing::info_span!(
+            "upstream_http",
+            otel.name = %format_args!("{} {what}", request.method()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            server.address = url.host_str().unwrap_or_default(),
+            server.port = url.port_or_known_default().unwrap_or_default(),
+            url.scheme = url.scheme(),
+            lienthong.upstream = self.log_name,
+            lienthong.upstream.request = what,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let headers = request.headers_mut();
+        lienthong_adapter_core::telemetry::inject(&span, |name, value| {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&value),
+            ) {
+                headers.insert(name, value);
+            }
+        });
+        match client.execute(request).instrument(span.clone()).await {
+            Ok(resp) => {
+                let status = resp.status();
+                span.record("http.response.status_code", status.as_u16());
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", status.as_str());
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", if e.is_timeout() { "timeout" } else { "transport" });
+                let _entered = span.enter();
+                Err(self.transport_error(what, &e))
+            }
+        }
+    }
+
+    /// Sends `request` (see [`Upstream::execute`]) and returns the raw
+    /// answer, or the error of a failed request; error statuses go through `parse_error` (the adapter's own
     /// mapping, which falls back to [`Upstream::status_error`]).
     pub async fn send(
         &self,
@@ -120,7 +176,7 @@ impl Upstream {
         request: reqwest::RequestBuilder,
         parse_error: impl Fn(reqwest::StatusCode, Option<Duration>) -> AdapterError,
     ) -> Result<reqwest::Response, AdapterError> {
-        let resp = request.send().await.map_err(|e| self.transport_error(what, &e))?;
+        let resp = self.execute(what, request).await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

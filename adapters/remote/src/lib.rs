@@ -228,8 +228,21 @@ impl RemoteAdapter {
         let province =
             ctx.province.parse().map_err(|_| AdapterError::new(ErrorKind::Unexpected, "province is not ASCII"))?;
         req.metadata_mut().insert("x-lienthong-province", province);
+        trace_context(req.metadata_mut());
         Ok(req)
     }
+}
+
+/// Adds the current span's W3C trace context, so the adapter service's own
+/// spans join the caller's trace.
+fn trace_context(metadata: &mut tonic::metadata::MetadataMap) {
+    lienthong_adapter_core::telemetry::inject(&tracing::Span::current(), |name, value| {
+        if let (Ok(name), Ok(value)) =
+            (tonic::metadata::MetadataKey::from_bytes(name.as_bytes()), tonic::metadata::MetadataValue::try_from(value))
+        {
+            metadata.insert(name, value);
+        }
+    });
 }
 
 fn owned(d: proto::OwnedDossier) -> Result<OwnedDossier, AdapterError> {
@@ -339,6 +352,7 @@ forwarding_impl!(PublicServicesAdapter {
         if let Ok(p) = ctx.province.parse() {
             request.metadata_mut().insert("x-lienthong-province", p);
         }
+        trace_context(request.metadata_mut());
         let stream = client.watch_dossier(request).await.map_err(|s| status_to_error(&s))?.into_inner();
         Ok(Box::pin(stream.map(|item| item.map_err(|s| status_to_error(&s)).and_then(owned))))
     }

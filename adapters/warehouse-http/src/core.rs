@@ -135,7 +135,7 @@ impl Warehouse {
             if let Some(t) = &token {
                 req = req.bearer_auth(t);
             }
-            let resp = req.send().await.map_err(|e| self.upstream.transport_error(what, &e))?;
+            let resp = self.upstream.execute(what, req).await?;
             let status = resp.status();
             if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 && token.is_some() {
                 token = self.access_token(token.as_deref(), timeout).await?;

@@ -47,6 +47,7 @@ pub enum Fault {
 pub struct Faults {
     rules: Arc<Mutex<Vec<(String, Fault)>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    traceparents: Arc<Mutex<Vec<(String, String)>>>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -86,6 +87,12 @@ impl Faults {
         self.hits.lock().map(|h| h.get(path).copied().unwrap_or(0)).unwrap_or(0)
     }
 
+    /// The W3C `traceparent` of each request that carried one, with its
+    /// path, in the order they came.
+    pub fn traceparents(&self) -> Vec<(String, String)> {
+        self.traceparents.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
     fn fault_for(&self, path: &str) -> Option<Fault> {
         self.rules.lock().ok()?.iter().rev().find(|(p, _)| path.starts_with(p.as_str())).map(|(_, f)| f.clone())
     }
@@ -104,6 +111,11 @@ pub async fn apply(State(faults): State<Faults>, request: Request, next: Next) -
     let _in_flight = InFlight(faults.in_flight.clone());
     if let Ok(mut hits) = faults.hits.lock() {
         *hits.entry(path.clone()).or_default() += 1;
+    }
+    if let Some(tp) = request.headers().get("traceparent").and_then(|v| v.to_str().ok())
+        && let Ok(mut seen) = faults.traceparents.lock()
+    {
+        seen.push((path.clone(), tp.to_owned()));
     }
     match faults.fault_for(&path) {
         None => next.run(request).await,

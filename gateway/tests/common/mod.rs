@@ -19,6 +19,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 /// A running gateway.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The ops endpoints (metrics, readiness, status page).
+    pub ops_addr: SocketAddr,
     pub channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     pub task: JoinHandle<anyhow::Result<()>>,
@@ -47,8 +49,11 @@ impl TestGateway {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_addr = ops.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(lienthong::server::serve_with_registry(config, registry, listener, async {
+        let listeners = lienthong::server::Listeners { grpc: listener, ops: Some(ops) };
+        let task = tokio::spawn(lienthong::server::serve_on(config, registry, listeners, async {
             let _ = stopped.await;
         }));
         let channel = match tls {
@@ -57,7 +62,7 @@ impl TestGateway {
                 Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect_lazy()
             }
         };
-        let gw = Self { addr, channel, stop: Some(stop), task };
+        let gw = Self { addr, ops_addr, channel, stop: Some(stop), task };
         gw.wait_ready().await;
         gw
     }

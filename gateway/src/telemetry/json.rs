@@ -1,0 +1,99 @@
+//! JSON log lines: one object per event, its fields at the top level, and
+//! the `trace_id` and `span_id` of the span it happened in, so that a log
+//! line, the trace in Jaeger and the audit record of one request share one
+//! id.
+//!
+//! ```json
+//! {"timestamp":"2026-11-23T09:15:02.120394Z","level":"WARN","target":"lienthong_adapter_http",
+//!  "message":"upstream answered an error","upstream":"warehouse","status":503,
+//!  "span":"upstream_http","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}
+//! ```
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use opentelemetry::trace::TraceContextExt as _;
+use serde_json::{Map, Value};
+use tracing::dispatcher::WeakDispatch;
+use tracing::field::{Field, Visit};
+use tracing::{Dispatch, Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The subscriber the formatter reads span contexts from (set once).
+static DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
+
+/// The JSON line formatter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonLines;
+
+impl JsonLines {
+    /// Lets the formatter find the OpenTelemetry context of the spans of
+    /// `dispatch` (the subscriber it is part of).
+    pub fn attach(dispatch: &Dispatch) {
+        let _ = DISPATCH.set(dispatch.downgrade());
+    }
+}
+
+struct Fields<'m>(&'m mut Map<String, Value>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.insert(field.name().to_owned(), Value::String(value.to_string()));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string().into(),
+        );
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        event.record(&mut Fields(&mut line));
+        let span = event.parent().and_then(|id| ctx.span(id)).or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            line.insert("span".into(), span.name().into());
+            // The innermost span of the scope that belongs to a trace.
+            if let Some(dispatch) = DISPATCH.get().and_then(WeakDispatch::upgrade) {
+                for s in span.scope() {
+                    let Some(cx) = tracing_opentelemetry::get_otel_context(&s.id(), &dispatch) else { continue };
+                    let sc = cx.span().span_context().clone();
+                    if sc.is_valid() {
+                        line.insert("trace_id".into(), sc.trace_id().to_string().into());
+                        line.insert("span_id".into(), sc.span_id().to_string().into());
+                        break;
+                    }
+                }
+            }
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}

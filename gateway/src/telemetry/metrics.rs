@@ -1,0 +1,357 @@
+//! The gateway's metrics: OpenTelemetry instruments, read by Prometheus from
+//! the ops port (`/metrics`) and pushed over OTLP when a collector is
+//! configured. [`METRICS`] is the one table of every name and label; the
+//! README's operations section prints it, and a test checks that a scrape
+//! holds exactly these.
+//!
+//! No label holds personal data, nor anything a caller chooses freely:
+//! methods are the gateway's own (an unknown path is `_OTHER`), instances and
+//! provinces come from config, outcomes and codes are fixed sets.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+
+use super::TelemetryConfig;
+use crate::gateway::Gateway;
+
+/// One metric as documented: OpenTelemetry name, Prometheus name, type,
+/// labels (Prometheus spelling) and meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDoc {
+    /// The OpenTelemetry instrument name (OTLP).
+    pub otel: &'static str,
+    /// The name Prometheus scrapes.
+    pub prometheus: &'static str,
+    /// counter, gauge or histogram.
+    pub kind: &'static str,
+    /// Its labels.
+    pub labels: &'static [&'static str],
+    /// What it counts.
+    pub help: &'static str,
+}
+
+const fn doc(
+    otel: &'static str,
+    prometheus: &'static str,
+    kind: &'static str,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricDoc {
+    MetricDoc { otel, prometheus, kind, labels, help }
+}
+
+/// Every metric the gateway exports.
+pub const METRICS: &[MetricDoc] = &[
+    doc(
+        "rpc.server.call.duration",
+        "rpc_server_call_duration_seconds",
+        "histogram",
+        &["rpc_system_name", "rpc_service", "rpc_method", "rpc_response_status_code"],
+        "Duration of gRPC calls served, by service, method and status code; its _count is the request count. Shed calls are counted in lienthong_shed_total instead.",
+    ),
+    doc("lienthong.rpc.in_flight", "lienthong_rpc_in_flight", "gauge", &[], "gRPC calls being served now."),
+    doc(
+        "lienthong.shed",
+        "lienthong_shed_total",
+        "counter",
+        &[],
+        "Calls refused at once with UNAVAILABLE because server.max_concurrent_requests were in progress.",
+    ),
+    doc(
+        "lienthong.cache.lookups",
+        "lienthong_cache_lookups_total",
+        "counter",
+        &["rpc_method", "lienthong_cache_outcome"],
+        "Cache lookups by outcome: hit, stale (served past freshness), miss (filled for this call), coalesced (waited for a concurrent fill).",
+    ),
+    doc(
+        "lienthong.cache.evictions",
+        "lienthong_cache_evictions_total",
+        "counter",
+        &["lienthong_cache_cause"],
+        "Entries that left the cache: size (evicted for room), expired, removed (invalidated), replaced.",
+    ),
+    doc("lienthong.cache.entries", "lienthong_cache_entries", "gauge", &[], "Entries in the response cache."),
+    doc(
+        "lienthong.cache.size",
+        "lienthong_cache_size_bytes",
+        "gauge",
+        &[],
+        "Estimated memory held by the response cache (bounded by cache.max_bytes).",
+    ),
+    doc(
+        "lienthong.limiter.rejections",
+        "lienthong_limiter_rejections_total",
+        "counter",
+        &["lienthong_limit"],
+        "Calls refused by a rate limit: app, citizen or upstream (an instance's request budget).",
+    ),
+    doc(
+        "lienthong.adapter.call.duration",
+        "lienthong_adapter_call_duration_seconds",
+        "histogram",
+        &["lienthong_adapter_instance", "lienthong_adapter_kind", "lienthong_outcome"],
+        "Duration of each adapter attempt (one per retry), by instance and outcome (ok, or the error kind).",
+    ),
+    doc(
+        "lienthong.adapter.errors",
+        "lienthong_adapter_errors_total",
+        "counter",
+        &["lienthong_adapter_instance", "lienthong_adapter_kind", "error_type"],
+        "Failed adapter attempts, and calls the guard refused (breaker_open, bulkhead_full), by instance and error kind.",
+    ),
+    doc(
+        "lienthong.breaker.state",
+        "lienthong_breaker_state",
+        "gauge",
+        &["lienthong_adapter_instance"],
+        "Each instance's circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ),
+    doc(
+        "lienthong.adapter.in_flight",
+        "lienthong_adapter_in_flight",
+        "gauge",
+        &["lienthong_adapter_instance"],
+        "Calls in flight to each instance (its bulkhead's occupancy).",
+    ),
+];
+
+/// Histogram bounds for durations, in seconds.
+const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The gateway's instruments and their exporters.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    meter: Meter,
+    rpc_duration: Histogram<f64>,
+    cache_lookups: Counter<u64>,
+    limiter_rejections: Counter<u64>,
+    adapter_duration: Histogram<f64>,
+    adapter_errors: Counter<u64>,
+    in_flight: Arc<AtomicI64>,
+    /// Rejections by limit (app, citizen, upstream), for the status page.
+    rejected: [AtomicU64; 3],
+}
+
+/// The rate limits, as the `lienthong_limit` label names them.
+pub const LIMITS: [&str; 3] = ["app", "citizen", "upstream"];
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Instruments read by a Prometheus registry of their own, and pushed
+    /// over OTLP when `config` names a collector (build inside the runtime).
+    pub fn new(config: &TelemetryConfig) -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let prometheus = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .build()
+            .context("building the Prometheus exporter")?;
+        let mut builder = SdkMeterProvider::builder().with_resource(config.resource()).with_reader(prometheus);
+        if let Some(endpoint) = config.metrics_endpoint() {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(Duration::from_secs(10))
+                .build()
+                .with_context(|| format!("building the OTLP metric exporter for {endpoint}"))?;
+            builder =
+                builder.with_reader(PeriodicReader::builder(exporter).with_interval(config.metrics_interval).build());
+        }
+        let provider = builder.build();
+        let meter = provider.meter("lienthong");
+        let help = |name: &str| METRICS.iter().find(|m| m.otel == name).map(|m| m.help).unwrap_or_default();
+        let seconds = |name: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(help(name))
+                .with_boundaries(SECONDS.to_vec())
+                .build()
+        };
+        let counter = |name: &'static str| meter.u64_counter(name).with_description(help(name)).build();
+        Ok(Self {
+            rpc_duration: seconds("rpc.server.call.duration"),
+            cache_lookups: counter("lienthong.cache.lookups"),
+            limiter_rejections: counter("lienthong.limiter.rejections"),
+            adapter_duration: seconds("lienthong.adapter.call.duration"),
+            adapter_errors: counter("lienthong.adapter.errors"),
+            in_flight: Arc::new(AtomicI64::new(0)),
+            rejected: Default::default(),
+            registry,
+            provider,
+            meter,
+        })
+    }
+
+    /// Registers the gauges and counters read from the gateway's state when
+    /// metrics are collected: cache size and evictions, breakers, in-flight
+    /// calls, shed calls.
+    pub fn observe(&self, gateway: Weak<Gateway>, shed: crate::shed::ShedLayer) {
+        let help = |name: &str| METRICS.iter().find(|m| m.otel == name).map(|m| m.help).unwrap_or_default();
+        let in_flight = self.in_flight.clone();
+        self.meter
+            .i64_observable_gauge("lienthong.rpc.in_flight")
+            .with_description(help("lienthong.rpc.in_flight"))
+            .with_callback(move |o| o.observe(in_flight.load(Ordering::Relaxed), &[]))
+            .build();
+        self.meter
+            .u64_observable_counter("lienthong.shed")
+            .with_description(help("lienthong.shed"))
+            .with_callback(move |o| o.observe(shed.shed_count(), &[]))
+            .build();
+        let g = gateway.clone();
+        self.meter
+            .u64_observable_counter("lienthong.cache.evictions")
+            .with_description(help("lienthong.cache.evictions"))
+            .with_callback(move |o| {
+                let Some(g) = g.upgrade() else { return };
+                for (cause, n) in g.cache().evictions() {
+                    o.observe(n, &[KeyValue::new("lienthong.cache.cause", cause)]);
+                }
+            })
+            .build();
+        let g = gateway.clone();
+        self.meter
+            .u64_observable_gauge("lienthong.cache.entries")
+            .with_description(help("lienthong.cache.entries"))
+            .with_callback(move |o| {
+                if let Some(g) = g.upgrade() {
+                    o.observe(g.cache().usage_now().0, &[]);
+                }
+            })
+            .build();
+        let g = gateway.clone();
+        self.meter
+            .u64_observable_gauge("lienthong.cache.size")
+            .with_unit("By")
+            .with_description(help("lienthong.cache.size"))
+            .with_callback(move |o| {
+                if let Some(g) = g.upgrade() {
+                    o.observe(g.cache().usage_now().1, &[]);
+                }
+            })
+            .build();
+        let g = gateway.clone();
+        self.meter
+            .u64_observable_gauge("lienthong.breaker.state")
+            .with_description(help("lienthong.breaker.state"))
+            .with_callback(move |o| {
+                let Some(g) = g.upgrade() else { return };
+                for i in g.instances() {
+                    let state = match i.guard.snapshot().breaker.state {
+                        crate::breaker::BreakerState::Closed => 0,
+                        crate::breaker::BreakerState::HalfOpen => 1,
+                        crate::breaker::BreakerState::Open => 2,
+                    };
+                    o.observe(state, &[KeyValue::new("lienthong.adapter.instance", i.name.to_owned())]);
+                }
+            })
+            .build();
+        self.meter
+            .u64_observable_gauge("lienthong.adapter.in_flight")
+            .with_description(help("lienthong.adapter.in_flight"))
+            .with_callback(move |o| {
+                let Some(g) = gateway.upgrade() else { return };
+                for i in g.instances() {
+                    let n = i.guard.snapshot().in_flight as u64;
+                    o.observe(n, &[KeyValue::new("lienthong.adapter.instance", i.name.to_owned())]);
+                }
+            })
+            .build();
+    }
+
+    /// The Prometheus text exposition of every metric now.
+    pub fn scrape(&self) -> anyhow::Result<String> {
+        let families = self.registry.gather();
+        Ok(prometheus::TextEncoder::new().encode_to_string(&families)?)
+    }
+
+    /// Pushes pending metrics and stops the OTLP reader (blocking).
+    pub fn shutdown(&self) {
+        let _ = self.provider.shutdown();
+    }
+
+    /// One gRPC call served: its duration and status code.
+    pub fn rpc(&self, rpc: &super::rpc::RpcName, code: &'static str, elapsed: Duration) {
+        self.rpc_duration.record(
+            elapsed.as_secs_f64(),
+            &[
+                KeyValue::new("rpc.system.name", "grpc"),
+                KeyValue::new("rpc.service", rpc.service),
+                KeyValue::new("rpc.method", rpc.method),
+                KeyValue::new("rpc.response.status_code", code),
+            ],
+        );
+    }
+
+    /// The counter of calls in progress.
+    pub fn in_flight(&self) -> &Arc<AtomicI64> {
+        &self.in_flight
+    }
+
+    /// A cache lookup of `method` and its outcome.
+    pub fn cache_lookup(&self, method: &'static str, outcome: &'static str) {
+        self.cache_lookups
+            .add(1, &[KeyValue::new("rpc.method", method), KeyValue::new("lienthong.cache.outcome", outcome)]);
+    }
+
+    /// A call refused by the `limit` rate limit (app, citizen, upstream).
+    pub fn limiter_rejection(&self, limit: &'static str) {
+        if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.limiter_rejections.add(1, &[KeyValue::new("lienthong.limit", limit)]);
+    }
+
+    /// Rejections so far, by limit.
+    pub fn rejections(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        LIMITS.iter().zip(&self.rejected).map(|(l, n)| (*l, n.load(Ordering::Relaxed))).collect()
+    }
+
+    /// One adapter attempt: its instance, kind, duration, outcome (an error
+    /// kind, `None` for an answer), and whether it failed (the upstream's
+    /// fault, as the breaker counts it; NOT_FOUND is an answer).
+    pub fn adapter_attempt(
+        &self,
+        instance: &Arc<str>,
+        kind: &Arc<str>,
+        elapsed: Duration,
+        outcome: Option<&'static str>,
+        failed: bool,
+    ) {
+        let instance = KeyValue::new("lienthong.adapter.instance", instance.clone());
+        let kind = KeyValue::new("lienthong.adapter.kind", kind.clone());
+        let label = KeyValue::new("lienthong.outcome", outcome.unwrap_or("ok"));
+        self.adapter_duration.record(elapsed.as_secs_f64(), &[instance.clone(), kind.clone(), label]);
+        if let (Some(error), true) = (outcome, failed) {
+            self.adapter_errors.add(1, &[instance, kind, KeyValue::new("error.type", error)]);
+        }
+    }
+
+    /// A call the guard refused before the upstream (`breaker_open`,
+    /// `bulkhead_full`).
+    pub fn adapter_refusal(&self, instance: &Arc<str>, kind: &Arc<str>, error: &'static str) {
+        self.adapter_errors.add(
+            1,
+            &[
+                KeyValue::new("lienthong.adapter.instance", instance.clone()),
+                KeyValue::new("lienthong.adapter.kind", kind.clone()),
+                KeyValue::new("error.type", error),
+            ],
+        );
+    }
+}

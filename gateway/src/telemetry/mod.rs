@@ -1,0 +1,241 @@
+//! What operators see: traces (OpenTelemetry, exported over OTLP/gRPC),
+//! logs (one JSON line per event, carrying the trace and span ids of the
+//! request it belongs to), and metrics ([`metrics`], scraped by Prometheus
+//! from the ops port and exported over OTLP).
+//!
+//! A request's spans: one server span per RPC ([`rpc`]), with children for
+//! the rate-limit decision, the cache lookup and fill, each adapter attempt,
+//! and each upstream HTTP request (W3C `traceparent` sent along). Span
+//! attributes never hold personal data: ids, names, tokens and URLs' paths
+//! stay out; the province, the app id, the method and the adapter instance
+//! are what a span says.
+
+pub mod json;
+pub mod metrics;
+pub mod rpc;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use serde::Deserialize;
+use tracing::Level;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Where the ops endpoints listen (`/metrics`, `/livez`, `/readyz`,
+    /// `/status`); unset: no ops port. They say nothing personal, but they
+    /// are for operators: keep the port off the public network.
+    pub ops_listen: Option<SocketAddr>,
+    /// The OTLP/gRPC collector, for example `http://127.0.0.1:4317`. Unset
+    /// (the sandbox default): nothing is exported; logs still carry trace ids.
+    pub otlp_endpoint: Option<String>,
+    /// Export traces to the collector.
+    pub traces: bool,
+    /// Export metrics to the collector (Prometheus scrapes them regardless).
+    pub metrics: bool,
+    /// The share of new traces sampled, 0.0 to 1.0; a caller's sampled
+    /// `traceparent` is always followed.
+    pub sampling_ratio: f64,
+    /// How often metrics are pushed to the collector.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
+    /// `service.name` of the resource.
+    pub service_name: String,
+    /// More resource attributes, for example
+    /// `{ "deployment.environment.name" = "production" }`.
+    pub resource: BTreeMap<String, String>,
+    /// Spans waiting for export at most; beyond it they are dropped (and
+    /// counted), never queued without bound.
+    pub max_queued_spans: usize,
+    /// Readiness turns false after this long of shedding in every second.
+    #[serde(with = "humantime_serde")]
+    pub unready_after_shedding: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            otlp_endpoint: None,
+            traces: true,
+            metrics: true,
+            sampling_ratio: 1.0,
+            metrics_interval: Duration::from_secs(15),
+            service_name: "lienthong".to_owned(),
+            resource: BTreeMap::new(),
+            max_queued_spans: 65_536,
+            unready_after_shedding: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Problems, each as (path, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            p.push(("telemetry.sampling_ratio".to_owned(), "must be between 0.0 and 1.0".to_owned()));
+        }
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            p.push((
+                "telemetry.otlp_endpoint".to_owned(),
+                format!("{e:?} is not a URL such as \"http://127.0.0.1:4317\""),
+            ));
+        }
+        if self.metrics_interval < Duration::from_secs(1) {
+            p.push(("telemetry.metrics_interval".to_owned(), "must be at least 1s".to_owned()));
+        }
+        if self.service_name.is_empty() {
+            p.push(("telemetry.service_name".to_owned(), "must not be empty".to_owned()));
+        }
+        if !(1024..=1 << 22).contains(&self.max_queued_spans) {
+            p.push(("telemetry.max_queued_spans".to_owned(), "must be between 1024 and 4194304".to_owned()));
+        }
+        if self.unready_after_shedding < Duration::from_secs(1) {
+            p.push(("telemetry.unready_after_shedding".to_owned(), "must be at least 1s".to_owned()));
+        }
+        p
+    }
+
+    /// The OTLP endpoint, when traces are exported.
+    fn trace_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|_| self.traces)
+    }
+
+    /// The OTLP endpoint, when metrics are pushed.
+    pub fn metrics_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|_| self.metrics)
+    }
+
+    /// The resource every span and metric is attributed to.
+    pub fn resource(&self) -> Resource {
+        Resource::builder()
+            .with_service_name(self.service_name.clone())
+            .with_attributes(
+                std::iter::once(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+                    .chain(self.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone()))),
+            )
+            .build()
+    }
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with `trace_id` and `span_id`.
+    Json,
+}
+
+/// Keeps tracing running; [`Tracing::shutdown`] flushes the spans not yet
+/// exported.
+#[derive(Debug)]
+pub struct Tracing {
+    provider: SdkTracerProvider,
+}
+
+impl Tracing {
+    /// Flushes and stops the exporter (blocking: call from
+    /// `spawn_blocking` or outside the runtime).
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("lienthong: flushing traces at exit failed: {e}");
+        }
+    }
+
+    /// Exports every finished span now (blocking).
+    pub fn flush(&self) {
+        let _ = self.provider.force_flush();
+    }
+}
+
+/// The tracer provider of `config`: spans exported in batches over OTLP/gRPC
+/// when an endpoint is set; otherwise never sampled, so that trace ids still
+/// exist for logs, audit records and upstreams, at little cost. Call inside
+/// the Tokio runtime (the exporter's channel lives there).
+pub fn tracer_provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
+    let builder = SdkTracerProvider::builder().with_resource(config.resource());
+    let Some(endpoint) = config.trace_endpoint() else {
+        return Ok(builder.with_sampler(Sampler::AlwaysOff).build());
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .with_context(|| format!("building the OTLP span exporter for {endpoint}"))?;
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(config.max_queued_spans)
+        .with_max_export_batch_size(2048)
+        .with_scheduled_delay(Duration::from_secs(1))
+        .build();
+    let processor = BatchSpanProcessor::new(exporter, batch);
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio)));
+    Ok(builder.with_span_processor(processor).with_sampler(sampler).build())
+}
+
+/// Which spans and events become OpenTelemetry data, whatever the log
+/// filter: spans at INFO and above (the request's layers), and warnings and
+/// errors as span events.
+fn otel_filter(meta: &tracing::Metadata<'_>) -> bool {
+    if meta.is_span() { *meta.level() <= Level::INFO } else { *meta.level() <= Level::WARN }
+}
+
+/// Installs the process's tracing: `RUST_LOG`-filtered logs in `format` to
+/// `writer`, and every request's spans to `config`'s collector. Sets the
+/// W3C trace-context propagator. Call once, inside the Tokio runtime.
+pub fn init<W>(config: &TelemetryConfig, format: LogFormat, writer: W, ansi: bool) -> anyhow::Result<Tracing>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    let provider = tracer_provider(config)?;
+    let tracer = provider.tracer("lienthong");
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,opentelemetry=warn"));
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_threads(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(otel_filter));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(otel);
+    match format {
+        LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init()?,
+        LogFormat::Json => {
+            let subscriber = registry.with(fmt.event_format(json::JsonLines).with_filter(filter));
+            let dispatch = tracing::Dispatch::new(subscriber);
+            json::JsonLines::attach(&dispatch);
+            tracing::dispatcher::set_global_default(dispatch)?;
+        }
+    }
+    Ok(Tracing { provider })
+}
+
+/// The trace id of `span` (32 hex digits), when it belongs to a trace.
+pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}

@@ -1,0 +1,435 @@
+//! What operators see, checked end to end: spans exported over OTLP/gRPC to
+//! an in-process receiver, the `traceparent` a fake upstream received, JSON
+//! log lines, and the Prometheus scrape of the ops port.
+//!
+//! Tracing is process-wide: this test binary installs it once, exporting to
+//! a receiver that lives on a runtime of its own for the whole run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::{TestGateway, authed, request};
+use lienthong::telemetry::{LogFormat, TelemetryConfig, Tracing};
+use lienthong_adapter_core::api;
+use lienthong_contract_tests::fakes::{FakePortal, Fault};
+use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
+use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_semantic_conventions::attribute as semconv;
+use tonic::Code;
+
+/// Spans as the collector would get them.
+#[derive(Debug, Default)]
+struct Receiver {
+    spans: Mutex<Vec<Span>>,
+}
+
+struct Collector(Arc<Receiver>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.spans.lock().unwrap();
+        for r in request.into_inner().resource_spans {
+            let service = r
+                .resource
+                .as_ref()
+                .and_then(|res| res.attributes.iter().find(|a| a.key == "service.name").and_then(|a| a.value.clone()));
+            assert!(
+                matches!(service.and_then(|v| v.value), Some(Value::StringValue(s)) if s == "lienthong-test"),
+                "spans come with the configured resource"
+            );
+            spans.extend(r.scope_spans.into_iter().flat_map(|s| s.spans));
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+struct World {
+    receiver: Arc<Receiver>,
+    tracing: Tracing,
+    logs: Arc<Mutex<Vec<u8>>>,
+}
+
+#[derive(Clone)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The receiver and the process's tracing, started once.
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let receiver = Arc::new(Receiver::default());
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(TraceServiceServer::new(Collector(receiver.clone())))
+                        .serve_with_incoming(incoming),
+                );
+                let config = TelemetryConfig {
+                    otlp_endpoint: Some(format!("http://{addr}")),
+                    metrics: false,
+                    service_name: "lienthong-test".into(),
+                    ..Default::default()
+                };
+                let logs = Arc::new(Mutex::new(Vec::new()));
+                let sink = LogSink(logs.clone());
+                let tracing =
+                    lienthong::telemetry::init(&config, LogFormat::Json, move || sink.clone(), false).unwrap();
+                tx.send(World { receiver, tracing, logs }).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attr(span: &Span, key: &str) -> Option<Value> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.clone()).and_then(|v| v.value)
+}
+
+fn attr_str(span: &Span, key: &str) -> Option<String> {
+    match attr(span, key)? {
+        Value::StringValue(s) => Some(s),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// Exports what has ended, then waits (with a deadline) until the trace
+/// `trace_id` holds a span named `last` (the server span ends last).
+async fn trace(trace_id: &str, last: &str) -> Vec<Span> {
+    let w = world();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::task::spawn_blocking(|| world().tracing.flush()).await.unwrap();
+        let spans: Vec<Span> =
+            w.receiver.spans.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+        if spans.iter().any(|s| s.name == last) {
+            return spans;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "trace {trace_id} never held {last:?}: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn named<'s>(spans: &'s [Span], name: &str) -> &'s Span {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name:?} in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
+}
+
+fn child_of(child: &Span, parent: &Span) -> bool {
+    child.parent_span_id == parent.span_id
+}
+
+const GET_PROCEDURE: &str = "lienthong.v1.PublicServicesService/GetProcedure";
+
+async fn portal_gateway(portal: &FakePortal, extra: &str) -> TestGateway {
+    world();
+    let toml = format!(
+        "[anonymous]\nenabled = true\nprovinces = [\"79\"]\n\n[provinces.\"79\"]\npublic_services = \"portal\"\n\n\
+         [adapters.portal]\nkind = \"registry-http\"\nbase_url = \"{}\"\nallow_insecure_http = true\ntimeout = \"10s\"\n\n\
+         [adapters.portal.updates]\nmode = \"poll\"\n{extra}",
+        portal.url()
+    );
+    TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await
+}
+
+fn procedure(code: &str) -> api::GetProcedureRequest {
+    api::GetProcedureRequest { procedure_code: code.into() }
+}
+
+fn trace_id_of<T>(response: &tonic::Response<T>) -> String {
+    response.metadata().get("x-lienthong-trace-id").expect("the answer names its trace").to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_cache_miss_is_one_trace_from_the_server_span_to_the_upstream_request() {
+    let portal = FakePortal::start().await.unwrap();
+    let gw = portal_gateway(&portal, "").await;
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    let answer = c.get_procedure(procedure("1.000894")).await.unwrap();
+    assert_eq!(answer.metadata().get("x-lienthong-cache").unwrap(), "miss");
+    let id = trace_id_of(&answer);
+    let spans = trace(&id, GET_PROCEDURE).await;
+
+    let server = named(&spans, GET_PROCEDURE);
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert!(server.parent_span_id.is_empty(), "a call without traceparent starts a trace");
+    for (key, value) in [
+        (semconv::RPC_SYSTEM_NAME, "grpc"),
+        (semconv::RPC_METHOD, GET_PROCEDURE),
+        (semconv::RPC_RESPONSE_STATUS_CODE, "OK"),
+        // The attributes before semantic conventions 1.37, which tools still read.
+        ("rpc.service", "lienthong.v1.PublicServicesService"),
+        ("rpc.grpc.status_code", "0"),
+        ("lienthong.province", "79"),
+        ("lienthong.app", "anonymous"),
+        ("lienthong.cache", "miss"),
+    ] {
+        assert_eq!(attr_str(server, key).as_deref(), Some(value), "server span attribute {key}");
+    }
+    let limit = named(&spans, "rate limit app");
+    assert!(child_of(limit, server));
+    assert_eq!(attr_str(limit, "lienthong.decision").as_deref(), Some("allowed"));
+    let lookup = named(&spans, "cache lookup");
+    assert!(child_of(lookup, server));
+    assert_eq!(attr_str(lookup, "lienthong.cache.outcome").as_deref(), Some("miss"));
+    let fill = named(&spans, "cache fill");
+    assert!(child_of(fill, lookup));
+    let adapter = named(&spans, "adapter portal");
+    assert!(child_of(adapter, fill));
+    assert_eq!(attr_str(adapter, "lienthong.adapter.kind").as_deref(), Some("registry-http"));
+    assert_eq!(attr_str(adapter, "lienthong.adapter.instance").as_deref(), Some("portal"));
+    let upstream = spans.iter().find(|s| s.kind == SpanKind::Client as i32).expect("an upstream HTTP span");
+    assert!(child_of(upstream, adapter));
+    assert_eq!(attr_str(upstream, semconv::HTTP_REQUEST_METHOD).as_deref(), Some("GET"));
+    assert_eq!(attr_str(upstream, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attr_str(upstream, semconv::SERVER_ADDRESS).as_deref(), Some("127.0.0.1"));
+    // The upstream request's path (ids live there) is in no attribute.
+    assert!(upstream.attributes.iter().all(|a| !format!("{:?}", a.value).contains("1.000894")));
+
+    // The fake upstream received the upstream span's context.
+    let seen = portal.faults.traceparents();
+    let (_, tp) = seen.iter().find(|(_, tp)| tp.contains(&id)).expect("the upstream saw the trace");
+    assert_eq!(tp, &format!("00-{id}-{}-01", hex(&upstream.span_id)));
+}
+
+#[tokio::test]
+async fn a_cache_hit_has_a_lookup_and_no_adapter_span() {
+    let portal = FakePortal::start().await.unwrap();
+    let gw = portal_gateway(&portal, "").await;
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    c.get_procedure(procedure("1.000894")).await.unwrap();
+    let hit = c.get_procedure(procedure("1.000894")).await.unwrap();
+    assert_eq!(hit.metadata().get("x-lienthong-cache").unwrap(), "hit");
+    let id = trace_id_of(&hit);
+    let spans = trace(&id, GET_PROCEDURE).await;
+    let server = named(&spans, GET_PROCEDURE);
+    assert_eq!(attr_str(server, "lienthong.cache").as_deref(), Some("hit"));
+    let lookup = named(&spans, "cache lookup");
+    assert!(child_of(lookup, server));
+    assert_eq!(attr_str(lookup, "lienthong.cache.outcome").as_deref(), Some("hit"));
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("adapter") || *n == "cache fill"), "{names:?}");
+    assert!(spans.iter().all(|s| s.kind != SpanKind::Client as i32), "{names:?}");
+    assert_eq!(portal.faults.traceparents().iter().filter(|(_, tp)| tp.contains(&id)).count(), 0);
+}
+
+#[tokio::test]
+async fn an_inbound_traceparent_is_continued_and_its_log_lines_carry_the_trace_id() {
+    let portal = FakePortal::start().await.unwrap();
+    let gw = portal_gateway(&portal, "[retry]\nmax_attempts = 1\n").await;
+    portal.faults.inject("/procedures", Fault::Status(503));
+    let (trace_id, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let call = request(procedure("1.000894"), &[("traceparent", &format!("00-{trace_id}-{parent}-01"))]);
+    let e = PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(call).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(e.metadata().get("x-lienthong-trace-id").unwrap(), trace_id);
+    let spans = trace(trace_id, GET_PROCEDURE).await;
+    let server = named(&spans, GET_PROCEDURE);
+    assert_eq!(hex(&server.parent_span_id), parent, "the caller's span is the server span's parent");
+    assert_eq!(attr_str(server, semconv::RPC_RESPONSE_STATUS_CODE).as_deref(), Some("UNAVAILABLE"));
+    let status = server.status.as_ref().expect("an error status");
+    assert_eq!(status.code, 2, "UNAVAILABLE is the server's error");
+    let adapter = named(&spans, "adapter portal");
+    assert_eq!(attr_str(adapter, "error.type").as_deref(), Some("unavailable"));
+    // The upstream saw the caller's trace too.
+    assert!(portal.faults.traceparents().iter().any(|(_, tp)| tp.starts_with(&format!("00-{trace_id}-"))));
+
+    // The warning about the upstream's answer is a JSON line of that trace.
+    let logs = String::from_utf8(world().logs.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["trace_id"] == trace_id && l["message"] == "upstream answered an error")
+        .unwrap_or_else(|| panic!("no log line of trace {trace_id} in:\n{logs}"));
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["status"], 503);
+    let span_ids: Vec<String> = spans.iter().map(|s| hex(&s.span_id)).collect();
+    assert!(span_ids.contains(&line["span_id"].as_str().unwrap().to_owned()), "the line names a span of the trace");
+}
+
+/// The value of the sample `name{labels…}` in a Prometheus scrape, where
+/// every `label="value"` of `labels` is among the sample's labels.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+        (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse().ok())?
+    })
+}
+
+async fn scrape(gw: &TestGateway) -> String {
+    let response = reqwest::get(format!("http://{}/metrics", gw.ops_addr)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_sequence_of_calls() {
+    let portal = FakePortal::start().await.unwrap();
+    let gw = portal_gateway(&portal, "[limits.per_app]\nper_second = 1\nburst = 4\n").await;
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    c.get_procedure(procedure("1.000894")).await.unwrap(); // miss
+    c.get_procedure(procedure("1.000894")).await.unwrap(); // hit
+    assert_eq!(c.get_procedure(procedure("not a code")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(c.get_procedure(procedure("9.999999")).await.unwrap_err().code(), Code::NotFound);
+    // The fifth call is over the app's burst of four.
+    assert_eq!(c.get_procedure(procedure("1.000894")).await.unwrap_err().code(), Code::ResourceExhausted);
+
+    let text = scrape(&gw).await;
+    let calls = |code: &str| {
+        sample(
+            &text,
+            "rpc_server_call_duration_seconds_count",
+            &[("rpc_method", GET_PROCEDURE), ("rpc_response_status_code", code), ("rpc_system_name", "grpc")],
+        )
+    };
+    assert_eq!(calls("OK"), Some(2.0), "{text}");
+    assert_eq!(calls("INVALID_ARGUMENT"), Some(1.0));
+    assert_eq!(calls("NOT_FOUND"), Some(1.0));
+    assert_eq!(calls("RESOURCE_EXHAUSTED"), Some(1.0));
+    let lookups = |outcome: &str| {
+        sample(
+            &text,
+            "lienthong_cache_lookups_total",
+            &[("rpc_method", "GetProcedure"), ("lienthong_cache_outcome", outcome)],
+        )
+    };
+    assert_eq!((lookups("miss"), lookups("hit")), (Some(2.0), Some(1.0)), "the NOT_FOUND was a miss too");
+    assert_eq!(sample(&text, "lienthong_limiter_rejections_total", &[("lienthong_limit", "app")]), Some(1.0));
+    let attempts = |outcome: &str| {
+        sample(
+            &text,
+            "lienthong_adapter_call_duration_seconds_count",
+            &[
+                ("lienthong_adapter_instance", "portal"),
+                ("lienthong_adapter_kind", "registry-http"),
+                ("lienthong_outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!((attempts("ok"), attempts("not_found")), (Some(1.0), Some(1.0)));
+    assert_eq!(sample(&text, "lienthong_adapter_errors_total", &[]), None, "NOT_FOUND is an answer, not an error");
+    assert_eq!(sample(&text, "lienthong_breaker_state", &[("lienthong_adapter_instance", "portal")]), Some(0.0));
+    assert_eq!(sample(&text, "lienthong_cache_entries", &[]), Some(2.0), "the answer and the remembered NOT_FOUND");
+    assert!(sample(&text, "lienthong_cache_size_bytes", &[]).unwrap() > 0.0);
+    assert_eq!(sample(&text, "lienthong_shed_total", &[]), Some(0.0));
+
+    // Every metric is documented, and every documented metric is there
+    // (the failure counter appears with its first failure).
+    let documented: Vec<&str> = lienthong::telemetry::metrics::METRICS.iter().map(|m| m.prometheus).collect();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        if name == "target_info" {
+            continue;
+        }
+        assert!(documented.contains(&name), "{name} is not in the METRICS table");
+    }
+    for m in lienthong::telemetry::metrics::METRICS.iter().filter(|m| m.prometheus != "lienthong_adapter_errors_total")
+    {
+        assert!(text.contains(&format!("# TYPE {} ", m.prometheus)), "{} is missing from the scrape", m.prometheus);
+    }
+}
+
+#[tokio::test]
+async fn no_personal_data_reaches_spans_logs_or_metric_labels() {
+    world();
+    let mut config = lienthong::Config::load(None).unwrap();
+    config.anonymous.scopes.push("identity.full_id_number".into());
+    let gw = TestGateway::start(config, lienthong::server::adapter_registry()).await;
+    let token = gw.token("lan").await;
+    let profile = IdentityServiceClient::new(gw.channel.clone())
+        .get_my_profile(authed(api::GetMyProfileRequest { include_full_id_number: true }, &token))
+        .await
+        .unwrap();
+    let id = trace_id_of(&profile);
+    let citizen = profile.into_inner().profile.unwrap();
+    assert!(!citizen.id_number_masked);
+    let spans = trace(&id, "lienthong.v1.IdentityService/GetMyProfile").await;
+    assert!(spans.iter().any(|s| s.name == "rate limit citizen"), "the citizen's quota was checked in a span");
+    let text = scrape(&gw).await;
+    let logs = String::from_utf8(world().logs.lock().unwrap().clone()).unwrap();
+    let exported = format!("{spans:?}");
+    for secret in [citizen.id_number.as_str(), citizen.full_name.as_str(), token.as_str()] {
+        assert!(!secret.is_empty());
+        for (what, haystack) in [("spans", &exported), ("metrics", &text), ("logs", &logs)] {
+            assert!(!haystack.contains(secret), "personal data in the {what}");
+        }
+    }
+    let birth = citizen.birth_date.map(|d| format!("{}-{:02}-{:02}", d.year, d.month, d.day)).unwrap();
+    assert!(!exported.contains(&birth) && !logs.contains(&birth));
+}
+
+#[tokio::test]
+async fn liveness_readiness_and_status_json_tell_the_state() {
+    let portal = FakePortal::start().await.unwrap();
+    let gw =
+        portal_gateway(&portal, "[retry]\nmax_attempts = 1\n\n[breaker]\nfailures_to_open = 2\nopen_for = \"60s\"\n")
+            .await;
+    let base = format!("http://{}", gw.ops_addr);
+    assert_eq!(reqwest::get(format!("{base}/livez")).await.unwrap().status(), 200);
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+
+    // The portal fails; its breaker opens; it is the only instance.
+    portal.faults.inject("/", Fault::Status(503));
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    for code in ["1.000894", "1.001612"] {
+        c.get_procedure(procedure(code)).await.unwrap_err();
+    }
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], false);
+    assert!(body["reasons"][0].as_str().unwrap().contains("circuit breaker"), "{body}");
+    assert_eq!(body["degraded"][0], "portal (down)");
+
+    let status: serde_json::Value = reqwest::get(format!("{base}/status.json")).await.unwrap().json().await.unwrap();
+    let p = &status["provinces"][0];
+    assert_eq!((p["code"].as_str(), p["name"].as_str()), (Some("79"), Some("Thành phố Hồ Chí Minh")));
+    let a = &p["adapters"][0];
+    assert_eq!((a["family"].as_str(), a["instance"].as_str()), (Some("public_services"), Some("portal")));
+    assert_eq!((a["health"].as_str(), a["breaker"].as_str()), (Some("down"), Some("open")));
+    assert_eq!((a["calls"].as_u64(), a["errors"].as_u64()), (Some(2), Some(2)));
+    assert!(a["recent_p99_ms"].as_f64().unwrap() > 0.0);
+    let page = reqwest::get(format!("{base}/status")).await.unwrap();
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+}
