@@ -433,3 +433,97 @@ async fn liveness_readiness_and_status_json_tell_the_state() {
     let page = reqwest::get(format!("{base}/status")).await.unwrap();
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
 }
+
+/// A gRPC server that answers every call UNAVAILABLE and keeps the
+/// `traceparent` of each (path, header).
+async fn recording_adapter_service() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let kept = kept.clone();
+        async move {
+            if let Some(tp) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+                kept.lock().unwrap().push((request.uri().path().to_owned(), tp.to_owned()));
+            }
+            axum::response::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "14")
+                .header("grpc-message", "recording only")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn remote_adapters_receive_the_trace_context() {
+    world();
+    let (addr, seen) = recording_adapter_service().await;
+    let toml = format!(
+        "[anonymous]\nenabled = true\nprovinces = [\"79\"]\n\n[provinces.\"79\"]\npublic_services = \"province\"\n\n\
+         [adapters.province]\nkind = \"remote\"\nendpoint = \"http://{addr}\"\ntimeout = \"5s\"\n\n[retry]\nmax_attempts = 1\n"
+    );
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let e = PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(procedure("1.000894")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    let id = e.metadata().get("x-lienthong-trace-id").unwrap().to_str().unwrap().to_owned();
+    let spans = trace(&id, GET_PROCEDURE).await;
+    let adapter = named(&spans, "adapter province");
+    let seen = seen.lock().unwrap().clone();
+    let (path, tp) = seen.iter().find(|(_, tp)| tp.contains(&id)).unwrap_or_else(|| panic!("{seen:?}"));
+    assert_eq!(path, "/lienthong.adapter.v1.AdapterService/GetProcedure");
+    assert_eq!(tp, &format!("00-{id}-{}-01", hex(&adapter.span_id)), "the adapter attempt's span is the parent");
+}
+
+/// Metric names as an OTLP collector receives them.
+#[derive(Debug, Default, Clone)]
+struct MetricNames(Arc<Mutex<Vec<String>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService for MetricNames {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse>, tonic::Status>
+    {
+        let mut names = self.0.lock().unwrap();
+        for r in request.into_inner().resource_metrics {
+            names.extend(r.scope_metrics.into_iter().flat_map(|s| s.metrics).map(|m| m.name));
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_pushed_over_otlp_when_a_collector_is_configured() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+    world();
+    let names = MetricNames::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(names.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let portal = FakePortal::start().await.unwrap();
+    let extra = format!("[telemetry]\notlp_endpoint = \"http://{addr}\"\ntraces = false\nmetrics_interval = \"1s\"\n");
+    let gw = portal_gateway(&portal, &extra).await;
+    PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(procedure("1.000894")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = names.0.lock().unwrap().clone();
+        if ["rpc.server.call.duration", "lienthong.cache.lookups", "lienthong.adapter.call.duration"]
+            .iter()
+            .all(|n| got.iter().any(|g| g == n))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the collector got only {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
