@@ -21,6 +21,11 @@ Scenarios (all by default, or pick with --only):
              The gateway runs pinned to core 0, the driver and the fake
              upstream to core 1 (taskset).
   memory     1M cached answers and 1M per-citizen limiter keys: RSS.
+  tracing    the cache-hit run with traces off and with every request traced
+             (100% sampling, spans exported over OTLP/gRPC to a counting
+             collector, examples/otlp_sink), interleaved: the throughput
+             ratio, CPU per request, and spans received vs expected (three
+             per hit: server, rate limit, cache lookup).
 
     apt-get install nghttp2-client          # h2load
     cargo build --release -p lienthong --bin lienthong --examples
@@ -171,6 +176,70 @@ def cache_hit(a, targets, body):
     return b_rps
 
 
+def otlp_sink():
+    proc = start([os.path.join(RELEASE, "examples", "otlp_sink")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    addr = proc.stdout.readline().strip().removeprefix("listening on ")
+    return proc, addr
+
+
+def spans_received(sink):
+    sink.stdin.write("count\n")
+    sink.stdin.flush()
+    return int(sink.stdout.readline())
+
+
+def tracing(a):
+    """Cache hits with traces off, and with every request traced and exported."""
+    sink, addr = otlp_sink()
+    env = dict(gateway_env(50082), LIENTHONG_TELEMETRY__OTLP_ENDPOINT=f"http://{addr}",
+               LIENTHONG_TELEMETRY__SAMPLING_RATIO="1.0", LIENTHONG_TELEMETRY__METRICS="false")
+    traced = start([os.path.join(RELEASE, "lienthong")], env=env)
+    plain = start([os.path.join(RELEASE, "lienthong")], env=gateway_env(50080))
+    body = body_file("procedure.bin", "1.000894")
+    try:
+        for port, proc in ((50082, traced), (50080, plain)):
+            wait_port(port, proc)
+            deadline = time.time() + 30
+            while h2load(port, PROCEDURE, body, 100, 1, 1)[1] != 100:
+                if time.time() > deadline:
+                    sys.exit("the gateway does not answer GetProcedure")
+                time.sleep(0.2)
+            h2load(port, PROCEDURE, body, 2000, 4, 4)
+        time.sleep(2)
+        base = spans_received(sink)
+        targets = {"traces off": (plain, 50080), "traced 100%": (traced, 50082)}
+        print(f"\n## tracing: cache hits, {a.requests} requests x {a.reps} reps, -c {a.clients} -m {a.streams}")
+        results = {name: [] for name in targets}
+        traced_ok = 0
+        for rep in range(a.reps):
+            order = list(targets.items())
+            for name, (proc, port) in (order if rep % 2 == 0 else order[::-1]):
+                before = cpu_seconds(proc.pid)
+                rps, ok, _ = h2load(port, PROCEDURE, body, a.requests, a.clients, a.streams)
+                cpu_us = (cpu_seconds(proc.pid) - before) / max(ok, 1) * 1e6
+                results[name].append((rps, cpu_us))
+                if proc is traced:
+                    traced_ok += ok
+                print(f"rep {rep + 1} {name:11} {rps:9.0f} req/s {cpu_us:6.1f} us CPU/req {ok} ok", flush=True)
+        off = med([r[0] for r in results["traces off"]]), med([r[1] for r in results["traces off"]])
+        on = med([r[0] for r in results["traced 100%"]]), med([r[1] for r in results["traced 100%"]])
+        print(f"median traces off {off[0]:.0f} req/s {off[1]:.1f} us/req; traced {on[0]:.0f} req/s {on[1]:.1f} us/req")
+        print(f"RATIO throughput {on[0] / off[0]:.2f} (tracing costs {100 * (1 - on[0] / off[0]):.1f}%)  "
+              f"CPU per request {on[1] / off[1]:.2f}")
+        expected = 3 * traced_ok
+        deadline, got = time.time() + 30, 0
+        while time.time() < deadline:
+            got = spans_received(sink) - base
+            if got >= expected:
+                break
+            time.sleep(0.5)
+        print(f"spans exported {got} of {expected} expected ({100 * got / max(expected, 1):.1f}%)")
+    finally:
+        for proc in (traced, plain, sink):
+            proc.terminate()
+            proc.wait()
+
+
 def latency(a, targets, body, saturation):
     rate = int(saturation * 0.4)
     clients = 8
@@ -193,8 +262,14 @@ def instructions(a):
     print("\n## instructions per request (callgrind), 5,000 GetProcedure after 1,000 to warm up")
     body = body_file("procedure.bin", "1.000894")
     counts = {}
+    sink, addr = otlp_sink()
+    traced = dict(gateway_env(50092), LIENTHONG_TELEMETRY__OTLP_ENDPOINT=f"http://{addr}",
+                  LIENTHONG_TELEMETRY__METRICS="false")
     servers = {"bare tonic": ([os.path.join(RELEASE, "examples", "bare"), "127.0.0.1:50091"], 50091, None),
-               "gateway": ([os.path.join(RELEASE, "lienthong")], 50090, gateway_env(50090))}
+               "gateway": ([os.path.join(RELEASE, "lienthong")], 50090, gateway_env(50090)),
+               "traced": ([os.path.join(RELEASE, "lienthong")], 50092, traced)}
+    if a.only_traced:
+        servers = {k: v for k, v in servers.items() if k == "traced"}
     for name, (cmd, port, env) in servers.items():
         out = os.path.join(TMP, f"callgrind.{port}")
         proc = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd, env=env)
@@ -206,17 +281,24 @@ def instructions(a):
                     sys.exit(f"{name} does not answer under valgrind")
                 time.sleep(0.5)
             h2load(port, PROCEDURE, body, 1000, 4, 8)
+            time.sleep(3)  # spans of the warm-up exported (traced)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
             _, ok, _ = h2load(port, PROCEDURE, body, 5000, 4, 8)
+            time.sleep(3)  # and those of the measured requests, counted
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
         finally:
             proc.terminate()
             proc.wait()
+        if a.keep:
+            print(f"callgrind file: {out}.1")
         with open(f"{out}.1") as f:
             total = next(int(line.split()[1]) for line in f if line.startswith("summary:") or line.startswith("totals:"))
         counts[name] = total / ok
         print(f"{name:11} {counts[name]:9.0f} instructions per request ({ok} requests)", flush=True)
-    print(f"RATIO instructions per request {counts['gateway'] / counts['bare tonic']:.2f}")
+    sink.terminate()
+    if "gateway" in counts:
+        print(f"RATIO instructions per request {counts['gateway'] / counts['bare tonic']:.2f}")
+        print(f"RATIO traced (100%, exported) / untraced {counts['traced'] / counts['gateway']:.2f}")
 
 
 def portal_gateway(port, upstream_url, extra, server="", cpu=None):
@@ -318,7 +400,7 @@ def memory(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,memory")
+    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,memory,tracing")
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
@@ -326,6 +408,8 @@ def main():
     p.add_argument("--latency-seconds", type=int, default=5)
     p.add_argument("--overload-seconds", type=int, default=10)
     p.add_argument("--entries", type=int, default=1_000_000)
+    p.add_argument("--only-traced", action="store_true", help="instructions: the traced gateway only (profiling)")
+    p.add_argument("--keep", action="store_true", help="keep callgrind files (printed)")
     a = p.parse_args()
     only = set(a.only.split(","))
     if only & {"cache-hit", "latency"}:
@@ -347,6 +431,8 @@ def main():
         overload(a, 8, 20)
     if "memory" in only:
         memory(a)
+    if "tracing" in only:
+        tracing(a)
 
 
 if __name__ == "__main__":

@@ -265,8 +265,10 @@ pub async fn serve_on(
     if let Some(task) = ops_task {
         let _ = task.await;
     }
-    // Push the last metrics to the collector (blocking).
-    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
+    // Push the last metrics to the collector (blocking), when there is one.
+    if config.telemetry.metrics_endpoint().is_some() {
+        let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
+    }
     tracing::info!("lienthong stopped");
     Ok(())
 }

@@ -150,6 +150,15 @@ fn named<'s>(spans: &'s [Span], name: &str) -> &'s Span {
         .unwrap_or_else(|| panic!("no span {name:?} in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
 }
 
+/// The JSON log lines of trace `trace_id`.
+fn log_lines(trace_id: &str) -> Vec<serde_json::Value> {
+    let logs = String::from_utf8(world().logs.lock().unwrap().clone()).unwrap();
+    logs.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|l| l["trace_id"] == trace_id)
+        .collect()
+}
+
 fn child_of(child: &Span, parent: &Span) -> bool {
     child.parent_span_id == parent.span_id
 }
@@ -192,9 +201,6 @@ async fn a_cache_miss_is_one_trace_from_the_server_span_to_the_upstream_request(
         (semconv::RPC_SYSTEM_NAME, "grpc"),
         (semconv::RPC_METHOD, GET_PROCEDURE),
         (semconv::RPC_RESPONSE_STATUS_CODE, "OK"),
-        // The attributes before semantic conventions 1.37, which tools still read.
-        ("rpc.service", "lienthong.v1.PublicServicesService"),
-        ("rpc.grpc.status_code", "0"),
         ("lienthong.province", "79"),
         ("lienthong.app", "anonymous"),
         ("lienthong.cache", "miss"),
@@ -220,6 +226,17 @@ async fn a_cache_miss_is_one_trace_from_the_server_span_to_the_upstream_request(
     assert_eq!(attr_str(upstream, semconv::SERVER_ADDRESS).as_deref(), Some("127.0.0.1"));
     // The upstream request's path (ids live there) is in no attribute.
     assert!(upstream.attributes.iter().all(|a| !format!("{:?}", a.value).contains("1.000894")));
+
+    // Its access log line is in the trace, with what the server span says.
+    let access = log_lines(&id).into_iter().find(|l| l["target"] == "lienthong::access").expect("an access log line");
+    assert_eq!((access["code"].as_str(), access["method"].as_str()), (Some("OK"), Some(GET_PROCEDURE)));
+    assert_eq!(access["span_id"].as_str(), Some(hex(&server.span_id).as_str()));
+    let fields = &access["spans"][0];
+    assert_eq!((fields["name"].as_str(), fields["lienthong.cache"].as_str()), (Some("rpc"), Some("miss")));
+    assert_eq!(
+        (fields["lienthong.province"].as_str(), fields["lienthong.app"].as_str()),
+        (Some("79"), Some("anonymous"))
+    );
 
     // The fake upstream received the upstream span's context.
     let seen = portal.faults.traceparents();
@@ -270,16 +287,17 @@ async fn an_inbound_traceparent_is_continued_and_its_log_lines_carry_the_trace_i
     assert!(portal.faults.traceparents().iter().any(|(_, tp)| tp.starts_with(&format!("00-{trace_id}-"))));
 
     // The warning about the upstream's answer is a JSON line of that trace.
-    let logs = String::from_utf8(world().logs.lock().unwrap().clone()).unwrap();
-    let line = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["trace_id"] == trace_id && l["message"] == "upstream answered an error")
-        .unwrap_or_else(|| panic!("no log line of trace {trace_id} in:\n{logs}"));
+    let lines = log_lines(trace_id);
+    let line = lines
+        .iter()
+        .find(|l| l["message"] == "upstream answered an error")
+        .unwrap_or_else(|| panic!("no warning in the log lines of trace {trace_id}: {lines:#?}"));
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["status"], 503);
     let span_ids: Vec<String> = spans.iter().map(|s| hex(&s.span_id)).collect();
     assert!(span_ids.contains(&line["span_id"].as_str().unwrap().to_owned()), "the line names a span of the trace");
+    let access = lines.iter().find(|l| l["target"] == "lienthong::access").expect("an access log line");
+    assert_eq!(access["code"], "UNAVAILABLE");
 }
 
 /// The value of the sample `name{labels…}` in a Prometheus scrape, where
@@ -468,7 +486,8 @@ async fn remote_adapters_receive_the_trace_context() {
          [adapters.province]\nkind = \"remote\"\nendpoint = \"http://{addr}\"\ntimeout = \"5s\"\n\n[retry]\nmax_attempts = 1\n"
     );
     let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
-    let e = PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(procedure("1.000894")).await.unwrap_err();
+    let e =
+        PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(procedure("1.000894")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     let id = e.metadata().get("x-lienthong-trace-id").unwrap().to_str().unwrap().to_owned();
     let spans = trace(&id, GET_PROCEDURE).await;
@@ -488,8 +507,10 @@ impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server:
     async fn export(
         &self,
         request: tonic::Request<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse>, tonic::Status>
-    {
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse>,
+        tonic::Status,
+    > {
         let mut names = self.0.lock().unwrap();
         for r in request.into_inner().resource_metrics {
             names.extend(r.scope_metrics.into_iter().flat_map(|s| s.metrics).map(|m| m.name));
@@ -526,4 +547,59 @@ async fn metrics_are_pushed_over_otlp_when_a_collector_is_configured() {
         assert!(tokio::time::Instant::now() < deadline, "the collector got only {got:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_documented_metrics_and_labels() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/observability/grafana/dashboards/lienthong.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let metrics = lienthong::telemetry::metrics::METRICS;
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(exprs.len() >= 10);
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        // Every identifier that names one of ours, with what it is filtered
+        // or grouped by.
+        let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty());
+        for word in words.filter(|w| w.starts_with("lienthong_") || w.starts_with("rpc_server")) {
+            let base = ["_bucket", "_count", "_sum"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
+            match metrics.iter().find(|m| m.prometheus == word || (m.kind == "histogram" && m.prometheus == base)) {
+                Some(m) => {
+                    used.insert(m.prometheus);
+                }
+                // A label, not a metric: it must belong to some metric.
+                None => assert!(
+                    metrics.iter().any(|m| m.labels.contains(&word)),
+                    "{word} in {expr} is neither a documented metric nor label"
+                ),
+            }
+        }
+    }
+    for m in metrics {
+        assert!(used.contains(m.prometheus), "the dashboard does not show {}", m.prometheus);
+    }
+}
+
+/// The row of `m` in the README's table of metrics.
+fn readme_row(m: &lienthong::telemetry::metrics::MetricDoc) -> String {
+    let labels = if m.labels.is_empty() {
+        "–".to_owned()
+    } else {
+        m.labels.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+    };
+    format!("| `{}` | `{}` | {} | {labels} | {} |", m.prometheus, m.otel, m.kind, m.help)
+}
+
+#[test]
+fn the_readme_documents_every_metric_as_the_code_does() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let rows: Vec<&str> =
+        readme.lines().filter(|l| l.starts_with("| `rpc_") || l.starts_with("| `lienthong_")).collect();
+    let expected: Vec<String> = lienthong::telemetry::metrics::METRICS.iter().map(readme_row).collect();
+    assert_eq!(rows, expected, "regenerate the README's metrics table from METRICS");
 }

@@ -4,10 +4,15 @@
 //! id.
 //!
 //! ```json
-//! {"timestamp":"2026-11-23T09:15:02.120394Z","level":"WARN","target":"lienthong_adapter_http",
-//!  "message":"upstream answered an error","upstream":"warehouse","status":503,
-//!  "span":"upstream_http","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}
+//! {"timestamp":"2026-11-23T09:15:02.120394Z","level":"INFO","target":"lienthong::access",
+//!  "message":"call","method":"lienthong.v1.PublicServicesService/GetProcedure","code":"OK","duration_ms":0.41,
+//!  "span":"rpc","spans":[{"name":"rpc","lienthong.province":"79","lienthong.app":"anonymous","lienthong.cache":"hit",…}],
+//!  "trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}
 //! ```
+//!
+//! Span fields are formatted as JSON by the fmt layer
+//! ([`tracing_subscriber::fmt::format::JsonFields`]), so they are read back
+//! here as objects.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -18,7 +23,7 @@ use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// The subscriber the formatter reads span contexts from (set once).
@@ -80,6 +85,22 @@ where
         let span = event.parent().and_then(|id| ctx.span(id)).or_else(|| ctx.lookup_current());
         if let Some(span) = span {
             line.insert("span".into(), span.name().into());
+            // Each span of the scope with its fields, outermost first (the
+            // server span says province, app and cache outcome).
+            let spans: Vec<Value> = span
+                .scope()
+                .from_root()
+                .map(|s| {
+                    let mut fields = s
+                        .extensions()
+                        .get::<FormattedFields<N>>()
+                        .and_then(|f| serde_json::from_str::<Map<String, Value>>(f).ok())
+                        .unwrap_or_default();
+                    fields.insert("name".into(), s.name().into());
+                    Value::Object(fields)
+                })
+                .collect();
+            line.insert("spans".into(), spans.into());
             // The innermost span of the scope that belongs to a trace.
             if let Some(dispatch) = DISPATCH.get().and_then(WeakDispatch::upgrade) {
                 for s in span.scope() {

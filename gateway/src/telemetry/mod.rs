@@ -216,13 +216,19 @@ where
         .with_threads(false)
         .with_location(false)
         .with_tracked_inactivity(false)
+        .with_target(false)
+        .with_level(false)
+        // Parents come from the span tree; nothing reads the thread's
+        // OpenTelemetry context, so entering a span need not set it.
+        .with_context_activation(false)
         .with_filter(filter_fn(otel_filter));
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(otel);
     match format {
         LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init()?,
         LogFormat::Json => {
-            let subscriber = registry.with(fmt.event_format(json::JsonLines).with_filter(filter));
+            let fmt = fmt.event_format(json::JsonLines).fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
+            let subscriber = registry.with(fmt.with_filter(filter));
             let dispatch = tracing::Dispatch::new(subscriber);
             json::JsonLines::attach(&dispatch);
             tracing::dispatcher::set_global_default(dispatch)?;
@@ -233,9 +239,23 @@ where
 
 /// The trace id of `span` (32 hex digits), when it belongs to a trace.
 pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    trace_id_hex(span).and_then(|hex| String::from_utf8(hex.to_vec()).ok())
+}
+
+/// [`trace_id_of`] without an allocation.
+pub fn trace_id_hex(span: &tracing::Span) -> Option<[u8; 32]> {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    if !sc.is_valid() {
+        return None;
+    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 32];
+    for (i, b) in sc.trace_id().to_bytes().iter().enumerate() {
+        hex[2 * i] = DIGITS[usize::from(b >> 4)];
+        hex[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    Some(hex)
 }

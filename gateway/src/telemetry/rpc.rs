@@ -3,8 +3,8 @@
 //! services.
 //!
 //! The span follows the RPC semantic conventions (`rpc.system.name`,
-//! `rpc.method`, `rpc.response.status_code`, and the older `rpc.service` and
-//! `rpc.grpc.status_code`), plus what the gateway learns on the way: the
+//! `rpc.method`, `rpc.response.status_code`), plus what the gateway learns
+//! on the way: the
 //! province, the app, and the cache outcome. It continues the caller's trace
 //! when the call carries a W3C `traceparent`, and lasts until the answer's
 //! last frame (a watch's span lasts as long as the watch).
@@ -44,17 +44,20 @@ pub struct RpcName {
     traced: bool,
     /// Plain HTTP (webhooks), whose outcome is an HTTP status.
     http: bool,
+    /// Answers with a stream.
+    streaming: bool,
 }
 
-const OTHER: RpcName = RpcName { service: "_OTHER", method: "_OTHER", traced: true, http: false };
-const WEBHOOK: RpcName = RpcName { service: "webhooks", method: "webhooks/receive", traced: true, http: true };
+const OTHER: RpcName = RpcName { service: "_OTHER", method: "_OTHER", traced: true, http: false, streaming: false };
+const WEBHOOK: RpcName =
+    RpcName { service: "webhooks", method: "webhooks/receive", traced: true, http: true, streaming: false };
 
 fn known_methods() -> &'static HashMap<String, RpcName> {
     static METHODS: OnceLock<HashMap<String, RpcName>> = OnceLock::new();
     METHODS.get_or_init(|| {
         let mut methods = HashMap::new();
         let sets = [lienthong_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
-        let mut names: Vec<(String, String)> = sets
+        let mut names: Vec<(String, String, bool)> = sets
             .into_iter()
             .filter_map(|bytes| prost_types::FileDescriptorSet::decode(bytes).ok())
             .flat_map(|set| set.file)
@@ -62,21 +65,23 @@ fn known_methods() -> &'static HashMap<String, RpcName> {
                 let package = file.package.clone().unwrap_or_default();
                 file.service.into_iter().flat_map(move |s| {
                     let service = format!("{package}.{}", s.name.unwrap_or_default());
-                    s.method.into_iter().map(move |m| (service.clone(), m.name.unwrap_or_default()))
+                    s.method.into_iter().map(move |m| {
+                        (service.clone(), m.name.unwrap_or_default(), m.server_streaming.unwrap_or(false))
+                    })
                 })
             })
             .collect();
         for v in ["v1", "v1alpha"] {
-            names.push((format!("grpc.reflection.{v}.ServerReflection"), "ServerReflectionInfo".to_owned()));
+            names.push((format!("grpc.reflection.{v}.ServerReflection"), "ServerReflectionInfo".to_owned(), true));
         }
         // Leaked once per process: a bounded set of names, as `'static`
         // label values that cost nothing to attach.
-        for (service, method) in names {
+        for (service, method, streaming) in names {
             let path = format!("/{service}/{method}");
             let traced = !service.starts_with("grpc.health.");
             let service: &'static str = Box::leak(service.into_boxed_str());
             let method: &'static str = Box::leak(format!("{service}/{method}").into_boxed_str());
-            methods.insert(path, RpcName { service, method, traced, http: false });
+            methods.insert(path, RpcName { service, method, traced, http: false, streaming });
         }
         methods
     })
@@ -151,22 +156,26 @@ fn server_error(code: &str) -> bool {
 impl Drop for Finish {
     fn drop(&mut self) {
         let code = self.code.unwrap_or("CANCELLED");
-        self.metrics.rpc(&self.rpc, code, self.started.elapsed());
+        let elapsed = self.started.elapsed();
+        self.metrics.rpc(&self.rpc, code, elapsed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !self.span.is_disabled() {
             self.span.record("rpc.response.status_code", code);
-            if let Some(n) = grpc_number(code) {
-                self.span.record("rpc.grpc.status_code", n);
-            }
             if server_error(code) || code.starts_with("HTTP_5") {
                 self.span.record("otel.status_code", "ERROR");
             }
+            // The access log: one line per call, in its trace (silence with
+            // RUST_LOG=info,lienthong::access=warn).
+            tracing::info!(
+                target: "lienthong::access",
+                parent: &self.span,
+                method = self.rpc.method,
+                code,
+                duration_ms = elapsed.as_secs_f64() * 1e3,
+                "call"
+            );
         }
     }
-}
-
-fn grpc_number(name: &str) -> Option<i32> {
-    (0..=16).find(|n| crate::gateway::code_name(tonic::Code::from_i32(*n)) == name)
 }
 
 /// The gRPC status of a header block (trailers, or a trailers-only answer).
@@ -206,11 +215,8 @@ where
                 otel.kind = "server",
                 otel.status_code = Empty,
                 rpc.system.name = "grpc",
-                rpc.system = "grpc",
-                rpc.service = rpc.service,
                 rpc.method = rpc.method,
                 rpc.response.status_code = Empty,
-                rpc.grpc.status_code = Empty,
                 lienthong.province = Empty,
                 lienthong.app = Empty,
                 lienthong.cache = Empty,
@@ -236,8 +242,8 @@ where
         async move {
             let mut response = future.await?;
             // The trace id, for the caller to quote to operators.
-            if let Some(id) = super::trace_id_of(&finish.span)
-                && let Ok(v) = http::HeaderValue::from_str(&id)
+            if let Some(id) = super::trace_id_hex(&finish.span)
+                && let Ok(v) = http::HeaderValue::from_bytes(&id)
             {
                 response.headers_mut().insert(TRACE_ID_HEADER, v);
             }
@@ -268,8 +274,13 @@ impl<B: Body + Unpin> Body for TracedBody<B> {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = &mut *self;
-        let polled = {
+        // A stream's messages are made as the body is polled: its work
+        // (and its logs) belong to the call's span. A unary answer's body is
+        // made already.
+        let polled = if this.finish.rpc.streaming {
             let _entered = this.finish.span.enter();
+            Pin::new(&mut this.inner).poll_frame(cx)
+        } else {
             Pin::new(&mut this.inner).poll_frame(cx)
         };
         match &polled {
@@ -321,6 +332,8 @@ mod tests {
             assert_eq!(RpcName::of(path), OTHER, "{path}");
         }
         assert!(RpcName::of("/webhooks/registry").http);
+        assert!(RpcName::of("/lienthong.v1.PublicServicesService/WatchDossier").streaming);
+        assert!(!r.streaming);
     }
 
     #[test]
@@ -328,8 +341,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("grpc-status", http::HeaderValue::from_static("14"));
         assert_eq!(grpc_status(&h), Some("UNAVAILABLE"));
-        assert_eq!(grpc_number("UNAVAILABLE"), Some(14));
-        assert_eq!(grpc_number("OK"), Some(0));
         assert!(server_error("INTERNAL") && !server_error("NOT_FOUND") && !server_error("OK"));
         assert_eq!(http_outcome(http::StatusCode::ACCEPTED), "OK");
         assert_eq!(http_outcome(http::StatusCode::UNAUTHORIZED), "HTTP_4XX");
