@@ -33,6 +33,7 @@ use crate::breaker::BreakerState;
 use crate::gateway::Gateway;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::StatsSnapshot;
+use lienthong_adapter_core::Family;
 
 /// The status page; it renders `/status.json` and refreshes every 5 s.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -71,9 +72,8 @@ struct Ops {
 
 #[derive(Debug, Serialize)]
 struct AdapterStatus {
-    #[serde(skip)]
-    order: usize,
-    family: String,
+    /// The families it serves for this province, in the API's order.
+    families: Vec<String>,
     instance: String,
     kind: String,
     /// healthy, degraded (errors in more than half of the last minute's
@@ -169,26 +169,29 @@ impl Ops {
         for i in self.gateway.instances() {
             let snapshot = i.guard.snapshot();
             let stats = i.guard.stats().snapshot();
-            for (code, family) in &i.routes {
-                if let Some(p) = provinces.iter_mut().find(|p| p.code == *code) {
-                    p.adapters.push(AdapterStatus {
-                        order: lienthong_adapter_core::Family::ALL
-                            .iter()
-                            .position(|f| f == family)
-                            .unwrap_or(usize::MAX),
-                        family: family.to_string(),
-                        instance: i.name.to_owned(),
-                        kind: i.kind.to_owned(),
-                        health: health(snapshot.breaker.state, &stats),
-                        breaker: breaker_name(snapshot.breaker.state),
-                        in_flight: snapshot.in_flight,
-                        stats,
-                    });
+            for p in &mut provinces {
+                let mut families: Vec<Family> =
+                    i.routes.iter().filter(|(code, _)| *code == p.code).map(|(_, f)| *f).collect();
+                if families.is_empty() {
+                    continue;
                 }
+                families.sort_by_key(|f| Family::ALL.iter().position(|a| a == f));
+                p.adapters.push(AdapterStatus {
+                    families: families.iter().map(ToString::to_string).collect(),
+                    instance: i.name.to_owned(),
+                    kind: i.kind.to_owned(),
+                    health: health(snapshot.breaker.state, &stats),
+                    breaker: breaker_name(snapshot.breaker.state),
+                    in_flight: snapshot.in_flight,
+                    stats,
+                });
             }
         }
+        // In the order of the first family each serves.
         for p in &mut provinces {
-            p.adapters.sort_by_key(|a| a.order);
+            p.adapters.sort_by_key(|a| {
+                Family::ALL.iter().position(|f| a.families.first().is_some_and(|first| *first == f.to_string()))
+            });
         }
         let (cache_entries, cache_bytes) = self.gateway.cache().usage_now();
         Status {

@@ -110,9 +110,9 @@ impl Drop for Browser {
 }
 
 /// The text of the cell `class` of `instance`'s row in the table of `province`.
-fn cell(province: &str, family: &str, class: &str) -> String {
+fn cell(province: &str, instance: &str, class: &str) -> String {
     format!(
-        "const c = document.querySelector('table[data-province=\"{province}\"] tr[data-family=\"{family}\"] td.{class}'); return c ? c.textContent : null;"
+        "const c = document.querySelector('table[data-province=\"{province}\"] tr[data-instance=\"{instance}\"] td.{class}'); return c ? c.textContent : null;"
     )
 }
 
@@ -151,17 +151,17 @@ async fn the_status_page_shows_each_provinces_adapters_and_follows_their_state()
     let headings = browser.eval("return [...document.querySelectorAll('h2')].map(h => h.textContent);").await;
     assert_eq!(headings, json!(["Thành phố Hà Nội (01)", "Thành phố Hồ Chí Minh (79)"]));
     let rows = browser
-        .eval("return [...document.querySelectorAll('table[data-province=\"79\"] tbody tr')].map(r => r.dataset.family + '=' + r.dataset.instance);")
+        .eval("return [...document.querySelectorAll('table[data-province=\"79\"] tbody tr')].map(r => r.dataset.instance + ': ' + r.querySelector('td.families').textContent);")
         .await;
-    assert_eq!(rows, json!(["healthcare=sandbox", "public_services=portal"]));
-    assert_eq!(browser.eval(&cell("79", "public_services", "health")).await, "healthy");
-    assert_eq!(browser.eval(&cell("79", "public_services", "breaker")).await, "closed");
+    assert_eq!(rows, json!(["sandbox: healthcare", "portal: public_services"]));
+    assert_eq!(browser.eval(&cell("79", "portal", "health")).await, "healthy");
+    assert_eq!(browser.eval(&cell("79", "portal", "breaker")).await, "closed");
     // One hit of two lookups; one upstream call, whose latency is the p99.
-    assert_eq!(browser.eval(&cell("79", "public_services", "hit-ratio")).await, "50.0 %");
-    assert_eq!(browser.eval(&cell("79", "public_services", "errors")).await, "0 / 1");
-    let p99 = browser.eval(&cell("79", "public_services", "p99")).await;
+    assert_eq!(browser.eval(&cell("79", "portal", "hit-ratio")).await, "50.0 %");
+    assert_eq!(browser.eval(&cell("79", "portal", "errors")).await, "0 / 1");
+    let p99 = browser.eval(&cell("79", "portal", "p99")).await;
     assert!(p99.as_str().unwrap().ends_with(" ms"), "{p99}");
-    assert_eq!(browser.eval(&cell("01", "public_services", "breaker")).await, "closed");
+    assert_eq!(browser.eval(&cell("01", "portal", "breaker")).await, "closed");
 
     // The portal fails and its breaker opens: the page, refreshing itself,
     // shows it down in both provinces it serves.
@@ -169,11 +169,11 @@ async fn the_status_page_shows_each_provinces_adapters_and_follows_their_state()
     for code in ["1.000895", "1.000896"] {
         ps.get_procedure(api::GetProcedureRequest { procedure_code: code.into() }).await.unwrap_err();
     }
-    browser.wait_for(&cell("79", "public_services", "breaker"), json!("open"), within).await;
-    assert_eq!(browser.eval(&cell("79", "public_services", "health")).await, "down");
-    assert_eq!(browser.eval(&cell("01", "public_services", "health")).await, "down");
-    assert_eq!(browser.eval(&cell("79", "public_services", "errors")).await, "2 / 3");
-    assert_eq!(browser.eval(&cell("79", "healthcare", "health")).await, "healthy");
+    browser.wait_for(&cell("79", "portal", "breaker"), json!("open"), within).await;
+    assert_eq!(browser.eval(&cell("79", "portal", "health")).await, "down");
+    assert_eq!(browser.eval(&cell("01", "portal", "health")).await, "down");
+    assert_eq!(browser.eval(&cell("79", "portal", "errors")).await, "2 / 3");
+    assert_eq!(browser.eval(&cell("79", "sandbox", "health")).await, "healthy");
     let reasons = browser.eval("return document.getElementById('reasons').textContent;").await;
     assert!(reasons.as_str().unwrap().contains("degraded: portal (down)"), "{reasons}");
 }

@@ -444,7 +444,7 @@ async fn liveness_readiness_and_status_json_tell_the_state() {
     let p = &status["provinces"][0];
     assert_eq!((p["code"].as_str(), p["name"].as_str()), (Some("79"), Some("Thành phố Hồ Chí Minh")));
     let a = &p["adapters"][0];
-    assert_eq!((a["family"].as_str(), a["instance"].as_str()), (Some("public_services"), Some("portal")));
+    assert_eq!((a["families"][0].as_str(), a["instance"].as_str()), (Some("public_services"), Some("portal")));
     assert_eq!((a["health"].as_str(), a["breaker"].as_str()), (Some("down"), Some("open")));
     assert_eq!((a["calls"].as_u64(), a["errors"].as_u64()), (Some(2), Some(2)));
     assert!(a["recent_p99_ms"].as_f64().unwrap() > 0.0);
