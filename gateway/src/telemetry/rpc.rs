@@ -243,8 +243,11 @@ where
             let mut response = future.await?;
             // The trace id, for the caller to quote to operators.
             if let Some(id) = super::trace_id_hex(&finish.span)
-                && let Ok(v) = http::HeaderValue::from_bytes(&id)
+                && let Ok(mut v) = http::HeaderValue::from_bytes(&id)
             {
+                // Never indexed by HPACK: a value that differs in every answer
+                // would only churn the connection's header table.
+                v.set_sensitive(true);
                 response.headers_mut().insert(TRACE_ID_HEADER, v);
             }
             finish.code =
