@@ -1,33 +1,33 @@
 //! Trace context for adapters: what to send upstream so that the upstream's
-//! own logs and spans join the citizen request's trace (W3C `traceparent`
-//! and `tracestate`).
+//! own logs and spans join the citizen request's trace (W3C `traceparent`).
 //!
-//! The gateway installs the propagator; an adapter asks for the headers of
-//! the span it is in when it sends a request:
+//! The gateway says where a span's context comes from; an adapter asks for
+//! the headers of the span it is in when it sends a request:
 //!
 //! ```
 //! let mut headers = Vec::new();
 //! lienthong_adapter_core::telemetry::inject(&tracing::Span::current(), |k, v| headers.push((k.to_owned(), v)));
-//! // Without an OpenTelemetry layer installed there is nothing to send.
+//! // Outside a traced gateway there is nothing to send.
 //! assert!(headers.is_empty());
 //! ```
 
-use opentelemetry::propagation::Injector;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use std::sync::OnceLock;
 
-struct Setter<F>(F);
+/// Gives the `traceparent` of a span, when it belongs to a trace.
+pub type TraceparentSource = fn(&tracing::Span) -> Option<String>;
 
-impl<F: FnMut(&str, String)> Injector for Setter<F> {
-    fn set(&mut self, key: &str, value: String) {
-        (self.0)(key, value)
-    }
+static SOURCE: OnceLock<TraceparentSource> = OnceLock::new();
+
+/// Sets where spans' trace context comes from (the gateway's tracing, once
+/// per process; later calls are ignored).
+pub fn set_traceparent_source(source: TraceparentSource) {
+    let _ = SOURCE.set(source);
 }
 
 /// Calls `set(header, value)` for each header that carries `span`'s trace
-/// context (`traceparent`, and `tracestate` when there is one). Nothing when
-/// `span` belongs to no trace.
-pub fn inject(span: &tracing::Span, set: impl FnMut(&str, String)) {
-    let cx = span.context();
-    let mut setter = Setter(set);
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut setter));
+/// context (`traceparent`). Nothing when `span` belongs to no trace.
+pub fn inject(span: &tracing::Span, mut set: impl FnMut(&str, String)) {
+    if let Some(traceparent) = SOURCE.get().and_then(|source| source(span)) {
+        set("traceparent", traceparent);
+    }
 }

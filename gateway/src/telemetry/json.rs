@@ -15,31 +15,17 @@
 //! here as objects.
 
 use std::fmt;
-use std::sync::OnceLock;
 
-use opentelemetry::trace::TraceContextExt as _;
 use serde_json::{Map, Value};
-use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Dispatch, Event, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The subscriber the formatter reads span contexts from (set once).
-static DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
-
 /// The JSON line formatter.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
-
-impl JsonLines {
-    /// Lets the formatter find the OpenTelemetry context of the spans of
-    /// `dispatch` (the subscriber it is part of).
-    pub fn attach(dispatch: &Dispatch) {
-        let _ = DISPATCH.set(dispatch.downgrade());
-    }
-}
 
 struct Fields<'m>(&'m mut Map<String, Value>);
 
@@ -102,16 +88,12 @@ where
                 .collect();
             line.insert("spans".into(), spans.into());
             // The innermost span of the scope that belongs to a trace.
-            if let Some(dispatch) = DISPATCH.get().and_then(WeakDispatch::upgrade) {
-                for s in span.scope() {
-                    let Some(cx) = tracing_opentelemetry::get_otel_context(&s.id(), &dispatch) else { continue };
-                    let sc = cx.span().span_context().clone();
-                    if sc.is_valid() {
-                        line.insert("trace_id".into(), sc.trace_id().to_string().into());
-                        line.insert("span_id".into(), sc.span_id().to_string().into());
-                        break;
-                    }
-                }
+            let ids = span
+                .scope()
+                .find_map(|s| s.extensions().get::<super::spans::SpanIds>().map(|ids| (ids.trace_id, ids.span_id)));
+            if let Some((trace_id, span_id)) = ids {
+                line.insert("trace_id".into(), trace_id.to_string().into());
+                line.insert("span_id".into(), span_id.to_string().into());
             }
         }
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;

@@ -13,6 +13,7 @@
 pub mod json;
 pub mod metrics;
 pub mod rpc;
+pub mod spans;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -20,11 +21,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use std::sync::Arc;
+
 use opentelemetry::KeyValue;
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SpanProcessor};
 use serde::Deserialize;
 use tracing::Level;
 use tracing_subscriber::Layer as _;
@@ -149,33 +151,33 @@ pub enum LogFormat {
 /// exported.
 #[derive(Debug)]
 pub struct Tracing {
-    provider: SdkTracerProvider,
+    processor: Option<Arc<dyn SpanProcessor>>,
 }
 
 impl Tracing {
     /// Flushes and stops the exporter (blocking: call from
     /// `spawn_blocking` or outside the runtime).
     pub fn shutdown(self) {
-        if let Err(e) = self.provider.shutdown() {
+        if let Some(p) = self.processor
+            && let Err(e) = p.shutdown()
+        {
             eprintln!("lienthong: flushing traces at exit failed: {e}");
         }
     }
 
     /// Exports every finished span now (blocking).
     pub fn flush(&self) {
-        let _ = self.provider.force_flush();
+        if let Some(p) = &self.processor {
+            let _ = p.force_flush();
+        }
     }
 }
 
-/// The tracer provider of `config`: spans exported in batches over OTLP/gRPC
-/// when an endpoint is set; otherwise never sampled, so that trace ids still
-/// exist for logs, audit records and upstreams, at little cost. Call inside
-/// the Tokio runtime (the exporter's channel lives there).
-pub fn tracer_provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
-    let builder = SdkTracerProvider::builder().with_resource(config.resource());
-    let Some(endpoint) = config.trace_endpoint() else {
-        return Ok(builder.with_sampler(Sampler::AlwaysOff).build());
-    };
+/// The span processor of `config`: sampled spans exported in batches over
+/// OTLP/gRPC, when an endpoint is set. Call inside the Tokio runtime (the
+/// exporter's channel lives there).
+pub fn span_processor(config: &TelemetryConfig) -> anyhow::Result<Option<Arc<dyn SpanProcessor>>> {
+    let Some(endpoint) = config.trace_endpoint() else { return Ok(None) };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
@@ -187,54 +189,42 @@ pub fn tracer_provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProv
         .with_max_export_batch_size(2048)
         .with_scheduled_delay(Duration::from_secs(1))
         .build();
-    let processor = BatchSpanProcessor::new(exporter, batch);
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio)));
-    Ok(builder.with_span_processor(processor).with_sampler(sampler).build())
+    let mut processor = BatchSpanProcessor::new(exporter, batch);
+    processor.set_resource(&config.resource());
+    Ok(Some(Arc::new(processor)))
 }
 
-/// Which spans and events become OpenTelemetry data, whatever the log
-/// filter: spans at INFO and above (the request's layers), and warnings and
-/// errors as span events.
+/// Which spans become OpenTelemetry spans, whatever the log filter: those
+/// at INFO and above (the request's layers).
 fn otel_filter(meta: &tracing::Metadata<'_>) -> bool {
-    if meta.is_span() { *meta.level() <= Level::INFO } else { *meta.level() <= Level::WARN }
+    meta.is_span() && *meta.level() <= Level::INFO
 }
 
 /// Installs the process's tracing: `RUST_LOG`-filtered logs in `format` to
-/// `writer`, and every request's spans to `config`'s collector. Sets the
-/// W3C trace-context propagator. Call once, inside the Tokio runtime.
+/// `writer`, and every request's spans to `config`'s collector; upstream
+/// requests carry the W3C `traceparent` of their span. Call once, inside
+/// the Tokio runtime.
 pub fn init<W>(config: &TelemetryConfig, format: LogFormat, writer: W, ansi: bool) -> anyhow::Result<Tracing>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    let provider = tracer_provider(config)?;
-    let tracer = provider.tracer("lienthong");
+    lienthong_adapter_core::telemetry::set_traceparent_source(|span| {
+        spans::with_ids(span, spans::SpanIds::traceparent)
+    });
+    let processor = span_processor(config)?;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,opentelemetry=warn"));
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_threads(false)
-        .with_location(false)
-        .with_tracked_inactivity(false)
-        .with_target(false)
-        .with_level(false)
-        // Parents come from the span tree; nothing reads the thread's
-        // OpenTelemetry context, so entering a span need not set it.
-        .with_context_activation(false)
-        .with_filter(filter_fn(otel_filter));
+    let otel = spans::SpanLayer::new(processor.clone(), config.sampling_ratio).with_filter(filter_fn(otel_filter));
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(otel);
     match format {
         LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init()?,
         LogFormat::Json => {
             let fmt = fmt.event_format(json::JsonLines).fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
-            let subscriber = registry.with(fmt.with_filter(filter));
-            let dispatch = tracing::Dispatch::new(subscriber);
-            json::JsonLines::attach(&dispatch);
-            tracing::dispatcher::set_global_default(dispatch)?;
+            registry.with(fmt.with_filter(filter)).try_init()?;
         }
     }
-    Ok(Tracing { provider })
+    Ok(Tracing { processor })
 }
 
 /// The trace id of `span` (32 hex digits), when it belongs to a trace.
@@ -244,16 +234,10 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
 
 /// [`trace_id_of`] without an allocation.
 pub fn trace_id_hex(span: &tracing::Span) -> Option<[u8; 32]> {
-    use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    if !sc.is_valid() {
-        return None;
-    }
+    let trace_id = spans::with_ids(span, |ids| ids.trace_id)?;
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 32];
-    for (i, b) in sc.trace_id().to_bytes().iter().enumerate() {
+    for (i, b) in trace_id.to_bytes().iter().enumerate() {
         hex[2 * i] = DIGITS[usize::from(b >> 4)];
         hex[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }

@@ -18,13 +18,11 @@ use std::task::{Context, Poll};
 use futures_util::future::{BoxFuture, FutureExt as _};
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use opentelemetry::propagation::Extractor;
 use prost::Message as _;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::metrics::Metrics;
 
@@ -94,17 +92,6 @@ impl RpcName {
             return WEBHOOK;
         }
         known_methods().get(path).copied().unwrap_or(OTHER)
-    }
-}
-
-struct Headers<'h>(&'h HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
     }
 }
 
@@ -209,25 +196,29 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let rpc = RpcName::of(req.uri().path());
         let span = if rpc.traced {
-            tracing::info_span!(
-                "rpc",
-                otel.name = rpc.method,
-                otel.kind = "server",
-                otel.status_code = Empty,
-                rpc.system.name = "grpc",
-                rpc.method = rpc.method,
-                rpc.response.status_code = Empty,
-                lienthong.province = Empty,
-                lienthong.app = Empty,
-                lienthong.cache = Empty,
-            )
+            // A caller's `traceparent` makes this call part of its trace.
+            let parent = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(super::spans::RemoteParent::parse);
+            super::spans::with_remote_parent(parent, || {
+                tracing::info_span!(
+                    "rpc",
+                    otel.name = rpc.method,
+                    otel.kind = "server",
+                    otel.status_code = Empty,
+                    rpc.system.name = "grpc",
+                    rpc.method = rpc.method,
+                    rpc.response.status_code = Empty,
+                    lienthong.province = Empty,
+                    lienthong.app = Empty,
+                    lienthong.cache = Empty,
+                )
+            })
         } else {
             tracing::Span::none()
         };
-        if req.headers().contains_key("traceparent") && !span.is_disabled() {
-            let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
-            let _ = span.set_parent(parent);
-        }
         let in_flight = self.metrics.in_flight().clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
         let mut finish = Finish {
