@@ -155,8 +155,9 @@ def sandbox_pair(a):
     return {"bare tonic": (bare, 50081), "gateway": (gateway, 50080)}, body
 
 
-def cache_hit(a, targets, body):
-    print(f"\n## cache-hit: {a.requests} requests x {a.reps} reps, -c {a.clients} -m {a.streams}")
+def interleaved(a, targets, body):
+    """Each target driven with h2load, --reps times, the order alternating each
+    rep: per target, a list of (req/s, server CPU us per request, answers)."""
     results = {name: [] for name in targets}
     for rep in range(a.reps):
         order = list(targets.items())
@@ -164,9 +165,15 @@ def cache_hit(a, targets, body):
             before = cpu_seconds(proc.pid)
             rps, ok, data = h2load(port, PROCEDURE, body, a.requests, a.clients, a.streams)
             cpu_us = (cpu_seconds(proc.pid) - before) / max(ok, 1) * 1e6
-            results[name].append((rps, cpu_us))
+            results[name].append((rps, cpu_us, ok))
             print(f"rep {rep + 1} {name:11} {rps:9.0f} req/s {cpu_us:6.1f} us CPU/req "
                   f"{ok} ok {data / max(ok, 1):.0f} B/answer", flush=True)
+    return results
+
+
+def cache_hit(a, targets, body):
+    print(f"\n## cache-hit: {a.requests} requests x {a.reps} reps, -c {a.clients} -m {a.streams}")
+    results = interleaved(a, targets, body)
     b_rps, g_rps = med([r[0] for r in results["bare tonic"]]), med([r[0] for r in results["gateway"]])
     b_cpu, g_cpu = med([r[1] for r in results["bare tonic"]]), med([r[1] for r in results["gateway"]])
     print(f"median bare {b_rps:.0f} req/s {b_cpu:.1f} us/req; gateway {g_rps:.0f} req/s {g_cpu:.1f} us/req")
@@ -209,18 +216,8 @@ def tracing(a):
         base = spans_received(sink)
         targets = {"traces off": (plain, 50080), "traced 100%": (traced, 50082)}
         print(f"\n## tracing: cache hits, {a.requests} requests x {a.reps} reps, -c {a.clients} -m {a.streams}")
-        results = {name: [] for name in targets}
-        traced_ok = 0
-        for rep in range(a.reps):
-            order = list(targets.items())
-            for name, (proc, port) in (order if rep % 2 == 0 else order[::-1]):
-                before = cpu_seconds(proc.pid)
-                rps, ok, _ = h2load(port, PROCEDURE, body, a.requests, a.clients, a.streams)
-                cpu_us = (cpu_seconds(proc.pid) - before) / max(ok, 1) * 1e6
-                results[name].append((rps, cpu_us))
-                if proc is traced:
-                    traced_ok += ok
-                print(f"rep {rep + 1} {name:11} {rps:9.0f} req/s {cpu_us:6.1f} us CPU/req {ok} ok", flush=True)
+        results = interleaved(a, targets, body)
+        traced_ok = sum(r[2] for r in results["traced 100%"])
         off = med([r[0] for r in results["traces off"]]), med([r[1] for r in results["traces off"]])
         on = med([r[0] for r in results["traced 100%"]]), med([r[1] for r in results["traced 100%"]])
         print(f"median traces off {off[0]:.0f} req/s {off[1]:.1f} us/req; traced {on[0]:.0f} req/s {on[1]:.1f} us/req")
