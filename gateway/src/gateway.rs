@@ -308,7 +308,9 @@ impl Gateway {
         let span = tracing::Span::current();
         span.record("lienthong.province", code);
         span.record("lienthong.app", app.id.as_str());
-        self.limited("app", || self.limits.check_app(&app.id, method))?;
+        // Child spans are made only for traces that are exported.
+        let traced = crate::telemetry::sampled(&span);
+        self.limited(traced, "app", || self.limits.check_app(&app.id, method))?;
         let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
         Ok(Call {
             gateway: self,
@@ -316,6 +318,7 @@ impl Gateway {
             method,
             app,
             trace_id: trace_id(metadata),
+            traced,
             purpose: None,
             ctx: CallContext { province: code.to_owned(), principal: None, deadline },
         })
@@ -323,15 +326,25 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// A rate-limit decision, in a span of its own; a refusal is counted.
-    fn limited(&self, limit: &'static str, check: impl FnOnce() -> Result<(), Status>) -> Result<(), Status> {
+    /// A rate-limit decision, in a span of its own when `traced`; a
+    /// refusal is counted.
+    fn limited(
+        &self,
+        traced: bool,
+        limit: &'static str,
+        check: impl FnOnce() -> Result<(), Status>,
+    ) -> Result<(), Status> {
         let name = if limit == "app" { "rate limit app" } else { "rate limit citizen" };
-        let span = tracing::info_span!(
-            "rate_limit",
-            otel.name = name,
-            lienthong.limit = limit,
-            lienthong.decision = tracing::field::Empty,
-        );
+        let span = if traced {
+            tracing::info_span!(
+                "rate_limit",
+                otel.name = name,
+                lienthong.limit = limit,
+                lienthong.decision = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         // Nothing inside logs: the span times the decision without being entered.
         let verdict = check();
         span.record("lienthong.decision", if verdict.is_ok() { "allowed" } else { "rejected" });
@@ -389,6 +402,8 @@ pub struct Call<'g> {
     method: Method,
     app: &'g App,
     trace_id: Option<String>,
+    /// Whether this call's trace is exported (its child spans are made).
+    traced: bool,
     purpose: Option<String>,
     /// What the adapter gets to know.
     pub ctx: CallContext,
@@ -529,7 +544,9 @@ impl<'g> Call<'g> {
         }
         // Personal data may be touched from here on: its purpose is declared.
         self.purpose = Some(self.app.purpose(metadata)?);
-        self.gateway.limited("citizen", || self.gateway.limits.check_citizen(&principal.citizen_id, self.method))?;
+        self.gateway.limited(self.traced, "citizen", || {
+            self.gateway.limits.check_citizen(&principal.citizen_id, self.method)
+        })?;
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
     }
@@ -589,12 +606,16 @@ impl<'g> Call<'g> {
             tracing::Span::current().record("lienthong.cache", "bypass");
             return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
         };
-        let span = tracing::info_span!(
-            "cache",
-            otel.name = "cache lookup",
-            lienthong.cache.outcome = tracing::field::Empty,
-            lienthong.cache.coalesced = tracing::field::Empty,
-        );
+        let span = if self.traced {
+            tracing::info_span!(
+                "cache",
+                otel.name = "cache lookup",
+                lienthong.cache.outcome = tracing::field::Empty,
+                lienthong.cache.coalesced = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let looked_up = tracing::Instrument::instrument(
             self.gateway.cache.get_or_fill(key, &policy, Some(deadline), fill),
             span.clone(),

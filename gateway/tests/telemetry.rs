@@ -603,3 +603,26 @@ fn the_readme_documents_every_metric_as_the_code_does() {
     let expected: Vec<String> = lienthong::telemetry::metrics::METRICS.iter().map(readme_row).collect();
     assert_eq!(rows, expected, "regenerate the README's metrics table from METRICS");
 }
+
+#[tokio::test]
+async fn a_callers_decision_not_to_sample_is_followed() {
+    let portal = FakePortal::start().await.unwrap();
+    let gw = portal_gateway(&portal, "").await;
+    let trace_id = "5d1f0c6a3b2e4f718293a4b5c6d7e8f9";
+    let call = request(procedure("1.000894"), &[("traceparent", &format!("00-{trace_id}-a1b2c3d4e5f60718-00"))]);
+    let answer = PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(call).await.unwrap();
+    // The call is still in the caller's trace, and so are its log lines and
+    // the upstream request...
+    assert_eq!(trace_id_of(&answer), trace_id);
+    assert!(log_lines(trace_id).iter().any(|l| l["target"] == "lienthong::access"));
+    let seen = portal.faults.traceparents();
+    let (_, tp) = seen.iter().find(|(_, tp)| tp.contains(trace_id)).expect("the upstream saw the trace");
+    assert!(tp.ends_with("-00"), "the upstream is told the trace is not sampled: {tp}");
+    // ...but nothing of it is exported. (A sampled call after it is, so the
+    // export has run by then.)
+    let sampled =
+        PublicServicesServiceClient::new(gw.channel.clone()).get_procedure(procedure("1.000894")).await.unwrap();
+    trace(&trace_id_of(&sampled), GET_PROCEDURE).await;
+    let exported = world().receiver.spans.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).count();
+    assert_eq!(exported, 0);
+}

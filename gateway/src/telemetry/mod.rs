@@ -232,6 +232,11 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     trace_id_hex(span).and_then(|hex| String::from_utf8(hex.to_vec()).ok())
 }
 
+/// Whether `span`'s trace is exported.
+pub fn sampled(span: &tracing::Span) -> bool {
+    spans::with_ids(span, |ids| ids.sampled).unwrap_or(false)
+}
+
 /// [`trace_id_of`] without an allocation.
 pub fn trace_id_hex(span: &tracing::Span) -> Option<[u8; 32]> {
     let trace_id = spans::with_ids(span, |ids| ids.trace_id)?;
