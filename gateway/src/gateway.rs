@@ -230,11 +230,6 @@ impl Gateway {
         self.provinces.keys().map(String::as_str)
     }
 
-    /// The metrics.
-    pub fn metrics(&self) -> &Arc<crate::telemetry::metrics::Metrics> {
-        &self.metrics
-    }
-
     /// The response cache.
     pub fn cache(&self) -> &crate::cache::ResponseCache {
         &self.cache
@@ -361,11 +356,11 @@ fn bad_province(why: &str) -> Status {
     v.into_result().err().unwrap_or_else(|| Status::invalid_argument(why.to_owned()))
 }
 
-/// The trace id of an inbound W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+/// The trace id of an inbound W3C `traceparent`, parsed as the tracing layer
+/// parses it.
 fn trace_id(metadata: &MetadataMap) -> Option<String> {
     let v = metadata.get("traceparent")?.to_str().ok()?;
-    let id = v.split('-').nth(1)?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32)).then(|| id.to_owned())
+    crate::telemetry::spans::RemoteParent::parse(v).map(|p| p.trace_id.to_string())
 }
 
 /// The metadata parsers, for property tests.

@@ -38,14 +38,15 @@ pub struct GuardSnapshot {
 /// The guard of one adapter instance.
 #[derive(Debug)]
 pub struct UpstreamGuard {
-    instance: String,
+    /// The instance's name (also a metric label).
+    instance: Arc<str>,
     breaker: Arc<Breaker>,
     bulkhead: Bulkhead,
     retry: RetryConfig,
     budget: RetryBudget,
     limits: Arc<Limiters>,
-    /// The instance and its kind, as metric labels.
-    labels: (Arc<str>, Arc<str>),
+    /// The instance's kind, as a metric label.
+    kind: Arc<str>,
     metrics: Option<Arc<Metrics>>,
     stats: InstanceStats,
 }
@@ -60,13 +61,13 @@ impl UpstreamGuard {
         limits: Arc<Limiters>,
     ) -> Self {
         Self {
-            instance: instance.to_owned(),
+            instance: instance.into(),
             breaker: Arc::new(Breaker::new(instance, breaker)),
             bulkhead,
             budget: RetryBudget::new(&retry),
             retry,
             limits,
-            labels: (instance.into(), Arc::from("")),
+            kind: Arc::from(""),
             metrics: None,
             stats: InstanceStats::new(),
         }
@@ -75,7 +76,7 @@ impl UpstreamGuard {
     /// Records every attempt and refusal in `metrics`, labelled with the
     /// instance's `kind`.
     pub fn observed(mut self, kind: &str, metrics: Arc<Metrics>) -> Self {
-        self.labels.1 = kind.into();
+        self.kind = kind.into();
         self.metrics = Some(metrics);
         self
     }
@@ -92,7 +93,7 @@ impl UpstreamGuard {
             if error == "rate_limited" {
                 m.limiter_rejection("upstream");
             }
-            m.adapter_refusal(&self.labels.0, &self.labels.1, error);
+            m.adapter_refusal(&self.instance, &self.kind, error);
         }
         refusal
     }
@@ -148,7 +149,7 @@ impl UpstreamGuard {
                 otel.status_code = tracing::field::Empty,
                 rpc.method = method.full_name(),
                 lienthong.adapter.instance = %self.instance,
-                lienthong.adapter.kind = &*self.labels.1,
+                lienthong.adapter.kind = &*self.kind,
                 lienthong.attempt = n,
                 error.type = tracing::field::Empty,
             );
@@ -173,9 +174,10 @@ impl UpstreamGuard {
                 span.record("error.type", kind);
             }
             drop(span);
-            self.stats.attempt(started.elapsed(), failed);
+            let elapsed = started.elapsed();
+            self.stats.attempt(elapsed, failed);
             if let Some(m) = &self.metrics {
-                m.adapter_attempt(&self.labels.0, &self.labels.1, started.elapsed(), outcome, failed);
+                m.adapter_attempt(&self.instance, &self.kind, elapsed, outcome, failed);
             }
             permit.record(result.as_ref().map(|_| ()));
             let e = match result {

@@ -141,16 +141,16 @@ impl Ops {
         }
         let instances = self.gateway.instances();
         let mut degraded = Vec::new();
+        let mut open = 0;
         for i in &instances {
             let state = i.guard.snapshot().breaker.state;
+            open += usize::from(state == BreakerState::Open);
             let h = health(state, &i.guard.stats().snapshot());
             if h != "healthy" {
                 degraded.push(format!("{} ({h})", i.name));
             }
         }
-        let all_open =
-            !instances.is_empty() && instances.iter().all(|i| i.guard.snapshot().breaker.state == BreakerState::Open);
-        if all_open {
+        if !instances.is_empty() && open == instances.len() {
             reasons.push("every adapter instance's circuit breaker is open".to_owned());
         }
         Readiness { ready: reasons.is_empty(), reasons, degraded }

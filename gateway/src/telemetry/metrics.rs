@@ -123,6 +123,11 @@ pub const METRICS: &[MetricDoc] = &[
     ),
 ];
 
+/// The documented meaning of the metric named `otel`.
+fn help(otel: &str) -> &'static str {
+    METRICS.iter().find(|m| m.otel == otel).map(|m| m.help).unwrap_or_default()
+}
+
 /// Histogram bounds for durations, in seconds.
 const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -173,7 +178,6 @@ impl Metrics {
         }
         let provider = builder.build();
         let meter = provider.meter("lienthong");
-        let help = |name: &str| METRICS.iter().find(|m| m.otel == name).map(|m| m.help).unwrap_or_default();
         let seconds = |name: &'static str| {
             meter
                 .f64_histogram(name)
@@ -201,7 +205,6 @@ impl Metrics {
     /// metrics are collected: cache size and evictions, breakers, in-flight
     /// calls, shed calls.
     pub fn observe(&self, gateway: Weak<Gateway>, shed: crate::shed::ShedLayer) {
-        let help = |name: &str| METRICS.iter().find(|m| m.otel == name).map(|m| m.help).unwrap_or_default();
         let in_flight = self.in_flight.clone();
         self.meter
             .i64_observable_gauge("lienthong.rpc.in_flight")
@@ -245,30 +248,26 @@ impl Metrics {
                 }
             })
             .build();
-        let g = gateway.clone();
+        self.per_instance(gateway.clone(), "lienthong.breaker.state", |s| match s.breaker.state {
+            crate::breaker::BreakerState::Closed => 0,
+            crate::breaker::BreakerState::HalfOpen => 1,
+            crate::breaker::BreakerState::Open => 2,
+        });
+        self.per_instance(gateway, "lienthong.adapter.in_flight", |s| s.in_flight as u64);
+    }
+
+    /// A gauge with one value per adapter instance, read from its guard.
+    fn per_instance(&self, gateway: Weak<Gateway>, name: &'static str, value: fn(&crate::guard::GuardSnapshot) -> u64) {
         self.meter
-            .u64_observable_gauge("lienthong.breaker.state")
-            .with_description(help("lienthong.breaker.state"))
-            .with_callback(move |o| {
-                let Some(g) = g.upgrade() else { return };
-                for i in g.instances() {
-                    let state = match i.guard.snapshot().breaker.state {
-                        crate::breaker::BreakerState::Closed => 0,
-                        crate::breaker::BreakerState::HalfOpen => 1,
-                        crate::breaker::BreakerState::Open => 2,
-                    };
-                    o.observe(state, &[KeyValue::new("lienthong.adapter.instance", i.name.to_owned())]);
-                }
-            })
-            .build();
-        self.meter
-            .u64_observable_gauge("lienthong.adapter.in_flight")
-            .with_description(help("lienthong.adapter.in_flight"))
+            .u64_observable_gauge(name)
+            .with_description(help(name))
             .with_callback(move |o| {
                 let Some(g) = gateway.upgrade() else { return };
                 for i in g.instances() {
-                    let n = i.guard.snapshot().in_flight as u64;
-                    o.observe(n, &[KeyValue::new("lienthong.adapter.instance", i.name.to_owned())]);
+                    o.observe(
+                        value(&i.guard.snapshot()),
+                        &[KeyValue::new("lienthong.adapter.instance", i.name.to_owned())],
+                    );
                 }
             })
             .build();
