@@ -300,11 +300,14 @@ impl Gateway {
             .provinces
             .get(code)
             .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
+        // Attributes and child spans are kept only for traces that are
+        // exported.
         let span = tracing::Span::current();
-        span.record("lienthong.province", code);
-        span.record("lienthong.app", app.id.as_str());
-        // Child spans are made only for traces that are exported.
         let traced = crate::telemetry::sampled(&span);
+        if traced {
+            span.record("lienthong.province", code);
+            span.record("lienthong.app", app.id.as_str());
+        }
         self.limited(traced, "app", || self.limits.check_app(&app.id, method))?;
         let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
         Ok(Call {
@@ -598,7 +601,9 @@ impl<'g> Call<'g> {
             Box::pin(async move { guard.call(method, deadline, true, attempt).await })
         };
         let Some(policy) = self.gateway.cache_config.policy(method.rpc_name()) else {
-            tracing::Span::current().record("lienthong.cache", "bypass");
+            if self.traced {
+                tracing::Span::current().record("lienthong.cache", "bypass");
+            }
             return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
         };
         let span = if self.traced {
@@ -623,8 +628,10 @@ impl<'g> Call<'g> {
             span.record("lienthong.cache.coalesced", true);
         }
         drop(span);
-        tracing::Span::current().record("lienthong.cache", outcome);
-        self.gateway.metrics.cache_lookup(method.rpc_name(), outcome);
+        if self.traced {
+            tracing::Span::current().record("lienthong.cache", outcome);
+        }
+        self.gateway.metrics.cache_lookup(method, outcome);
         routed.guard.stats().cache(matches!(outcome, "hit" | "stale"));
         let cached = looked_up.map_err(|e| self.fail(routed, e))?;
         Ok(Answer { value: cached.value, freshness: Some((cached.freshness, cached.age)) })

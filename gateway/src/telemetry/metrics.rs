@@ -9,14 +9,16 @@
 //! provinces come from config, outcomes and codes are fixed sets.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter, MeterProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+
+use lienthong_adapter_core::Method;
 
 use super::TelemetryConfig;
 use crate::gateway::Gateway;
@@ -121,6 +123,13 @@ pub const METRICS: &[MetricDoc] = &[
         &["lienthong_adapter_instance"],
         "Calls in flight to each instance (its bulkhead's occupancy).",
     ),
+    doc(
+        "lienthong.telemetry.spans.dropped",
+        "lienthong_telemetry_spans_dropped_total",
+        "counter",
+        &[],
+        "Sampled spans that never reached the OTLP collector: the export queue (telemetry.max_queued_spans) was full, or the collector failed or rejected them.",
+    ),
 ];
 
 /// The documented meaning of the metric named `otel`.
@@ -131,13 +140,60 @@ fn help(otel: &str) -> &'static str {
 /// Histogram bounds for durations, in seconds.
 const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// The outcomes of a call, as `rpc.response.status_code` names them: gRPC
+/// codes, and HTTP classes for webhooks.
+const CODES: [&str; 19] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+    "HTTP_4XX",
+    "HTTP_5XX",
+];
+
+/// The outcomes of a cache lookup.
+const CACHE_OUTCOMES: [&str; 4] = ["hit", "stale", "miss", "coalesced"];
+
+/// An instrument's series, bound to their attributes on first use so that
+/// recording needs no attribute lookup; a slot for each combination of a
+/// fixed set of label values.
+struct Bound<T>(Box<[OnceLock<T>]>);
+
+impl<T> Bound<T> {
+    fn new(slots: usize) -> Self {
+        Self((0..slots).map(|_| OnceLock::new()).collect())
+    }
+
+    /// The series in `slot`, bound by `bind` the first time.
+    fn get(&self, slot: usize, bind: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get(slot).map(|s| s.get_or_init(bind))
+    }
+}
+
 /// The gateway's instruments and their exporters.
 pub struct Metrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
     meter: Meter,
     rpc_duration: Histogram<f64>,
+    /// `rpc_duration` by method and code.
+    rpc_bound: Bound<BoundHistogram<f64>>,
     cache_lookups: Counter<u64>,
+    /// `cache_lookups` by method and outcome.
+    cache_bound: Bound<BoundCounter<u64>>,
     limiter_rejections: Counter<u64>,
     adapter_duration: Histogram<f64>,
     adapter_errors: Counter<u64>,
@@ -189,7 +245,9 @@ impl Metrics {
         let counter = |name: &'static str| meter.u64_counter(name).with_description(help(name)).build();
         Ok(Self {
             rpc_duration: seconds("rpc.server.call.duration"),
+            rpc_bound: Bound::new(super::rpc::RpcName::count() * CODES.len()),
             cache_lookups: counter("lienthong.cache.lookups"),
+            cache_bound: Bound::new(Method::ALL.len() * CACHE_OUTCOMES.len()),
             limiter_rejections: counter("lienthong.limiter.rejections"),
             adapter_duration: seconds("lienthong.adapter.call.duration"),
             adapter_errors: counter("lienthong.adapter.errors"),
@@ -215,6 +273,11 @@ impl Metrics {
             .u64_observable_counter("lienthong.shed")
             .with_description(help("lienthong.shed"))
             .with_callback(move |o| o.observe(shed.shed_count(), &[]))
+            .build();
+        self.meter
+            .u64_observable_counter("lienthong.telemetry.spans.dropped")
+            .with_description(help("lienthong.telemetry.spans.dropped"))
+            .with_callback(|o| o.observe(super::otlp::dropped_spans(), &[]))
             .build();
         let g = gateway.clone();
         self.meter
@@ -286,15 +349,19 @@ impl Metrics {
 
     /// One gRPC call served: its duration and status code.
     pub fn rpc(&self, rpc: &super::rpc::RpcName, code: &'static str, elapsed: Duration) {
-        self.rpc_duration.record(
-            elapsed.as_secs_f64(),
-            &[
+        let attributes = || {
+            [
                 KeyValue::new("rpc.system.name", "grpc"),
                 KeyValue::new("rpc.service", rpc.service),
                 KeyValue::new("rpc.method", rpc.method),
                 KeyValue::new("rpc.response.status_code", code),
-            ],
-        );
+            ]
+        };
+        let slot = CODES.iter().position(|c| *c == code).map(|c| usize::from(rpc.index) * CODES.len() + c);
+        match slot.and_then(|slot| self.rpc_bound.get(slot, || self.rpc_duration.bind(&attributes()))) {
+            Some(bound) => bound.record(elapsed.as_secs_f64()),
+            None => self.rpc_duration.record(elapsed.as_secs_f64(), &attributes()),
+        }
     }
 
     /// The counter of calls in progress.
@@ -303,9 +370,15 @@ impl Metrics {
     }
 
     /// A cache lookup of `method` and its outcome.
-    pub fn cache_lookup(&self, method: &'static str, outcome: &'static str) {
-        self.cache_lookups
-            .add(1, &[KeyValue::new("rpc.method", method), KeyValue::new("lienthong.cache.outcome", outcome)]);
+    pub fn cache_lookup(&self, method: Method, outcome: &'static str) {
+        let attributes =
+            || [KeyValue::new("rpc.method", method.rpc_name()), KeyValue::new("lienthong.cache.outcome", outcome)];
+        let slot =
+            CACHE_OUTCOMES.iter().position(|o| *o == outcome).map(|o| method as usize * CACHE_OUTCOMES.len() + o);
+        match slot.and_then(|slot| self.cache_bound.get(slot, || self.cache_lookups.bind(&attributes()))) {
+            Some(bound) => bound.add(1),
+            None => self.cache_lookups.add(1, &attributes()),
+        }
     }
 
     /// A call refused by the `limit` rate limit (app, citizen, upstream).

@@ -12,6 +12,7 @@
 
 pub mod json;
 pub mod metrics;
+pub mod otlp;
 pub mod rpc;
 pub mod spans;
 pub mod stats;
@@ -21,12 +22,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use std::sync::Arc;
 
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SpanProcessor};
 use serde::Deserialize;
 use tracing::Level;
 use tracing_subscriber::Layer as _;
@@ -43,8 +41,9 @@ pub struct TelemetryConfig {
     /// `/status`); unset: no ops port. They say nothing personal, but they
     /// are for operators: keep the port off the public network.
     pub ops_listen: Option<SocketAddr>,
-    /// The OTLP/gRPC collector, for example `http://127.0.0.1:4317`. Unset
-    /// (the sandbox default): nothing is exported; logs still carry trace ids.
+    /// The OTLP/gRPC collector, for example `http://127.0.0.1:4317` (an
+    /// `https://` one is verified against the system's roots). Unset (the
+    /// sandbox default): nothing is exported; logs still carry trace ids.
     pub otlp_endpoint: Option<String>,
     /// Export traces to the collector.
     pub traces: bool,
@@ -147,51 +146,41 @@ pub enum LogFormat {
     Json,
 }
 
-/// Keeps tracing running; [`Tracing::shutdown`] flushes the spans not yet
+/// Keeps tracing running; [`Tracing::shutdown`] sends the spans not yet
 /// exported.
 #[derive(Debug)]
 pub struct Tracing {
-    processor: Option<Arc<dyn SpanProcessor>>,
+    export: Option<otlp::Export>,
 }
 
 impl Tracing {
-    /// Flushes and stops the exporter (blocking: call from
+    /// Sends what is queued and stops the exporter (blocking: call from
     /// `spawn_blocking` or outside the runtime).
     pub fn shutdown(self) {
-        if let Some(p) = self.processor
-            && let Err(e) = p.shutdown()
+        if let Some(e) = self.export
+            && !e.shutdown()
         {
-            eprintln!("lienthong: flushing traces at exit failed: {e}");
+            eprintln!("lienthong: sending the last spans at exit failed");
         }
     }
 
-    /// Exports every finished span now (blocking).
+    /// Exports every finished span now (blocking, as [`Tracing::shutdown`]).
     pub fn flush(&self) {
-        if let Some(p) = &self.processor {
-            let _ = p.force_flush();
+        if let Some(e) = &self.export {
+            e.flush();
         }
     }
 }
 
-/// The span processor of `config`: sampled spans exported in batches over
+/// The export of `config`'s traces: sampled spans sent in batches over
 /// OTLP/gRPC, when an endpoint is set. Call inside the Tokio runtime (the
-/// exporter's channel lives there).
-pub fn span_processor(config: &TelemetryConfig) -> anyhow::Result<Option<Arc<dyn SpanProcessor>>> {
+/// exporter's task lives there).
+pub fn span_export(config: &TelemetryConfig) -> anyhow::Result<Option<otlp::Export>> {
     let Some(endpoint) = config.trace_endpoint() else { return Ok(None) };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .with_timeout(Duration::from_secs(10))
-        .build()
-        .with_context(|| format!("building the OTLP span exporter for {endpoint}"))?;
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(config.max_queued_spans)
-        .with_max_export_batch_size(2048)
-        .with_scheduled_delay(Duration::from_secs(1))
-        .build();
-    let mut processor = BatchSpanProcessor::new(exporter, batch);
-    processor.set_resource(&config.resource());
-    Ok(Some(Arc::new(processor)))
+    let resource = config.resource().iter().map(|(k, v)| (k.as_str().to_owned(), v.as_str().into_owned())).collect();
+    otlp::Export::start(endpoint, resource, config.max_queued_spans)
+        .with_context(|| format!("starting the OTLP span export to {endpoint}"))
+        .map(Some)
 }
 
 /// Which spans become OpenTelemetry spans, whatever the log filter: those
@@ -211,10 +200,11 @@ where
     lienthong_adapter_core::telemetry::set_traceparent_source(|span| {
         spans::with_ids(span, spans::SpanIds::traceparent)
     });
-    let processor = span_processor(config)?;
+    let export = span_export(config)?;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,opentelemetry=warn"));
-    let otel = spans::SpanLayer::new(processor.clone(), config.sampling_ratio).with_filter(filter_fn(otel_filter));
+    let otel = spans::SpanLayer::new(export.as_ref().map(|e| e.queue().clone()), config.sampling_ratio)
+        .with_filter(filter_fn(otel_filter));
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(otel);
     match format {
@@ -224,7 +214,7 @@ where
             registry.with(fmt.with_filter(filter)).try_init()?;
         }
     }
-    Ok(Tracing { processor })
+    Ok(Tracing { export })
 }
 
 /// The trace id of `span` (32 hex digits), when it belongs to a trace.
@@ -239,12 +229,16 @@ pub fn sampled(span: &tracing::Span) -> bool {
 
 /// [`trace_id_of`] without an allocation.
 pub fn trace_id_hex(span: &tracing::Span) -> Option<[u8; 32]> {
-    let trace_id = spans::with_ids(span, |ids| ids.trace_id)?;
+    spans::with_ids(span, |ids| hex_trace_id(ids.trace_id))
+}
+
+/// `trace_id` as 32 lowercase hex digits.
+pub fn hex_trace_id(trace_id: opentelemetry::trace::TraceId) -> [u8; 32] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 32];
     for (i, b) in trace_id.to_bytes().iter().enumerate() {
         hex[2 * i] = DIGITS[usize::from(b >> 4)];
         hex[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
-    Some(hex)
+    hex
 }

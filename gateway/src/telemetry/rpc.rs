@@ -44,11 +44,14 @@ pub struct RpcName {
     http: bool,
     /// Answers with a stream.
     streaming: bool,
+    /// Its place among all names (see [`RpcName::count`]).
+    pub index: u16,
 }
 
-const OTHER: RpcName = RpcName { service: "_OTHER", method: "_OTHER", traced: true, http: false, streaming: false };
+const OTHER: RpcName =
+    RpcName { service: "_OTHER", method: "_OTHER", traced: true, http: false, streaming: false, index: 0 };
 const WEBHOOK: RpcName =
-    RpcName { service: "webhooks", method: "webhooks/receive", traced: true, http: true, streaming: false };
+    RpcName { service: "webhooks", method: "webhooks/receive", traced: true, http: true, streaming: false, index: 1 };
 
 fn known_methods() -> &'static HashMap<String, RpcName> {
     static METHODS: OnceLock<HashMap<String, RpcName>> = OnceLock::new();
@@ -76,10 +79,14 @@ fn known_methods() -> &'static HashMap<String, RpcName> {
         // label values that cost nothing to attach.
         for (service, method, streaming) in names {
             let path = format!("/{service}/{method}");
+            if methods.contains_key(&path) {
+                continue;
+            }
+            let index = u16::try_from(methods.len() + 2).unwrap_or(u16::MAX);
             let traced = !service.starts_with("grpc.health.");
             let service: &'static str = Box::leak(service.into_boxed_str());
             let method: &'static str = Box::leak(format!("{service}/{method}").into_boxed_str());
-            methods.insert(path, RpcName { service, method, traced, http: false, streaming });
+            methods.insert(path, RpcName { service, method, traced, http: false, streaming, index });
         }
         methods
     })
@@ -92,6 +99,11 @@ impl RpcName {
             return WEBHOOK;
         }
         known_methods().get(path).copied().unwrap_or(OTHER)
+    }
+
+    /// How many names there are: every [`RpcName::index`] is below it.
+    pub fn count() -> usize {
+        known_methods().len() + 2
     }
 }
 
@@ -130,6 +142,8 @@ struct Finish {
     in_flight: Arc<AtomicI64>,
     rpc: RpcName,
     span: tracing::Span,
+    /// Whether the span is exported (else its attributes are not kept).
+    sampled: bool,
     started: Instant,
     code: Option<&'static str>,
 }
@@ -147,9 +161,11 @@ impl Drop for Finish {
         self.metrics.rpc(&self.rpc, code, elapsed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !self.span.is_disabled() {
-            self.span.record("rpc.response.status_code", code);
-            if server_error(code) || code.starts_with("HTTP_5") {
-                self.span.record("otel.status_code", "ERROR");
+            if self.sampled {
+                self.span.record("rpc.response.status_code", code);
+                if server_error(code) || code.starts_with("HTTP_5") {
+                    self.span.record("otel.status_code", "ERROR");
+                }
             }
             // The access log: one line per call, in its trace (silence with
             // RUST_LOG=info,lienthong::access=warn).
@@ -221,11 +237,13 @@ where
         };
         let in_flight = self.metrics.in_flight().clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
+        let ids = super::spans::with_ids(&span, |ids| (super::hex_trace_id(ids.trace_id), ids.sampled));
         let mut finish = Finish {
             metrics: self.metrics.clone(),
             in_flight,
             rpc,
             span: span.clone(),
+            sampled: ids.is_some_and(|(_, sampled)| sampled),
             started: Instant::now(),
             code: None,
         };
@@ -233,7 +251,7 @@ where
         async move {
             let mut response = future.await?;
             // The trace id, for the caller to quote to operators.
-            if let Some(id) = super::trace_id_hex(&finish.span)
+            if let Some((id, _)) = ids
                 && let Ok(mut v) = http::HeaderValue::from_bytes(&id)
             {
                 // Never indexed by HPACK: a value that differs in every answer

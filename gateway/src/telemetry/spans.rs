@@ -2,7 +2,9 @@
 //! request path: every span gets W3C ids (its trace's, inherited from its
 //! parent, or a caller's `traceparent`), and only sampled spans collect
 //! attributes and reach the exporter. A span not sampled costs an id and a
-//! small extension; a sampled one, its attributes and one `SpanData` on close.
+//! small extension; a sampled one, its attributes (encoded as OTLP protobuf
+//! as they are recorded) and, on close, writing it into the export queue
+//! ([`super::otlp`]).
 //!
 //! Fields with special meaning, as in tracing-opentelemetry: `otel.name`
 //! (the span's name), `otel.kind` (`server`, `client`, …), and
@@ -10,17 +12,18 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanProcessor};
+use opentelemetry::trace::{SpanId, TraceId};
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+
+use super::otlp::{self, EndedSpan, Kind, SpanQueue, StatusCode};
 
 /// A caller's span: the parent of the next root span made on this thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +97,12 @@ impl SpanIds {
 #[derive(Debug)]
 struct Recording {
     name: Cow<'static, str>,
-    kind: SpanKind,
-    parent: SpanId,
+    kind: Kind,
+    parent: Option<SpanId>,
     remote_parent: bool,
     start: SystemTime,
-    attributes: Vec<KeyValue>,
-    status: Status,
+    attributes: otlp::Attributes,
+    status: StatusCode,
 }
 
 impl Visit for Recording {
@@ -108,63 +111,80 @@ impl Visit for Recording {
             "otel.name" => self.name = Cow::Owned(value.to_owned()),
             "otel.kind" => {
                 self.kind = match value {
-                    "server" => SpanKind::Server,
-                    "client" => SpanKind::Client,
-                    "producer" => SpanKind::Producer,
-                    "consumer" => SpanKind::Consumer,
-                    _ => SpanKind::Internal,
+                    "server" => Kind::Server,
+                    "client" => Kind::Client,
+                    "producer" => Kind::Producer,
+                    "consumer" => Kind::Consumer,
+                    _ => Kind::Internal,
                 }
             }
             "otel.status_code" => {
-                self.status = if value.eq_ignore_ascii_case("error") { Status::error("") } else { Status::Ok }
+                self.status = if value.eq_ignore_ascii_case("error") { StatusCode::Error } else { StatusCode::Ok }
             }
-            name => self.attributes.push(KeyValue::new(name, value.to_owned())),
+            name => self.attributes.str(name, value),
         }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.attributes.push(KeyValue::new(field.name(), value));
+        self.attributes.int(field.name(), value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.attributes.push(KeyValue::new(field.name(), i64::try_from(value).unwrap_or(i64::MAX)));
+        self.attributes.int(field.name(), i64::try_from(value).unwrap_or(i64::MAX));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.attributes.push(KeyValue::new(field.name(), value));
+        self.attributes.bool(field.name(), value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.attributes.push(KeyValue::new(field.name(), value));
+        self.attributes.double(field.name(), value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         self.record_str(field, &format!("{value:?}"));
     }
 }
 
-/// The layer: ids for every span, export for the sampled ones.
-pub struct SpanLayer {
-    processor: Option<Arc<dyn SpanProcessor>>,
-    /// Root traces whose id's low 63 bits fall below this are sampled.
-    bound: u64,
-    ids: RandomIdGenerator,
-    scope: InstrumentationScope,
+thread_local! {
+    /// This thread's id generator state (SplitMix64, seeded from the
+    /// process's random hash keys).
+    static ID_STATE: Cell<u64> = Cell::new(std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()));
 }
 
-impl std::fmt::Debug for SpanLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpanLayer").field("exports", &self.processor.is_some()).finish_non_exhaustive()
-    }
+/// A random 64-bit number (not for secrets: for ids).
+fn random_u64() -> u64 {
+    ID_STATE.with(|state| {
+        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+fn new_trace_id() -> TraceId {
+    TraceId::from_bytes(((u128::from(random_u64()) << 64) | u128::from(random_u64().max(1))).to_be_bytes())
+}
+
+fn new_span_id() -> SpanId {
+    SpanId::from_bytes(random_u64().max(1).to_be_bytes())
+}
+
+/// The layer: ids for every span, export for the sampled ones.
+#[derive(Debug)]
+pub struct SpanLayer {
+    queue: Option<Arc<SpanQueue>>,
+    /// Root traces whose id's low 63 bits fall below this are sampled.
+    bound: u64,
 }
 
 impl SpanLayer {
-    /// Exports sampled spans to `processor` (none: ids only); samples
-    /// `ratio` of new traces (a caller's decision is followed).
-    pub fn new(processor: Option<Arc<dyn SpanProcessor>>, ratio: f64) -> Self {
-        let ratio = if processor.is_some() { ratio.clamp(0.0, 1.0) } else { 0.0 };
+    /// Exports sampled spans to `queue` (none: ids only); samples `ratio`
+    /// of new traces (a caller's decision is followed).
+    pub fn new(queue: Option<Arc<SpanQueue>>, ratio: f64) -> Self {
+        let ratio = if queue.is_some() { ratio.clamp(0.0, 1.0) } else { 0.0 };
         let bound = if ratio >= 1.0 { u64::MAX } else { (ratio * (1u64 << 63) as f64) as u64 };
-        let scope = InstrumentationScope::builder("lienthong").with_version(env!("CARGO_PKG_VERSION")).build();
-        Self { processor, bound, ids: RandomIdGenerator::default(), scope }
+        Self { queue, bound }
     }
 
     fn sampled(&self, trace_id: TraceId) -> bool {
-        let low = u64::from_be_bytes(trace_id.to_bytes()[8..].try_into().unwrap_or_default()) >> 1;
+        let low = (u128::from_be_bytes(trace_id.to_bytes()) as u64) >> 1;
         self.bound == u64::MAX || low < self.bound
     }
 }
@@ -180,9 +200,9 @@ where
         let (trace_id, parent_id, remote, sampled) = match parent {
             Some((trace, span, sampled)) => (trace, span, false, sampled),
             None => match NEXT_REMOTE_PARENT.with(Cell::take) {
-                Some(r) => (r.trace_id, r.span_id, true, r.sampled && self.processor.is_some()),
+                Some(r) => (r.trace_id, r.span_id, true, r.sampled && self.queue.is_some()),
                 None => {
-                    let trace = self.ids.new_trace_id();
+                    let trace = new_trace_id();
                     (trace, SpanId::INVALID, false, self.sampled(trace))
                 }
             },
@@ -190,17 +210,17 @@ where
         let recording = sampled.then(|| {
             let mut r = Recording {
                 name: Cow::Borrowed(attrs.metadata().name()),
-                kind: SpanKind::Internal,
-                parent: parent_id,
+                kind: Kind::Internal,
+                parent: (parent_id != SpanId::INVALID).then_some(parent_id),
                 remote_parent: remote,
                 start: SystemTime::now(),
-                attributes: Vec::with_capacity(attrs.fields().len()),
-                status: Status::Unset,
+                attributes: otlp::Attributes::of_span(attrs.fields().len()),
+                status: StatusCode::Unset,
             };
             attrs.record(&mut r);
             Box::new(r)
         });
-        span.extensions_mut().insert(SpanIds { trace_id, span_id: self.ids.new_span_id(), sampled, recording });
+        span.extensions_mut().insert(SpanIds { trace_id, span_id: new_span_id(), sampled, recording });
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -212,25 +232,20 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let (Some(processor), Some(span)) = (&self.processor, ctx.span(&id)) else { return };
+        let (Some(queue), Some(span)) = (&self.queue, ctx.span(&id)) else { return };
         let Some(ids) = span.extensions_mut().remove::<SpanIds>() else { return };
         let Some(r) = ids.recording else { return };
-        let span_context =
-            SpanContext::new(ids.trace_id, ids.span_id, TraceFlags::SAMPLED, false, TraceState::default());
-        processor.on_end(SpanData {
-            span_context,
-            parent_span_id: r.parent,
-            parent_span_is_remote: r.remote_parent,
-            span_kind: r.kind,
-            name: r.name,
-            start_time: r.start,
-            end_time: SystemTime::now(),
-            attributes: r.attributes,
-            dropped_attributes_count: 0,
-            events: Default::default(),
-            links: Default::default(),
+        queue.push(&EndedSpan {
+            trace_id: ids.trace_id.to_bytes(),
+            span_id: ids.span_id.to_bytes(),
+            parent_id: r.parent.map(|p| p.to_bytes()),
+            parent_is_remote: r.remote_parent,
+            name: &r.name,
+            kind: r.kind,
+            start: r.start,
+            end: SystemTime::now(),
+            attributes: &r.attributes,
             status: r.status,
-            instrumentation_scope: self.scope.clone(),
         });
     }
 }
@@ -278,23 +293,21 @@ mod tests {
 
     #[test]
     fn the_ratio_samples_that_share_of_root_traces() {
-        #[derive(Debug)]
-        struct Nowhere;
-        impl SpanProcessor for Nowhere {
-            fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
-            fn on_end(&self, _: SpanData) {}
-            fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-                Ok(())
-            }
-            fn shutdown_with_timeout(&self, _: std::time::Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-                Ok(())
-            }
-        }
-        let layer = SpanLayer::new(Some(Arc::new(Nowhere)), 0.25);
-        let ids = RandomIdGenerator::default();
-        let kept = (0..20_000).filter(|_| layer.sampled(ids.new_trace_id())).count();
+        let queue = Some(Arc::new(SpanQueue::new(1024)));
+        let layer = SpanLayer::new(queue, 0.25);
+        let kept = (0..20_000).filter(|_| layer.sampled(new_trace_id())).count();
         assert!((4_500..5_500).contains(&kept), "{kept}");
         let off = SpanLayer::new(None, 1.0);
-        assert!(!(0..100).any(|_| off.sampled(ids.new_trace_id()) && off.processor.is_some()));
+        assert!(!(0..100).any(|_| off.sampled(new_trace_id())));
+    }
+
+    #[test]
+    fn ids_are_valid_and_distinct() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| new_trace_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(!ids.contains(&TraceId::INVALID));
+        let from_another_thread = std::thread::spawn(new_span_id).join().unwrap();
+        assert_ne!(from_another_thread, new_span_id());
+        assert_ne!(new_span_id(), SpanId::INVALID);
     }
 }
