@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -199,7 +200,8 @@ def tracing(a):
     """Cache hits with traces off, and with every request traced and exported."""
     sink, addr = otlp_sink()
     env = dict(gateway_env(50082), LIENTHONG_TELEMETRY__OTLP_ENDPOINT=f"http://{addr}",
-               LIENTHONG_TELEMETRY__SAMPLING_RATIO="1.0", LIENTHONG_TELEMETRY__METRICS="false")
+               LIENTHONG_TELEMETRY__SAMPLING_RATIO="1.0", LIENTHONG_TELEMETRY__METRICS="false",
+               LIENTHONG_TELEMETRY__OPS_LISTEN="127.0.0.1:59464")
     traced = start([os.path.join(RELEASE, "lienthong")], env=env)
     plain = start([os.path.join(RELEASE, "lienthong")], env=gateway_env(50080))
     body = body_file("procedure.bin", "1.000894")
@@ -231,6 +233,10 @@ def tracing(a):
                 break
             time.sleep(0.5)
         print(f"spans exported {got} of {expected} expected ({100 * got / max(expected, 1):.1f}%)")
+        scrape = urllib.request.urlopen("http://127.0.0.1:59464/metrics", timeout=10).read().decode()
+        dropped = next((line.split()[-1] for line in scrape.splitlines()
+                        if line.startswith("lienthong_telemetry_spans_dropped_total")), "?")
+        print(f"spans the gateway counted as dropped: {dropped}")
     finally:
         for proc in (traced, plain, sink):
             proc.terminate()

@@ -17,7 +17,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 
 use crate::apps::{App, AppRegistry};
 use crate::config::Config;
@@ -300,11 +300,13 @@ impl Gateway {
             .provinces
             .get(code)
             .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
-        // Attributes and child spans are kept only for traces that are
-        // exported.
-        let span = tracing::Span::current();
-        let traced = crate::telemetry::sampled(&span);
+        // The call's trace, as the telemetry layer made it (or, without the
+        // layer, the current span's and the caller's). Attributes and child
+        // spans are kept only for traces that are exported.
+        let call_trace = request.extensions().get::<crate::telemetry::rpc::CallTrace>().copied();
+        let traced = call_trace.map_or_else(|| crate::telemetry::sampled(&tracing::Span::current()), |t| t.sampled);
         if traced {
+            let span = tracing::Span::current();
             span.record("lienthong.province", code);
             span.record("lienthong.app", app.id.as_str());
         }
@@ -315,7 +317,7 @@ impl Gateway {
             province,
             method,
             app,
-            trace_id: trace_id(metadata),
+            trace_id: call_trace.map(|t| t.trace_id).or_else(|| trace_id(metadata)),
             traced,
             purpose: None,
             ctx: CallContext { province: code.to_owned(), principal: None, deadline },
@@ -361,14 +363,16 @@ fn bad_province(why: &str) -> Status {
 
 /// The trace id of an inbound W3C `traceparent`, parsed as the tracing layer
 /// parses it.
-fn trace_id(metadata: &MetadataMap) -> Option<String> {
+fn trace_id(metadata: &MetadataMap) -> Option<opentelemetry::trace::TraceId> {
     let v = metadata.get("traceparent")?.to_str().ok()?;
-    crate::telemetry::spans::RemoteParent::parse(v).map(|p| p.trace_id.to_string())
+    crate::telemetry::spans::RemoteParent::parse(v).map(|p| p.trace_id)
 }
 
 /// The metadata parsers, for property tests.
 #[cfg(test)]
-pub(crate) fn parse_metadata_for_tests(metadata: &MetadataMap) -> (Option<Duration>, Option<String>) {
+pub(crate) fn parse_metadata_for_tests(
+    metadata: &MetadataMap,
+) -> (Option<Duration>, Option<opentelemetry::trace::TraceId>) {
     (grpc_timeout(metadata), trace_id(metadata))
 }
 
@@ -399,7 +403,9 @@ pub struct Call<'g> {
     province: &'g ProvinceAdapters,
     method: Method,
     app: &'g App,
-    trace_id: Option<String>,
+    /// The call's trace (the telemetry layer's, else the caller's
+    /// `traceparent`).
+    trace_id: Option<opentelemetry::trace::TraceId>,
     /// Whether this call's trace is exported (its child spans are made).
     traced: bool,
     purpose: Option<String>,
@@ -450,10 +456,13 @@ impl<'g> Call<'g> {
 
     fn auditor_for(&self, principal: &Principal) -> Auditor {
         let log = self.gateway.audit.clone();
-        // The call's trace (the caller's when it sent `traceparent`); without
-        // tracing installed, the caller's, or a fresh 128-bit id.
-        let trace_id = crate::telemetry::trace_id_of(&tracing::Span::current())
-            .or_else(|| self.trace_id.clone())
+        // The call's trace (which continues the caller's when it sent
+        // `traceparent`); without the telemetry layer, the current span's,
+        // or a fresh 128-bit id.
+        let trace_id = self
+            .trace_id
+            .map(|t| t.to_string())
+            .or_else(|| crate::telemetry::trace_id_of(&tracing::Span::current()))
             .unwrap_or_else(|| crate::apps::random_hex::<16>().unwrap_or_default());
         Auditor {
             template: crate::audit::AuditEvent {
@@ -705,11 +714,17 @@ impl<T> Answer<T> {
             Some((f, age)) => (f.as_str(), Some(age)),
             None => ("bypass", None),
         };
-        r.metadata_mut().insert(crate::services::CACHE_HEADER, tonic::metadata::MetadataValue::from_static(state));
-        if let Some(age) = age
-            && let Ok(v) = age.as_secs().to_string().parse()
-        {
-            r.metadata_mut().insert("x-lienthong-age-seconds", v);
+        // Header names made once: parsing them costs more than the insert.
+        static KEYS: std::sync::LazyLock<[MetadataKey<Ascii>; 2]> = std::sync::LazyLock::new(|| {
+            [
+                MetadataKey::from_static(crate::services::CACHE_HEADER),
+                MetadataKey::from_static("x-lienthong-age-seconds"),
+            ]
+        });
+        let [cache, age_seconds] = &*KEYS;
+        r.metadata_mut().insert(cache, tonic::metadata::MetadataValue::from_static(state));
+        if let Some(age) = age {
+            r.metadata_mut().insert(age_seconds, tonic::metadata::MetadataValue::from(age.as_secs()));
         }
         r
     }

@@ -173,8 +173,7 @@ impl Tracing {
 }
 
 /// The export of `config`'s traces: sampled spans sent in batches over
-/// OTLP/gRPC, when an endpoint is set. Call inside the Tokio runtime (the
-/// exporter's task lives there).
+/// OTLP/gRPC by a thread of its own, when an endpoint is set.
 pub fn span_export(config: &TelemetryConfig) -> anyhow::Result<Option<otlp::Export>> {
     let Some(endpoint) = config.trace_endpoint() else { return Ok(None) };
     let resource = config.resource().iter().map(|(k, v)| (k.as_str().to_owned(), v.as_str().into_owned())).collect();

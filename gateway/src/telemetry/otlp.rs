@@ -415,8 +415,9 @@ impl Envelope {
 
 impl Export {
     /// Starts exporting to `endpoint` (`http://` or `https://`), with
-    /// `resource` on every span; at most `max_queued` spans wait. Call
-    /// inside the Tokio runtime.
+    /// `resource` on every span; at most `max_queued` spans wait. The
+    /// exporter runs on a thread of its own, so that a busy server still
+    /// sends its spans.
     pub fn start(endpoint: &str, resource: Vec<(String, String)>, max_queued: usize) -> anyhow::Result<Self> {
         let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| anyhow::anyhow!("the OTLP endpoint {endpoint:?} is not a URL: {e}"))?
@@ -425,10 +426,22 @@ impl Export {
         if endpoint.starts_with("https://") {
             channel = channel.tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())?;
         }
-        let client = tonic::client::Grpc::new(channel.connect_lazy());
         let queue = Arc::new(SpanQueue::new(max_queued));
         let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(queue.clone(), client, Envelope::new(&resource), rx));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("starting the span exporter's runtime: {e}"))?;
+        let (q, envelope) = (queue.clone(), Envelope::new(&resource));
+        std::thread::Builder::new()
+            .name("lienthong-otlp".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let client = tonic::client::Grpc::new(channel.connect_lazy());
+                    run(q, client, envelope, rx).await;
+                });
+            })
+            .map_err(|e| anyhow::anyhow!("starting the span exporter's thread: {e}"))?;
         Ok(Self { queue, commands })
     }
 

@@ -29,6 +29,19 @@ use super::metrics::Metrics;
 /// Response metadata naming the call's trace (32 hex digits).
 pub const TRACE_ID_HEADER: &str = "x-lienthong-trace-id";
 
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// A call's trace as this layer made it, for the services below (a request
+/// extension): its id, and whether it is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTrace {
+    /// The trace.
+    pub trace_id: opentelemetry::trace::TraceId,
+    /// Whether its spans are exported (else they keep only their ids).
+    pub sampled: bool,
+}
+
 /// A gRPC method as labels and span names carry it: only the gateway's own
 /// methods; any other path is `_OTHER`, so a caller cannot mint label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +196,7 @@ impl Drop for Finish {
 
 /// The gRPC status of a header block (trailers, or a trailers-only answer).
 fn grpc_status(headers: &HeaderMap) -> Option<&'static str> {
-    let v = headers.get("grpc-status")?;
+    let v = headers.get(&GRPC_STATUS)?;
     Some(crate::gateway::code_name(tonic::Code::from_bytes(v.as_bytes())))
 }
 
@@ -209,13 +222,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let rpc = RpcName::of(req.uri().path());
         let span = if rpc.traced {
             // A caller's `traceparent` makes this call part of its trace.
             let parent = req
                 .headers()
-                .get("traceparent")
+                .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(super::spans::RemoteParent::parse);
             super::spans::with_remote_parent(parent, || {
@@ -237,13 +250,16 @@ where
         };
         let in_flight = self.metrics.in_flight().clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
-        let ids = super::spans::with_ids(&span, |ids| (super::hex_trace_id(ids.trace_id), ids.sampled));
+        let ids = super::spans::with_ids(&span, |ids| CallTrace { trace_id: ids.trace_id, sampled: ids.sampled });
+        if let Some(trace) = ids {
+            req.extensions_mut().insert(trace);
+        }
         let mut finish = Finish {
             metrics: self.metrics.clone(),
             in_flight,
             rpc,
             span: span.clone(),
-            sampled: ids.is_some_and(|(_, sampled)| sampled),
+            sampled: ids.is_some_and(|t| t.sampled),
             started: Instant::now(),
             code: None,
         };
@@ -251,8 +267,8 @@ where
         async move {
             let mut response = future.await?;
             // The trace id, for the caller to quote to operators.
-            if let Some((id, _)) = ids
-                && let Ok(mut v) = http::HeaderValue::from_bytes(&id)
+            if let Some(trace) = ids
+                && let Ok(mut v) = http::HeaderValue::from_bytes(&super::hex_trace_id(trace.trace_id))
             {
                 // Never indexed by HPACK: a value that differs in every answer
                 // would only churn the connection's header table.
