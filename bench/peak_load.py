@@ -151,9 +151,21 @@ def sandbox_pair(a):
         if time.time() > deadline:
             sys.exit("the gateway does not answer GetProcedure")
         time.sleep(0.2)
-    for port in (50080, 50081):  # warm up
+    targets = {"bare tonic": (bare, 50081), "gateway": (gateway, 50080)}
+    if a.compare:
+        # Another build of the gateway (an older commit, say). Builds older
+        # than issue 6 know no [telemetry] and refuse its settings.
+        env = {k: v for k, v in gateway_env(50083).items() if not k.startswith("LIENTHONG_TELEMETRY__")}
+        other = start([a.compare], env=env)
+        wait_port(50083, other)
+        while h2load(50083, PROCEDURE, body, 100, 1, 1)[1] != 100:
+            if time.time() > deadline + 30:
+                sys.exit(f"{a.compare} does not answer GetProcedure")
+            time.sleep(0.2)
+        targets["compared"] = (other, 50083)
+    for _, port in targets.values():  # warm up
         h2load(port, PROCEDURE, body, 2000, 4, 4)
-    return {"bare tonic": (bare, 50081), "gateway": (gateway, 50080)}, body
+    return targets, body
 
 
 def interleaved(a, targets, body):
@@ -179,6 +191,11 @@ def cache_hit(a, targets, body):
     b_cpu, g_cpu = med([r[1] for r in results["bare tonic"]]), med([r[1] for r in results["gateway"]])
     print(f"median bare {b_rps:.0f} req/s {b_cpu:.1f} us/req; gateway {g_rps:.0f} req/s {g_cpu:.1f} us/req")
     print(f"RATIO throughput {g_rps / b_rps:.2f}  CPU per request {g_cpu / b_cpu:.2f}")
+    if "compared" in results:
+        c_rps, c_cpu = med([r[0] for r in results["compared"]]), med([r[1] for r in results["compared"]])
+        print(f"median compared ({a.compare}) {c_rps:.0f} req/s {c_cpu:.1f} us/req")
+        print(f"RATIO compared/bare: throughput {c_rps / b_rps:.2f}  CPU per request {c_cpu / b_cpu:.2f}; "
+              f"gateway/compared: throughput {g_rps / c_rps:.2f}  CPU per request {g_cpu / c_cpu:.2f}")
     for name, (proc, _) in targets.items():
         print(f"peak RSS {name}: {peak_rss_mib(proc.pid):.0f} MiB")
     return b_rps
@@ -413,6 +430,8 @@ def main():
     p.add_argument("--entries", type=int, default=1_000_000)
     p.add_argument("--only-traced", action="store_true", help="instructions: the traced gateway only (profiling)")
     p.add_argument("--keep", action="store_true", help="keep callgrind files (printed)")
+    p.add_argument("--compare", metavar="BINARY",
+                   help="cache-hit: also drive this build of the gateway (for example an older commit's)")
     a = p.parse_args()
     only = set(a.only.split(","))
     if only & {"cache-hit", "latency"}:
