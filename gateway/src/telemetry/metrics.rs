@@ -128,7 +128,7 @@ pub const METRICS: &[MetricDoc] = &[
         "lienthong_telemetry_spans_dropped_total",
         "counter",
         &[],
-        "Sampled spans that never reached the OTLP collector: the export queue (telemetry.max_queued_spans) was full, or the collector failed or rejected them.",
+        "Sampled spans that never reached the OTLP collector: the export queue (telemetry.max_queued_spans) was full, the collector refused or rejected them, or it was away when the gateway stopped. While the collector is away, spans wait in the queue and are sent again.",
     ),
 ];
 

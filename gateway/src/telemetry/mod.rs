@@ -60,7 +60,8 @@ pub struct TelemetryConfig {
     /// More resource attributes, for example
     /// `{ "deployment.environment.name" = "production" }`.
     pub resource: BTreeMap<String, String>,
-    /// Spans waiting for export at most; beyond it they are dropped (and
+    /// Spans waiting for export at most (also while the collector is away:
+    /// they are sent again with backoff); beyond it they are dropped (and
     /// counted), never queued without bound.
     pub max_queued_spans: usize,
     /// Readiness turns false after this long of shedding in every second.

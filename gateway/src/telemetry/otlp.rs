@@ -3,10 +3,11 @@
 //! The request path pays for one thing: writing the span's bytes into the
 //! open batch (its attributes were encoded as they were recorded, see
 //! [`Attributes`]). No span structure is built, copied through a channel or
-//! converted again on another thread. A background task sends full batches,
-//! and the open one every second, as `ExportTraceServiceRequest`s; batches
-//! beyond the queue's bound are dropped and counted, never queued without
-//! bound.
+//! converted again on another thread. A thread of its own sends full
+//! batches, and the open one every second, as `ExportTraceServiceRequest`s.
+//! While the collector is away, batches wait and are sent again with
+//! backoff; spans beyond the queue's bound are dropped and counted, never
+//! queued without bound.
 //!
 //! The wire format is OTLP's `opentelemetry/proto/trace/v1/trace.proto`;
 //! the tests decode what is sent with the published OTLP types.
@@ -299,6 +300,13 @@ impl SpanQueue {
         }
     }
 
+    /// Puts back a batch the collector could not take, to be sent first.
+    fn again(&self, batch: (Vec<u8>, usize)) {
+        let mut b = self.lock();
+        b.queued += batch.1;
+        b.full.push_front(batch);
+    }
+
     /// The next batch to send: a full one, or (`all`) the open one.
     fn next(&self, all: bool) -> Option<(Vec<u8>, usize)> {
         let mut b = self.lock();
@@ -467,12 +475,28 @@ impl Export {
     }
 }
 
-async fn send(client: &mut tonic::client::Grpc<tonic::transport::Channel>, request: Bytes) -> Result<i64, String> {
-    client.ready().await.map_err(|e| format!("the collector cannot be reached: {e}"))?;
+/// Why an export failed.
+enum Failure {
+    /// The collector is unreachable, down or busy: the batch waits and is
+    /// sent again (the codes OTLP calls retryable).
+    Transient(String),
+    /// The collector refused the batch: sending it again would not help.
+    Refused(String),
+}
+
+async fn send(client: &mut tonic::client::Grpc<tonic::transport::Channel>, request: Bytes) -> Result<i64, Failure> {
+    client.ready().await.map_err(|e| Failure::Transient(format!("the collector cannot be reached: {e}")))?;
     let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-    let answer =
-        client.unary(tonic::Request::new(request), path, RawCodec).await.map_err(|s| format!("{s}"))?.into_inner();
-    Ok(answer.partial_success.map_or(0, |p| {
+    let answer = client.unary(tonic::Request::new(request), path, RawCodec).await.map_err(|s| {
+        use tonic::Code as C;
+        match s.code() {
+            C::Cancelled | C::DeadlineExceeded | C::Aborted | C::OutOfRange | C::Unavailable | C::DataLoss => {
+                Failure::Transient(s.to_string())
+            }
+            _ => Failure::Refused(s.to_string()),
+        }
+    })?;
+    Ok(answer.into_inner().partial_success.map_or(0, |p| {
         if p.rejected_spans > 0 || !p.error_message.is_empty() {
             tracing::warn!(rejected = p.rejected_spans, reason = %p.error_message, "the OTLP collector rejected spans");
         }
@@ -480,27 +504,55 @@ async fn send(client: &mut tonic::client::Grpc<tonic::transport::Channel>, reque
     }))
 }
 
-/// Sends one batch. `failing` says whether the last export failed, so that
-/// a failing collector is reported once, and its recovery once.
+/// How long a batch waits after the collector failed, at first and at most.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const LAST_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The exporter task's memory of failures.
+struct Health {
+    /// Whether the last export failed (a failing collector is reported
+    /// once, and its recovery once).
+    failing: bool,
+    /// No batch is sent before this, but on a flush.
+    retry_at: Option<tokio::time::Instant>,
+    backoff: Duration,
+}
+
+/// Sends one batch; a batch the collector could not take for now is
+/// returned, to be sent again.
 async fn export(
     client: &mut tonic::client::Grpc<tonic::transport::Channel>,
     envelope: &Envelope,
     queue: &SpanQueue,
     (batch, spans): (Vec<u8>, usize),
-    failing: &mut bool,
-) {
+    health: &mut Health,
+) -> Option<(Vec<u8>, usize)> {
     match send(client, envelope.request(&batch)).await {
         Ok(rejected) => {
             queue.dropped(u64::try_from(rejected).unwrap_or(0));
-            if std::mem::replace(failing, false) {
+            health.retry_at = None;
+            health.backoff = FIRST_BACKOFF;
+            if std::mem::replace(&mut health.failing, false) {
                 tracing::info!("spans reach the OTLP collector again");
             }
+            None
         }
-        Err(reason) => {
+        Err(Failure::Refused(reason)) => {
             queue.dropped(spans as u64);
-            if !std::mem::replace(failing, true) {
-                tracing::warn!(%reason, "exporting spans failed; spans are dropped until the collector answers");
+            tracing::warn!(%reason, spans, "the OTLP collector refused a batch of spans; they are dropped");
+            None
+        }
+        Err(Failure::Transient(reason)) => {
+            health.retry_at = Some(tokio::time::Instant::now() + health.backoff);
+            health.backoff = (health.backoff * 2).min(LAST_BACKOFF);
+            if !std::mem::replace(&mut health.failing, true) {
+                tracing::warn!(
+                    %reason,
+                    "exporting spans failed; they wait and are sent again, and spans beyond \
+                     telemetry.max_queued_spans are dropped"
+                );
             }
+            Some((batch, spans))
         }
     }
 }
@@ -511,7 +563,7 @@ async fn run(
     envelope: Envelope,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut failing = false;
+    let mut health = Health { failing: false, retry_at: None, backoff: FIRST_BACKOFF };
     let mut tick = tokio::time::interval(BATCH_DELAY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -524,8 +576,24 @@ async fn run(
                 None => (true, Some((std::sync::mpsc::sync_channel(1).0, true))),
             },
         };
-        while let Some(batch) = queue.next(all) {
-            export(&mut client, &envelope, &queue, batch, &mut failing).await;
+        // After a failure, batches wait out the backoff; a flush tries once.
+        let waiting = health.retry_at.is_some_and(|t| tokio::time::Instant::now() < t);
+        if reply.is_some() || !waiting {
+            let stopping = reply.as_ref().is_some_and(|(_, stop)| *stop);
+            while let Some(batch) = queue.next(all) {
+                if let Some((batch, spans)) = export(&mut client, &envelope, &queue, batch, &mut health).await {
+                    if stopping {
+                        // No collector to wait for at exit: the rest is lost.
+                        queue.dropped(spans as u64);
+                        while let Some((_, spans)) = queue.next(true) {
+                            queue.dropped(spans as u64);
+                        }
+                        break;
+                    }
+                    queue.again((batch, spans));
+                    break;
+                }
+            }
         }
         if let Some((done, stop)) = reply {
             let _ = done.send(());
@@ -645,9 +713,11 @@ mod tests {
         }
     }
 
-    /// A collector that takes every span but `reject` of each request.
+    /// A collector that takes every span but `reject` of each request, or
+    /// (`refuse`) none.
     struct Collector {
         reject: i64,
+        refuse: bool,
         received: Arc<std::sync::atomic::AtomicUsize>,
     }
 
@@ -663,6 +733,9 @@ mod tests {
             use opentelemetry_proto::tonic::collector::trace::v1::{
                 ExportTracePartialSuccess, ExportTraceServiceResponse,
             };
+            if self.refuse {
+                return Err(tonic::Status::invalid_argument("not for me"));
+            }
             let spans: usize =
                 request.into_inner().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
             self.received.fetch_add(spans, Ordering::Relaxed);
@@ -672,38 +745,73 @@ mod tests {
         }
     }
 
-    /// Spans that a collector refuses, or that find no collector, are
-    /// counted as dropped; the others arrive.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn spans_lost_on_the_way_are_counted() {
+    /// Serves a collector on `listener`; counts what it receives.
+    fn collector(listener: tokio::net::TcpListener, reject: i64, refuse: bool) -> Arc<std::sync::atomic::AtomicUsize> {
         use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let collector = Collector { reject: 2, received: received.clone() };
+        let collector = Collector { reject, refuse, received: received.clone() };
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(TraceServiceServer::new(collector))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
-        let attributes = Attributes::of_span(0);
-        let export = Arc::new(Export::start(&format!("http://{addr}"), Vec::new(), 1024).unwrap());
-        for _ in 0..5 {
-            export.queue().push(&one_span(&attributes));
-        }
-        let e = export.clone();
-        assert!(tokio::task::spawn_blocking(move || e.flush()).await.unwrap());
-        assert_eq!(received.load(Ordering::Relaxed), 5);
-        assert_eq!(export.queue().dropped.load(Ordering::Relaxed), 2, "the spans the collector rejected");
+        received
+    }
 
-        // Nobody listens here.
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let export = Arc::new(Export::start(&format!("http://{closed}"), Vec::new(), 1024).unwrap());
-        for _ in 0..3 {
+    /// Pushes `n` spans, then flushes (or shuts down) from a blocking thread.
+    async fn push_and(export: &Arc<Export>, n: usize, shutdown: bool) -> bool {
+        let attributes = Attributes::of_span(0);
+        for _ in 0..n {
             export.queue().push(&one_span(&attributes));
         }
         let e = export.clone();
-        assert!(tokio::task::spawn_blocking(move || e.shutdown()).await.unwrap());
-        assert_eq!(export.queue().dropped.load(Ordering::Relaxed), 3, "the spans that found no collector");
+        tokio::task::spawn_blocking(move || if shutdown { e.shutdown() } else { e.flush() }).await.unwrap()
+    }
+
+    fn dropped_by(export: &Export) -> u64 {
+        export.queue().dropped.load(Ordering::Relaxed)
+    }
+
+    /// Spans that a collector rejects or refuses are counted as dropped;
+    /// the others arrive.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_a_collector_rejects_or_refuses_are_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = collector(listener, 2, false);
+        let export = Arc::new(Export::start(&format!("http://{addr}"), Vec::new(), 1024).unwrap());
+        assert!(push_and(&export, 5, false).await);
+        assert_eq!(received.load(Ordering::Relaxed), 5);
+        assert_eq!(dropped_by(&export), 2, "the spans the collector rejected");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        collector(listener, 0, true);
+        let export = Arc::new(Export::start(&format!("http://{addr}"), Vec::new(), 1024).unwrap());
+        assert!(push_and(&export, 4, false).await);
+        assert_eq!(dropped_by(&export), 4, "a refused batch is not sent again");
+        assert!(export.queue().next(true).is_none());
+    }
+
+    /// While the collector is away, spans wait (up to the queue's bound);
+    /// when it is back, they arrive. At exit, what cannot be sent is
+    /// counted as dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_wait_for_a_collector_that_is_away() {
+        // Nobody listens here yet.
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let export = Arc::new(Export::start(&format!("http://{addr}"), Vec::new(), 1024).unwrap());
+        assert!(push_and(&export, 3, false).await);
+        assert_eq!(dropped_by(&export), 0, "a collector that is away loses nothing");
+
+        let received = collector(tokio::net::TcpListener::bind(addr).await.unwrap(), 0, false);
+        assert!(push_and(&export, 2, false).await);
+        assert_eq!(received.load(Ordering::Relaxed), 5, "the spans that waited arrive, and the new ones");
+        assert_eq!(dropped_by(&export), 0);
+
+        let away = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let export = Arc::new(Export::start(&format!("http://{away}"), Vec::new(), 1024).unwrap());
+        assert!(push_and(&export, 3, true).await);
+        assert_eq!(dropped_by(&export), 3, "the spans that found no collector at exit");
     }
 }
