@@ -140,29 +140,18 @@ fn help(otel: &str) -> &'static str {
 /// Histogram bounds for durations, in seconds.
 const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// The outcomes of a call, as `rpc.response.status_code` names them: gRPC
-/// codes, and HTTP classes for webhooks.
-const CODES: [&str; 19] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-    "HTTP_4XX",
-    "HTTP_5XX",
-];
+/// The outcomes of a call besides the gRPC codes: webhooks' HTTP classes.
+const HTTP_OUTCOMES: [&str; 2] = ["HTTP_4XX", "HTTP_5XX"];
+/// gRPC codes are 0 to 16.
+const GRPC_CODES: usize = 17;
+
+/// The place of `code` (as `rpc.response.status_code` names it) among a
+/// call's outcomes: the gRPC codes in order, then [`HTTP_OUTCOMES`].
+fn code_slot(code: &str) -> Option<usize> {
+    (0..GRPC_CODES as i32)
+        .position(|i| crate::gateway::code_name(tonic::Code::from(i)) == code)
+        .or_else(|| HTTP_OUTCOMES.iter().position(|h| *h == code).map(|h| GRPC_CODES + h))
+}
 
 /// The outcomes of a cache lookup.
 const CACHE_OUTCOMES: [&str; 4] = ["hit", "stale", "miss", "coalesced"];
@@ -245,7 +234,7 @@ impl Metrics {
         let counter = |name: &'static str| meter.u64_counter(name).with_description(help(name)).build();
         Ok(Self {
             rpc_duration: seconds("rpc.server.call.duration"),
-            rpc_bound: Bound::new(super::rpc::RpcName::count() * CODES.len()),
+            rpc_bound: Bound::new(super::rpc::RpcName::count() * (GRPC_CODES + HTTP_OUTCOMES.len())),
             cache_lookups: counter("lienthong.cache.lookups"),
             cache_bound: Bound::new(Method::ALL.len() * CACHE_OUTCOMES.len()),
             limiter_rejections: counter("lienthong.limiter.rejections"),
@@ -290,33 +279,38 @@ impl Metrics {
                 }
             })
             .build();
-        let g = gateway.clone();
-        self.meter
-            .u64_observable_gauge("lienthong.cache.entries")
-            .with_description(help("lienthong.cache.entries"))
-            .with_callback(move |o| {
-                if let Some(g) = g.upgrade() {
-                    o.observe(g.cache().usage_now().0, &[]);
-                }
-            })
-            .build();
-        let g = gateway.clone();
-        self.meter
-            .u64_observable_gauge("lienthong.cache.size")
-            .with_unit("By")
-            .with_description(help("lienthong.cache.size"))
-            .with_callback(move |o| {
-                if let Some(g) = g.upgrade() {
-                    o.observe(g.cache().usage_now().1, &[]);
-                }
-            })
-            .build();
+        self.cache_gauge(gateway.clone(), "lienthong.cache.entries", None, |(entries, _)| entries);
+        self.cache_gauge(gateway.clone(), "lienthong.cache.size", Some("By"), |(_, bytes)| bytes);
         self.per_instance(gateway.clone(), "lienthong.breaker.state", |s| match s.breaker.state {
             crate::breaker::BreakerState::Closed => 0,
             crate::breaker::BreakerState::HalfOpen => 1,
             crate::breaker::BreakerState::Open => 2,
         });
         self.per_instance(gateway, "lienthong.adapter.in_flight", |s| s.in_flight as u64);
+    }
+
+    /// A gauge of the response cache's usage (entries, bytes), in `unit`
+    /// when it has one.
+    fn cache_gauge(
+        &self,
+        gateway: Weak<Gateway>,
+        name: &'static str,
+        unit: Option<&'static str>,
+        value: fn((u64, u64)) -> u64,
+    ) {
+        let gauge = self.meter.u64_observable_gauge(name);
+        let gauge = match unit {
+            Some(unit) => gauge.with_unit(unit),
+            None => gauge,
+        };
+        gauge
+            .with_description(help(name))
+            .with_callback(move |o| {
+                if let Some(g) = gateway.upgrade() {
+                    o.observe(value(g.cache().usage_now()), &[]);
+                }
+            })
+            .build();
     }
 
     /// A gauge with one value per adapter instance, read from its guard.
@@ -357,7 +351,7 @@ impl Metrics {
                 KeyValue::new("rpc.response.status_code", code),
             ]
         };
-        let slot = CODES.iter().position(|c| *c == code).map(|c| usize::from(rpc.index) * CODES.len() + c);
+        let slot = code_slot(code).map(|c| usize::from(rpc.index) * (GRPC_CODES + HTTP_OUTCOMES.len()) + c);
         match slot.and_then(|slot| self.rpc_bound.get(slot, || self.rpc_duration.bind(&attributes()))) {
             Some(bound) => bound.record(elapsed.as_secs_f64()),
             None => self.rpc_duration.record(elapsed.as_secs_f64(), &attributes()),
@@ -425,5 +419,21 @@ impl Metrics {
                 KeyValue::new("error.type", error),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every outcome a call can have gets a slot of its own (a shared one
+    /// would record a call under another code's labels).
+    #[test]
+    fn each_outcome_has_its_own_slot() {
+        let outcomes: Vec<&str> =
+            (0..17).map(|i| crate::gateway::code_name(tonic::Code::from(i))).chain(["HTTP_4XX", "HTTP_5XX"]).collect();
+        let slots: Vec<usize> = outcomes.iter().map(|o| code_slot(o).unwrap()).collect();
+        assert_eq!(slots, (0..GRPC_CODES + HTTP_OUTCOMES.len()).collect::<Vec<_>>());
+        assert_eq!(code_slot("NOT_A_CODE"), None);
     }
 }

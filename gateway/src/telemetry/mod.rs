@@ -219,7 +219,7 @@ where
 
 /// The trace id of `span` (32 hex digits), when it belongs to a trace.
 pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
-    trace_id_hex(span).and_then(|hex| String::from_utf8(hex.to_vec()).ok())
+    spans::with_ids(span, |ids| ids.trace_id.to_string())
 }
 
 /// Whether `span`'s trace is exported.
@@ -227,12 +227,7 @@ pub fn sampled(span: &tracing::Span) -> bool {
     spans::with_ids(span, |ids| ids.sampled).unwrap_or(false)
 }
 
-/// [`trace_id_of`] without an allocation.
-pub fn trace_id_hex(span: &tracing::Span) -> Option<[u8; 32]> {
-    spans::with_ids(span, |ids| hex_trace_id(ids.trace_id))
-}
-
-/// `trace_id` as 32 lowercase hex digits.
+/// `trace_id` as 32 lowercase hex digits, without an allocation.
 pub fn hex_trace_id(trace_id: opentelemetry::trace::TraceId) -> [u8; 32] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 32];

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -29,6 +29,7 @@ use super::metrics::Metrics;
 /// Response metadata naming the call's trace (32 hex digits).
 pub const TRACE_ID_HEADER: &str = "x-lienthong-trace-id";
 
+static TRACE_ID: http::HeaderName = http::HeaderName::from_static(TRACE_ID_HEADER);
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
@@ -152,7 +153,6 @@ pub struct RpcTelemetry<S> {
 /// metrics. A call dropped before its outcome was known was cancelled.
 struct Finish {
     metrics: Arc<Metrics>,
-    in_flight: Arc<AtomicI64>,
     rpc: RpcName,
     span: tracing::Span,
     /// Whether the span is exported (else its attributes are not kept).
@@ -172,7 +172,7 @@ impl Drop for Finish {
         let code = self.code.unwrap_or("CANCELLED");
         let elapsed = self.started.elapsed();
         self.metrics.rpc(&self.rpc, code, elapsed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.in_flight().fetch_sub(1, Ordering::Relaxed);
         if !self.span.is_disabled() {
             if self.sampled {
                 self.span.record("rpc.response.status_code", code);
@@ -248,15 +248,13 @@ where
         } else {
             tracing::Span::none()
         };
-        let in_flight = self.metrics.in_flight().clone();
-        in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.in_flight().fetch_add(1, Ordering::Relaxed);
         let ids = super::spans::with_ids(&span, |ids| CallTrace { trace_id: ids.trace_id, sampled: ids.sampled });
         if let Some(trace) = ids {
             req.extensions_mut().insert(trace);
         }
         let mut finish = Finish {
             metrics: self.metrics.clone(),
-            in_flight,
             rpc,
             span: span.clone(),
             sampled: ids.is_some_and(|t| t.sampled),
@@ -273,7 +271,7 @@ where
                 // Never indexed by HPACK: a value that differs in every answer
                 // would only churn the connection's header table.
                 v.set_sensitive(true);
-                response.headers_mut().insert(TRACE_ID_HEADER, v);
+                response.headers_mut().insert(&TRACE_ID, v);
             }
             finish.code =
                 if rpc.http { Some(http_outcome(response.status())) } else { grpc_status(response.headers()) };
