@@ -24,19 +24,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
     let includes = vec![root.clone()];
-    // The vendored protoc, so that no system protoc is needed.
-    let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("lienthong_descriptor.bin"))
-        .compile_with_config(config, &files, &includes)?;
+    // The vendored protoc (no system protoc is needed) for both.
+    //
     // The adapter protocol gets its own descriptor set: the gateway's
-    // reflection must not advertise a service it does not serve.
+    // reflection must not advertise a service it does not serve. It is
+    // compiled first: it imports the public API, whose module the second
+    // compilation writes again with the public services' codec.
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("adapter_descriptor.bin"))
         .compile_with_config(config, &[root.join(ADAPTER_PROTO)], &includes)?;
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Lienthong's own codec: a request that does not decode is the caller's
+    // error (INVALID_ARGUMENT), not the server's.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::StrictCodec")
+        .file_descriptor_set_path(out_dir.join("lienthong_descriptor.bin"))
+        .compile_with_config(config, &files, &includes)?;
     println!("cargo:rerun-if-changed={ADAPTER_PROTO}");
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");

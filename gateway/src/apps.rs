@@ -299,8 +299,8 @@ impl AppRegistry {
 
     /// The app calling `request`.
     pub fn identify<T>(&self, request: &Request<T>) -> Result<&App, Status> {
-        if let Some(certs) = request.peer_certs()
-            && let Some(leaf) = certs.first()
+        if let Some(certs) = request.extensions().get::<crate::edge::listener::ClientCertificates>()
+            && let Some(leaf) = certs.0.first()
         {
             let digest = sha256(leaf.as_ref());
             return self.apps.iter().find(|a| any_equal(a.certs.iter().copied(), &digest)).ok_or_else(|| {

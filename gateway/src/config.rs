@@ -122,8 +122,43 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Largest request message accepted, in bytes (larger: OUT_OF_RANGE).
     pub max_request_bytes: usize,
-    /// Largest HTTP/2 header block accepted, in bytes.
+    /// Largest HTTP/2 header block accepted, in bytes (larger:
+    /// RESOURCE_EXHAUSTED, up to four times this; beyond, HTTP 431).
     pub max_header_list_bytes: u32,
+    /// Most concurrent calls on one HTTP/2 connection (advertised in
+    /// SETTINGS; more are refused by HTTP/2 itself).
+    pub max_streams_per_connection: u32,
+    /// Most connections open at once; beyond, a new one is closed at once.
+    pub max_connections: usize,
+    /// How long a call's request message may take to arrive after its
+    /// headers; it holds no shared slot meanwhile (later: DEADLINE_EXCEEDED).
+    #[serde(with = "humantime_serde")]
+    pub request_read_timeout: Duration,
+    /// How long a new connection may take to finish its TLS handshake and
+    /// begin its first call (an HTTP/1.1 request head, to arrive).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no call for this long is closed (graceful GOAWAY);
+    /// `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 keepalive pings on quiet connections, to find dead peers; `0s`
+    /// turns them off (when the network finds dead peers otherwise).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// A connection this old is asked to go away (graceful GOAWAY): clients
+    /// reconnect, spreading over replicas behind a layer-4 load balancer;
+    /// `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// How long calls still running on a connection asked to go away (for
+    /// age or idleness) may take before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age_grace: Duration,
 }
 
 /// `[server.tls]`.
@@ -156,6 +191,15 @@ impl Default for ServerConfig {
             tls: None,
             max_request_bytes: 64 * 1024,
             max_header_list_bytes: 16 * 1024,
+            max_streams_per_connection: 100,
+            max_connections: 10_000,
+            request_read_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30 * 60),
+            max_connection_age_grace: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -521,6 +565,38 @@ impl Config {
         }
         if !(4 * 1024..=1024 * 1024).contains(&s.max_header_list_bytes) {
             errors.push(ConfigError::new("server.max_header_list_bytes", "must be between 4 KiB and 1 MiB"));
+        }
+        let between = |what: &str, value: Duration, low: Duration, high: Duration, errors: &mut Vec<ConfigError>| {
+            if !(low..=high).contains(&value) {
+                errors.push(ConfigError::new(
+                    format!("server.{what}"),
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(low),
+                        humantime::format_duration(high)
+                    ),
+                ));
+            }
+        };
+        let secs = Duration::from_secs;
+        between("request_read_timeout", s.request_read_timeout, Duration::from_millis(100), secs(60), &mut errors);
+        between("header_read_timeout", s.header_read_timeout, secs(1), secs(120), &mut errors);
+        if !s.idle_timeout.is_zero() {
+            between("idle_timeout", s.idle_timeout, secs(1), secs(24 * 3600), &mut errors);
+        }
+        if !s.keepalive_interval.is_zero() {
+            between("keepalive_interval", s.keepalive_interval, secs(1), secs(3600), &mut errors);
+        }
+        between("keepalive_timeout", s.keepalive_timeout, secs(1), secs(300), &mut errors);
+        if !s.max_connection_age.is_zero() {
+            between("max_connection_age", s.max_connection_age, secs(1), secs(30 * 24 * 3600), &mut errors);
+        }
+        between("max_connection_age_grace", s.max_connection_age_grace, Duration::ZERO, secs(24 * 3600), &mut errors);
+        if !(1..=10_000).contains(&s.max_streams_per_connection) {
+            errors.push(ConfigError::new("server.max_streams_per_connection", "must be between 1 and 10000"));
+        }
+        if s.max_connections == 0 {
+            errors.push(ConfigError::new("server.max_connections", "must be at least 1"));
         }
         if s.drain_timeout > Duration::from_secs(300) {
             errors.push(ConfigError::new("server.drain_timeout", "must be at most 5m"));

@@ -718,7 +718,7 @@ impl<T> Answer<T> {
         static KEYS: std::sync::LazyLock<[MetadataKey<Ascii>; 2]> = std::sync::LazyLock::new(|| {
             [
                 MetadataKey::from_static(crate::services::CACHE_HEADER),
-                MetadataKey::from_static("x-lienthong-age-seconds"),
+                MetadataKey::from_static(crate::services::AGE_HEADER),
             ]
         });
         let [cache, age_seconds] = &*KEYS;

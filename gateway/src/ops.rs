@@ -3,8 +3,8 @@
 //!
 //! - `GET /livez`: 200 while the process serves at all.
 //! - `GET /readyz`: 200 when this replica should get traffic; 503 while it
-//!   drains, after `telemetry.unready_after_shedding` of shedding in every
-//!   second, or when every adapter instance's breaker is open. The JSON body
+//!   drains, when most calls were shed over `telemetry.unready_after_shedding`
+//!   (see [`OverloadWatch`]), or when every adapter instance's breaker is open. The JSON body
 //!   says why, and which instances are degraded.
 //! - `GET /metrics`: Prometheus text exposition (see [`METRICS`]).
 //! - `GET /status`: the status page (HTML, refreshing itself) and
@@ -14,10 +14,10 @@
 //! Nothing here is personal; the port is still for operators only.
 //!
 //! [`METRICS`]: crate::telemetry::metrics::METRICS
+//! [`OverloadWatch`]: crate::edge::admit::OverloadWatch
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
@@ -38,34 +38,11 @@ use lienthong_adapter_core::Family;
 /// The status page; it renders `/status.json` and refreshes every 5 s.
 const STATUS_PAGE: &str = include_str!("status.html");
 
-/// Tracks whether shedding is sustained: shed calls in each of the last `n`
-/// one-second ticks.
-#[derive(Debug)]
-pub struct ShedWatch {
-    last: u64,
-    streak: u32,
-    needed: u32,
-}
-
-impl ShedWatch {
-    /// Sustained after `needed` seconds in a row with shed calls.
-    pub fn new(needed: Duration) -> Self {
-        Self { last: 0, streak: 0, needed: u32::try_from(needed.as_secs()).unwrap_or(u32::MAX).max(1) }
-    }
-
-    /// One tick, with the shed total now; whether shedding is sustained.
-    pub fn tick(&mut self, shed_total: u64) -> bool {
-        self.streak = if shed_total > self.last { self.streak.saturating_add(1) } else { 0 };
-        self.last = shed_total;
-        self.streak >= self.needed
-    }
-}
-
 struct Ops {
     gateway: Arc<Gateway>,
     metrics: Arc<Metrics>,
-    shed: crate::shed::ShedLayer,
-    shedding: Arc<AtomicBool>,
+    admission: Arc<crate::edge::admit::Admission>,
+    connections: Arc<crate::edge::listener::ConnectionStats>,
     draining: watch::Receiver<bool>,
     started: Instant,
 }
@@ -107,6 +84,7 @@ struct Status {
     readiness: Readiness,
     in_flight: i64,
     shed_total: u64,
+    connections: usize,
     cache_entries: u64,
     cache_bytes: u64,
     limiter_rejections: std::collections::BTreeMap<&'static str, u64>,
@@ -136,8 +114,8 @@ impl Ops {
         if *self.draining.borrow() {
             reasons.push("draining: shutting down".to_owned());
         }
-        if self.shedding.load(Ordering::Relaxed) {
-            reasons.push("shedding load for too long: this replica is over capacity".to_owned());
+        if self.admission.is_overloaded() {
+            reasons.push("shedding most calls for too long: this replica is over capacity".to_owned());
         }
         let instances = self.gateway.instances();
         let mut degraded = Vec::new();
@@ -200,7 +178,8 @@ impl Ops {
             uptime_seconds: self.started.elapsed().as_secs(),
             readiness: self.readiness(),
             in_flight: self.metrics.in_flight().load(Ordering::Relaxed),
-            shed_total: self.shed.shed_count(),
+            shed_total: self.admission.shed_count(),
+            connections: self.connections.open(),
             cache_entries,
             cache_bytes,
             limiter_rejections: self.metrics.rejections(),
@@ -246,28 +225,12 @@ pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     metrics: Arc<Metrics>,
-    shed: crate::shed::ShedLayer,
-    unready_after_shedding: Duration,
+    admission: Arc<crate::edge::admit::Admission>,
+    connections: Arc<crate::edge::listener::ConnectionStats>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let shedding = Arc::new(AtomicBool::new(false));
     let draining = gateway.shutdown_signal();
-    let ops = Arc::new(Ops {
-        gateway,
-        metrics,
-        shed: shed.clone(),
-        shedding: shedding.clone(),
-        draining,
-        started: Instant::now(),
-    });
-    let watcher = tokio::spawn(async move {
-        let mut watch = ShedWatch::new(unready_after_shedding);
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            every.tick().await;
-            shedding.store(watch.tick(shed.shed_count()), Ordering::Relaxed);
-        }
-    });
+    let ops = Arc::new(Ops { gateway, metrics, admission, connections, draining, started: Instant::now() });
     let app = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -280,26 +243,12 @@ pub async fn serve(
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;
-    watcher.abort();
     Ok(result?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shedding_is_sustained_after_enough_seconds_in_a_row() {
-        let mut w = ShedWatch::new(Duration::from_secs(3));
-        assert!(!w.tick(0));
-        assert!(!w.tick(5));
-        assert!(!w.tick(9));
-        assert!(w.tick(12));
-        assert!(w.tick(20));
-        // One quiet second resets it.
-        assert!(!w.tick(20));
-        assert!(!w.tick(21));
-    }
 
     #[test]
     fn health_follows_the_breaker_and_recent_errors() {

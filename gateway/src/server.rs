@@ -19,9 +19,6 @@ use lienthong_proto::v1::transport_service_server::TransportServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::server::NamedService;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
@@ -68,31 +65,20 @@ fn cors(config: &Config) -> CorsLayer {
             header("grpc-timeout"),
             header(PROVINCE_HEADER),
             header(crate::apps::API_KEY_HEADER),
+            header(crate::apps::PURPOSE_HEADER),
+            header("traceparent"),
+            header("tracestate"),
         ])
         .expose_headers([
             header("grpc-status"),
             header("grpc-message"),
             header("grpc-status-details-bin"),
+            header("grpc-accept-encoding"),
             header(CACHE_HEADER),
+            header(AGE_HEADER),
             header(crate::telemetry::rpc::TRACE_ID_HEADER),
         ])
         .max_age(std::time::Duration::from_secs(3600))
-}
-
-/// The listener's TLS: its certificate and key, and the CA of apps' client
-/// certificates when mutual TLS is on.
-fn server_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<ServerTlsConfig> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).with_context(|| format!("reading server.tls.{what} ({})", path.display()))
-    };
-    let identity = Identity::from_pem(read(&tls.cert_file, "cert_file")?, read(&tls.key_file, "key_file")?);
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &tls.client_ca_file {
-        config = config
-            .client_ca_root(Certificate::from_pem(read(ca, "client_ca_file")?))
-            .client_auth_optional(!tls.client_cert_required);
-    }
-    Ok(config)
 }
 
 /// Serves `config` on `listener` until `signal` completes, then drains:
@@ -145,13 +131,40 @@ pub async fn serve_on(
     let (draining_tx, draining) = watch::channel(false);
     let metrics = Arc::new(crate::telemetry::metrics::Metrics::new(&config.telemetry)?);
     let gateway = Arc::new(Gateway::build(&config, &registry, metrics.clone(), draining.clone()).await?);
-    let shed = crate::shed::ShedLayer::new(config.server.max_concurrent_requests);
-    metrics.observe(Arc::downgrade(&gateway), shed.clone());
+    let admission = crate::edge::admit::Admission::new(
+        config.server.max_concurrent_requests,
+        crate::edge::admit::CallLimits {
+            max_message_bytes: config.server.max_request_bytes,
+            read_timeout: config.server.request_read_timeout,
+            max_header_bytes: config.server.max_header_list_bytes as usize,
+            max_push_bytes: crate::webhooks::MAX_BODY,
+        },
+        draining.clone(),
+    );
+    let connections = Arc::new(crate::edge::listener::ConnectionStats::default());
+    metrics.observe(Arc::downgrade(&gateway), admission.clone(), connections.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
         health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
     }
+    // The whole server's health ("") tells the truth while most calls are
+    // shed, so load balancers stop sending more.
+    let overload_watch = {
+        let (health, draining) = (health.clone(), draining.clone());
+        admission.watch_overload(config.telemetry.unready_after_shedding, move |overloaded| {
+            let (health, draining) = (health.clone(), draining.clone());
+            Box::pin(async move {
+                let serving = !overloaded && !*draining.borrow();
+                let status = if serving {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+            })
+        })
+    };
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -162,31 +175,12 @@ pub async fn serve_on(
         .build_v1alpha()?;
 
     let grpc_web = config.server.grpc_web;
-    // Requests are small; anything larger is refused before it is decoded,
-    // and header blocks are bounded.
+    // Requests are small; anything larger is refused before it is decoded.
     let max_request = config.server.max_request_bytes;
-    let mut server = Server::builder().http2_max_header_list_size(config.server.max_header_list_bytes);
-    if let Some(tls) = &config.server.tls {
-        // TLS 1.2 and 1.3 (rustls); client certificates identify apps.
-        server = server.tls_config(server_tls(tls)?)?;
-    }
-    let mut router = server
-        // Shed load beyond the global limit at once, so callers fail fast
-        // instead of queueing past their deadlines.
-        .layer(shed.clone())
-        // gRPC-Web arrives over HTTP/1.1 from browsers.
-        .accept_http1(grpc_web)
-        // Browsers need CORS, exposing the grpc-* trailers they read as headers.
-        .layer(tower::util::option_layer(grpc_web.then(|| cors(&config))))
-        // Translate gRPC-Web to gRPC before the services see it (webhooks,
-        // plain HTTP/1.1 posts, go around).
-        .layer(tower::util::option_layer(
-            grpc_web.then(|| crate::except_paths::ExceptPaths::new("/webhooks/", tonic_web::GrpcWebLayer::new())),
-        ))
-        // Each call's server span and metrics, seeing gRPC trailers.
-        .layer(crate::telemetry::rpc::RpcTelemetryLayer::new(metrics.clone()))
-        // Upstream pushes (POST /webhooks/<instance>) share the port.
-        .add_routes(crate::webhooks::routes(gateway.clone()))
+    let tls = config.server.tls.as_ref().map(crate::edge::listener::tls_acceptor).transpose()?;
+    // Upstream pushes (POST /webhooks/<instance>) share the port.
+    let mut routes = tonic::service::RoutesBuilder::from(crate::webhooks::routes(gateway.clone()));
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -201,17 +195,33 @@ pub async fn serve_on(
         )
         .add_service(
             PublicServicesServiceServer::new(PublicServicesApi(gateway.clone())).max_decoding_message_size(max_request),
+        )
+        // Operators' API: cache invalidation, adapter instance state (token-gated).
+        .add_service(
+            AdminServiceServer::new(crate::admin::AdminApi(gateway.clone())).max_decoding_message_size(max_request),
         );
-    // Operators' API: cache invalidation, adapter instance state (token-gated).
-    router = router.add_service(
-        AdminServiceServer::new(crate::admin::AdminApi(gateway.clone())).max_decoding_message_size(max_request),
-    );
     if gateway.has_demo_issuer() {
-        router = router.add_service(
+        routes.add_service(
             SandboxIdentityServiceServer::new(SandboxIdentityApi(gateway.clone()))
                 .max_decoding_message_size(max_request),
         );
     }
+    let stack = tower::ServiceBuilder::new()
+        // Browsers need CORS, exposing the grpc-* trailers they read as headers.
+        .option_layer(grpc_web.then(|| cors(&config)))
+        // Translate gRPC-Web to gRPC before anything else reads the call
+        // (webhooks, plain HTTP/1.1 posts, go around), so refusals below
+        // reach browsers in a form they read.
+        .option_layer(
+            grpc_web.then(|| crate::except_paths::ExceptPaths::new("/webhooks/", tonic_web::GrpcWebLayer::new())),
+        )
+        // Admit a call once its message has arrived and checks out, into one
+        // of the shared slots, or shed it at once so callers fail fast
+        // instead of queueing past their deadlines.
+        .layer(crate::edge::admit::AdmitLayer(admission.clone()))
+        // Each call's server span and metrics, seeing gRPC trailers.
+        .layer(crate::telemetry::rpc::RpcTelemetryLayer::new(metrics.clone()))
+        .service(routes.routes().prepare());
 
     // Forget idle rate-limit keys now and then, so memory stays bounded.
     let limits = gateway.limits().clone();
@@ -232,34 +242,48 @@ pub async fn serve_on(
                 ops,
                 gateway.clone(),
                 metrics.clone(),
-                shed.clone(),
-                config.telemetry.unready_after_shedding,
+                admission.clone(),
+                connections.clone(),
                 ops_stopped,
             )))
         }
         None => None,
     };
     tracing::info!(%addr, grpc_web, provinces = ?config.provinces.keys().collect::<Vec<_>>(), "lienthong is serving");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let drain_timeout = config.server.drain_timeout;
-    let on_signal = async move {
-        signal.await;
-        tracing::info!(?drain_timeout, "shutting down: draining in-flight calls");
-        for name in SERVICE_NAMES {
-            health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
-        }
-        let _ = draining_tx.send(true);
+    let limits = crate::edge::listener::ConnectionLimits {
+        max_connections: config.server.max_connections,
+        max_streams_per_connection: config.server.max_streams_per_connection,
+        header_read_timeout: config.server.header_read_timeout,
+        idle_timeout: (!config.server.idle_timeout.is_zero()).then_some(config.server.idle_timeout),
+        keepalive_interval: (!config.server.keepalive_interval.is_zero()).then_some(config.server.keepalive_interval),
+        keepalive_timeout: config.server.keepalive_timeout,
+        max_connection_age: (!config.server.max_connection_age.is_zero()).then_some(config.server.max_connection_age),
+        max_connection_age_grace: config.server.max_connection_age_grace,
+        hard_header_list_bytes: config.server.max_header_list_bytes.saturating_mul(4).max(64 * 1024),
     };
-    let server = router.serve_with_incoming_shutdown(incoming, on_signal);
+    let (stop, stopped) = watch::channel(false);
+    let server = crate::edge::listener::serve(listener, tls, limits, connections, stack, stopped);
     tokio::pin!(server);
-    let mut draining = draining;
+    let drain_timeout = config.server.drain_timeout;
     tokio::select! {
-        result = &mut server => result?,
-        _ = async {
-            let _ = draining.wait_for(|d| *d).await;
-            tokio::time::sleep(drain_timeout).await;
-        } => tracing::warn!("drain timeout reached; stopping with calls still running"),
+        () = &mut server => {}
+        () = signal => {
+            tracing::info!(?drain_timeout, "shutting down: draining in-flight calls");
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            for name in SERVICE_NAMES {
+                health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
+            }
+            let _ = draining_tx.send(true);
+            let _ = stop.send(true);
+            tokio::select! {
+                () = &mut server => {}
+                () = tokio::time::sleep(drain_timeout) => {
+                    tracing::warn!("drain timeout reached; stopping with calls still running");
+                }
+            }
+        }
     }
+    overload_watch.abort();
     compaction.abort();
     let _ = ops_stop.send(true);
     if let Some(task) = ops_task {

@@ -13,8 +13,11 @@ use lienthong_adapter_core::ErrorKind;
 
 use crate::gateway::Gateway;
 
+/// Where pushes arrive: `POST /webhooks/<instance>`.
+pub const PATH_PREFIX: &str = "/webhooks/";
+
 /// Largest push accepted.
-const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// The webhook routes, for mounting beside the gRPC services.
 pub fn routes(gateway: Arc<Gateway>) -> tonic::service::Routes {

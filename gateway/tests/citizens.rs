@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{TestGateway, authed, violated_fields};
 use futures_util::StreamExt;
+use lienthong::config::Config;
 use lienthong_proto::sandbox::v1::sandbox_identity_service_client::SandboxIdentityServiceClient;
 use lienthong_proto::sandbox::v1::{IssueTokenRequest, ListDemoCitizensRequest};
 use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
@@ -94,7 +95,7 @@ async fn missing_malformed_and_forged_tokens_are_unauthenticated() {
 
 #[tokio::test(start_paused = true)]
 async fn tokens_expire() {
-    let gw = TestGateway::sandbox().await;
+    let gw = TestGateway::on_paused_clock(Config::load(None).unwrap(), lienthong::server::adapter_registry()).await;
     let token = gw.token("lan").await;
     let mut c = IdentityServiceClient::new(gw.channel.clone());
     assert!(c.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.is_ok());
@@ -245,7 +246,7 @@ async fn my_dossiers_are_only_mine_and_need_level_2() {
 
 #[tokio::test(start_paused = true)]
 async fn watch_dossier_sends_the_current_status_then_every_change_until_final() {
-    let gw = TestGateway::sandbox().await;
+    let gw = TestGateway::on_paused_clock(Config::load(None).unwrap(), lienthong::server::adapter_registry()).await;
     let lan = gw.token("lan").await;
     let mut c = PublicServicesServiceClient::new(gw.channel.clone());
     let mut owner = c

@@ -210,12 +210,30 @@ async fn shutdown_lets_an_in_flight_call_finish_and_ends_streams() {
         .unwrap()
         .into_inner();
     assert!(watch.next().await.unwrap().is_ok());
+    let mut health = HealthClient::new(gw.channel.clone())
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.next().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
 
     let server = gw.shutdown();
     // The stream ends cleanly, telling the watcher to come back.
     let end = watch.next().await.unwrap().unwrap_err();
     assert_eq!(end.code(), Code::Unavailable);
     assert!(watch.next().await.is_none());
+    // The whole server's health turns NOT_SERVING and the health watch
+    // ends at once (it would otherwise hold the drain).
+    let mut statuses = Vec::new();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), health.next()).await.unwrap() {
+            Some(Ok(update)) => statuses.push(update.status),
+            Some(Err(e)) => break e,
+            None => panic!("the health watch ended without a status"),
+        }
+    };
+    assert_eq!(statuses.last(), Some(&(ServingStatus::NotServing as i32)), "{statuses:?}");
+    assert_eq!(ended.code(), Code::Unavailable);
     // The server waits for the in-flight call...
     assert!(!server.is_finished());
     gate.release.notify_one();
@@ -276,4 +294,52 @@ async fn beyond_the_concurrency_limit_calls_are_shed_at_once() {
         .get_procedure(api::GetProcedureRequest { procedure_code: "1.000894".into() })
         .await;
     assert!(ok.is_ok());
+}
+
+/// The whole server's health and `/readyz`, polled until `serving` (with a
+/// deadline), while `probe` keeps calling.
+async fn wait_for_serving(gw: &TestGateway, serving: bool, probe: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if probe {
+            // A probe that is shed while the slots are held.
+            let _ = PublicServicesServiceClient::new(gw.channel.clone())
+                .get_procedure(api::GetProcedureRequest { procedure_code: "1.000894".into() })
+                .await;
+        }
+        let health = HealthClient::new(gw.channel.clone())
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        let ready = reqwest::get(format!("http://{}/readyz", gw.ops_addr)).await.unwrap().status().is_success();
+        let want = if serving { ServingStatus::Serving } else { ServingStatus::NotServing } as i32;
+        if health == want && ready == serving {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "health {health}, ready {ready}; expected serving = {serving}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn readiness_and_health_say_so_while_most_calls_are_shed() {
+    let gate = Arc::new(Gate::default());
+    let mut registry = lienthong::server::adapter_registry();
+    registry.register(Arc::new(HealthcareOnly { kind: "gate", adapter: gate.clone() }));
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace("healthcare = \"sandbox\"", "healthcare = \"gate\"")
+        .replace("drain_timeout = \"10s\"", "drain_timeout = \"10s\"\nmax_concurrent_requests = 2")
+        + "\n[adapters.gate]\nkind = \"gate\"\n\n[telemetry]\nunready_after_shedding = \"2s\"\n";
+    let gw = TestGateway::start(Config::from_toml(&toml).unwrap(), registry).await;
+    let held = common::hold_facility_lists(&gw, &gate.inside, 2).await;
+    // Probes every 300 ms, every one shed: unready and NOT_SERVING.
+    wait_for_serving(&gw, false, true).await;
+    // Once the held calls finish and the window passes, ready again.
+    gate.release.notify_waiters();
+    for h in held {
+        assert!(h.await.unwrap().is_ok());
+    }
+    wait_for_serving(&gw, true, false).await;
 }

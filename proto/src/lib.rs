@@ -6,6 +6,8 @@
 
 #![allow(missing_docs, clippy::all, missing_debug_implementations)]
 
+pub mod codec;
+
 /// The public API: citizen identity, the city data warehouse and the
 /// public-service registry.
 pub mod v1 {

@@ -23,6 +23,9 @@ use tonic::Response;
 /// Response metadata saying how fresh the answer is.
 pub const CACHE_HEADER: &str = "x-lienthong-cache";
 
+/// Response metadata: the age in seconds of a cached answer.
+pub const AGE_HEADER: &str = "x-lienthong-age-seconds";
+
 /// Wraps a message, marking it as fetched from the adapter just now.
 pub(crate) fn fresh<T>(message: T) -> Response<T> {
     crate::gateway::Answer { value: message, freshness: None }.into_response()

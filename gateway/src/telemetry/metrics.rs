@@ -67,6 +67,14 @@ pub const METRICS: &[MetricDoc] = &[
         "Calls refused at once with UNAVAILABLE because server.max_concurrent_requests were in progress.",
     ),
     doc(
+        "lienthong.edge.refused",
+        "lienthong_edge_refused_total",
+        "counter",
+        &["reason"],
+        "Calls and connections refused before any work: malformed (framing, encoding, headers; INVALID_ARGUMENT or UNIMPLEMENTED), too_large (OUT_OF_RANGE or RESOURCE_EXHAUSTED), read_timeout (message not arrived within server.request_read_timeout), deadline (the caller's grpc-timeout expired), connection_limit (server.max_connections open), header_timeout (no call begun within server.header_read_timeout).",
+    ),
+    doc("lienthong.connections", "lienthong_connections", "gauge", &[], "Client connections open now."),
+    doc(
         "lienthong.cache.lookups",
         "lienthong_cache_lookups_total",
         "counter",
@@ -251,7 +259,12 @@ impl Metrics {
     /// Registers the gauges and counters read from the gateway's state when
     /// metrics are collected: cache size and evictions, breakers, in-flight
     /// calls, shed calls.
-    pub fn observe(&self, gateway: Weak<Gateway>, shed: crate::shed::ShedLayer) {
+    pub fn observe(
+        &self,
+        gateway: Weak<Gateway>,
+        admission: Arc<crate::edge::admit::Admission>,
+        connections: Arc<crate::edge::listener::ConnectionStats>,
+    ) {
         let in_flight = self.in_flight.clone();
         self.meter
             .i64_observable_gauge("lienthong.rpc.in_flight")
@@ -261,7 +274,27 @@ impl Metrics {
         self.meter
             .u64_observable_counter("lienthong.shed")
             .with_description(help("lienthong.shed"))
-            .with_callback(move |o| o.observe(shed.shed_count(), &[]))
+            .with_callback({
+                let admission = admission.clone();
+                move |o| o.observe(admission.shed_count(), &[])
+            })
+            .build();
+        let conns = connections.clone();
+        self.meter
+            .u64_observable_counter("lienthong.edge.refused")
+            .with_description(help("lienthong.edge.refused"))
+            .with_callback(move |o| {
+                for why in crate::edge::admit::Refusal::ALL {
+                    o.observe(admission.refused_count(why), &[KeyValue::new("reason", why.as_str())]);
+                }
+                o.observe(conns.refused_over_limit(), &[KeyValue::new("reason", "connection_limit")]);
+                o.observe(conns.header_timeouts(), &[KeyValue::new("reason", "header_timeout")]);
+            })
+            .build();
+        self.meter
+            .i64_observable_gauge("lienthong.connections")
+            .with_description(help("lienthong.connections"))
+            .with_callback(move |o| o.observe(i64::try_from(connections.open()).unwrap_or(i64::MAX), &[]))
             .build();
         self.meter
             .u64_observable_counter("lienthong.telemetry.spans.dropped")

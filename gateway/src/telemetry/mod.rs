@@ -64,7 +64,9 @@ pub struct TelemetryConfig {
     /// they are sent again with backoff); beyond it they are dropped (and
     /// counted), never queued without bound.
     pub max_queued_spans: usize,
-    /// Readiness turns false after this long of shedding in every second.
+    /// The window over which readiness and the whole-server health turn
+    /// false when most calls are shed (in at least half its seconds, more than
+    /// half of the calls arriving).
     #[serde(with = "humantime_serde")]
     pub unready_after_shedding: Duration,
 }

@@ -67,6 +67,17 @@ impl TestGateway {
         gw
     }
 
+    /// For tests on a paused clock: connection timers off. A paused clock
+    /// leaps to the next timer whenever the runtime waits for a thread (the
+    /// audit writer's fsync), so keepalives, idle and age would close the
+    /// test's connection mid-call; they are tested on a running clock.
+    pub async fn on_paused_clock(mut config: Config, registry: AdapterRegistry) -> Self {
+        config.server.keepalive_interval = Duration::ZERO;
+        config.server.idle_timeout = Duration::ZERO;
+        config.server.max_connection_age = Duration::ZERO;
+        Self::start(config, registry).await
+    }
+
     /// Polls the health service until it answers SERVING, with a deadline.
     async fn wait_ready(&self) {
         use tonic_health::pb::health_client::HealthClient;

@@ -1,0 +1,709 @@
+//! A call's admission, before any work is done for it: its headers are within
+//! bounds, its request message has fully arrived (within
+//! `server.request_read_timeout`) and is well framed, its deadline parses,
+//! and only then does it take one of the `server.max_concurrent_requests`
+//! slots every caller shares. A stream that sends headers and never a body
+//! holds no slot and is ended when the read timeout passes; the slot is never
+//! queued for, so callers beyond the limit fail fast with UNAVAILABLE.
+//!
+//! Every refusal here is the caller's error or overload, never INTERNAL:
+//! - no message, a truncated frame, trailing bytes, a flag byte other than
+//!   0 or 1, the compressed flag without `grpc-encoding`, a malformed
+//!   `grpc-timeout`: INVALID_ARGUMENT;
+//! - a `grpc-encoding` other than `identity`: UNIMPLEMENTED (the gRPC spec's
+//!   code), with `grpc-accept-encoding`;
+//! - a message or header block beyond its limit: OUT_OF_RANGE /
+//!   RESOURCE_EXHAUSTED naming the setting;
+//! - a message that has not arrived in time: DEADLINE_EXCEEDED;
+//! - a deadline (`grpc-timeout`) that expires before the answer: DEADLINE_EXCEEDED.
+//!
+//! Health checks never take a slot, so probes see the truth; reflection (a
+//! bidirectional stream) takes none either and has each message checked as it
+//! arrives ([`super::streams`]).
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{BoxFuture, FutureExt};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::BodyExt as _;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use super::streams;
+
+/// Bytes of a gRPC message frame's header: the flag byte and the length.
+const FRAME_HEADER: usize = 5;
+
+/// What admission checks for each call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Largest request message (`server.max_request_bytes`).
+    pub max_message_bytes: usize,
+    /// How long a request message may take to arrive
+    /// (`server.request_read_timeout`).
+    pub read_timeout: Duration,
+    /// Largest header block (`server.max_header_list_bytes`), counted as
+    /// HTTP/2 does (name + value + 32 per field).
+    pub max_header_bytes: usize,
+    /// Largest webhook push.
+    pub max_push_bytes: usize,
+}
+
+/// Why a call was refused at admission; the label of
+/// `lienthong_edge_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request was malformed (framing, encoding, headers).
+    Malformed,
+    /// The message or header block was beyond its limit.
+    TooLarge,
+    /// The message did not arrive within the read timeout.
+    ReadTimeout,
+    /// The caller's deadline expired before the answer.
+    Deadline,
+}
+
+impl Refusal {
+    /// Every refusal, in the order of the counters.
+    pub const ALL: [Refusal; 4] = [Refusal::Malformed, Refusal::TooLarge, Refusal::ReadTimeout, Refusal::Deadline];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::TooLarge => "too_large",
+            Refusal::ReadTimeout => "read_timeout",
+            Refusal::Deadline => "deadline",
+        }
+    }
+}
+
+/// What admission shares across every connection: the slots, and the counts
+/// that readiness and metrics read.
+#[derive(Debug)]
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    limits: CallLimits,
+    arrived: AtomicU64,
+    shed: AtomicU64,
+    refused: [AtomicU64; 4],
+    overloaded: AtomicBool,
+    draining: watch::Receiver<bool>,
+}
+
+impl Admission {
+    /// At most `max_concurrent` calls in progress; `draining` ends health
+    /// watches when the gateway shuts down.
+    pub fn new(max_concurrent: usize, limits: CallLimits, draining: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            limits,
+            arrived: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            refused: Default::default(),
+            overloaded: AtomicBool::new(false),
+            draining,
+        })
+    }
+
+    /// Calls shed so far (no slot free).
+    pub fn shed_count(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    /// Calls that asked for a slot so far (admitted or shed).
+    pub fn arrived_count(&self) -> u64 {
+        self.arrived.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused for `why` so far.
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Whether most calls have been shed for a while (see [`OverloadWatch`]).
+    pub fn is_overloaded(&self) -> bool {
+        self.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Samples the counts once a second and keeps [`Self::is_overloaded`]
+    /// current; `on_change` learns each change (the whole-server health).
+    pub fn watch_overload(
+        self: &Arc<Self>,
+        window: Duration,
+        on_change: impl Fn(bool) -> BoxFuture<'static, ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let admission = self.clone();
+        tokio::spawn(async move {
+            let mut watch = OverloadWatch::new(window);
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let now = watch.tick(admission.arrived_count(), admission.shed_count());
+                if admission.overloaded.swap(now, Ordering::Relaxed) != now {
+                    if now {
+                        tracing::warn!("overloaded: most calls shed for {window:?}; readiness and health say so");
+                    } else {
+                        tracing::info!("no longer overloaded");
+                    }
+                    on_change(now).await;
+                }
+            }
+        })
+    }
+
+    fn refuse(&self, why: Refusal, status: Status) -> Response<Body> {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(reason = why.as_str(), code = ?status.code(), "refused at admission");
+        status.into_http()
+    }
+
+    async fn admit<S>(self: Arc<Self>, req: Request<Body>, mut inner: S) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<Body>>,
+    {
+        let started = Instant::now();
+        let kind = CallKind::of(req.uri().path());
+        let headers = header_bytes(req.headers());
+        if headers > self.limits.max_header_bytes {
+            let status = Status::resource_exhausted(format!(
+                "the request's header block is about {headers} bytes; this gateway accepts at most {} \
+                 (server.max_header_list_bytes): send a shorter token or fewer metadata entries",
+                self.limits.max_header_bytes
+            ));
+            return Ok(self.refuse(Refusal::TooLarge, status));
+        }
+        if kind == CallKind::Push {
+            return self.admit_push(req, inner, started).await;
+        }
+        if let Err(status) = check_grpc_headers(req.headers()) {
+            let unimplemented = status.code() == tonic::Code::Unimplemented;
+            let mut response = self.refuse(Refusal::Malformed, status);
+            if unimplemented {
+                response.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+            }
+            return Ok(response);
+        }
+        let deadline = match grpc_timeout(req.headers()) {
+            Ok(timeout) => timeout.map(|t| started + t),
+            Err(status) => return Ok(self.refuse(Refusal::Malformed, status)),
+        };
+        if kind == CallKind::Reflection {
+            // A bidirectional stream: each message is checked as it arrives.
+            let (parts, body) = req.into_parts();
+            let (body, verdict) = streams::checked_reflection_body(body, self.limits.max_message_bytes);
+            let response = inner.call(Request::from_parts(parts, body)).await?;
+            return Ok(response.map(|b| streams::with_verdict(b, verdict)));
+        }
+
+        let (parts, body) = req.into_parts();
+        let read_until =
+            deadline.map_or(started + self.limits.read_timeout, |d| d.min(started + self.limits.read_timeout));
+        let message = match tokio::time::timeout_at(read_until, read_message(body, self.limits.max_message_bytes)).await
+        {
+            Ok(Ok(message)) => message,
+            Ok(Err((why, status))) => return Ok(self.refuse(why, status)),
+            Err(_) if deadline.is_some_and(|d| d <= read_until) => {
+                return Ok(self.refuse(Refusal::Deadline, deadline_expired()));
+            }
+            Err(_) => {
+                let status = Status::deadline_exceeded(format!(
+                    "the request message did not arrive within {:?} of its headers (server.request_read_timeout)",
+                    self.limits.read_timeout
+                ));
+                return Ok(self.refuse(Refusal::ReadTimeout, status));
+            }
+        };
+        if kind == CallKind::Health {
+            if let Err(status) = check_health_request(&message) {
+                return Ok(self.refuse(Refusal::Malformed, status));
+            }
+            // Probes never wait for a slot; a health watch ends at drain.
+            let watch = parts.uri.path().ends_with("/Watch");
+            let response =
+                inner.call(Request::from_parts(parts, Body::new(http_body_util::Full::new(message)))).await?;
+            return Ok(if watch {
+                response.map(|b| streams::ending_at_drain(b, self.draining.clone()))
+            } else {
+                response
+            });
+        }
+
+        self.arrived.fetch_add(1, Ordering::Relaxed);
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(path = parts.uri.path(), "shed: too many requests in progress");
+            return Ok(Status::unavailable("the gateway is overloaded; retry with backoff").into_http());
+        };
+        let call = inner.call(Request::from_parts(parts, Body::new(http_body_util::Full::new(message))));
+        let answer = match deadline {
+            Some(deadline) => match deadline_first(deadline, call).await {
+                Some(answer) => answer?,
+                None => self.refuse(Refusal::Deadline, deadline_expired()),
+            },
+            None => call.await?,
+        };
+        drop(slot);
+        Ok(answer)
+    }
+
+    /// A webhook push: read whole (bounded) before it takes a slot.
+    async fn admit_push<S>(
+        &self,
+        req: Request<Body>,
+        mut inner: S,
+        started: Instant,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<Body>>,
+    {
+        let (parts, body) = req.into_parts();
+        let read =
+            tokio::time::timeout_at(started + self.limits.read_timeout, read_bytes(body, self.limits.max_push_bytes));
+        let plain = |status: http::StatusCode, text: &'static str| {
+            let mut response = Response::new(Body::new(http_body_util::Full::new(Bytes::from_static(text.as_bytes()))));
+            *response.status_mut() = status;
+            response
+        };
+        let body = match read.await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => {
+                self.refused[Refusal::TooLarge as usize].fetch_add(1, Ordering::Relaxed);
+                return Ok(plain(http::StatusCode::PAYLOAD_TOO_LARGE, "push body too large or broken\n"));
+            }
+            Err(_) => {
+                self.refused[Refusal::ReadTimeout as usize].fetch_add(1, Ordering::Relaxed);
+                return Ok(plain(http::StatusCode::REQUEST_TIMEOUT, "push body did not arrive in time\n"));
+            }
+        };
+        self.arrived.fetch_add(1, Ordering::Relaxed);
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            let mut response = plain(http::StatusCode::SERVICE_UNAVAILABLE, "overloaded; retry later\n");
+            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok(response);
+        };
+        let answer = inner.call(Request::from_parts(parts, Body::new(http_body_util::Full::new(body)))).await;
+        drop(slot);
+        answer
+    }
+}
+
+fn deadline_expired() -> Status {
+    Status::deadline_exceeded("the deadline the caller set (grpc-timeout) expired before the answer was ready")
+}
+
+/// Runs `call` unless `deadline` passes first; the deadline is looked at
+/// first, so a call ready at the same instant still counts as late.
+async fn deadline_first<F: Future>(deadline: Instant, call: F) -> Option<F::Output> {
+    let mut sleep = pin!(tokio::time::sleep_until(deadline));
+    let mut call = pin!(call);
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        // The timer wheel rounds up to the next millisecond; the clock does not.
+        if sleep.as_mut().poll(cx).is_ready() || Instant::now() >= deadline {
+            return Poll::Ready(None);
+        }
+        call.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// Where a call goes, as far as admission cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// `grpc.health.v1.Health`: never shed.
+    Health,
+    /// Server reflection: a bidirectional stream.
+    Reflection,
+    /// `POST /webhooks/...`: plain HTTP.
+    Push,
+    /// Every other gRPC method: one request message.
+    Unary,
+}
+
+impl CallKind {
+    fn of(path: &str) -> Self {
+        if path.starts_with("/grpc.health.v1.Health/") {
+            CallKind::Health
+        } else if path.starts_with("/grpc.reflection.") {
+            CallKind::Reflection
+        } else if path.starts_with(crate::webhooks::PATH_PREFIX) {
+            CallKind::Push
+        } else {
+            CallKind::Unary
+        }
+    }
+}
+
+/// The size of a header block as HTTP/2 counts it (RFC 9113 §6.5.2).
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
+}
+
+/// The content type and encoding of a gRPC request.
+fn check_grpc_headers(headers: &HeaderMap) -> Result<(), Status> {
+    let content_type = headers.get(http::header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+    if !content_type.starts_with(b"application/grpc") {
+        return Err(Status::invalid_argument(
+            "content-type must be application/grpc (or application/grpc-web from a browser)",
+        ));
+    }
+    match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => Ok(()),
+        Some(other) => Err(Status::unimplemented(format!(
+            "grpc-encoding {:?} is not accepted: send messages uncompressed (grpc-accept-encoding: identity)",
+            String::from_utf8_lossy(&other[..other.len().min(32)])
+        ))),
+    }
+}
+
+/// The caller's `grpc-timeout`, if any. A malformed one is refused rather
+/// than ignored: a caller who meant a deadline must learn it was not read.
+pub fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
+    let Some(value) = headers.get("grpc-timeout") else { return Ok(None) };
+    parse_grpc_timeout(value.as_bytes()).map(Some).ok_or_else(|| {
+        Status::invalid_argument(
+            "grpc-timeout is malformed: it must be 1 to 8 digits and a unit (H, M, S, m, u or n), as in 500m",
+        )
+    })
+}
+
+/// `grpc-timeout` per the gRPC over HTTP/2 spec: `TimeoutValue TimeoutUnit`,
+/// at most 8 ASCII digits.
+fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Reads a unary request's body: exactly one well-framed message of at most
+/// `max` bytes. A message header that declares more is refused as soon as it
+/// arrives.
+async fn read_message(mut body: Body, max: usize) -> Result<Bytes, (Refusal, Status)> {
+    let mut whole = Collected::default();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            (
+                Refusal::Malformed,
+                Status::invalid_argument(format!("the request body could not be read: {}", e.message())),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        whole.push(data);
+        if let Some(declared) = whole.declared_len()
+            && declared > max
+        {
+            return Err((Refusal::TooLarge, too_large(declared, max)));
+        }
+        if whole.len() > FRAME_HEADER + max {
+            // More bytes than one message of the declared size: a second one.
+            break;
+        }
+    }
+    let bytes = whole.into_bytes();
+    check_single_message(&bytes, max)?;
+    Ok(bytes)
+}
+
+/// Reads a plain body of at most `max` bytes.
+async fn read_bytes(mut body: Body, max: usize) -> Result<Bytes, ()> {
+    let mut whole = Collected::default();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(drop)?.into_data() else { continue };
+        whole.push(data);
+        if whole.len() > max {
+            return Err(());
+        }
+    }
+    Ok(whole.into_bytes())
+}
+
+pub(super) fn too_large(declared: usize, max: usize) -> Status {
+    Status::out_of_range(format!(
+        "the request message is {declared} bytes; this gateway accepts at most {max} (server.max_request_bytes)"
+    ))
+}
+
+/// A body's bytes, without a copy when they came in one piece.
+#[derive(Default)]
+struct Collected {
+    first: Option<Bytes>,
+    rest: Option<BytesMut>,
+}
+
+impl Collected {
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match (&mut self.first, &mut self.rest) {
+            (None, _) => self.first = Some(data),
+            (Some(first), None) => {
+                let mut joined = BytesMut::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&data);
+                self.rest = Some(joined);
+            }
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match (&self.first, &self.rest) {
+            (_, Some(joined)) => joined.len(),
+            (Some(first), None) => first.len(),
+            (None, None) => 0,
+        }
+    }
+
+    fn declared_len(&self) -> Option<usize> {
+        let bytes: &[u8] = match (&self.first, &self.rest) {
+            (_, Some(joined)) => joined,
+            (Some(first), None) => first,
+            (None, None) => return None,
+        };
+        let header: [u8; 4] = bytes.get(1..FRAME_HEADER)?.try_into().ok()?;
+        usize::try_from(u32::from_be_bytes(header)).ok()
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match (self.first, self.rest) {
+            (_, Some(joined)) => joined.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+/// Checks that `body` is exactly one gRPC message frame (RFC: "gRPC over
+/// HTTP/2", Length-Prefixed-Message) of at most `max` bytes, uncompressed.
+pub fn check_single_message(body: &[u8], max: usize) -> Result<(), (Refusal, Status)> {
+    let malformed = |m: String| (Refusal::Malformed, Status::invalid_argument(m));
+    if body.is_empty() {
+        return Err(malformed(
+            "the request has no message: a gRPC request body is one length-prefixed message \
+             (a flag byte, a 4-byte big-endian length, the protobuf bytes)"
+                .to_owned(),
+        ));
+    }
+    let Some(header) = body.get(..FRAME_HEADER) else {
+        return Err(malformed(format!(
+            "the request body ends inside a message's 5-byte header ({} bytes)",
+            body.len()
+        )));
+    };
+    check_frame_flag(header[0])?;
+    let declared =
+        usize::try_from(u32::from_be_bytes([header[1], header[2], header[3], header[4]])).unwrap_or(usize::MAX);
+    if declared > max {
+        return Err((Refusal::TooLarge, too_large(declared, max)));
+    }
+    let present = body.len() - FRAME_HEADER;
+    if present < declared {
+        return Err(malformed(format!(
+            "the request message declares {declared} bytes but the body ends after {present}"
+        )));
+    }
+    if present > declared {
+        return Err(malformed(format!(
+            "the request body holds {} bytes after its {declared}-byte message; this method takes exactly one message",
+            present - declared
+        )));
+    }
+    Ok(())
+}
+
+/// A message frame's flag byte: 0 (plain). 1 (compressed) needs a
+/// `grpc-encoding` this gateway accepts, and it accepts none but identity.
+pub(super) fn check_frame_flag(flag: u8) -> Result<(), (Refusal, Status)> {
+    match flag {
+        0 => Ok(()),
+        1 => Err((
+            Refusal::Malformed,
+            Status::invalid_argument(
+                "the message's compressed flag is set but the request names no grpc-encoding; send it uncompressed",
+            ),
+        )),
+        other => Err((
+            Refusal::Malformed,
+            Status::invalid_argument(format!(
+                "the message's flag byte is {other}; gRPC allows 0 (plain) or 1 (compressed)"
+            )),
+        )),
+    }
+}
+
+/// A health request's message decodes as `HealthCheckRequest`.
+fn check_health_request(message: &[u8]) -> Result<(), Status> {
+    use prost::Message as _;
+    tonic_health::pb::HealthCheckRequest::decode(message.get(FRAME_HEADER..).unwrap_or_default()).map(drop).map_err(
+        |e| Status::invalid_argument(format!("the request message does not decode as HealthCheckRequest: {e}")),
+    )
+}
+
+/// [`Admission`] as a tower layer.
+#[derive(Debug, Clone)]
+pub struct AdmitLayer(pub Arc<Admission>);
+
+impl<S> Layer<S> for AdmitLayer {
+    type Service = Admit<S>;
+
+    fn layer(&self, inner: S) -> Admit<S> {
+        Admit { inner, admission: self.0.clone() }
+    }
+}
+
+/// See [`AdmitLayer`].
+#[derive(Debug, Clone)]
+pub struct Admit<S> {
+    inner: S,
+    admission: Arc<Admission>,
+}
+
+impl<S> Service<Request<Body>> for Admit<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The ready service goes with the call; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        self.admission.clone().admit(req, inner).boxed()
+    }
+}
+
+/// Whether a replica is overloaded: over the last `window` (one-second
+/// ticks), calls were shed in at least half of the seconds, and more than half
+/// of the calls that arrived were shed. Probes that arrive every few seconds
+/// during an overload are enough to say so; one burst is not.
+#[derive(Debug)]
+pub struct OverloadWatch {
+    last: (u64, u64),
+    seconds: std::collections::VecDeque<(u64, u64)>,
+    window: usize,
+}
+
+impl OverloadWatch {
+    /// A watch over `window` (at least one second).
+    pub fn new(window: Duration) -> Self {
+        let window = usize::try_from(window.as_secs()).unwrap_or(usize::MAX).clamp(1, 3600);
+        Self { last: (0, 0), seconds: std::collections::VecDeque::with_capacity(window), window }
+    }
+
+    /// One tick with the totals now; whether the replica is overloaded.
+    pub fn tick(&mut self, arrived: u64, shed: u64) -> bool {
+        let second = (arrived.saturating_sub(self.last.0), shed.saturating_sub(self.last.1));
+        self.last = (arrived, shed);
+        if self.seconds.len() == self.window {
+            self.seconds.pop_front();
+        }
+        self.seconds.push_back(second);
+        if self.seconds.len() < self.window {
+            return false;
+        }
+        let shedding_seconds = self.seconds.iter().filter(|(_, s)| *s > 0).count();
+        let (arrived, shed) = self.seconds.iter().fold((0, 0), |(a, s), (da, ds)| (a + da, s + ds));
+        shedding_seconds * 2 >= self.window && shed * 2 > arrived
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(flag: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![flag];
+        f.extend_from_slice(&declared.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn one_well_formed_message_passes() {
+        assert!(check_single_message(&frame(0, 3, b"abc"), 10).is_ok());
+        assert!(check_single_message(&frame(0, 0, b""), 10).is_ok());
+    }
+
+    #[test]
+    fn malformed_frames_are_the_callers_error() {
+        let cases: &[(&[u8], Refusal, tonic::Code, &str)] = &[
+            (b"", Refusal::Malformed, tonic::Code::InvalidArgument, "no message"),
+            (&[0, 0, 0], Refusal::Malformed, tonic::Code::InvalidArgument, "5-byte header"),
+            (&frame(0, 9, b"abc"), Refusal::Malformed, tonic::Code::InvalidArgument, "declares 9 bytes"),
+            (&frame(0, 1, b"abc"), Refusal::Malformed, tonic::Code::InvalidArgument, "exactly one message"),
+            (&frame(1, 3, b"abc"), Refusal::Malformed, tonic::Code::InvalidArgument, "compressed flag"),
+            (&frame(7, 3, b"abc"), Refusal::Malformed, tonic::Code::InvalidArgument, "flag byte is 7"),
+            (&frame(0, 11, b"abc"), Refusal::TooLarge, tonic::Code::OutOfRange, "at most 10"),
+        ];
+        for (body, why, code, says) in cases {
+            let (refusal, status) = check_single_message(body, 10).unwrap_err();
+            assert_eq!((refusal, status.code()), (*why, *code), "{body:?}: {status:?}");
+            assert!(status.message().contains(says), "{body:?}: {}", status.message());
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_follows_the_spec() {
+        assert_eq!(parse_grpc_timeout(b"1n"), Some(Duration::from_nanos(1)));
+        assert_eq!(parse_grpc_timeout(b"500m"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_grpc_timeout(b"99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        for bad in [&b"abc"[..], b"-1S", b"999999999S", b"S", b"10", b"1.5S", b"10s", b""] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn overload_needs_most_calls_shed_over_the_window() {
+        let mut w = OverloadWatch::new(Duration::from_secs(4));
+        // A probe every other second, every one shed: overloaded once the
+        // window is full.
+        let (mut arrived, mut shed) = (0, 0);
+        let mut verdicts = Vec::new();
+        for second in 0..6 {
+            if second % 2 == 0 {
+                arrived += 1;
+                shed += 1;
+            }
+            verdicts.push(w.tick(arrived, shed));
+        }
+        assert_eq!(verdicts, [false, false, false, true, true, true]);
+        // Busy but mostly admitted: not overloaded.
+        let mut w = OverloadWatch::new(Duration::from_secs(2));
+        assert!(!w.tick(1000, 10) && !w.tick(2000, 20) && !w.tick(3000, 30));
+        // One burst, then quiet: not overloaded.
+        let mut w = OverloadWatch::new(Duration::from_secs(4));
+        let v: Vec<bool> = [(100, 90), (100, 90), (100, 90), (100, 90)].iter().map(|(a, s)| w.tick(*a, *s)).collect();
+        assert_eq!(v, [false; 4]);
+    }
+}
