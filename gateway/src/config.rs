@@ -155,6 +155,10 @@ pub struct ServerConfig {
     /// `0s`: never.
     #[serde(with = "humantime_serde")]
     pub max_connection_age: Duration,
+    /// The key page tokens are sealed with (64 hex digits; `lienthong
+    /// secret-key` makes one). Every replica needs the same; unset, a key is
+    /// made at start and tokens do not survive a restart.
+    pub page_token_key: Option<crate::crypto::SecretKey>,
     /// How long calls still running on a connection asked to go away (for
     /// age or idleness) may take before it is closed.
     #[serde(with = "humantime_serde")]
@@ -200,6 +204,7 @@ impl Default for ServerConfig {
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(30 * 60),
             max_connection_age_grace: Duration::from_secs(5 * 60),
+            page_token_key: None,
         }
     }
 }
@@ -218,7 +223,7 @@ pub struct AnonymousConfig {
 }
 
 /// `[identity]`: the least identity level each RPC needs from the citizen.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityPolicy {
     /// RPC name (`ListMyDossiers`) → least identity level (1 or 2). A citizen
@@ -227,17 +232,23 @@ pub struct IdentityPolicy {
     pub min_level: BTreeMap<String, u8>,
 }
 
-impl Default for IdentityPolicy {
-    fn default() -> Self {
-        // Personal records need a verified (level 2) account.
-        Self { min_level: BTreeMap::from([("ListMyDossiers".to_owned(), 2), ("GetMyProfile".to_owned(), 1)]) }
-    }
-}
+/// The least identity level of each RPC unless configured: records that
+/// reveal personal data (a citizen's dossiers, the owner's view of one) need
+/// a verified (level 2) account; the profile itself is the citizen's own.
+pub const DEFAULT_MIN_LEVEL: &[(&str, u8)] =
+    &[("GetMyProfile", 1), ("ListMyDossiers", 2), ("GetDossier", 2), ("WatchDossier", 2)];
 
 impl IdentityPolicy {
-    /// The least level `method` needs (1 when not configured).
+    /// The least level `method` needs: configured, else
+    /// [`DEFAULT_MIN_LEVEL`], else 1. Configuring one RPC leaves the others'
+    /// defaults in force.
     pub fn min_level(&self, method: lienthong_adapter_core::Method) -> u8 {
-        self.min_level.get(method.rpc_name()).copied().unwrap_or(1)
+        let rpc = method.rpc_name();
+        self.min_level
+            .get(rpc)
+            .copied()
+            .or_else(|| DEFAULT_MIN_LEVEL.iter().find(|(name, _)| *name == rpc).map(|(_, level)| *level))
+            .unwrap_or(1)
     }
 }
 

@@ -74,6 +74,7 @@ pub struct Gateway {
     metrics: Arc<crate::telemetry::metrics::Metrics>,
     province_from_metadata: bool,
     shutdown: watch::Receiver<bool>,
+    page_tokens: crate::page_tokens::PageTokens,
 }
 
 impl ProvinceAdapters {
@@ -195,6 +196,7 @@ impl Gateway {
             metrics,
             province_from_metadata: config.server.province_from_metadata,
             shutdown,
+            page_tokens: crate::page_tokens::PageTokens::new(&page_token_key(config)?)?,
         })
     }
 
@@ -320,6 +322,7 @@ impl Gateway {
             trace_id: call_trace.map(|t| t.trace_id).or_else(|| trace_id(metadata)),
             traced,
             purpose: None,
+            below_level: None,
             ctx: CallContext { province: code.to_owned(), principal: None, deadline },
         })
     }
@@ -352,6 +355,21 @@ impl Gateway {
             self.metrics.limiter_rejection(limit);
         }
         verdict
+    }
+}
+
+/// The key page tokens are sealed with: configured, or made at start (then
+/// tokens do not survive a restart or cross replicas).
+fn page_token_key(config: &Config) -> anyhow::Result<crate::crypto::SecretKey> {
+    match &config.server.page_token_key {
+        Some(key) => Ok(key.clone()),
+        None => {
+            tracing::info!(
+                "page tokens are sealed with a key made at start: set server.page_token_key (the same on every \
+                 replica) for tokens that survive restarts and work across replicas"
+            );
+            crate::crypto::SecretKey::random()
+        }
     }
 }
 
@@ -409,6 +427,9 @@ pub struct Call<'g> {
     /// Whether this call's trace is exported (its child spans are made).
     traced: bool,
     purpose: Option<String>,
+    /// A signed-in citizen whose identity level is below what this method
+    /// needs for personal data: (citizen, their level, the level needed).
+    below_level: Option<(lienthong_adapter_core::CitizenId, u8, u8)>,
     /// What the adapter gets to know.
     pub ctx: CallContext,
 }
@@ -537,7 +558,9 @@ impl<'g> Call<'g> {
         let needed = self.gateway.identity.min_level(self.method);
         if level < needed {
             if !required {
-                // Optional sign-in (a dossier's status): the public view.
+                // Optional sign-in (a dossier's status): the public view, and
+                // the handler tells an owner why.
+                self.below_level = Some((principal.citizen_id.clone(), level, needed));
                 return Ok(None);
             }
             let denied = Status::permission_denied(format!(
@@ -556,6 +579,26 @@ impl<'g> Call<'g> {
         })?;
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
+    }
+
+    /// Why `owner` gets the public view of their own record: they signed in
+    /// below the level this method needs for personal data.
+    pub fn public_view_reason(&self, owner: &lienthong_adapter_core::CitizenId) -> Option<String> {
+        let (citizen, level, needed) = self.below_level.as_ref()?;
+        (citizen == owner).then(|| {
+            format!(
+                "the owner's view needs a level {needed} (verified) VNeID account and this one is level {level}; \
+                 the citizen can upgrade in the VNeID app"
+            )
+        })
+    }
+
+    /// Opens the caller's page token in `req` into the adapter's; the
+    /// returned paging seals the next one. A citizen's own lists are bound to
+    /// the citizen (authenticate first).
+    pub fn paging<R: crate::page_tokens::Paged>(&self, req: &mut R) -> Result<crate::page_tokens::Paging<'g>, Status> {
+        let citizen = self.ctx.principal.as_ref().map(|p| &p.citizen_id);
+        self.gateway.page_tokens.open(self.method, req, citizen)
     }
 
     /// When this call's upstream work must end: the caller's deadline, or

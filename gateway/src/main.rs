@@ -48,6 +48,9 @@ enum Command {
     /// Make a new API key for an app: prints the key (give it to the app's
     /// team) and its SHA-256 digest (put it in `[apps.<id>] api_key_sha256`).
     ApiKey,
+    /// Make a new 256-bit key (64 hex digits) for `server.page_token_key` or
+    /// `audit.chain_key`; give every replica the same.
+    SecretKey,
     /// Work with an audit log.
     Audit {
         #[command(subcommand)]
@@ -125,6 +128,20 @@ fn new_secret(key: &str) -> ExitCode {
             println!("secret: {token}");
             println!("digest: {}", lienthong::admin::digest_hex(&token));
             eprintln!("keep the secret secret; configure only its digest: {key} = [\"<digest>\"]");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lienthong: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_key() -> ExitCode {
+    match lienthong::crypto::SecretKey::random() {
+        Ok(key) => {
+            println!("{}", key.to_hex());
+            eprintln!("keep it secret (an environment variable or a secret store); every replica needs the same");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -231,6 +248,7 @@ async fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => return check_config(&file),
         Some(Command::AdminToken) => return new_secret("[admin] token_sha256"),
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
+        Some(Command::SecretKey) => return new_key(),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
         Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head } }) => {
             init_telemetry(&TelemetryConfig { ops_listen: None, ..Default::default() }, cli.log);

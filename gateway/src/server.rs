@@ -76,6 +76,7 @@ fn cors(config: &Config) -> CorsLayer {
             header("grpc-accept-encoding"),
             header(CACHE_HEADER),
             header(AGE_HEADER),
+            header(VIEW_REASON_HEADER),
             header(crate::telemetry::rpc::TRACE_ID_HEADER),
         ])
         .max_age(std::time::Duration::from_secs(3600))

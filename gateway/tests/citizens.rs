@@ -206,7 +206,7 @@ async fn my_dossiers_are_only_mine_and_need_level_2() {
     assert_eq!(page.dossiers.len(), 3);
     let rest = c
         .list_my_dossiers(authed(
-            ListMyDossiersRequest { page_size: 3, page_token: page.next_page_token, ..Default::default() },
+            ListMyDossiersRequest { page_size: 3, page_token: page.next_page_token.clone(), ..Default::default() },
             &lan,
         ))
         .await
@@ -214,6 +214,16 @@ async fn my_dossiers_are_only_mine_and_need_level_2() {
         .into_inner();
     assert_eq!(rest.dossiers.len(), 1);
     assert!(rest.next_page_token.is_empty());
+    // Lan's page token is hers alone: another citizen cannot page with it.
+    let minh = gw.token("minh").await;
+    let e = c
+        .list_my_dossiers(authed(
+            ListMyDossiersRequest { page_size: 3, page_token: page.next_page_token.clone(), ..Default::default() },
+            &minh,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&e), ["page_token"]);
     let returned = c
         .list_my_dossiers(authed(
             ListMyDossiersRequest { status: DossierStatus::ResultReturned as i32, ..Default::default() },
@@ -292,10 +302,9 @@ async fn watch_dossier_sends_the_current_status_then_every_change_until_final() 
 
 #[tokio::test]
 async fn the_least_identity_level_is_configured_per_rpc() {
-    let toml = format!(
-        "{}\n[identity]\nmin_level = {{ GetMyProfile = 2, GetDossier = 2, ListMyDossiers = 2 }}\n",
-        lienthong::config::SANDBOX_DEFAULT
-    );
+    // Configuring one RPC leaves the others' defaults (GetDossier,
+    // WatchDossier and ListMyDossiers need level 2) in force.
+    let toml = format!("{}\n[identity]\nmin_level = {{ GetMyProfile = 2 }}\n", lienthong::config::SANDBOX_DEFAULT);
     let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
     let hoa = gw.token("hoa").await; // a level-1 account
     let e = IdentityServiceClient::new(gw.channel.clone())
@@ -304,16 +313,6 @@ async fn the_least_identity_level_is_configured_per_rpc() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("GetMyProfile needs a level 2"), "{}", e.message());
-    // Where signing in is optional, a level-1 owner gets the public view.
-    let d = PublicServicesServiceClient::new(gw.channel.clone())
-        .get_dossier(authed(GetDossierRequest { dossier_code: "000.30.67.H29-251118-0010".into() }, &hoa))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap();
-    assert_eq!(d.view(), DossierView::Public);
-    assert!(d.applicant.is_none());
     // Level-2 citizens are unaffected.
     let lan = gw.token("lan").await;
     assert!(
@@ -323,6 +322,44 @@ async fn the_least_identity_level_is_configured_per_rpc() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_level_1_owner_gets_the_public_view_and_is_told_why() {
+    let gw = TestGateway::sandbox().await;
+    let hoa = gw.token("hoa").await; // a level-1 account, owner of this dossier
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    let answer = c.get_dossier(authed(GetDossierRequest { dossier_code: HOA_DOSSIER.into() }, &hoa)).await.unwrap();
+    let reason = answer.metadata().get("x-lienthong-view-reason").unwrap().to_str().unwrap().to_owned();
+    assert!(reason.contains("level 2") && reason.contains("level 1"), "{reason}");
+    let d = answer.into_inner().dossier.unwrap();
+    assert_eq!(d.view(), DossierView::Public);
+    assert!(d.applicant.is_none());
+    // Watching it: the same.
+    let watch = c.watch_dossier(authed(WatchDossierRequest { dossier_code: HOA_DOSSIER.into() }, &hoa)).await.unwrap();
+    assert!(watch.metadata().get("x-lienthong-view-reason").is_some());
+    let d = watch.into_inner().next().await.unwrap().unwrap().dossier.unwrap();
+    assert_eq!(d.view(), DossierView::Public);
+    assert!(d.applicant.is_none());
+    // Anyone else's public view says nothing of levels.
+    let lan = gw.token("lan").await;
+    let answer = c.get_dossier(authed(GetDossierRequest { dossier_code: HOA_DOSSIER.into() }, &lan)).await.unwrap();
+    assert!(answer.metadata().get("x-lienthong-view-reason").is_none());
+    // With the level lowered by config, the owner's view again.
+    let toml = format!("{}\n[identity]\nmin_level = {{ GetDossier = 1 }}\n", lienthong::config::SANDBOX_DEFAULT);
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let hoa = gw.token("hoa").await;
+    let d = PublicServicesServiceClient::new(gw.channel.clone())
+        .get_dossier(authed(GetDossierRequest { dossier_code: HOA_DOSSIER.into() }, &hoa))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(d.view(), DossierView::Owner);
+}
+
+/// A dossier of `hoa`, the sandbox's level-1 citizen.
+const HOA_DOSSIER: &str = "000.30.67.H29-251118-0010";
 
 #[tokio::test]
 async fn citizens_over_their_rate_get_resource_exhausted_with_a_delay() {

@@ -212,3 +212,112 @@ async fn no_personal_data_in_logs_spans_errors_or_debug_output() {
         }
     }
 }
+
+/// The sandbox's public services, but every dossier it returns carries the
+/// owner's full ID number where the masked one belongs: a careless (or
+/// remote) adapter.
+#[derive(Debug)]
+struct LeakyRegistry(Arc<dyn lienthong_adapter_core::PublicServicesAdapter>);
+
+fn leak(mut owned: lienthong_adapter_core::OwnedDossier) -> lienthong_adapter_core::OwnedDossier {
+    if let Some(applicant) = owned.dossier.applicant.as_mut() {
+        applicant.masked_id_number = owned.owner.expose().to_owned();
+    }
+    owned
+}
+
+#[async_trait::async_trait]
+impl lienthong_adapter_core::PublicServicesAdapter for LeakyRegistry {
+    fn capabilities(&self) -> lienthong_adapter_core::Capabilities {
+        self.0.capabilities()
+    }
+    async fn get_dossier(
+        &self,
+        ctx: &lienthong_adapter_core::CallContext,
+        req: GetDossierRequest,
+    ) -> Result<lienthong_adapter_core::OwnedDossier, lienthong_adapter_core::AdapterError> {
+        self.0.get_dossier(ctx, req).await.map(leak)
+    }
+    async fn list_my_dossiers(
+        &self,
+        ctx: &lienthong_adapter_core::CallContext,
+        req: ListMyDossiersRequest,
+    ) -> Result<ListMyDossiersResponse, lienthong_adapter_core::AdapterError> {
+        let full = ctx.principal.as_ref().unwrap().citizen_id.expose().to_owned();
+        let mut answer = self.0.list_my_dossiers(ctx, req).await?;
+        for d in &mut answer.dossiers {
+            d.applicant.get_or_insert_with(Default::default).masked_id_number = full.clone();
+        }
+        Ok(answer)
+    }
+    async fn watch_dossier(
+        &self,
+        ctx: &lienthong_adapter_core::CallContext,
+        req: WatchDossierRequest,
+    ) -> Result<lienthong_adapter_core::DossierStream, lienthong_adapter_core::AdapterError> {
+        Ok(self.0.watch_dossier(ctx, req).await?.map(|u| u.map(leak)).boxed())
+    }
+}
+
+#[derive(Debug)]
+struct LeakyFactory;
+
+#[async_trait::async_trait]
+impl lienthong_adapter_core::AdapterFactory for LeakyFactory {
+    fn kind(&self) -> &'static str {
+        "leaky"
+    }
+    fn description(&self) -> &'static str {
+        "the sandbox's dossiers with full ID numbers"
+    }
+    fn families(&self) -> &'static [lienthong_adapter_core::Family] {
+        &[lienthong_adapter_core::Family::PublicServices]
+    }
+    fn validate(&self, _: &serde_json::Value) -> Vec<String> {
+        Vec::new()
+    }
+    async fn build(
+        &self,
+        ctx: lienthong_adapter_core::BuildContext,
+    ) -> Result<lienthong_adapter_core::AdapterSet, lienthong_adapter_core::AdapterError> {
+        let sandbox = lienthong::server::adapter_registry().get("sandbox").unwrap().build(ctx).await?;
+        Ok(lienthong_adapter_core::AdapterSet {
+            public_services: Some(Arc::new(LeakyRegistry(sandbox.public_services.unwrap()))),
+            ..Default::default()
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_adapters_full_id_numbers_never_reach_the_app() {
+    let mut registry = lienthong::server::adapter_registry();
+    registry.register(Arc::new(LeakyFactory));
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace("public_services = \"sandbox\"", "public_services = \"leaky\"")
+        + "\n[adapters.leaky]\nkind = \"leaky\"\n";
+    let gw = TestGateway::start(Config::from_toml(&toml).unwrap(), registry).await;
+    let lan = gw.token("lan").await;
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    let masked = "********2345";
+    let list = c.list_my_dossiers(common::authed(ListMyDossiersRequest::default(), &lan)).await.unwrap().into_inner();
+    assert!(!list.dossiers.is_empty());
+    for d in &list.dossiers {
+        assert_eq!(d.applicant.as_ref().unwrap().masked_id_number, masked);
+    }
+    let d = c
+        .get_dossier(common::authed(GetDossierRequest { dossier_code: LAN_DOSSIER.into() }, &lan))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(d.applicant.unwrap().masked_id_number, masked);
+    let mut watch = c
+        .watch_dossier(common::authed(WatchDossierRequest { dossier_code: LAN_DOSSIER.into() }, &lan))
+        .await
+        .unwrap()
+        .into_inner();
+    let d = watch.next().await.unwrap().unwrap().dossier.unwrap();
+    assert_eq!(d.applicant.unwrap().masked_id_number, masked);
+    assert!(!format!("{list:?}").contains(LAN_ID));
+}

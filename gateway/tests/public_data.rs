@@ -140,21 +140,92 @@ async fn facility_requests_are_validated_field_by_field() {
 }
 
 #[tokio::test]
-async fn a_page_token_is_bound_to_its_filters() {
+async fn a_page_token_is_bound_to_its_filters_and_method_and_cannot_be_forged() {
+    use lienthong_proto::v1::transport_service_client::TransportServiceClient;
     let gw = TestGateway::sandbox().await;
     let mut c = EducationServiceClient::new(gw.channel.clone());
     let r = c.list_schools(ListSchoolsRequest { page_size: 5, ..Default::default() }).await.unwrap().into_inner();
-    assert!(!r.next_page_token.is_empty());
-    let e = c
-        .list_schools(ListSchoolsRequest {
+    let token = r.next_page_token;
+    assert!(!token.is_empty());
+    // Opaque: the offset it stands for does not show.
+    assert!(token.len() > 40 && !token.contains("cbf29ce4"), "{token}");
+    // The next page with it.
+    let page2 = c
+        .list_schools(ListSchoolsRequest { page_size: 5, page_token: token.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(page2.schools[0].school_id, r.schools[0].school_id);
+    // Other filters, another method, an altered token, a hand-made one.
+    let refused = |e: tonic::Status| {
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(violated_fields(&e), ["page_token"]);
+    };
+    refused(
+        c.list_schools(ListSchoolsRequest {
             page_size: 5,
-            page_token: r.next_page_token,
+            page_token: token.clone(),
             level: SchoolLevel::Primary as i32,
             ..Default::default()
         })
         .await
-        .unwrap_err();
-    assert_eq!(violated_fields(&e), ["page_token"]);
+        .unwrap_err(),
+    );
+    refused(
+        TransportServiceClient::new(gw.channel.clone())
+            .list_bus_routes(ListBusRoutesRequest { page_size: 5, page_token: token.clone(), ..Default::default() })
+            .await
+            .unwrap_err(),
+    );
+    let mut altered = token.clone().into_bytes();
+    let last = altered.len() - 1;
+    altered[last] = if altered[last] == b'0' { b'1' } else { b'0' };
+    refused(
+        c.list_schools(ListSchoolsRequest {
+            page_size: 5,
+            page_token: String::from_utf8(altered).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    refused(
+        c.list_schools(ListSchoolsRequest {
+            page_size: 5,
+            page_token: "cbf29ce48422232514".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    // Another gateway (another key) does not take it.
+    let other = TestGateway::sandbox().await;
+    refused(
+        EducationServiceClient::new(other.channel.clone())
+            .list_schools(ListSchoolsRequest { page_size: 5, page_token: token.clone(), ..Default::default() })
+            .await
+            .unwrap_err(),
+    );
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_key_accept_each_others_page_tokens() {
+    let key = lienthong::crypto::SecretKey::random().unwrap().to_hex();
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace("drain_timeout = \"10s\"", &format!("drain_timeout = \"10s\"\npage_token_key = \"{key}\""));
+    let one = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let two = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let r = EducationServiceClient::new(one.channel.clone())
+        .list_schools(ListSchoolsRequest { page_size: 5, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let page2 = EducationServiceClient::new(two.channel.clone())
+        .list_schools(ListSchoolsRequest { page_size: 5, page_token: r.next_page_token, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page2.schools.len(), 5);
 }
 
 #[tokio::test]

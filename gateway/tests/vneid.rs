@@ -76,6 +76,24 @@ async fn bad_tokens_and_a_down_provider_map_to_clear_codes() {
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("expired"));
 
+    // Claims the provider's policy never issues: an iat in the future, a
+    // 100-year lifetime, and no iat at all.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut future = idp.claims(LAN);
+    future["iat"] = serde_json::json!(now + 3600);
+    future["nbf"] = serde_json::json!(now);
+    let mut forever = idp.claims(LAN);
+    forever["exp"] = serde_json::json!(now + 100 * 365 * 24 * 3600);
+    let mut no_iat = idp.claims(LAN);
+    no_iat.as_object_mut().unwrap().remove("iat");
+    for (claims, says) in
+        [(&future, "issued in the future"), (&forever, "lifetime is longer"), (&no_iat, "lacks a required claim")]
+    {
+        let e =
+            id.get_my_profile(authed(GetMyProfileRequest::default(), &idp.sign("rsa-1", claims))).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{says}");
+        assert!(e.message().contains(says), "{}", e.message());
+    }
     // A sandbox token is refused with the reason.
     let sandbox = TestGateway::sandbox().await;
     let e = id.get_my_profile(authed(GetMyProfileRequest::default(), &sandbox.token("lan").await)).await.unwrap_err();

@@ -21,6 +21,8 @@ use crate::Sandbox;
 pub const SANDBOX_ISSUER: &str = "urn:lienthong:sandbox";
 const AUDIENCE: &str = "lienthong";
 const KEY_ID: &str = "lienthong-sandbox";
+/// Tolerated clock difference, in seconds.
+const SKEW_SECS: u64 = 30;
 
 /// Whether `token` claims to be a sandbox token (by its header's key id). It
 /// proves nothing: it lets a gateway without a sandbox say clearly why it
@@ -81,11 +83,16 @@ impl IdentityAdapter for Sandbox {
     }
 
     async fn authenticate(&self, token: &BearerToken) -> Result<Principal, AdapterError> {
+        let header = jsonwebtoken::decode_header(token.expose())
+            .map_err(|_| unauthenticated("it is not a well-formed sandbox token"))?;
+        if header.kid.as_deref() != Some(KEY_ID) {
+            return Err(unauthenticated("it names a signing key (kid) the sandbox does not have"));
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[SANDBOX_ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
-        validation.leeway = 30;
+        validation.leeway = SKEW_SECS;
         validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(token.expose(), &self.tokens.decoding, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -102,8 +109,14 @@ impl IdentityAdapter for Sandbox {
         // The time checks above use the system clock; the dossier clock may
         // run ahead in tests, so check expiry against it too.
         let now = self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if data.claims.exp + 30 < now {
+        if data.claims.exp + SKEW_SECS < now {
             return Err(unauthenticated("it has expired"));
+        }
+        if data.claims.iat > now + SKEW_SECS {
+            return Err(unauthenticated("it claims to be issued in the future"));
+        }
+        if data.claims.exp.saturating_sub(data.claims.iat) > self.config.token_ttl.as_secs() {
+            return Err(unauthenticated("its lifetime is longer than the sandbox issues (token_ttl)"));
         }
         let citizen_id =
             CitizenId::parse(&data.claims.id_number).map_err(|_| unauthenticated("its subject is malformed"))?;
@@ -200,6 +213,58 @@ mod fuzz_tests {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let e = rt.block_on(sandbox().authenticate(&BearerToken::new(&token))).unwrap_err();
             prop_assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const SECRET: &str = "a test secret that signs sandbox tokens";
+
+    type Edit = dyn FnOnce(&mut Claims, &mut jsonwebtoken::Header);
+
+    fn sandbox() -> Sandbox {
+        Sandbox::new(crate::SandboxConfig { token_secret: Some(SECRET.to_owned()), ..Default::default() }).unwrap()
+    }
+
+    /// A token for Lan signed with the sandbox's secret: its claims and kid
+    /// altered by `edit`.
+    fn forged(sandbox: &Sandbox, edit: impl FnOnce(&mut Claims, &mut jsonwebtoken::Header)) -> BearerToken {
+        let now = sandbox.now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mut claims = Claims {
+            iss: SANDBOX_ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            sub: "lan".to_owned(),
+            id_number: "079190012345".to_owned(),
+            acr: "2".to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+        };
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some(KEY_ID.to_owned());
+        edit(&mut claims, &mut header);
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        BearerToken::new(jsonwebtoken::encode(&header, &claims, &key).unwrap())
+    }
+
+    #[tokio::test]
+    async fn tokens_the_sandbox_never_issues_are_refused_even_when_signed_with_its_key() {
+        let sandbox = sandbox();
+        assert!(sandbox.authenticate(&forged(&sandbox, |_, _| {})).await.is_ok());
+        let cases: [(&str, Box<Edit>); 4] = [
+            ("lifetime is longer", Box::new(|c, _| c.exp = c.iat + 100 * 365 * 24 * 3600)),
+            ("issued in the future", Box::new(|c, _| c.iat += 3600)),
+            ("signing key (kid)", Box::new(|_, h| h.kid = Some("another-key".to_owned()))),
+            ("signing key (kid)", Box::new(|_, h| h.kid = None)),
+        ];
+        for (says, edit) in cases {
+            let e = sandbox.authenticate(&forged(&sandbox, edit)).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{says}");
+            assert!(e.message().contains(says), "{says}: {}", e.message());
         }
     }
 }

@@ -34,6 +34,11 @@ pub struct VneidConfig {
     /// Tolerated clock difference for `exp` and `nbf`; at most 5m.
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub clock_skew: Duration,
+    /// The longest lifetime (`exp` − `iat`) a token may claim; a token
+    /// claiming more was not issued by the provider's usual policy and is
+    /// refused. At most 7d.
+    #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// How long fetched signing keys are trusted before a routine refetch.
     #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
     pub jwks_refresh: Duration,
@@ -60,6 +65,9 @@ fn default_algorithms() -> Vec<String> {
 }
 fn default_skew() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_token_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 fn default_jwks_refresh() -> Duration {
     Duration::from_secs(3600)
@@ -104,6 +112,9 @@ impl VneidConfig {
         }
         if self.clock_skew > Duration::from_secs(300) {
             problems.push("clock_skew: must be at most 5m".to_owned());
+        }
+        if self.max_token_lifetime.is_zero() || self.max_token_lifetime > Duration::from_secs(7 * 24 * 3600) {
+            problems.push("max_token_lifetime: must be more than 0 and at most 7d".to_owned());
         }
         if self.jwks_min_refetch > self.jwks_refresh {
             problems.push("jwks_min_refetch: must not exceed jwks_refresh".to_owned());

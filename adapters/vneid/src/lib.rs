@@ -23,6 +23,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use jsonwebtoken::{Algorithm, Validation};
 use lienthong_adapter_core::{
     AdapterError, AdapterFactory, AdapterRegistry, AdapterSet, BearerToken, BuildContext, CallContext, Capabilities,
@@ -53,6 +55,12 @@ struct VneidClaims {
     residence_ward: Option<String>,
     #[serde(default)]
     acr: Option<String>,
+    /// Issued at (seconds since the epoch): required of tokens, absent from
+    /// userinfo answers.
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 /// The VNeID identity adapter.
@@ -76,6 +84,23 @@ fn algorithm(name: &str) -> Option<Algorithm> {
         "ES256" => Some(Algorithm::ES256),
         _ => None,
     }
+}
+
+/// A token issued in the future (beyond the skew), or claiming a lifetime
+/// beyond `max_token_lifetime`, is refused: the provider's policy issues
+/// neither, so such a token was minted elsewhere or by a broken issuer.
+fn check_lifetime(claims: &VneidClaims, config: &VneidConfig, now: SystemTime) -> Result<(), AdapterError> {
+    let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (Some(iat), Some(exp)) = (claims.iat, claims.exp) else {
+        return Err(unauthenticated("it lacks a required claim"));
+    };
+    if iat > now + config.clock_skew.as_secs() {
+        return Err(unauthenticated("it claims to be issued in the future"));
+    }
+    if exp.saturating_sub(iat) > config.max_token_lifetime.as_secs() {
+        return Err(unauthenticated("its lifetime is longer than the provider issues (max_token_lifetime)"));
+    }
+    Ok(())
 }
 
 impl VneidAdapter {
@@ -115,6 +140,7 @@ impl VneidAdapter {
                 _ => "its claims are malformed",
             })
         })?;
+        check_lifetime(&data.claims, config, SystemTime::now())?;
         Ok(data.claims)
     }
 

@@ -7,7 +7,7 @@ use lienthong_proto::v1::education_service_server::EducationService;
 use tonic::{Request, Response, Status};
 
 use super::via_cache;
-use crate::gateway::{Answer, Gateway};
+use crate::gateway::Gateway;
 use crate::status::Violations;
 use crate::validate::{self, CodeKind};
 
@@ -22,7 +22,7 @@ impl EducationService for EducationApi {
         request: Request<api::ListSchoolsRequest>,
     ) -> Result<Response<api::ListSchoolsResponse>, Status> {
         let call = self.0.call(&request, Method::ListSchools)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
         validate::enum_value::<api::SchoolLevel>(&mut v, "level", req.level);
@@ -31,8 +31,10 @@ impl EducationService for EducationApi {
         validate::text(&mut v, "text", &req.text);
         validate::near(&mut v, "near", req.near.as_ref(), false);
         v.into_result()?;
+        let paging = call.paging(&mut req)?;
         let a = call.education()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_schools(&ctx, req).await).map(Answer::into_response)
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_schools(&ctx, req).await)
+            .map(|answer| paging.seal(answer).into_response())
     }
 
     async fn get_school(

@@ -7,7 +7,7 @@ use lienthong_proto::v1::healthcare_service_server::HealthcareService;
 use tonic::{Request, Response, Status};
 
 use super::via_cache;
-use crate::gateway::{Answer, Gateway};
+use crate::gateway::Gateway;
 use crate::status::Violations;
 use crate::validate::{self, CodeKind};
 
@@ -22,7 +22,7 @@ impl HealthcareService for HealthcareApi {
         request: Request<api::ListFacilitiesRequest>,
     ) -> Result<Response<api::ListFacilitiesResponse>, Status> {
         let call = self.0.call(&request, Method::ListFacilities)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
         validate::ward(&mut v, "ward_code", &req.ward_code, &call.ctx.province);
@@ -30,9 +30,10 @@ impl HealthcareService for HealthcareApi {
         validate::text(&mut v, "text", &req.text);
         validate::near(&mut v, "near", req.near.as_ref(), false);
         v.into_result()?;
+        let paging = call.paging(&mut req)?;
         let a = call.healthcare()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_facilities(&ctx, req).await)
-            .map(Answer::into_response)
+            .map(|answer| paging.seal(answer).into_response())
     }
 
     async fn get_facility(

@@ -65,6 +65,12 @@ fn view_for(owned: OwnedDossier, principal: Option<&Principal>) -> api::Dossier 
     d
 }
 
+fn with_view_reason<T>(response: &mut Response<T>, reason: Option<String>) {
+    if let Some(value) = reason.and_then(|r| tonic::metadata::MetadataValue::try_from(r).ok()) {
+        response.metadata_mut().insert(super::VIEW_REASON_HEADER, value);
+    }
+}
+
 fn dossier_code(code: &str) -> Result<(), Status> {
     let mut v = Violations::new();
     validate::code(&mut v, "dossier_code", code, CodeKind::Dossier);
@@ -80,15 +86,17 @@ impl PublicServicesService for PublicServicesApi {
         request: Request<api::ListAgenciesRequest>,
     ) -> Result<Response<api::ListAgenciesResponse>, Status> {
         let call = self.0.call(&request, Method::ListAgencies)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
         validate::enum_value::<api::AdministrativeLevel>(&mut v, "level", req.level);
         validate::ward(&mut v, "ward_code", &req.ward_code, &call.ctx.province);
         validate::text(&mut v, "text", &req.text);
         v.into_result()?;
+        let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_agencies(&ctx, req).await).map(Answer::into_response)
+        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_agencies(&ctx, req).await)
+            .map(|answer| paging.seal(answer).into_response())
     }
 
     async fn get_agency(
@@ -110,7 +118,7 @@ impl PublicServicesService for PublicServicesApi {
         request: Request<api::ListProceduresRequest>,
     ) -> Result<Response<api::ListProceduresResponse>, Status> {
         let call = self.0.call(&request, Method::ListProcedures)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
         validate::text(&mut v, "text", &req.text);
@@ -119,9 +127,10 @@ impl PublicServicesService for PublicServicesApi {
         validate::enum_value::<api::AdministrativeLevel>(&mut v, "level", req.level);
         validate::enum_value::<api::OnlineLevel>(&mut v, "online_level", req.online_level);
         v.into_result()?;
+        let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_procedures(&ctx, req).await)
-            .map(Answer::into_response)
+            .map(|answer| paging.seal(answer).into_response())
     }
 
     async fn get_procedure(
@@ -153,12 +162,17 @@ impl PublicServicesService for PublicServicesApi {
             adapter.get_dossier(&ctx, req).await.map(CachedDossier::from)
         })?;
         let Answer { value, freshness } = answer;
-        let dossier = view_for(value.into_owned()?, principal.as_ref());
+        let owned = value.into_owned()?;
+        let reason = call.public_view_reason(&owned.owner);
+        let dossier = view_for(owned, principal.as_ref());
         if dossier.view == api::DossierView::Owner as i32 {
             // The owner's view carries personal fields: recorded before it leaves.
             call.audit(vec![dossier.dossier_code.clone()], tonic::Code::Ok).await?;
         }
-        Ok(Answer { value: api::GetDossierResponse { dossier: Some(dossier) }, freshness }.into_response())
+        let mut response =
+            Answer { value: api::GetDossierResponse { dossier: Some(dossier) }, freshness }.into_response();
+        with_view_reason(&mut response, reason);
+        Ok(response)
     }
 
     async fn list_my_dossiers(
@@ -173,18 +187,30 @@ impl PublicServicesService for PublicServicesApi {
             validate::enum_value::<api::DossierStatus>(&mut v, "status", req.status);
             v.into_result()?;
         }
-        call.authenticate(request.metadata(), true).await?;
+        let principal = call
+            .authenticate(request.metadata(), true)
+            .await?
+            .ok_or_else(|| Status::unauthenticated("this call needs the citizen's VNeID token"))?;
         let a = call.public_services()?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        // Its page tokens are the citizen's alone.
+        let paging = call.paging(&mut req)?;
         // Cached under the citizen's pseudonym: only ever their own.
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.list_my_dossiers(&ctx, req).await)?;
+        let answer =
+            paging.seal(via_cache!(call, a, req, |adapter, ctx, req| adapter.list_my_dossiers(&ctx, req).await)?);
         let codes = answer.value.dossiers.iter().map(|d| d.dossier_code.clone()).collect();
         // Recorded before the answer leaves.
         call.audit(codes, tonic::Code::Ok).await?;
+        // Whatever number the adapter put there, the app gets the owner's
+        // masked number: an app never receives a full ID number here.
+        let masked = principal.citizen_id.masked();
         Ok(answer
             .map(|mut resp| {
                 for d in &mut resp.dossiers {
                     d.view = api::DossierView::Owner as i32;
+                    if let Some(applicant) = d.applicant.as_mut() {
+                        applicant.masked_id_number.clone_from(&masked);
+                    }
                 }
                 resp
             })
@@ -202,7 +228,16 @@ impl PublicServicesService for PublicServicesApi {
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;
         let req = request.into_inner();
-        let updates = call.guarded(a, || a.adapter.watch_dossier(&call.ctx, req.clone())).await?;
+        let mut updates = call.guarded(a, || a.adapter.watch_dossier(&call.ctx, req.clone())).await?;
+        // The first update (the current status) names the owner, so the
+        // answer's metadata can tell a signed-in owner below the level why
+        // they get the public view.
+        let first = updates.next().await;
+        let reason = match &first {
+            Some(Ok(owned)) => call.public_view_reason(&owned.owner),
+            _ => None,
+        };
+        let updates = futures_util::stream::iter(first).chain(updates).boxed();
         let (method, kind) = (call.method(), a.kind.clone());
         let auditor = principal.as_ref().map(|_| call.auditor()).transpose()?;
         let shutdown = self.0.shutdown_signal();
@@ -244,6 +279,8 @@ impl PublicServicesService for PublicServicesApi {
                 }
             }
         });
-        Ok(fresh(Box::pin(stream) as WatchStream))
+        let mut response = fresh(Box::pin(stream) as WatchStream);
+        with_view_reason(&mut response, reason);
+        Ok(response)
     }
 }

@@ -25,16 +25,17 @@ impl TransportService for TransportApi {
         request: Request<api::ListBusRoutesRequest>,
     ) -> Result<Response<api::ListBusRoutesResponse>, Status> {
         let call = self.0.call(&request, Method::ListBusRoutes)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
         validate::text(&mut v, "text", &req.text);
         validate::optional_code(&mut v, "stop_id", &req.stop_id, CodeKind::RecordId);
         validate::enum_value::<api::BusRouteView>(&mut v, "view", req.view);
         v.into_result()?;
+        let paging = call.paging(&mut req)?;
         let a = call.transport()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_bus_routes(&ctx, req).await)
-            .map(Answer::into_response)
+            .map(|answer| paging.seal(answer).into_response())
     }
 
     async fn get_bus_route(
@@ -57,14 +58,15 @@ impl TransportService for TransportApi {
         request: Request<api::ListNearbyStopsRequest>,
     ) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
         let call = self.0.call(&request, Method::ListNearbyStops)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
         validate::near(&mut v, "near", req.near.as_ref(), true);
         v.into_result()?;
+        let paging = call.paging(&mut req)?;
         let a = call.transport()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_nearby_stops(&ctx, req).await)
-            .map(Answer::into_response)
+            .map(|answer| paging.seal(answer).into_response())
     }
 
     async fn list_arrivals(
@@ -89,15 +91,16 @@ impl TransportService for TransportApi {
         request: Request<api::ListTrafficCamerasRequest>,
     ) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
         let call = self.0.call(&request, Method::ListTrafficCameras)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
         validate::text(&mut v, "text", &req.text);
         validate::near(&mut v, "near", req.near.as_ref(), false);
         v.into_result()?;
+        let paging = call.paging(&mut req)?;
         let a = call.transport()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_traffic_cameras(&ctx, req).await)
-            .map(Answer::into_response)
+            .map(|answer| paging.seal(answer).into_response())
     }
 
     async fn get_traffic_camera(

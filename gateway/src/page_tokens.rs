@@ -1,0 +1,129 @@
+//! Page tokens as callers see them. An adapter's own `next_page_token` (an
+//! offset, an upstream cursor) never leaves the gateway as it is: it is
+//! sealed (AES-256-GCM, [`crate::crypto::Sealer`]) under the call it belongs
+//! to: the method, the request's filters and, for a citizen's own lists, the
+//! citizen. A token is opaque; one altered, made by hand, or replayed on
+//! another method, other filters or another citizen's list is refused with
+//! INVALID_ARGUMENT naming `page_token`. Replicas that share
+//! `server.page_token_key` accept each other's tokens.
+
+use lienthong_adapter_core::{CitizenId, Method, api};
+use tonic::Status;
+
+use crate::crypto::Sealer;
+
+/// A list request: its paging fields.
+pub trait Paged: prost::Message + Clone {
+    /// `page_token`.
+    fn page_token_mut(&mut self) -> &mut String;
+    /// `page_size`.
+    fn page_size_mut(&mut self) -> &mut i32;
+}
+
+/// A list answer: the token of its next page.
+pub trait Listing {
+    /// `next_page_token`.
+    fn next_page_token_mut(&mut self) -> &mut String;
+}
+
+macro_rules! paged {
+    ($($request:ident => $response:ident),* $(,)?) => {
+        $(impl Paged for api::$request {
+            fn page_token_mut(&mut self) -> &mut String {
+                &mut self.page_token
+            }
+            fn page_size_mut(&mut self) -> &mut i32 {
+                &mut self.page_size
+            }
+        }
+        impl Listing for api::$response {
+            fn next_page_token_mut(&mut self) -> &mut String {
+                &mut self.next_page_token
+            }
+        })*
+    };
+}
+
+paged!(
+    ListFacilitiesRequest => ListFacilitiesResponse,
+    ListSchoolsRequest => ListSchoolsResponse,
+    ListBusRoutesRequest => ListBusRoutesResponse,
+    ListNearbyStopsRequest => ListNearbyStopsResponse,
+    ListTrafficCamerasRequest => ListTrafficCamerasResponse,
+    ListHousingProjectsRequest => ListHousingProjectsResponse,
+    ListAgenciesRequest => ListAgenciesResponse,
+    ListProceduresRequest => ListProceduresResponse,
+    ListMyDossiersRequest => ListMyDossiersResponse,
+);
+
+/// The gateway's page token sealer.
+#[derive(Debug)]
+pub struct PageTokens(Sealer);
+
+impl PageTokens {
+    /// Tokens sealed with `key`.
+    pub fn new(key: &crate::crypto::SecretKey) -> anyhow::Result<Self> {
+        Ok(Self(Sealer::new(key)?))
+    }
+
+    /// Opens the caller's token in `req` into the adapter's, and returns
+    /// the call's paging, to seal the next token with.
+    pub fn open<'a, R: Paged>(
+        &'a self,
+        method: Method,
+        req: &mut R,
+        citizen: Option<&CitizenId>,
+    ) -> Result<Paging<'a>, Status> {
+        let context = context(method, req, citizen);
+        let token = req.page_token_mut();
+        if !token.is_empty() {
+            let inner = self.0.open(&context, token).and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
+                let mut v = crate::status::Violations::new();
+                v.add(
+                    "page_token",
+                    "is not a next_page_token this gateway issued for this method, these filters and this caller; \
+                     pass next_page_token back unchanged, with the same filters",
+                );
+                v.into_result().err().unwrap_or_else(|| Status::invalid_argument("page_token is not valid"))
+            })?;
+            *token = inner;
+        }
+        Ok(Paging { tokens: self, context })
+    }
+}
+
+/// One list call's paging: seals the token of its next page.
+#[derive(Debug)]
+pub struct Paging<'a> {
+    tokens: &'a PageTokens,
+    context: Vec<u8>,
+}
+
+impl Paging<'_> {
+    /// `answer` with the adapter's `next_page_token` sealed (empty stays
+    /// empty: the last page).
+    pub fn seal<T: Listing>(&self, mut answer: crate::gateway::Answer<T>) -> crate::gateway::Answer<T> {
+        let next = answer.value.next_page_token_mut();
+        if !next.is_empty() {
+            *next = self.tokens.0.seal(&self.context, next.as_bytes());
+        }
+        answer
+    }
+}
+
+/// What a token is bound to: the method, the SHA-256 of the filters (the
+/// request with its paging fields cleared) and the citizen, if any.
+fn context<R: Paged>(method: Method, req: &R, citizen: Option<&CitizenId>) -> Vec<u8> {
+    let mut filters = req.clone();
+    filters.page_token_mut().clear();
+    *filters.page_size_mut() = 0;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &filters.encode_to_vec());
+    let mut context = method.full_name().as_bytes().to_vec();
+    context.push(0);
+    context.extend_from_slice(digest.as_ref());
+    if let Some(citizen) = citizen {
+        context.push(0);
+        context.extend_from_slice(citizen.expose().as_bytes());
+    }
+    context
+}
