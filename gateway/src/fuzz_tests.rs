@@ -115,7 +115,7 @@ proptest! {
         let _ = crate::apps::parse_digest(&value);
         let _ = crate::apps::allowed_methods(&value);
         let _ = crate::audit::AuditRecord::parse(&value);
-        let _ = crate::audit::verify::verify(value.as_bytes());
+        let _ = crate::audit::verify::verify(value.as_bytes(), None);
         let _ = crate::apps::pem_fingerprint(&value);
     }
 }

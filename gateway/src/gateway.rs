@@ -494,6 +494,7 @@ impl<'g> Call<'g> {
                 purpose: self.purpose.clone().unwrap_or_else(|| "unspecified".to_owned()),
                 outcome: String::new(),
                 trace_id,
+                count: 1,
             },
             log,
         }
@@ -504,6 +505,14 @@ impl<'g> Call<'g> {
     /// recorded, so that nothing unaudited is served.
     pub async fn audit(&self, records: Vec<String>, outcome: tonic::Code) -> Result<(), Status> {
         self.auditor()?.record(records, outcome).await
+    }
+
+    /// Records that this call's signed-in citizen was refused with
+    /// `outcome` (aggregated per citizen and window; does not wait).
+    pub fn audit_refusal(&self, outcome: tonic::Code) {
+        if let Some(principal) = &self.ctx.principal {
+            self.auditor_for(principal).refused(outcome);
+        }
     }
 
     /// What records accesses for this call's citizen, also after the call
@@ -569,14 +578,18 @@ impl<'g> Call<'g> {
             ));
             // A refused attempt at personal data is audited too.
             self.purpose = Some(self.app.purpose(metadata)?);
-            self.auditor_for(&principal).record(Vec::new(), denied.code()).await?;
+            self.auditor_for(&principal).refused(denied.code());
             return Err(denied);
         }
         // Personal data may be touched from here on: its purpose is declared.
         self.purpose = Some(self.app.purpose(metadata)?);
-        self.gateway.limited(self.traced, "citizen", || {
-            self.gateway.limits.check_citizen(&principal.citizen_id, self.method)
-        })?;
+        if let Err(refused) = self
+            .gateway
+            .limited(self.traced, "citizen", || self.gateway.limits.check_citizen(&principal.citizen_id, self.method))
+        {
+            self.auditor_for(&principal).refused(refused.code());
+            return Err(refused);
+        }
         self.ctx.principal = Some(principal.clone());
         Ok(Some(principal))
     }
@@ -708,6 +721,17 @@ impl Auditor {
         let event =
             crate::audit::AuditEvent { records, outcome: code_name(outcome).to_owned(), ..self.template.clone() };
         self.log.record(event).await
+    }
+
+    /// Records a refusal with `outcome`, aggregated per citizen and window,
+    /// without waiting for the write.
+    pub fn refused(&self, outcome: tonic::Code) {
+        let event = crate::audit::AuditEvent {
+            records: Vec::new(),
+            outcome: code_name(outcome).to_owned(),
+            ..self.template.clone()
+        };
+        self.log.refused(event);
     }
 }
 

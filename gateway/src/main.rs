@@ -81,6 +81,11 @@ enum AuditCommand {
         /// caught only against it.
         #[arg(long)]
         expect_head: Option<String>,
+        /// The chain key (`audit.chain_key`, 64 hex digits) of a keyed
+        /// chain; read from this environment variable, never from the
+        /// command line.
+        #[arg(long, env = "LIENTHONG_AUDIT__CHAIN_KEY", hide_env_values = true)]
+        chain_key: Option<String>,
     },
 }
 
@@ -155,6 +160,7 @@ async fn audit_verify(
     file: Option<&std::path::Path>,
     postgres: Option<(String, String)>,
     expect_head: Option<&str>,
+    key: Option<&lienthong::crypto::SecretKey>,
 ) -> ExitCode {
     let (name, lines) = match (file, postgres) {
         (_, Some((url, schema))) => match lienthong::audit::postgres::read_all(&url, &schema).await {
@@ -176,7 +182,7 @@ async fn audit_verify(
             return ExitCode::from(2);
         }
     };
-    match lienthong::audit::verify::verify(lines.as_slice()) {
+    match lienthong::audit::verify::verify(lines.as_slice(), key) {
         Ok(v) => {
             if let Some(head) = expect_head
                 && head != v.head
@@ -250,9 +256,17 @@ async fn main() -> ExitCode {
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::SecretKey) => return new_key(),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
-        Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head } }) => {
+        Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head, chain_key } }) => {
             init_telemetry(&TelemetryConfig { ops_listen: None, ..Default::default() }, cli.log);
-            return audit_verify(file.as_deref(), postgres.zip(schema), expect_head.as_deref()).await;
+            let key = match chain_key.as_deref().map(lienthong::crypto::SecretKey::from_hex) {
+                None => None,
+                Some(Some(key)) => Some(key),
+                Some(None) => {
+                    eprintln!("LIENTHONG_AUDIT__CHAIN_KEY must be 64 hex digits");
+                    return ExitCode::from(2);
+                }
+            };
+            return audit_verify(file.as_deref(), postgres.zip(schema), expect_head.as_deref(), key.as_ref()).await;
         }
         Some(Command::Serve { config }) => config,
         None => std::env::var_os("LIENTHONG_CONFIG").map(PathBuf::from),

@@ -28,6 +28,19 @@ fn records(path: &Path) -> Vec<AuditRecord> {
     text.lines().filter_map(|l| AuditRecord::parse(l).ok()).map(|(r, _)| r).collect()
 }
 
+/// The records of `path` once there are at least `n`, polled with a deadline.
+async fn records_eventually(path: &Path, n: usize) -> Vec<AuditRecord> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = records(path);
+        if r.len() >= n {
+            return r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} of {n} records written", r.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn sandbox_with_audit(path: &Path, extra: &str) -> String {
     format!("{}\n[audit]\npath = {:?}\n{extra}", lienthong::config::SANDBOX_DEFAULT, path)
 }
@@ -61,7 +74,8 @@ async fn personal_data_accesses_are_recorded_and_public_ones_are_not() {
     let e = ps.list_my_dossiers(authed(ListMyDossiersRequest::default(), &hoa)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
-    let r = records(&path);
+    // (A refusal is recorded without holding up the answer: poll.)
+    let r = records_eventually(&path, 4).await;
     let methods: Vec<&str> = r.iter().map(|r| r.method.rsplit('/').next().unwrap()).collect();
     assert_eq!(methods, ["GetDossier", "GetMyProfile", "ListMyDossiers", "ListMyDossiers"]);
     assert_eq!(r[0].records, [LAN_BIRTH]);
@@ -209,7 +223,7 @@ async fn after_kill_9_every_answered_access_has_its_record() {
     }
     let answered = answered.load(Ordering::SeqCst);
     let text = std::fs::read_to_string(&path).unwrap();
-    let verified = lienthong::audit::verify::verify(text.as_bytes()).unwrap();
+    let verified = lienthong::audit::verify::verify(text.as_bytes(), None).unwrap();
     let recorded = records(&path).iter().filter(|r| r.method.ends_with("/GetMyProfile") && r.outcome == "OK").count();
     assert!(answered >= 300);
     assert!(recorded >= answered, "{answered} answers received, {recorded} recorded");
@@ -228,7 +242,7 @@ async fn after_kill_9_every_answered_access_has_its_record() {
     IdentityServiceClient::new(channel).get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap();
     again.kill().unwrap();
     again.wait().unwrap();
-    let after = lienthong::audit::verify::verify(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let after = lienthong::audit::verify::verify(std::fs::read(&path).unwrap().as_slice(), None).unwrap();
     assert_eq!(after.records, verified.records + 1);
 }
 
@@ -272,6 +286,7 @@ async fn replicas_write_one_chain_in_postgres_and_tampering_is_caught() {
                     purpose: "public-service".into(),
                     outcome: "OK".into(),
                     trace_id: format!("{i:032x}"),
+                    count: 1,
                 })
                 .await
             }));
@@ -281,7 +296,7 @@ async fn replicas_write_one_chain_in_postgres_and_tampering_is_caught() {
         t.await.unwrap().unwrap();
     }
     let lines = lienthong::audit::postgres::read_all(&url, &schema).await.unwrap();
-    let v = lienthong::audit::verify::verify(lines.as_slice()).unwrap();
+    let v = lienthong::audit::verify::verify(lines.as_slice(), None).unwrap();
     assert_eq!(v.records, 200);
     let text = String::from_utf8(lines).unwrap();
     assert!(text.contains("replica-0") && text.contains("replica-1"));
@@ -318,8 +333,170 @@ async fn a_gateway_with_the_postgres_sink_records_before_it_answers() {
         .await
         .unwrap();
     let lines = lienthong::audit::postgres::read_all(&url, &schema).await.unwrap();
-    let v = lienthong::audit::verify::verify(lines.as_slice()).unwrap();
+    let v = lienthong::audit::verify::verify(lines.as_slice(), None).unwrap();
     assert_eq!(v.records, 1);
     assert!(!String::from_utf8(lines).unwrap().contains("079190012345"));
+    drop_schema(&url, &schema).await;
+}
+
+/// The sum of `count` over the records of `method` with `outcome`.
+fn counted(records: &[AuditRecord], method: &str, outcome: &str) -> (u64, usize) {
+    let matching: Vec<&AuditRecord> =
+        records.iter().filter(|r| r.method.ends_with(method) && r.outcome == outcome).collect();
+    (matching.iter().map(|r| u64::from(r.count)).sum(), matching.len())
+}
+
+#[tokio::test]
+async fn every_refusal_is_recorded_and_a_flood_is_aggregated() {
+    let path = common::temp_dir("refusals").join("audit.jsonl");
+    let extra = "refusal_window = \"1s\"\n\n[limits]\nper_citizen = { per_second = 1, burst = 2 }\n";
+    let gw = TestGateway::with_toml(&sandbox_with_audit(&path, extra), lienthong::server::adapter_registry()).await;
+    let (lan, hoa, minh) = (gw.token("lan").await, gw.token("hoa").await, gw.token("minh").await);
+    let mut ps = PublicServicesServiceClient::new(gw.channel.clone());
+    let mut id = IdentityServiceClient::new(gw.channel.clone());
+    // Refused for the identity level (hoa is level 1).
+    let mut level = 0;
+    for _ in 0..30 {
+        let e = ps.list_my_dossiers(authed(ListMyDossiersRequest::default(), &hoa)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        level += 1;
+    }
+    // Refused the full ID number (no scope); beyond her rate, refused for
+    // the rate first.
+    let (mut scope, mut rate) = (0, 0);
+    for _ in 0..30 {
+        let full = GetMyProfileRequest { include_full_id_number: true };
+        match id.get_my_profile(authed(full, &lan)).await {
+            Err(e) if e.code() == Code::PermissionDenied => scope += 1,
+            Err(e) if e.code() == Code::ResourceExhausted => rate += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // Over the per-citizen rate.
+    for _ in 0..100 {
+        match id.get_my_profile(authed(GetMyProfileRequest::default(), &minh)).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Code::ResourceExhausted => rate += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(level == 30 && scope > 0 && rate > 50, "{level} {scope} {rate}");
+    // Every refusal is counted in the log once its window has closed, in a
+    // handful of records (not one fsync per refusal).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = records(&path);
+        let got = [
+            counted(&r, "/ListMyDossiers", "PERMISSION_DENIED"),
+            counted(&r, "/GetMyProfile", "PERMISSION_DENIED"),
+            counted(&r, "/GetMyProfile", "RESOURCE_EXHAUSTED"),
+        ];
+        if got.iter().map(|g| g.0).collect::<Vec<_>>() == [level, scope, rate] {
+            for (n, records) in got.iter().map(|g| g.1).enumerate() {
+                assert!(records <= 6, "refusal kind {n} took {records} records");
+            }
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "recorded {got:?}, refused {level} {scope} {rate}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"count\":"), "no aggregated record");
+    assert_eq!(lienthong::audit::verify::verify(text.as_bytes(), None).unwrap().records as usize, records(&path).len());
+}
+
+#[tokio::test]
+async fn a_keyed_chain_names_edits_in_the_file_and_in_postgres_without_a_head() {
+    let key = lienthong::crypto::SecretKey::random().unwrap().to_hex();
+    // The file sink.
+    let path = common::temp_dir("keyed").join("audit.jsonl");
+    let extra = format!("chain_key = \"{key}\"\n");
+    let gw = TestGateway::with_toml(&sandbox_with_audit(&path, &extra), lienthong::server::adapter_registry()).await;
+    let lan = gw.token("lan").await;
+    let mut id = IdentityServiceClient::new(gw.channel.clone());
+    for _ in 0..5 {
+        id.get_my_profile(authed(GetMyProfileRequest::default(), &lan)).await.unwrap();
+    }
+    drop(gw);
+    let verify = |file: &Path, key: &str| {
+        let out =
+            lienthong().args(["audit", "verify"]).arg(file).env("LIENTHONG_AUDIT__CHAIN_KEY", key).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = verify(&path, &key);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("OK, 5 records"), "{out}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let edited = path.with_file_name("edited.jsonl");
+    // A duplicate key: grep and jq would read different outcomes.
+    let mut dup = lines.clone();
+    let line = dup[2].replacen("\"outcome\":", "\"outcome\":\"DENIED\",\"outcome\":", 1);
+    dup[2] = &line;
+    std::fs::write(&edited, dup.join("\n") + "\n").unwrap();
+    let (code, out) = verify(&edited, &key);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("line 3 (record 3)") && out.contains("canonical"), "{out}");
+    // The middle record deleted and the rest re-chained without the key.
+    let mut rest: Vec<String> = lines[..1].iter().map(|l| (*l).to_owned()).collect();
+    let mut prev = AuditRecord::parse(lines[0]).unwrap().1;
+    for (i, l) in lines[2..].iter().enumerate() {
+        let (mut r, _) = AuditRecord::parse(l).unwrap();
+        (r.seq, r.prev, r.keyed) = (i as u64 + 2, prev.clone(), false);
+        let (line, hash) = r.line(None);
+        prev = hash;
+        rest.push(line);
+    }
+    std::fs::write(&edited, rest.join("\n") + "\n").unwrap();
+    let (code, out) = verify(&edited, &key);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("line 2 (record 2)"), "{out}");
+    // A gateway does not continue a keyed chain under another key.
+    let other = lienthong::crypto::SecretKey::random().unwrap().to_hex();
+    let config =
+        lienthong::config::Config::from_toml(&sandbox_with_audit(&path, &format!("chain_key = \"{other}\"\n")))
+            .unwrap();
+    let e = lienthong::audit::AuditLog::open(&config.audit).await.unwrap_err();
+    assert!(format!("{e:#}").contains("another audit.chain_key"), "{e:#}");
+
+    // PostgreSQL: the same chain, the same checks.
+    let (url, schema) = postgres("keyed");
+    drop_schema(&url, &schema).await;
+    let toml = format!(
+        "{}\n[audit]\nsink = \"postgres\"\npostgres_url = {url:?}\npostgres_schema = {schema:?}\nchain_key = \"{key}\"\n",
+        lienthong::config::SANDBOX_DEFAULT
+    );
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let lan = gw.token("lan").await;
+    for _ in 0..5 {
+        IdentityServiceClient::new(gw.channel.clone())
+            .get_my_profile(authed(GetMyProfileRequest::default(), &lan))
+            .await
+            .unwrap();
+    }
+    let pg_verify = || {
+        let out = lienthong()
+            .args(["audit", "verify", "--postgres", &url, "--schema", &schema])
+            .env("LIENTHONG_AUDIT__CHAIN_KEY", &key)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = pg_verify();
+    assert_eq!(code, Some(0), "{out}");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            &format!(
+                "UPDATE {schema}.audit_log SET line = replace(line, '\"outcome\":', '\"outcome\":\"DENIED\",\"outcome\":') WHERE seq = 4"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (code, out) = pg_verify();
+    assert_eq!(code, Some(1));
+    assert!(out.contains("record 4") && out.contains("canonical"), "{out}");
     drop_schema(&url, &schema).await;
 }

@@ -26,6 +26,8 @@ use tonic::Status;
 
 pub use record::{AuditEvent, AuditRecord};
 
+use crate::crypto::SecretKey;
+
 /// Where audit records go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +59,17 @@ pub struct AuditConfig {
     /// replicas. Without it a key is drawn at start (pseudonyms then link
     /// records of one run only).
     pub pseudonym_key_file: Option<PathBuf>,
+    /// The key (64 hex digits; `lienthong secret-key`) the chain's hashes
+    /// are HMACs under, so a chain rewritten from any record on cannot be
+    /// made to verify without it. Keep it apart from the log (a secret store,
+    /// `LIENTHONG_AUDIT__CHAIN_KEY`); `lienthong audit verify` needs it too.
+    /// Without it the chain is plain SHA-256.
+    pub chain_key: Option<SecretKey>,
+    /// Refusals of one citizen (level, scope, rate limit) over this window
+    /// are recorded once, with their count: the first at once, the rest when
+    /// the window ends. Flooding the gateway cannot flood the log.
+    #[serde(with = "humantime_serde")]
+    pub refusal_window: std::time::Duration,
 }
 
 impl Default for AuditConfig {
@@ -68,6 +81,8 @@ impl Default for AuditConfig {
             postgres_url: String::new(),
             postgres_schema: "lienthong_audit".to_owned(),
             pseudonym_key_file: None,
+            chain_key: None,
+            refusal_window: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +95,8 @@ impl std::fmt::Debug for AuditConfig {
             .field("sink", &self.sink)
             .field("path", &self.path)
             .field("postgres_schema", &self.postgres_schema)
+            .field("chain_key", &self.chain_key)
+            .field("refusal_window", &self.refusal_window)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +105,9 @@ impl AuditConfig {
     /// Problems, each as (path, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&self.refusal_window) {
+            out.push(("audit.refusal_window".to_owned(), "must be between 1s and 1h".to_owned()));
+        }
         if self.sink == AuditSink::Postgres {
             if self.postgres_url.is_empty() {
                 out.push(("audit.postgres_url".to_owned(), "required with sink = \"postgres\"".to_owned()));
@@ -103,14 +123,21 @@ impl AuditConfig {
     }
 }
 
-/// The lines of `events` chained after (`seq`, `hash`), and the new head.
-pub(crate) fn chain_lines(events: &[AuditEvent], mut seq: u64, mut prev: String) -> (Vec<String>, u64, String) {
+/// The lines of `events` chained after (`seq`, `hash`), keyed with `key`
+/// when there is one, and the new head.
+pub(crate) fn chain_lines(
+    events: &[AuditEvent],
+    mut seq: u64,
+    mut prev: String,
+    key: Option<&SecretKey>,
+) -> (Vec<String>, u64, String) {
     let time = now_ms();
     let lines = events
         .iter()
         .map(|e| {
             seq += 1;
-            let (line, hash) = AuditRecord::new(e.clone(), seq, time, std::mem::take(&mut prev)).line();
+            let record = AuditRecord::new(e.clone(), seq, time, std::mem::take(&mut prev), key.is_some());
+            let (line, hash) = record.line(key);
             prev = hash;
             line
         })
@@ -127,6 +154,7 @@ struct Pending {
 pub struct AuditLog {
     tx: Option<mpsc::Sender<Pending>>,
     pseudonyms: crate::cache::CitizenScopes,
+    refusals: Option<Refusals>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -143,7 +171,7 @@ struct Head {
 
 /// Opens `path` for appending: trims a partial last line (an unacknowledged
 /// write cut by a crash) and reads the head of the chain.
-fn open(path: &Path) -> anyhow::Result<(File, Head)> {
+fn open(path: &Path, key: Option<&SecretKey>) -> anyhow::Result<(File, Head)> {
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
@@ -181,7 +209,24 @@ fn open(path: &Path) -> anyhow::Result<(File, Head)> {
                 path.display()
             )
         })?;
+    check_chain_key(&last, &hash, key).with_context(|| format!("the audit log {}", path.display()))?;
     Ok((file, Head { seq: last.seq, hash }))
+}
+
+/// A chain is continued only under the key it was written with: keyed
+/// records need `audit.chain_key`, and the same one; an unkeyed chain is not
+/// continued keyed (start a new log for that).
+pub(crate) fn check_chain_key(last: &AuditRecord, hash: &str, key: Option<&SecretKey>) -> anyhow::Result<()> {
+    match (last.keyed, key) {
+        (true, None) => anyhow::bail!("is keyed: configure the audit.chain_key it was written with"),
+        (false, Some(_)) => anyhow::bail!(
+            "was written without audit.chain_key: start a new log (another path or schema) for a keyed chain"
+        ),
+        (true, Some(key)) if last.hash(Some(key)).as_deref() != Some(hash) => {
+            anyhow::bail!("was keyed with another audit.chain_key than the one configured")
+        }
+        _ => Ok(()),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -210,12 +255,12 @@ fn acknowledge(batch: Vec<Pending>, failed: &Option<String>) {
 
 /// Appends batches until every sender is gone; fails closed: after a failed
 /// write every later record is refused too (the file's end is uncertain).
-fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
+fn writer(mut file: File, mut head: Head, key: Option<SecretKey>, mut rx: mpsc::Receiver<Pending>) {
     let mut failed: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
         let (batch, events) = batch_from(first, &mut rx);
         if failed.is_none() {
-            let (lines, seq, prev) = chain_lines(&events, head.seq, head.hash.clone());
+            let (lines, seq, prev) = chain_lines(&events, head.seq, head.hash.clone(), key.as_ref());
             let mut buf = lines.join("\n");
             buf.push('\n');
             match file.write_all(buf.as_bytes()).and_then(|()| file.sync_data()) {
@@ -232,12 +277,17 @@ fn writer(mut file: File, mut head: Head, mut rx: mpsc::Receiver<Pending>) {
 
 /// Appends batches to PostgreSQL until every sender is gone; like the file
 /// writer, fails closed after a failed batch.
-async fn postgres_writer(mut client: tokio_postgres::Client, schema: String, mut rx: mpsc::Receiver<Pending>) {
+async fn postgres_writer(
+    mut client: tokio_postgres::Client,
+    schema: String,
+    key: Option<SecretKey>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let mut failed: Option<String> = None;
     while let Some(first) = rx.recv().await {
         let (batch, events) = batch_from(first, &mut rx);
         if failed.is_none()
-            && let Err(e) = postgres::append(&mut client, &schema, &events).await
+            && let Err(e) = postgres::append(&mut client, &schema, &events, key.as_ref()).await
         {
             tracing::error!(error = %e, "writing the audit log to PostgreSQL failed; refusing personal-data calls from now on");
             failed = Some(e);
@@ -260,25 +310,43 @@ impl AuditLog {
             None => crate::cache::CitizenScopes::new()?,
         };
         if !config.enabled {
-            return Ok(Self { tx: None, pseudonyms });
+            return Ok(Self { tx: None, pseudonyms, refusals: None });
         }
         let (tx, rx) = mpsc::channel(65_536);
         if config.sink == AuditSink::Postgres {
             let client = postgres::connect(&config.postgres_url, &config.postgres_schema).await?;
-            tokio::spawn(postgres_writer(client, config.postgres_schema.clone(), rx));
-            return Ok(Self { tx: Some(tx), pseudonyms });
+            postgres::check_head(&client, &config.postgres_schema, config.chain_key.as_ref()).await?;
+            tokio::spawn(postgres_writer(client, config.postgres_schema.clone(), config.chain_key.clone(), rx));
+        } else {
+            let (file, head) = open(&config.path, config.chain_key.as_ref())?;
+            let key = config.chain_key.clone();
+            std::thread::Builder::new()
+                .name("lienthong-audit".into())
+                .spawn(move || writer(file, head, key, rx))
+                .context("starting the audit writer")?;
         }
-        let (file, head) = open(&config.path)?;
-        std::thread::Builder::new()
-            .name("lienthong-audit".into())
-            .spawn(move || writer(file, head, rx))
-            .context("starting the audit writer")?;
-        Ok(Self { tx: Some(tx), pseudonyms })
+        if config.chain_key.is_none() {
+            tracing::warn!(
+                "the audit chain is unkeyed: set audit.chain_key so that a rewritten chain is caught without a head kept elsewhere"
+            );
+        }
+        let refusals = Refusals::start(tx.clone(), config.refusal_window);
+        Ok(Self { tx: Some(tx), pseudonyms, refusals: Some(refusals) })
     }
 
     /// The pseudonym of `citizen` in this log.
     pub fn pseudonym(&self, citizen: &lienthong_adapter_core::CitizenId) -> String {
         String::from_utf8_lossy(&self.pseudonyms.scope(citizen)).into_owned()
+    }
+
+    /// Records a refusal of a signed-in citizen (identity level, scope, rate
+    /// limit), without waiting: the first of its kind for this citizen in the
+    /// window at once, the rest as one record with their count when the
+    /// window ends.
+    pub fn refused(&self, event: AuditEvent) {
+        if let Some(refusals) = &self.refusals {
+            refusals.add(event);
+        }
     }
 
     /// Records `event` durably, or UNAVAILABLE: an access that cannot be
@@ -296,6 +364,81 @@ impl AuditLog {
     }
 }
 
+/// Refusals being counted: per (app, citizen, method, outcome), how many
+/// since the first of the window, which was recorded at once.
+struct Refusals {
+    counts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<RefusalKey, AuditEvent>>>,
+    tx: mpsc::Sender<Pending>,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+type RefusalKey = (String, String, String, String);
+
+impl Refusals {
+    fn start(tx: mpsc::Sender<Pending>, window: std::time::Duration) -> Self {
+        let counts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<RefusalKey, AuditEvent>>> =
+            Default::default();
+        let (flushed, sender) = (counts.clone(), tx.clone());
+        let flusher = tokio::spawn(async move {
+            let mut every = tokio::time::interval(window);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let due: Vec<AuditEvent> = match flushed.lock() {
+                    Ok(mut counts) => counts.drain().map(|(_, e)| e).filter(|e| e.count > 0).collect(),
+                    Err(_) => Vec::new(),
+                };
+                for event in due {
+                    send_unawaited(&sender, event);
+                }
+            }
+        });
+        Self { counts, tx, flusher }
+    }
+
+    fn add(&self, event: AuditEvent) {
+        let key = (event.app.clone(), event.citizen.clone(), event.method.clone(), event.outcome.clone());
+        let first = match self.counts.lock() {
+            Ok(mut counts) => match counts.get_mut(&key) {
+                Some(counted) => {
+                    counted.count = counted.count.saturating_add(1);
+                    false
+                }
+                None => {
+                    counts.insert(key, AuditEvent { count: 0, ..event.clone() });
+                    true
+                }
+            },
+            Err(_) => true,
+        };
+        if first {
+            send_unawaited(&self.tx, event);
+        }
+    }
+}
+
+impl Drop for Refusals {
+    fn drop(&mut self) {
+        self.flusher.abort();
+        // What was counted is written on the way out.
+        if let Ok(mut counts) = self.counts.lock() {
+            for (_, event) in counts.drain().filter(|(_, e)| e.count > 0) {
+                send_unawaited(&self.tx, event);
+            }
+        }
+    }
+}
+
+/// Queues `event` without waiting for its write (a refusal answers at
+/// once); a full queue drops it with a warning.
+fn send_unawaited(tx: &mpsc::Sender<Pending>, event: AuditEvent) {
+    let (done, _) = oneshot::channel();
+    if tx.try_send(Pending { event, done }).is_err() {
+        tracing::warn!("the audit queue is full: a refusal record was dropped");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::record::tests::event;
@@ -309,7 +452,7 @@ mod tests {
     }
 
     fn verify_file(path: &Path) -> verify::Verified {
-        verify::verify(std::io::BufReader::new(File::open(path).unwrap())).unwrap()
+        verify::verify(std::io::BufReader::new(File::open(path).unwrap()), None).unwrap()
     }
 
     #[tokio::test]

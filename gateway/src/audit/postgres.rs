@@ -43,14 +43,19 @@ pub async fn connect(url: &str, schema: &str) -> anyhow::Result<Client> {
 }
 
 /// Appends `events` after the current head, in one transaction.
-pub async fn append(client: &mut Client, schema: &str, events: &[super::AuditEvent]) -> Result<(), String> {
+pub async fn append(
+    client: &mut Client,
+    schema: &str,
+    events: &[super::AuditEvent],
+    key: Option<&crate::crypto::SecretKey>,
+) -> Result<(), String> {
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     let head = tx
         .query_one(&format!("SELECT seq, hash FROM {schema}.audit_head FOR UPDATE"), &[])
         .await
         .map_err(|e| e.to_string())?;
     let (seq, hash): (i64, String) = (head.get(0), head.get(1));
-    let (lines, last_seq, last_hash) = super::chain_lines(events, seq as u64, hash);
+    let (lines, last_seq, last_hash) = super::chain_lines(events, seq as u64, hash, key);
     let seqs: Vec<i64> = (seq + 1..=last_seq as i64).collect();
     tx.execute(
         &format!("INSERT INTO {schema}.audit_log (seq, line) SELECT * FROM unnest($1::BIGINT[], $2::TEXT[])"),
@@ -62,6 +67,16 @@ pub async fn append(client: &mut Client, schema: &str, events: &[super::AuditEve
         .await
         .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())
+}
+
+/// Checks that the chain's last record was written under `key` (see
+/// [`super::check_chain_key`]).
+pub async fn check_head(client: &Client, schema: &str, key: Option<&crate::crypto::SecretKey>) -> anyhow::Result<()> {
+    let row = client.query_opt(&format!("SELECT line FROM {schema}.audit_log ORDER BY seq DESC LIMIT 1"), &[]).await?;
+    let Some(row) = row else { return Ok(()) };
+    let (last, hash) = super::AuditRecord::parse(row.get::<_, &str>(0))
+        .map_err(|e| anyhow::anyhow!("the audit chain in schema {schema} ends in an unreadable record: {e}"))?;
+    super::check_chain_key(&last, &hash, key).map_err(|e| anyhow::anyhow!("the audit chain in schema {schema} {e}"))
 }
 
 /// Every line of the chain, in order, newline-terminated (for `verify`).

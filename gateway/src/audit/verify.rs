@@ -1,11 +1,16 @@
-//! Checks an audit chain: every line a record, numbered in order, each
-//! `prev` the hash of the record before, each hash its record's own. Names
-//! the first record that breaks the chain.
+//! Checks an audit chain: every line the canonical encoding of a record
+//! (byte for byte, so no duplicate keys, other whitespace or escapes),
+//! numbered in order, each `prev` the hash of the record before, each hash
+//! its record's own. Given the chain key, every record must be keyed and its
+//! HMAC verify: a chain rewritten without the key fails at the first record
+//! rewritten, with no head kept elsewhere. Names the first record that
+//! breaks the chain.
 
 use std::fmt;
 use std::io::BufRead;
 
 use super::record::{AuditRecord, GENESIS};
+use crate::crypto::SecretKey;
 
 /// A chain that holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +42,8 @@ impl fmt::Display for Broken {
     }
 }
 
-/// Verifies the chain read from `input`.
-pub fn verify(input: impl BufRead) -> Result<Verified, Broken> {
+/// Verifies the chain read from `input`; with `key`, as a keyed chain.
+pub fn verify(input: impl BufRead, key: Option<&SecretKey>) -> Result<Verified, Broken> {
     let mut prev = GENESIS.to_owned();
     let mut n = 0u64;
     let mut lines = input.split(b'\n').peekable();
@@ -62,14 +67,30 @@ pub fn verify(input: impl BufRead) -> Result<Verified, Broken> {
             }
             Err(e) => return Err(broken(e)),
         };
+        if record.line_with(&claimed).as_bytes() != line.as_slice() {
+            return Err(broken(
+                "it is not the canonical encoding of the record it parses to (duplicate keys, or whitespace, \
+                 escapes or key order changed)"
+                    .into(),
+            ));
+        }
         if record.seq != n + 1 {
             return Err(broken(format!("numbered {} (a record was removed, added or moved)", record.seq)));
         }
         if record.prev != prev {
             return Err(broken("its prev is not the hash of the record before (removed or reordered)".into()));
         }
-        if record.hash() != claimed {
-            return Err(broken("its hash does not match its content (edited)".into()));
+        match (key, record.keyed) {
+            (Some(_), false) => {
+                return Err(broken(
+                    "it is not keyed, though the chain key was given (rewritten without the key?)".into(),
+                ));
+            }
+            (None, true) => return Err(broken("it is keyed: pass the chain key to verify it".into())),
+            _ => {}
+        }
+        if record.hash(key).as_deref() != Some(claimed.as_str()) {
+            return Err(broken("its hash does not match its content (edited, or keyed with another key)".into()));
         }
         prev = claimed;
         n += 1;
@@ -83,6 +104,10 @@ mod tests {
     use crate::audit::record::AuditEvent;
 
     fn chain(n: u32) -> Vec<String> {
+        chain_with(n, None)
+    }
+
+    fn chain_with(n: u32, key: Option<&SecretKey>) -> Vec<String> {
         let mut prev = GENESIS.to_owned();
         (1..=n)
             .map(|i| {
@@ -94,9 +119,16 @@ mod tests {
                     purpose: "public-service".into(),
                     outcome: "OK".into(),
                     trace_id: format!("{i:032x}"),
+                    count: 1,
                 };
-                let (line, hash) =
-                    AuditRecord::new(event, u64::from(i), 1_700_000_000_000 + u64::from(i), prev.clone()).line();
+                let record = AuditRecord::new(
+                    event,
+                    u64::from(i),
+                    1_700_000_000_000 + u64::from(i),
+                    prev.clone(),
+                    key.is_some(),
+                );
+                let (line, hash) = record.line(key);
                 prev = hash;
                 line
             })
@@ -104,7 +136,7 @@ mod tests {
     }
 
     fn check(lines: &[String]) -> Result<Verified, Broken> {
-        verify(format!("{}\n", lines.join("\n")).as_bytes())
+        verify(format!("{}\n", lines.join("\n")).as_bytes(), None)
     }
 
     #[test]
@@ -113,7 +145,7 @@ mod tests {
         let v = check(&lines).unwrap();
         assert_eq!((v.records, v.torn_tail), (5, false));
         assert_eq!(v.head, AuditRecord::parse(&lines[4]).unwrap().1);
-        assert_eq!(verify(&b""[..]).unwrap().records, 0);
+        assert_eq!(verify(&b""[..], None).unwrap().records, 0);
     }
 
     #[test]
@@ -147,10 +179,87 @@ mod tests {
     }
 
     #[test]
+    fn only_the_canonical_bytes_of_a_record_verify() {
+        let lines = chain(4);
+        type Edit = Box<dyn Fn(&str) -> String>;
+        let edits: [(&str, Edit); 5] = [
+            (
+                "a duplicate key before the real one",
+                Box::new(|l| l.replacen("\"outcome\":", "\"outcome\":\"DENIED\",\"outcome\":", 1)),
+            ),
+            ("a second method", Box::new(|l| l.replacen("\"method\":", "\"method\":\"x\",\"method\":", 1))),
+            ("whitespace", Box::new(|l| l.replacen("\"seq\":", "\"seq\": ", 1))),
+            ("a \\u escape of the same character", Box::new(|l| l.replacen("\"OK\"", "\"\\u004fK\"", 1))),
+            (
+                "keys reordered",
+                Box::new(|l| {
+                    let (head, rest) = l.split_at(1);
+                    let (seq, rest) = rest.split_once(',').unwrap();
+                    let (time, rest) = rest.split_once(',').unwrap();
+                    format!("{head}{time},{seq},{rest}")
+                }),
+            ),
+        ];
+        for (what, edit) in edits {
+            let mut edited = lines.clone();
+            edited[2] = edit(&edited[2]);
+            assert_ne!(edited[2], lines[2], "{what}");
+            let e = check(&edited).unwrap_err();
+            assert_eq!((e.line, e.expected_seq), (3, 3), "{what}: {e}");
+            assert!(e.reason.contains("canonical"), "{what}: {e}");
+        }
+    }
+
+    /// Removes record `k` (0-based) and recomputes the rest of the chain as
+    /// an attacker without the key can: unkeyed, or claiming to be keyed.
+    fn rewritten_without_key(lines: &[String], k: usize, claim_keyed: bool) -> Vec<String> {
+        let mut out: Vec<String> = lines[..k].to_vec();
+        let mut prev = if k == 0 { GENESIS.to_owned() } else { AuditRecord::parse(&lines[k - 1]).unwrap().1 };
+        for (i, line) in lines[k + 1..].iter().enumerate() {
+            let (mut record, _) = AuditRecord::parse(line).unwrap();
+            record.seq = (k + i + 1) as u64;
+            record.prev = prev.clone();
+            record.keyed = false;
+            let (mut line, hash) = record.line(None);
+            if claim_keyed {
+                record.keyed = true;
+                line = record.line_with(&hash);
+            }
+            prev = hash;
+            out.push(line);
+        }
+        out
+    }
+
+    #[test]
+    fn a_keyed_chain_rewritten_without_the_key_is_caught_without_a_head() {
+        let key = SecretKey::random().unwrap();
+        let lines = chain_with(6, Some(&key));
+        let v = verify(format!("{}\n", lines.join("\n")).as_bytes(), Some(&key)).unwrap();
+        assert_eq!(v.records, 6);
+        // Without the key a keyed chain cannot be checked.
+        assert!(check(&lines).unwrap_err().reason.contains("pass the chain key"));
+        // With another key it fails at once.
+        let other = SecretKey::random().unwrap();
+        assert_eq!(verify(format!("{}\n", lines.join("\n")).as_bytes(), Some(&other)).unwrap_err().line, 1);
+        for claim_keyed in [false, true] {
+            let forged = rewritten_without_key(&lines, 2, claim_keyed);
+            assert_eq!(forged.len(), 5);
+            let e = verify(format!("{}\n", forged.join("\n")).as_bytes(), Some(&key)).unwrap_err();
+            assert_eq!((e.line, e.expected_seq), (3, 3), "{e}");
+        }
+        // An unkeyed chain rewritten the same way verifies (only a head kept
+        // elsewhere catches it): why the key matters.
+        let plain = chain(6);
+        let forged = rewritten_without_key(&plain, 2, false);
+        assert_eq!(check(&forged).unwrap().records, 5);
+    }
+
+    #[test]
     fn a_torn_last_line_is_not_a_break() {
         let lines = chain(3);
         let torn = format!("{}\n{}", lines[..2].join("\n"), &lines[2][..40]);
-        let v = verify(torn.as_bytes()).unwrap();
+        let v = verify(torn.as_bytes(), None).unwrap();
         assert_eq!((v.records, v.torn_tail), (2, true));
     }
 }

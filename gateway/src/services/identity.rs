@@ -27,9 +27,12 @@ impl IdentityService for IdentityApi {
             call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
         let req = request.into_inner();
         if req.include_full_id_number && !call.has_scope(FULL_ID_SCOPE) {
-            return Err(Status::permission_denied(format!(
+            let denied = Status::permission_denied(format!(
                 "include_full_id_number needs the {FULL_ID_SCOPE} scope in this app's registration; leave it false to get the masked number"
-            )));
+            ));
+            // A refused attempt at the full number is audited.
+            call.audit_refusal(denied.code());
+            return Err(denied);
         }
         let a = call.identity()?;
         // Cached per citizen, never stale; the masking below runs on every
