@@ -3,7 +3,7 @@
 //! WatchDossier fed by signed webhooks on the gateway's port.
 
 // Test helpers may unwrap: a panic is a failed test.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -19,8 +19,23 @@ const LAN: &str = "079190012345";
 const LAN_BIRTH: &str = "000.30.67.H29-251114-0001";
 
 async fn gateway(idp: &FakeOidc, portal: &FakePortal) -> TestGateway {
+    let replay_file = common::temp_dir("webhooks").join("portal.seen");
+    gateway_with(idp, portal, &replay_file, "").await
+}
+
+/// The gateway over `portal`, remembering deliveries in `replay_file`, with
+/// `server_extra` in `[server]`.
+async fn gateway_with(
+    idp: &FakeOidc,
+    portal: &FakePortal,
+    replay_file: &std::path::Path,
+    server_extra: &str,
+) -> TestGateway {
     let toml = format!(
         r#"
+[server]
+{server_extra}
+
 [anonymous]
 enabled = true
 provinces = ["79"]
@@ -43,6 +58,7 @@ allow_insecure_http = true
 [adapters.portal.updates]
 mode = "webhook"
 webhook_secret = "{SECRET}"
+replay_file = {replay_file:?}
 "#,
         idp.issuer(),
         portal.url()
@@ -133,4 +149,249 @@ async fn signed_webhooks_feed_watch_dossier_and_forgeries_change_nothing() {
     let d = watch.next().await.unwrap().unwrap().dossier.unwrap();
     assert_eq!((d.status(), d.history.len(), d.r#final), (DossierStatus::ResultReturned, 5, true));
     assert!(watch.next().await.is_none(), "the stream ends after the final status");
+}
+
+/// Reads `watch` until a final status (or `deadline`): every message's
+/// history extends the one before, and the last is returned.
+async fn follow_to_the_end(
+    watch: &mut tonic::Streaming<WatchDossierResponse>,
+    deadline: std::time::Duration,
+) -> Dossier {
+    let mut last: Option<Dossier> = None;
+    loop {
+        let next = tokio::time::timeout(deadline, watch.next()).await.expect("the watcher was left behind");
+        let Some(msg) = next else { break };
+        let d = msg.unwrap().dossier.unwrap();
+        if let Some(prev) = &last {
+            assert!(d.history.len() > prev.history.len(), "a message went back or repeated");
+            assert_eq!(d.history[..prev.history.len()], prev.history[..], "history rewritten");
+        }
+        last = Some(d);
+    }
+    last.unwrap()
+}
+
+/// Without any later push, every watcher reaches the portal's state (of
+/// `length` changes), every message extending the one before.
+async fn catch_up(
+    c: &mut PublicServicesServiceClient<tonic::transport::Channel>,
+    watchers: &mut [tonic::Streaming<WatchDossierResponse>],
+    length: usize,
+) {
+    let expected = c
+        .get_dossier(GetDossierRequest { dossier_code: LAN_BIRTH.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(expected.history.len(), length);
+    for w in watchers {
+        loop {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), w.next()).await;
+            let d = next.expect("a watcher was left behind the portal").unwrap().unwrap().dossier.unwrap();
+            assert_eq!(d.history[..], expected.history[..d.history.len()], "history out of order");
+            if d.history.len() == length {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_genuine_pushes_leaves_every_watcher_at_the_portals_state() {
+    let (idp, portal) = (FakeOidc::start().await.unwrap(), FakePortal::start().await.unwrap());
+    let gw = gateway(&idp, &portal).await;
+    let hook = format!("http://{}/webhooks/portal", gw.addr);
+    let mut c = PublicServicesServiceClient::new(gw.channel.clone());
+    let mut watchers = Vec::new();
+    for _ in 0..2 {
+        let mut w = c.watch_dossier(WatchDossierRequest { dossier_code: LAN_BIRTH.into() }).await.unwrap().into_inner();
+        assert_eq!(w.next().await.unwrap().unwrap().dossier.unwrap().status(), DossierStatus::Received);
+        watchers.push(w);
+    }
+    // 500 changes pushed one after another (many with the same status in the
+    // same second: identical bodies), then 500 pushed at once.
+    let cycle = [4, 5, 6];
+    for i in 0..500 {
+        let status = cycle[i % 3];
+        portal.advance(LAN_BIRTH, status);
+        let code = portal.push_to(&hook, SECRET, LAN_BIRTH, status).await.unwrap();
+        assert!(code == 204 || code == 401, "{code}");
+    }
+    catch_up(&mut c, &mut watchers, 2 + 500).await;
+    let mut pushes = Vec::new();
+    for i in 0..500 {
+        let status = cycle[i % 3];
+        portal.advance(LAN_BIRTH, status);
+        let hook = hook.clone();
+        pushes.push(tokio::spawn(async move {
+            let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, status, FakePortal::now());
+            let mut req = reqwest::Client::new().post(&hook).header("content-type", "application/json").body(body);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    for p in pushes {
+        let code = p.await.unwrap();
+        assert!(code == 204 || code == 401, "{code}");
+    }
+    catch_up(&mut c, &mut watchers, 2 + 1000).await;
+    // The final change ends every watch.
+    portal.advance(LAN_BIRTH, 10);
+    assert_eq!(portal.push_to(&hook, SECRET, LAN_BIRTH, 10).await.unwrap(), 204);
+    for mut w in watchers {
+        let last = follow_to_the_end(&mut w, std::time::Duration::from_secs(20)).await;
+        assert_eq!(last.status(), DossierStatus::ResultReturned);
+        assert_eq!(last.history.len(), 2 + 1000 + 1);
+    }
+}
+
+#[tokio::test]
+async fn changes_told_apart_by_event_id_are_each_applied() {
+    let (idp, portal) = (FakeOidc::start().await.unwrap(), FakePortal::start().await.unwrap());
+    let gw = gateway(&idp, &portal).await;
+    let mut watch = PublicServicesServiceClient::new(gw.channel.clone())
+        .watch_dossier(WatchDossierRequest { dossier_code: LAN_BIRTH.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.next().await.unwrap().unwrap();
+    let now = FakePortal::now();
+    for (i, status) in [4, 4, 4].into_iter().enumerate() {
+        portal.advance(LAN_BIRTH, status);
+        let body = format!(r#"{{"dossier_code":"{LAN_BIRTH}","status":{status},"event_id":"evt-{i}"}}"#);
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let tag = aws_lc_rs::hmac::sign(&key, format!("{now}.{body}").as_bytes());
+        let sig = format!("sha256={}", tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let headers = [("x-lienthong-timestamp", now.to_string()), ("x-lienthong-signature", sig)];
+        assert_eq!(push(&gw, "portal", &body, &headers).await, 204, "event {i}");
+        let d = watch.next().await.unwrap().unwrap().dossier.unwrap();
+        assert_eq!(d.history.len(), 3 + i);
+        // The same event again: refused, nothing new.
+        assert_eq!(push(&gw, "portal", &body, &headers).await, 401);
+    }
+}
+
+#[tokio::test]
+async fn a_push_answered_503_is_applied_when_retried_and_a_replay_after_a_restart_is_refused() {
+    let (idp, portal) = (FakeOidc::start().await.unwrap(), FakePortal::start().await.unwrap());
+    let replay_file = common::temp_dir("webhooks-restart").join("portal.seen");
+    let gw = gateway_with(&idp, &portal, &replay_file, "").await;
+    let mut watch = PublicServicesServiceClient::new(gw.channel.clone())
+        .watch_dossier(WatchDossierRequest { dossier_code: LAN_BIRTH.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.next().await.unwrap().unwrap();
+    portal.advance(LAN_BIRTH, 4);
+    let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 4, FakePortal::now());
+    // The re-read fails: 503, and the delivery is not marked applied.
+    portal.faults.inject("/dossiers/", lienthong_contract_tests::fakes::Fault::Status(500));
+    assert_eq!(push(&gw, "portal", &body, &headers).await, 503);
+    portal.faults.clear();
+    // The portal's retry of the identical push is applied.
+    assert_eq!(push(&gw, "portal", &body, &headers).await, 204);
+    let d = watch.next().await.unwrap().unwrap().dossier.unwrap();
+    assert_eq!(d.status(), DossierStatus::Processing);
+    drop(watch);
+    drop(gw);
+    // After a restart on the same replay file, the same push is a replay.
+    let gw = gateway_with(&idp, &portal, &replay_file, "").await;
+    assert_eq!(push(&gw, "portal", &body, &headers).await, 401);
+}
+
+#[tokio::test]
+async fn pushes_arrive_over_http1_with_tls_and_without_grpc_web() {
+    let (idp, portal) = (FakeOidc::start().await.unwrap(), FakePortal::start().await.unwrap());
+    let fixture =
+        |name: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contract-tests/fixtures/tls").join(name);
+    let tls = format!(
+        "grpc_web = false\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}",
+        fixture("server.pem"),
+        fixture("server.key")
+    );
+    let replay_file = common::temp_dir("webhooks-tls").join("portal.seen");
+    let toml_gateway = {
+        // The sandbox-style helper speaks plaintext gRPC; this gateway is
+        // reached over TLS, so it is started directly.
+        let toml = format!(
+            r#"
+[server]
+{tls}
+
+[anonymous]
+enabled = true
+provinces = ["79"]
+
+[provinces."79"]
+identity = "vneid"
+public_services = "portal"
+
+[adapters.vneid]
+kind = "vneid"
+issuer = "{}"
+audience = "{AUDIENCE}"
+allow_insecure_http = true
+
+[adapters.portal]
+kind = "registry-http"
+base_url = "{}"
+allow_insecure_http = true
+
+[adapters.portal.updates]
+mode = "webhook"
+webhook_secret = "{SECRET}"
+replay_file = {replay_file:?}
+"#,
+            idp.issuer(),
+            portal.url()
+        );
+        let ca = tonic::transport::Certificate::from_pem(std::fs::read(fixture("ca.pem")).unwrap());
+        let client_tls = tonic::transport::ClientTlsConfig::new().ca_certificate(ca).domain_name("localhost");
+        TestGateway::start_with(
+            lienthong::config::Config::from_toml(&toml).unwrap(),
+            lienthong::server::adapter_registry(),
+            Some(client_tls),
+        )
+        .await
+    };
+    let gw = toml_gateway;
+    // An HTTP/1.1-only client (ALPN http/1.1), as curl --http1.1 and
+    // Python's requests are.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(ca).http1_only().build().unwrap();
+    portal.advance(LAN_BIRTH, 4);
+    let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 4, FakePortal::now());
+    let mut req = client
+        .post(format!("https://localhost:{}/webhooks/portal", gw.addr.port()))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in &headers {
+        req = req.header(*k, v);
+    }
+    let response = req.send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.status(), 204);
+
+    // Plain HTTP/1.1 to a gateway without gRPC-Web is served too.
+    let replay_file = common::temp_dir("webhooks-h1").join("portal.seen");
+    let plain = gateway_with(&idp, &portal, &replay_file, "grpc_web = false").await;
+    portal.advance(LAN_BIRTH, 5);
+    let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 5, FakePortal::now());
+    let mut req = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .unwrap()
+        .post(format!("http://{}/webhooks/portal", plain.addr))
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in &headers {
+        req = req.header(*k, v);
+    }
+    let response = req.send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.status(), 204);
 }

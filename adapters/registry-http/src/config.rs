@@ -35,6 +35,11 @@ pub struct UpdatesConfig {
     /// How often watched dossiers are polled (poll and both modes).
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Where applied webhook deliveries are remembered, so a replay is
+    /// refused also after a restart; default `lienthong-webhooks-<instance>.seen`
+    /// in the working directory.
+    #[serde(default)]
+    pub replay_file: Option<std::path::PathBuf>,
 }
 
 fn default_skew() -> Duration {
@@ -51,6 +56,7 @@ impl Default for UpdatesConfig {
             webhook_secret: None,
             max_skew: default_skew(),
             poll_interval: default_poll(),
+            replay_file: None,
         }
     }
 }
@@ -62,6 +68,7 @@ impl fmt::Debug for UpdatesConfig {
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
             .field("max_skew", &self.max_skew)
             .field("poll_interval", &self.poll_interval)
+            .field("replay_file", &self.replay_file)
             .finish()
     }
 }

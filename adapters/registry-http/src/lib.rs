@@ -8,6 +8,7 @@
 
 mod config;
 mod portal;
+mod seen;
 mod updates;
 
 use std::collections::BTreeMap;
@@ -65,7 +66,7 @@ macro_rules! window {
 impl RegistryAdapter {
     /// An adapter for `config`. Starts the poller when polling is on (so it
     /// must run inside a Tokio runtime).
-    pub fn new(config: RegistryConfig) -> Result<Self, AdapterError> {
+    pub fn new(config: RegistryConfig, instance: &str) -> Result<Self, AdapterError> {
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
@@ -73,7 +74,9 @@ impl RegistryAdapter {
         let u = config.updates.clone();
         let portal = Arc::new(Portal::new(config)?);
         let hub = Arc::new(Hub::default());
-        let verifier = u.webhook_secret.as_deref().map(|s| WebhookVerifier::new(s, u.max_skew));
+        let replay_file = u.replay_file.clone().unwrap_or_else(|| format!("lienthong-webhooks-{instance}.seen").into());
+        let verifier =
+            u.webhook_secret.as_deref().map(|s| WebhookVerifier::new(s, u.max_skew, Some(&replay_file))).transpose()?;
         let poller = matches!(u.mode, UpdateMode::Poll | UpdateMode::Both)
             .then(|| tokio::spawn(updates::poll(portal.clone(), hub.clone(), u.poll_interval)));
         Ok(Self { portal, hub, verifier, poller })
@@ -244,19 +247,37 @@ impl WebhookReceiver for RegistryAdapter {
             .verifier
             .as_ref()
             .ok_or_else(|| AdapterError::new(ErrorKind::PermissionDenied, "this adapter does not accept webhooks"))?;
-        let push = verifier.verify(headers, body)?;
+        let delivery = verifier.verify(headers, body)?;
+        let push = &delivery.push;
         if api::DossierStatus::try_from(push.status).is_err() || push.status == 0 {
             return Err(AdapterError::new(
                 ErrorKind::InvalidArgument,
                 "status must be a national dossier status, 1-10",
             ));
         }
-        if self.hub.is_watched(&push.dossier_code) {
-            // The push says what changed; the portal says what the dossier is now.
+        let watched = self.hub.is_watched(&push.dossier_code);
+        if verifier.seen.contains(&delivery.key) {
+            // A replay, or (from a portal that sends no event_id) a second
+            // change reported with the same body in the same second: the
+            // portal is read again either way, which is harmless when nothing
+            // changed and never loses a change.
+            if watched && let Ok(d) = self.portal.dossier(&push.dossier_code, None).await {
+                self.hub.publish(d);
+            }
+            tracing::info!(upstream = "registry", "webhook refused: already applied (replay)");
+            return Err(AdapterError::new(
+                ErrorKind::Unauthenticated,
+                "webhook refused: this delivery was already applied (replay); send an event_id to tell changes apart",
+            ));
+        }
+        if watched {
+            // The push says what changed; the portal says what the dossier is
+            // now. A failed read leaves the delivery unapplied (503): the
+            // portal's retry applies it.
             let d = self.portal.dossier(&push.dossier_code, None).await?;
             self.hub.publish(d);
         }
-        Ok(())
+        verifier.seen.insert(&delivery.key, delivery.at, updates::unix_now())
     }
 }
 
@@ -288,7 +309,7 @@ impl AdapterFactory for RegistryFactory {
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {
         let config = RegistryConfig::deserialize(&ctx.options)
             .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, e.to_string()))?;
-        let adapter = Arc::new(RegistryAdapter::new(config)?);
+        let adapter = Arc::new(RegistryAdapter::new(config, &ctx.instance)?);
         Ok(AdapterSet { public_services: Some(adapter.clone()), webhook: Some(adapter), ..Default::default() })
     }
 }

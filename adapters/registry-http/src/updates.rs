@@ -48,19 +48,33 @@ impl Hub {
     }
 }
 
-/// A verified push.
+/// A verified push. `event_id`, when the portal sends one, names the
+/// delivery (a status change reported twice has two); without it the
+/// signature does (over the timestamp and the whole body).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Push {
     pub dossier_code: String,
     pub status: i32,
+    #[serde(default)]
+    pub event_id: Option<String>,
 }
 
-/// Verifies signed pushes and refuses replays.
+/// A push whose signature and age check out.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub push: Push,
+    /// What makes it unique, for replay protection.
+    pub key: String,
+    /// Its timestamp (Unix seconds).
+    pub at: i64,
+}
+
+/// Verifies signed pushes; remembers applied ones.
 pub(crate) struct WebhookVerifier {
     key: hmac::Key,
     max_skew: Duration,
-    /// Signatures already accepted, with their timestamps.
-    seen: Mutex<HashMap<String, i64>>,
+    /// Deliveries applied, kept where a restart finds them.
+    pub(crate) seen: crate::seen::SeenStore,
 }
 
 impl std::fmt::Debug for WebhookVerifier {
@@ -81,14 +95,28 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
 impl WebhookVerifier {
-    pub(crate) fn new(secret: &str, max_skew: Duration) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), max_skew, seen: Mutex::new(HashMap::new()) }
+    /// A verifier with `secret`, remembering applied deliveries in
+    /// `replay_file` (memory only without one).
+    pub(crate) fn new(
+        secret: &str,
+        max_skew: Duration,
+        replay_file: Option<&std::path::Path>,
+    ) -> Result<Self, AdapterError> {
+        let horizon = 2 * max_skew.as_secs() as i64;
+        let seen = crate::seen::SeenStore::open(replay_file, horizon, unix_now())?;
+        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), max_skew, seen })
     }
 
-    /// Checks the signature over timestamp and body, the timestamp's age, and
-    /// that this exact push was not seen before; then parses it.
-    pub(crate) fn verify(&self, headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Push, AdapterError> {
+    /// Checks the signature over timestamp and body and the timestamp's age;
+    /// then parses the push. Whether it was applied before is for the caller
+    /// to ask ([`Self::seen`]), after which it records it.
+    pub(crate) fn verify(&self, headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Delivery, AdapterError> {
         let timestamp = headers.get(TIMESTAMP_HEADER).ok_or_else(|| refused("no timestamp header"))?;
         let ts: i64 = timestamp.trim().parse().map_err(|_| refused("the timestamp is not Unix seconds"))?;
         let signature = headers
@@ -102,25 +130,27 @@ impl WebhookVerifier {
         signed.extend_from_slice(body);
         // Constant-time comparison.
         hmac::verify(&self.key, &signed, &signature).map_err(|_| refused("the signature does not verify"))?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let skew = self.max_skew.as_secs() as i64;
-        if (now - ts).abs() > skew {
+        if (unix_now() - ts).abs() > skew {
             return Err(refused("the timestamp is too far from our clock"));
         }
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.retain(|_, at| now - *at <= 2 * skew);
-            let key: String = signature.iter().map(|b| format!("{b:02x}")).collect();
-            if seen.insert(key, ts).is_some() {
-                return Err(refused("this push was already received (replay)"));
-            }
-        }
-        serde_json::from_slice(body).map_err(|_| {
+        let push: Push = serde_json::from_slice(body).map_err(|_| {
             AdapterError::new(
                 ErrorKind::InvalidArgument,
-                "webhook body must be JSON: {\"dossier_code\": ..., \"status\": 1-10}",
+                "webhook body must be JSON: {\"dossier_code\": ..., \"status\": 1-10, \"event_id\": optional}",
             )
-        })
+        })?;
+        let key = match &push.event_id {
+            Some(id) if !id.is_empty() && id.len() <= 200 && !id.contains(char::is_whitespace) => format!("event:{id}"),
+            Some(_) => {
+                return Err(AdapterError::new(
+                    ErrorKind::InvalidArgument,
+                    "event_id must be 1 to 200 characters without whitespace",
+                ));
+            }
+            None => format!("sig:{}", signature.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        };
+        Ok(Delivery { push, key, at: ts })
     }
 }
 
@@ -164,14 +194,24 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     #[test]
-    fn pushes_are_verified_and_replays_refused() {
-        let v = WebhookVerifier::new(SECRET, Duration::from_secs(300));
+    fn pushes_are_verified_and_keyed_by_event_id_or_signature() {
+        let v = WebhookVerifier::new(SECRET, Duration::from_secs(300), None).unwrap();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
         let body = r#"{"dossier_code":"000.00.04.H29-251112-0004","status":4}"#;
         let headers = signed(SECRET, now, body);
-        assert_eq!(v.verify(&headers, body.as_bytes()).unwrap().status, 4);
-        // The same push again.
-        assert_eq!(v.verify(&headers, body.as_bytes()).unwrap_err().kind(), ErrorKind::Unauthenticated);
+        let d = v.verify(&headers, body.as_bytes()).unwrap();
+        assert_eq!(d.push.status, 4);
+        assert!(d.key.starts_with("sig:"));
+        // The same push again: the same delivery.
+        assert_eq!(v.verify(&headers, body.as_bytes()).unwrap().key, d.key);
+        // Two changes with the same status, told apart by their event ids.
+        let (a, b) = (
+            r#"{"dossier_code":"000.00.04.H29-251112-0004","status":4,"event_id":"e-1"}"#,
+            r#"{"dossier_code":"000.00.04.H29-251112-0004","status":4,"event_id":"e-2"}"#,
+        );
+        let ka = v.verify(&signed(SECRET, now, a), a.as_bytes()).unwrap().key;
+        let kb = v.verify(&signed(SECRET, now, b), b.as_bytes()).unwrap().key;
+        assert_eq!((ka.as_str(), kb.as_str()), ("event:e-1", "event:e-2"));
         // Another body under the same signature.
         let e = v.verify(&signed(SECRET, now + 1, body), body.replace('4', "9").as_bytes()).unwrap_err();
         assert!(e.message().contains("does not verify"));
@@ -199,7 +239,7 @@ mod tests {
             sig in proptest::option::of(".{0,80}"),
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
         ) {
-            let v = WebhookVerifier::new(SECRET, Duration::from_secs(300));
+            let v = WebhookVerifier::new(SECRET, Duration::from_secs(300), None).unwrap();
             let mut headers = BTreeMap::new();
             if let Some(ts) = ts {
                 headers.insert(TIMESTAMP_HEADER.to_owned(), ts);
@@ -215,7 +255,7 @@ mod tests {
         /// error, never a panic.
         #[test]
         fn signed_garbage_is_refused_cleanly(body in ".{0,300}", status in proptest::prelude::any::<i64>()) {
-            let v = WebhookVerifier::new(SECRET, Duration::from_secs(300));
+            let v = WebhookVerifier::new(SECRET, Duration::from_secs(300), None).unwrap();
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
             for body in [body.clone(), format!("{{\"dossier_code\":{body:?},\"status\":{status}}}")] {
                 if let Err(e) = v.verify(&signed(SECRET, now, &body), body.as_bytes()) {
