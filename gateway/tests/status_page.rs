@@ -1,6 +1,8 @@
-//! The status page in a real browser: headless Chromium driven by
-//! ChromeDriver (W3C WebDriver over HTTP). The page renders the adapters of
-//! a test config, and follows the gateway's state as it refreshes itself.
+//! The gateway in a real browser: headless Chromium driven by ChromeDriver
+//! (W3C WebDriver over HTTP). The status page renders the adapters of a test
+//! config and follows the gateway's state as it refreshes itself; a page on
+//! another origin calls through gRPC-Web, continuing a trace and reading
+//! every response header the README documents.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them);
 //! `CHROMEDRIVER` and `CHROMIUM` name other binaries.
@@ -86,6 +88,13 @@ impl Browser {
     /// Runs `script` in the page and returns what it returns.
     async fn eval(&self, script: &str) -> Value {
         self.command("execute/sync", json!({ "script": script, "args": [] })).await
+    }
+
+    /// Runs asynchronous `script` (it calls `done` with its result) and
+    /// returns what it passed.
+    async fn eval_async(&self, script: &str) -> Value {
+        let wrapped = format!("const done = arguments[arguments.length - 1];\n{script}");
+        self.command("execute/async", json!({ "script": wrapped, "args": [] })).await
     }
 
     /// Polls `script` until it returns `expected`, with a deadline.
@@ -176,4 +185,56 @@ async fn the_status_page_shows_each_provinces_adapters_and_follows_their_state()
     assert_eq!(browser.eval(&cell("79", "sandbox", "health")).await, "healthy");
     let reasons = browser.eval("return document.getElementById('reasons').textContent;").await;
     assert!(reasons.as_str().unwrap().contains("degraded: portal (down)"), "{reasons}");
+}
+
+#[tokio::test]
+async fn a_page_on_another_origin_continues_a_trace_and_reads_every_documented_header() {
+    // The process's tracing, as `lienthong serve` installs it (trace ids on
+    // every answer); logs go nowhere.
+    let config = lienthong::telemetry::TelemetryConfig { ops_listen: None, ..Default::default() };
+    let _ = lienthong::telemetry::init(&config, lienthong::telemetry::LogFormat::Text, std::io::sink, false);
+    let gw = TestGateway::sandbox().await;
+    // The app's page is served from an origin of its own.
+    let page = axum::Router::new().route("/", axum::routing::get(|| async { axum::response::Html("<p>city app</p>") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, page).await });
+    let browser = Browser::start().await;
+    browser.open(&format!("{origin}/")).await;
+    let gateway = format!("http://{}", gw.addr);
+    // GetProcedure {procedure_code: "1.000894"} in a gRPC-Web frame, twice
+    // (the second is a cache hit with an age), with a W3C traceparent.
+    let script = format!(
+        r#"
+const body = new Uint8Array([0, 0, 0, 0, 10, 0x0a, 8, ...new TextEncoder().encode("1.000894")]);
+async function call() {{
+  const r = await fetch("{gateway}/lienthong.v1.PublicServicesService/GetProcedure", {{
+    method: "POST",
+    headers: {{
+      "content-type": "application/grpc-web+proto",
+      "x-grpc-web": "1",
+      "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    }},
+    body,
+  }});
+  const bytes = new Uint8Array(await r.arrayBuffer());
+  const text = new TextDecoder().decode(bytes);
+  return {{
+    status: r.status,
+    cache: r.headers.get("x-lienthong-cache"),
+    age: r.headers.get("x-lienthong-age-seconds"),
+    trace: r.headers.get("x-lienthong-trace-id"),
+    grpcStatus: r.headers.get("grpc-status") || (text.match(/grpc-status:\s*(\d+)/) || [])[1],
+  }};
+}}
+call().then(() => call()).then(done, e => done({{ error: String(e) }}));
+"#
+    );
+    let answer = browser.eval_async(&script).await;
+    assert!(answer.get("error").is_none(), "the browser's call failed: {answer}");
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["grpcStatus"], "0", "{answer}");
+    assert_eq!(answer["cache"], "hit", "{answer}");
+    assert!(answer["age"].as_str().is_some_and(|a| a.parse::<u64>().is_ok()), "{answer}");
+    assert_eq!(answer["trace"], "4bf92f3577b34da6a3ce929d0e0e4736", "{answer}");
 }
