@@ -130,6 +130,10 @@ pub struct ServerConfig {
     pub max_streams_per_connection: u32,
     /// Most connections open at once; beyond, a new one is closed at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address. Behind a
+    /// layer-4 balancer that does not keep client addresses, every
+    /// connection comes from the balancer: set it to `max_connections`.
+    pub max_connections_per_ip: usize,
     /// How long a call's request message may take to arrive after its
     /// headers; it holds no shared slot meanwhile (later: DEADLINE_EXCEEDED).
     #[serde(with = "humantime_serde")]
@@ -197,6 +201,7 @@ impl Default for ServerConfig {
             max_header_list_bytes: 16 * 1024,
             max_streams_per_connection: 100,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             request_read_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -608,6 +613,12 @@ impl Config {
         }
         if s.max_connections == 0 {
             errors.push(ConfigError::new("server.max_connections", "must be at least 1"));
+        }
+        if s.max_connections_per_ip == 0 || s.max_connections_per_ip > s.max_connections {
+            errors.push(ConfigError::new(
+                "server.max_connections_per_ip",
+                "must be between 1 and server.max_connections",
+            ));
         }
         if s.drain_timeout > Duration::from_secs(300) {
             errors.push(ConfigError::new("server.drain_timeout", "must be at most 5m"));

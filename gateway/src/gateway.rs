@@ -611,7 +611,7 @@ impl<'g> Call<'g> {
     /// the citizen (authenticate first).
     pub fn paging<R: crate::page_tokens::Paged>(&self, req: &mut R) -> Result<crate::page_tokens::Paging<'g>, Status> {
         let citizen = self.ctx.principal.as_ref().map(|p| &p.citizen_id);
-        self.gateway.page_tokens.open(self.method, req, citizen)
+        self.gateway.page_tokens.open(&self.ctx.province, self.method, req, citizen)
     }
 
     /// When this call's upstream work must end: the caller's deadline, or

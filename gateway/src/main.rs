@@ -81,11 +81,6 @@ enum AuditCommand {
         /// caught only against it.
         #[arg(long)]
         expect_head: Option<String>,
-        /// The chain key (`audit.chain_key`, 64 hex digits) of a keyed
-        /// chain; read from this environment variable, never from the
-        /// command line.
-        #[arg(long, env = "LIENTHONG_AUDIT__CHAIN_KEY", hide_env_values = true)]
-        chain_key: Option<String>,
     },
 }
 
@@ -256,8 +251,11 @@ async fn main() -> ExitCode {
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::SecretKey) => return new_key(),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
-        Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head, chain_key } }) => {
+        Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head } }) => {
             init_telemetry(&TelemetryConfig { ops_listen: None, ..Default::default() }, cli.log);
+            // The chain key of a keyed chain comes from the environment only:
+            // never on a command line, where `ps` and shell history keep it.
+            let chain_key = std::env::var("LIENTHONG_AUDIT__CHAIN_KEY").ok();
             let key = match chain_key.as_deref().map(lienthong::crypto::SecretKey::from_hex) {
                 None => None,
                 Some(Some(key)) => Some(key),

@@ -12,6 +12,10 @@ use tonic::Status;
 
 use crate::crypto::Sealer;
 
+/// The longest page token accepted (and issued): an adapter's cursor of up
+/// to 996 bytes, sealed.
+pub const MAX_SEALED_TOKEN: usize = 2048;
+
 /// A list request: its paging fields.
 pub trait Paged: prost::Message + Clone {
     /// `page_token`.
@@ -70,11 +74,12 @@ impl PageTokens {
     /// the call's paging, to seal the next token with.
     pub fn open<'a, R: Paged>(
         &'a self,
+        province: &str,
         method: Method,
         req: &mut R,
         citizen: Option<&CitizenId>,
     ) -> Result<Paging<'a>, Status> {
-        let context = context(method, req, citizen);
+        let context = context(province, method, req, citizen);
         let token = req.page_token_mut();
         if !token.is_empty() {
             let inner = self.0.open(&context, token).and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
@@ -106,19 +111,28 @@ impl Paging<'_> {
         let next = answer.value.next_page_token_mut();
         if !next.is_empty() {
             *next = self.tokens.0.seal(&self.context, next.as_bytes());
+            if next.len() > MAX_SEALED_TOKEN {
+                // The adapter's cursor is too long to come back: end the
+                // listing here rather than hand out a token refused later.
+                tracing::warn!(len = next.len(), "an adapter's page token is too long to seal; the listing ends early");
+                next.clear();
+            }
         }
         answer
     }
 }
 
-/// What a token is bound to: the method, the SHA-256 of the filters (the
-/// request with its paging fields cleared) and the citizen, if any.
-fn context<R: Paged>(method: Method, req: &R, citizen: Option<&CitizenId>) -> Vec<u8> {
+/// What a token is bound to: the province (whose adapter made it), the
+/// method, the SHA-256 of the filters (the request with its paging fields
+/// cleared) and the citizen, if any.
+fn context<R: Paged>(province: &str, method: Method, req: &R, citizen: Option<&CitizenId>) -> Vec<u8> {
     let mut filters = req.clone();
     filters.page_token_mut().clear();
     *filters.page_size_mut() = 0;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &filters.encode_to_vec());
-    let mut context = method.full_name().as_bytes().to_vec();
+    let mut context = province.as_bytes().to_vec();
+    context.push(0);
+    context.extend_from_slice(method.full_name().as_bytes());
     context.push(0);
     context.extend_from_slice(digest.as_ref());
     if let Some(citizen) = citizen {

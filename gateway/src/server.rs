@@ -253,6 +253,7 @@ pub async fn serve_on(
     tracing::info!(%addr, grpc_web, provinces = ?config.provinces.keys().collect::<Vec<_>>(), "lienthong is serving");
     let limits = crate::edge::listener::ConnectionLimits {
         max_connections: config.server.max_connections,
+        max_connections_per_ip: config.server.max_connections_per_ip,
         max_streams_per_connection: config.server.max_streams_per_connection,
         header_read_timeout: config.server.header_read_timeout,
         idle_timeout: (!config.server.idle_timeout.is_zero()).then_some(config.server.idle_timeout),
@@ -270,11 +271,13 @@ pub async fn serve_on(
         () = &mut server => {}
         () = signal => {
             tracing::info!(?drain_timeout, "shutting down: draining in-flight calls");
+            // Draining first, so the overload watch cannot set SERVING after.
+            let _ = draining_tx.send(true);
+            overload_watch.abort();
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             for name in SERVICE_NAMES {
                 health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
             }
-            let _ = draining_tx.send(true);
             let _ = stop.send(true);
             tokio::select! {
                 () = &mut server => {}

@@ -500,3 +500,39 @@ async fn a_keyed_chain_names_edits_in_the_file_and_in_postgres_without_a_head() 
     assert!(out.contains("record 4") && out.contains("canonical"), "{out}");
     drop_schema(&url, &schema).await;
 }
+
+#[tokio::test]
+async fn replicas_with_different_chain_keys_cannot_mix_one_postgres_chain() {
+    use lienthong::audit::{AuditConfig, AuditLog, AuditSink};
+    let (url, schema) = postgres("mixed");
+    drop_schema(&url, &schema).await;
+    let config = |key: Option<lienthong::crypto::SecretKey>| AuditConfig {
+        sink: AuditSink::Postgres,
+        postgres_url: url.clone(),
+        postgres_schema: schema.clone(),
+        chain_key: key,
+        ..Default::default()
+    };
+    let key = lienthong::crypto::SecretKey::random().unwrap();
+    // Two replicas start on the empty schema, one keyed, one not.
+    let keyed = AuditLog::open(&config(Some(key.clone()))).await.unwrap();
+    let unkeyed = AuditLog::open(&config(None)).await.unwrap();
+    let event = || lienthong::audit::AuditEvent {
+        app: "app".into(),
+        citizen: "0".repeat(32),
+        method: "lienthong.v1.IdentityService/GetMyProfile".into(),
+        records: vec!["profile".into()],
+        purpose: "public-service".into(),
+        outcome: "OK".into(),
+        trace_id: "0".repeat(32),
+        count: 1,
+    };
+    keyed.record(event()).await.unwrap();
+    // The other fails closed: its access is not served unrecorded.
+    let e = unkeyed.record(event()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    keyed.record(event()).await.unwrap();
+    let lines = lienthong::audit::postgres::read_all(&url, &schema).await.unwrap();
+    assert_eq!(lienthong::audit::verify::verify(lines.as_slice(), Some(&key)).unwrap().records, 2);
+    drop_schema(&url, &schema).await;
+}

@@ -191,7 +191,7 @@ async fn many_attacking_connections_beyond_the_global_limit_hold_no_slot() {
 
 #[tokio::test]
 async fn stalled_and_idle_connections_are_closed() {
-    let gw = gateway("header_read_timeout = \"1s\"\nidle_timeout = \"2s\"").await;
+    let gw = gateway("header_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections_per_ip = 1000").await;
     let mut silent = Vec::new();
     for i in 0..300 {
         let mut s = TcpStream::connect(gw.addr).await.unwrap();
@@ -477,4 +477,34 @@ fn base64_decode(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let gw = gateway("max_connections_per_ip = 5").await;
+    // The test's own client holds one connection already.
+    assert_eq!(ordinary_calls(&gw, 1).await, 1);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    // The sixth from this address is closed at once.
+    let mut sixth = TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), sixth.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Its calls still go through, and once some close, new ones are taken.
+    assert_eq!(ordinary_calls(&gw, 3).await, 3);
+    held.clear();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = TcpStream::connect(gw.addr).await.unwrap();
+        again.write_all(PREFACE).await.unwrap();
+        let closed =
+            matches!(tokio::time::timeout(Duration::from_millis(300), again.read(&mut buf)).await, Ok(Ok(0) | Err(_)));
+        if !closed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed connections were never counted out");
+    }
 }

@@ -39,6 +39,7 @@ pub struct RegistryAdapter {
     portal: Arc<Portal>,
     hub: Arc<Hub>,
     verifier: Option<WebhookVerifier>,
+    deferred: Arc<updates::DeferredReads>,
     poller: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -79,7 +80,7 @@ impl RegistryAdapter {
             u.webhook_secret.as_deref().map(|s| WebhookVerifier::new(s, u.max_skew, Some(&replay_file))).transpose()?;
         let poller = matches!(u.mode, UpdateMode::Poll | UpdateMode::Both)
             .then(|| tokio::spawn(updates::poll(portal.clone(), hub.clone(), u.poll_interval)));
-        Ok(Self { portal, hub, verifier, poller })
+        Ok(Self { portal, hub, verifier, deferred: Arc::default(), poller })
     }
 
     fn offset_query(window: &PageWindow) -> Vec<(&'static str, String)> {
@@ -259,10 +260,11 @@ impl WebhookReceiver for RegistryAdapter {
         if verifier.seen.contains(&delivery.key) {
             // A replay, or (from a portal that sends no event_id) a second
             // change reported with the same body in the same second: the
-            // portal is read again either way, which is harmless when nothing
-            // changed and never loses a change.
-            if watched && let Ok(d) = self.portal.dossier(&push.dossier_code, None).await {
-                self.hub.publish(d);
+            // portal is read again shortly either way (at most four times a
+            // second per dossier), harmless when nothing changed, and no
+            // change is lost.
+            if watched {
+                self.deferred.schedule(&push.dossier_code, self.portal.clone(), self.hub.clone());
             }
             tracing::info!(upstream = "registry", "webhook refused: already applied (replay)");
             return Err(AdapterError::new(
@@ -277,7 +279,7 @@ impl WebhookReceiver for RegistryAdapter {
             let d = self.portal.dossier(&push.dossier_code, None).await?;
             self.hub.publish(d);
         }
-        verifier.seen.insert(&delivery.key, delivery.at, updates::unix_now())
+        verifier.applied(delivery.key, delivery.at).await
     }
 }
 

@@ -74,7 +74,7 @@ pub(crate) struct WebhookVerifier {
     key: hmac::Key,
     max_skew: Duration,
     /// Deliveries applied, kept where a restart finds them.
-    pub(crate) seen: crate::seen::SeenStore,
+    pub(crate) seen: Arc<crate::seen::SeenStore>,
 }
 
 impl std::fmt::Debug for WebhookVerifier {
@@ -109,8 +109,16 @@ impl WebhookVerifier {
         replay_file: Option<&std::path::Path>,
     ) -> Result<Self, AdapterError> {
         let horizon = 2 * max_skew.as_secs() as i64;
-        let seen = crate::seen::SeenStore::open(replay_file, horizon, unix_now())?;
+        let seen = Arc::new(crate::seen::SeenStore::open(replay_file, horizon, unix_now())?);
         Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), max_skew, seen })
+    }
+
+    /// Records `key` as applied, durably (the fsync off the async workers).
+    pub(crate) async fn applied(&self, key: String, at: i64) -> Result<(), AdapterError> {
+        let seen = self.seen.clone();
+        tokio::task::spawn_blocking(move || seen.insert(&key, at, unix_now()))
+            .await
+            .map_err(|_| AdapterError::new(ErrorKind::Unavailable, "recording the webhook delivery failed"))?
     }
 
     /// Checks the signature over timestamp and body and the timestamp's age;
@@ -151,6 +159,34 @@ impl WebhookVerifier {
             None => format!("sig:{}", signature.iter().map(|b| format!("{b:02x}")).collect::<String>()),
         };
         Ok(Delivery { push, key, at: ts })
+    }
+}
+
+/// Re-reads of dossiers asked for by replayed pushes: one at a time per
+/// dossier, a quarter second after the ask, so any number of replays costs
+/// the portal at most four reads a second per dossier, and a change reported
+/// by an identical push is still read.
+#[derive(Debug, Default)]
+pub(crate) struct DeferredReads {
+    pending: Mutex<std::collections::HashSet<String>>,
+}
+
+impl DeferredReads {
+    /// Schedules a re-read of `code` unless one is pending.
+    pub(crate) fn schedule(self: &Arc<Self>, code: &str, portal: Arc<Portal>, hub: Arc<Hub>) {
+        if !self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned()) {
+            return;
+        }
+        let (this, code) = (self.clone(), code.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Unmarked before the read: a push arriving during it asks again.
+            this.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&code);
+            match portal.dossier(&code, None).await {
+                Ok(d) => hub.publish(d),
+                Err(e) => tracing::warn!(upstream = "registry", error = %e, "re-reading a pushed dossier failed"),
+            }
+        });
     }
 }
 

@@ -35,7 +35,8 @@ pub async fn connect(url: &str, schema: &str) -> anyhow::Result<Client> {
              CREATE TABLE IF NOT EXISTS {schema}.audit_log (seq BIGINT PRIMARY KEY, line TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS {schema}.audit_head (
                  one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), seq BIGINT NOT NULL, hash TEXT NOT NULL);
-             INSERT INTO {schema}.audit_head (seq, hash) VALUES (0, '{GENESIS}') ON CONFLICT DO NOTHING;"
+             INSERT INTO {schema}.audit_head (seq, hash) VALUES (0, '{GENESIS}') ON CONFLICT DO NOTHING;
+             ALTER TABLE {schema}.audit_head ADD COLUMN IF NOT EXISTS key_id TEXT;"
         ))
         .await
         .map_err(|e| anyhow::anyhow!("preparing the audit tables failed: {e}"))?;
@@ -51,10 +52,27 @@ pub async fn append(
 ) -> Result<(), String> {
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     let head = tx
-        .query_one(&format!("SELECT seq, hash FROM {schema}.audit_head FOR UPDATE"), &[])
+        .query_one(&format!("SELECT seq, hash, key_id FROM {schema}.audit_head FOR UPDATE"), &[])
         .await
         .map_err(|e| e.to_string())?;
-    let (seq, hash): (i64, String) = (head.get(0), head.get(1));
+    let (seq, hash, chain_key): (i64, String, Option<String>) = (head.get(0), head.get(1), head.get(2));
+    // Every replica must chain under the same key (or none): the chain's
+    // first writer names it, and a replica configured otherwise fails closed.
+    let ours = key_id(key);
+    match chain_key {
+        Some(theirs) if theirs != ours => {
+            return Err(format!(
+                "the audit chain in schema {schema} is written under another audit.chain_key (or none): \
+                 every replica needs the same"
+            ));
+        }
+        Some(_) => {}
+        None => {
+            tx.execute(&format!("UPDATE {schema}.audit_head SET key_id = $1"), &[&ours])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let (lines, last_seq, last_hash) = super::chain_lines(events, seq as u64, hash, key);
     let seqs: Vec<i64> = (seq + 1..=last_seq as i64).collect();
     tx.execute(
@@ -67,6 +85,17 @@ pub async fn append(
         .await
         .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())
+}
+
+/// A name for the chain key that does not reveal it: "unkeyed", or the
+/// first 16 hex digits of an HMAC of a fixed label under the key.
+fn key_id(key: Option<&crate::crypto::SecretKey>) -> String {
+    match key {
+        None => "unkeyed".to_owned(),
+        Some(key) => {
+            crate::apps::hex(&crate::crypto::hmac_sha256(key, b"lienthong audit chain key id"))[..16].to_owned()
+        }
+    }
 }
 
 /// Checks that the chain's last record was written under `key` (see

@@ -95,6 +95,11 @@ pub struct Admission {
     limits: CallLimits,
     arrived: AtomicU64,
     shed: AtomicU64,
+    /// Bytes of request messages being read (not yet admitted), across all
+    /// calls: bounded, so streams that trickle their messages cannot make
+    /// the gateway buffer without limit.
+    reading: std::sync::atomic::AtomicUsize,
+    max_reading: usize,
     refused: [AtomicU64; 4],
     overloaded: AtomicBool,
     draining: watch::Receiver<bool>,
@@ -109,6 +114,8 @@ impl Admission {
             limits,
             arrived: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            reading: std::sync::atomic::AtomicUsize::new(0),
+            max_reading: max_concurrent.saturating_mul(limits.max_message_bytes.saturating_add(FRAME_HEADER)),
             refused: Default::default(),
             overloaded: AtomicBool::new(false),
             draining,
@@ -209,8 +216,9 @@ impl Admission {
         let (parts, body) = req.into_parts();
         let read_until =
             deadline.map_or(started + self.limits.read_timeout, |d| d.min(started + self.limits.read_timeout));
-        let message = match tokio::time::timeout_at(read_until, read_message(body, self.limits.max_message_bytes)).await
-        {
+        let mut budget = ReadBudget { admission: &self, held: 0 };
+        let read = read_message(body, self.limits.max_message_bytes, &mut budget);
+        let message = match tokio::time::timeout_at(read_until, read).await {
             Ok(Ok(message)) => message,
             Ok(Err((why, status))) => return Ok(self.refuse(why, status)),
             Err(_) if deadline.is_some_and(|d| d <= read_until) => {
@@ -224,6 +232,8 @@ impl Admission {
                 return Ok(self.refuse(Refusal::ReadTimeout, status));
             }
         };
+        // Read: from here the call's slot (or, for probes, nothing) bounds it.
+        drop(budget);
         if kind == CallKind::Health {
             if let Err(status) = check_health_request(&message) {
                 return Ok(self.refuse(Refusal::Malformed, status));
@@ -400,7 +410,7 @@ fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
 /// Reads a unary request's body: exactly one well-framed message of at most
 /// `max` bytes. A message header that declares more is refused as soon as it
 /// arrives.
-async fn read_message(mut body: Body, max: usize) -> Result<Bytes, (Refusal, Status)> {
+async fn read_message(mut body: Body, max: usize, budget: &mut ReadBudget<'_>) -> Result<Bytes, (Refusal, Status)> {
     let mut whole = Collected::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -410,6 +420,12 @@ async fn read_message(mut body: Body, max: usize) -> Result<Bytes, (Refusal, Sta
             )
         })?;
         let Ok(data) = frame.into_data() else { continue };
+        if !budget.take(data.len()) {
+            return Err((
+                Refusal::TooLarge,
+                Status::unavailable("the gateway is reading too many request messages at once; retry with backoff"),
+            ));
+        }
         whole.push(data);
         if let Some(declared) = whole.declared_len()
             && declared > max
@@ -424,6 +440,32 @@ async fn read_message(mut body: Body, max: usize) -> Result<Bytes, (Refusal, Sta
     let bytes = whole.into_bytes();
     check_single_message(&bytes, max)?;
     Ok(bytes)
+}
+
+/// The bytes one call holds of the global reading budget, given back when
+/// its message is admitted or refused.
+struct ReadBudget<'a> {
+    admission: &'a Admission,
+    held: usize,
+}
+
+impl ReadBudget<'_> {
+    /// Takes `n` more bytes; false when the budget is spent.
+    fn take(&mut self, n: usize) -> bool {
+        let before = self.admission.reading.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.admission.max_reading {
+            self.admission.reading.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.held += n;
+        true
+    }
+}
+
+impl Drop for ReadBudget<'_> {
+    fn drop(&mut self) {
+        self.admission.reading.fetch_sub(self.held, Ordering::AcqRel);
+    }
 }
 
 /// Reads a plain body of at most `max` bytes.

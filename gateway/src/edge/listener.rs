@@ -1,7 +1,8 @@
 //! Connections: accepted, TLS-terminated and served here, each with bounds
 //! one client cannot stretch to hold what every client shares.
 //!
-//! - At most `server.max_connections` open at once; beyond, a new one is
+//! - At most `server.max_connections` open at once, and
+//!   `server.max_connections_per_ip` from one address; beyond, a new one is
 //!   closed at once.
 //! - At most `server.max_streams_per_connection` calls at once on one HTTP/2
 //!   connection (advertised in SETTINGS; h2 refuses more).
@@ -57,6 +58,8 @@ const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub struct ConnectionLimits {
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address.
+    pub max_connections_per_ip: usize,
     /// Most concurrent calls on one HTTP/2 connection.
     pub max_streams_per_connection: u32,
     /// Time to finish the TLS handshake and begin the first call; time to
@@ -87,6 +90,7 @@ pub struct ClientCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
     open: AtomicUsize,
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     refused_over_limit: AtomicU64,
     header_timeouts: AtomicU64,
 }
@@ -97,7 +101,8 @@ impl ConnectionStats {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Connections closed at once because `max_connections` were open.
+    /// Connections closed at once because `max_connections` (or
+    /// `max_connections_per_ip` from their address) were open.
     pub fn refused_over_limit(&self) -> u64 {
         self.refused_over_limit.load(Ordering::Relaxed)
     }
@@ -199,8 +204,12 @@ pub async fn serve<S, B>(
             tracing::debug!("connection refused: server.max_connections are open");
             continue;
         };
+        let Some(open) = OpenConnection::count(&stats, peer.ip(), limits.max_connections_per_ip) else {
+            stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("connection refused: server.max_connections_per_ip are open from its address");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        tracing::debug!(%peer, "accepted");
         let conn = Connection {
             builder: builder.clone(),
             limits,
@@ -210,17 +219,48 @@ pub async fn serve<S, B>(
         };
         let (service, tls) = (service.clone(), tls.clone());
         tokio::spawn(async move {
-            let stats = conn.stats.clone();
-            stats.open.fetch_add(1, Ordering::Relaxed);
             conn.handshake_and_serve(tcp, tls, service).await;
-            stats.open.fetch_sub(1, Ordering::Relaxed);
-            drop(slot);
+            // Counted out even if serving panicked (the guards drop).
+            drop((open, slot));
         });
     }
     drop(listener);
     let _ = goaway.send(true);
     drop(goaway_rx);
     goaway.closed().await;
+}
+
+/// One open connection, counted in [`ConnectionStats`] until dropped.
+struct OpenConnection {
+    stats: Arc<ConnectionStats>,
+    ip: std::net::IpAddr,
+}
+
+impl OpenConnection {
+    /// Counts a connection from `ip`, unless `max_per_ip` are open from it.
+    fn count(stats: &Arc<ConnectionStats>, ip: std::net::IpAddr, max_per_ip: usize) -> Option<Self> {
+        let mut per_ip = stats.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let open = per_ip.entry(ip).or_default();
+        if *open >= max_per_ip {
+            return None;
+        }
+        *open += 1;
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Some(Self { stats: stats.clone(), ip })
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.stats.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = per_ip.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 struct Connection {

@@ -232,7 +232,15 @@ impl PublicServicesService for PublicServicesApi {
         // The first update (the current status) names the owner, so the
         // answer's metadata can tell a signed-in owner below the level why
         // they get the public view.
-        let first = updates.next().await;
+        let mut shutdown = self.0.shutdown_signal();
+        let first = tokio::select! {
+            first = tokio::time::timeout_at(call.deadline(), updates.next()) => first.map_err(|_| {
+                Status::deadline_exceeded("the dossier's current status did not arrive before the deadline")
+            })?,
+            _ = shutdown.wait_for(|draining| *draining) => {
+                return Err(Status::unavailable("the gateway is shutting down; watch again to reach another replica"));
+            }
+        };
         let reason = match &first {
             Some(Ok(owned)) => call.public_view_reason(&owned.owner),
             _ => None,
