@@ -22,9 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+#[path = "../tests/common/wire.rs"]
+mod wire;
+
+use wire::{PREFACE, base64_decode, every_method as methods, grpc_frame as frame, h2_frame, headers_only};
 
 struct Rng(u64);
 
@@ -42,36 +46,6 @@ impl Rng {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
-}
-
-fn frame(flag: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![flag];
-    f.extend_from_slice(&declared.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn methods() -> Vec<String> {
-    let set = prost_types::FileDescriptorSet::decode(lienthong_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let mut paths: Vec<String> = set
-        .file
-        .iter()
-        .flat_map(|f| {
-            f.service
-                .iter()
-                .flat_map(move |s| s.method.iter().map(move |m| format!("/{}.{}/{}", f.package(), s.name(), m.name())))
-        })
-        .collect();
-    paths.extend(
-        [
-            "/grpc.health.v1.Health/Check",
-            "/grpc.health.v1.Health/Watch",
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        ]
-        .map(str::to_owned),
-    );
-    paths
 }
 
 /// One malformed request: extra headers and a body.
@@ -259,55 +233,6 @@ async fn fuzz(addr: SocketAddr, requests: u64, connections: u64) {
     if bad > 0 {
         std::process::exit(1);
     }
-}
-
-fn base64_decode(text: &[u8]) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
-    for c in text {
-        // Each frame is padded on its own: `=` ends a group.
-        if *c == b'=' {
-            (acc, bits) = (0, 0);
-            continue;
-        }
-        let Some(v) = ALPHABET.iter().position(|a| a == c) else { continue };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn headers_only(stream: u32) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (name, value) in [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/lienthong.v1.PublicServicesService/GetProcedure"),
-        (":authority", "localhost"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        block.push(0x00);
-        block.push(name.len() as u8);
-        block.extend_from_slice(name.as_bytes());
-        block.push(value.len() as u8);
-        block.extend_from_slice(value.as_bytes());
-    }
-    h2_frame(0x1, 0x4, stream, &block)
 }
 
 async fn attack(addr: SocketAddr, streams: u32, idle: usize, attackers: usize, probes: usize) {

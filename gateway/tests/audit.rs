@@ -486,18 +486,46 @@ async fn a_keyed_chain_names_edits_in_the_file_and_in_postgres_without_a_head() 
     assert_eq!(code, Some(0), "{out}");
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    client
-        .execute(
-            &format!(
-                "UPDATE {schema}.audit_log SET line = replace(line, '\"outcome\":', '\"outcome\":\"DENIED\",\"outcome\":') WHERE seq = 4"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+    let rows = client.query(&format!("SELECT line FROM {schema}.audit_log ORDER BY seq"), &[]).await.unwrap();
+    let original: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let set = |seq: i64, line: String| {
+        let (client, schema) = (&client, &schema);
+        async move {
+            client
+                .execute(&format!("UPDATE {schema}.audit_log SET line = $1 WHERE seq = $2"), &[&line, &seq])
+                .await
+                .unwrap();
+        }
+    };
+    // A duplicate key, whitespace, a \u escape: each named at its record.
+    for (edited, says) in [
+        (original[3].replacen("\"outcome\":", "\"outcome\":\"DENIED\",\"outcome\":", 1), "canonical"),
+        (original[3].replacen("\"seq\":", "\"seq\": ", 1), "canonical"),
+        (original[3].replacen("\"OK\"", "\"\\u004fK\"", 1), "canonical"),
+    ] {
+        set(4, edited).await;
+        let (code, out) = pg_verify();
+        assert_eq!(code, Some(1));
+        assert!(out.contains("record 4") && out.contains(says), "{out}");
+        set(4, original[3].clone()).await;
+    }
+    assert_eq!(pg_verify().0, Some(0));
+    // Record 3 deleted and the rest re-chained without the key.
+    let mut prev = AuditRecord::parse(&original[1]).unwrap().1;
+    client.execute(&format!("DELETE FROM {schema}.audit_log WHERE seq >= 3"), &[]).await.unwrap();
+    for (i, line) in original[3..].iter().enumerate() {
+        let (mut r, _) = AuditRecord::parse(line).unwrap();
+        (r.seq, r.prev, r.keyed) = (i as u64 + 3, prev.clone(), false);
+        let (line, hash) = r.line(None);
+        prev = hash;
+        client
+            .execute(&format!("INSERT INTO {schema}.audit_log (seq, line) VALUES ($1, $2)"), &[&(r.seq as i64), &line])
+            .await
+            .unwrap();
+    }
     let (code, out) = pg_verify();
     assert_eq!(code, Some(1));
-    assert!(out.contains("record 4") && out.contains("canonical"), "{out}");
+    assert!(out.contains("record 3"), "{out}");
     drop_schema(&url, &schema).await;
 }
 

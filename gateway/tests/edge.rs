@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::TestGateway;
+use common::wire;
+use common::wire::{PREFACE, every_method, grpc_frame, h2_frame, headers_only};
 use lienthong::config::Config;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,45 +25,6 @@ async fn gateway(server_extra: &str) -> TestGateway {
 }
 
 // ---- an attacker's raw HTTP/2, frame by frame ----
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// A header block of literals without indexing (HPACK §6.2.2), short names
-/// and values only.
-fn hpack(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (name, value) in headers {
-        assert!(name.len() < 127 && value.len() < 127);
-        block.push(0x00);
-        block.push(name.len() as u8);
-        block.extend_from_slice(name.as_bytes());
-        block.push(value.len() as u8);
-        block.extend_from_slice(value.as_bytes());
-    }
-    block
-}
-
-/// HEADERS (END_HEADERS, no END_STREAM) of a GetProcedure call whose body
-/// never comes.
-fn headers_only(stream: u32) -> Vec<u8> {
-    let block = hpack(&[
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/lienthong.v1.PublicServicesService/GetProcedure"),
-        (":authority", "localhost"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ]);
-    h2_frame(0x1, 0x4, stream, &block)
-}
 
 /// A connection that opens `streams` headers-only streams and reads
 /// whatever the server answers, counting refused streams and answers.
@@ -283,13 +246,6 @@ async fn h2_client(addr: std::net::SocketAddr) -> h2::client::SendRequest<Bytes>
     send
 }
 
-fn grpc_frame(flag: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![flag];
-    f.extend_from_slice(&declared.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// What a case sends (headers, body) and the code and words it must get.
 type MalformedCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, i32, &'a str);
 
@@ -383,24 +339,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Every method the gateway serves, from its own reflection descriptors.
-fn every_method() -> Vec<String> {
-    use prost::Message as _;
-    let set = prost_types::FileDescriptorSet::decode(lienthong_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let mut paths: Vec<String> = set
-        .file
-        .iter()
-        .flat_map(|f| {
-            f.service
-                .iter()
-                .flat_map(move |s| s.method.iter().map(move |m| format!("/{}.{}/{}", f.package(), s.name(), m.name())))
-        })
-        .collect();
-    paths.extend(ONE_PER_SERVICE[8..].iter().map(|p| (*p).to_owned()));
-    paths.push("/grpc.health.v1.Health/Watch".to_owned());
-    paths
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_never_get_internal_or_unknown() {
     use proptest::prelude::*;
@@ -451,7 +389,7 @@ async fn malformed_grpc_web_text_is_invalid_argument() {
             None => {
                 // In the body's trailer frame (base64 text).
                 let text = response.text().await.unwrap();
-                let raw = base64_decode(&text);
+                let raw = wire::base64_decode(text.as_bytes());
                 let trailer = String::from_utf8_lossy(&raw[5.min(raw.len())..]).to_string();
                 trailer
                     .lines()
@@ -461,22 +399,6 @@ async fn malformed_grpc_web_text_is_invalid_argument() {
         };
         assert_eq!(status, "3", "{body:?}");
     }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes() {
-        let Some(v) = ALPHABET.iter().position(|&a| a == c) else { continue };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -23,15 +23,10 @@ async fn gateway(idp: &FakeOidc, portal: &FakePortal) -> TestGateway {
     gateway_with(idp, portal, &replay_file, "").await
 }
 
-/// The gateway over `portal`, remembering deliveries in `replay_file`, with
-/// `server_extra` in `[server]`.
-async fn gateway_with(
-    idp: &FakeOidc,
-    portal: &FakePortal,
-    replay_file: &std::path::Path,
-    server_extra: &str,
-) -> TestGateway {
-    let toml = format!(
+/// The config of a gateway over `portal`, remembering deliveries in
+/// `replay_file`, with `server_extra` in `[server]`.
+fn portal_toml(idp: &FakeOidc, portal: &FakePortal, replay_file: &std::path::Path, server_extra: &str) -> String {
+    format!(
         r#"
 [server]
 {server_extra}
@@ -62,7 +57,17 @@ replay_file = {replay_file:?}
 "#,
         idp.issuer(),
         portal.url()
-    );
+    )
+}
+
+/// The gateway of [`portal_toml`].
+async fn gateway_with(
+    idp: &FakeOidc,
+    portal: &FakePortal,
+    replay_file: &std::path::Path,
+    server_extra: &str,
+) -> TestGateway {
+    let toml = portal_toml(idp, portal, replay_file, server_extra);
     TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await
 }
 
@@ -313,40 +318,8 @@ async fn pushes_arrive_over_http1_with_tls_and_without_grpc_web() {
     );
     let replay_file = common::temp_dir("webhooks-tls").join("portal.seen");
     let toml_gateway = {
-        // The sandbox-style helper speaks plaintext gRPC; this gateway is
-        // reached over TLS, so it is started directly.
-        let toml = format!(
-            r#"
-[server]
-{tls}
-
-[anonymous]
-enabled = true
-provinces = ["79"]
-
-[provinces."79"]
-identity = "vneid"
-public_services = "portal"
-
-[adapters.vneid]
-kind = "vneid"
-issuer = "{}"
-audience = "{AUDIENCE}"
-allow_insecure_http = true
-
-[adapters.portal]
-kind = "registry-http"
-base_url = "{}"
-allow_insecure_http = true
-
-[adapters.portal.updates]
-mode = "webhook"
-webhook_secret = "{SECRET}"
-replay_file = {replay_file:?}
-"#,
-            idp.issuer(),
-            portal.url()
-        );
+        // Reached over TLS: the client trusts the test CA.
+        let toml = portal_toml(&idp, &portal, &replay_file, &tls);
         let ca = tonic::transport::Certificate::from_pem(std::fs::read(fixture("ca.pem")).unwrap());
         let client_tls = tonic::transport::ClientTlsConfig::new().ca_certificate(ca).domain_name("localhost");
         TestGateway::start_with(

@@ -1,6 +1,8 @@
 //! Shared harness: a gateway on 127.0.0.1:0 over real TCP, and clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod wire;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
