@@ -137,29 +137,103 @@ async fn alg_none_and_hmac_confusion_are_refused() {
     assert_eq!(kind_and_message(auth(&adapter, "not-a-jwt").await).0, ErrorKind::Unauthenticated);
 }
 
-#[tokio::test]
-async fn a_rotated_key_is_found_by_one_refetch() {
-    let (idp, adapter) = setup().await;
-    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
-    assert_eq!(idp.faults.hits("/jwks"), 1);
-    // The provider rotates to rsa-2; the first token with the new kid refetches.
-    idp.publish(&["rsa-2", "ec-1"]);
-    assert!(auth(&adapter, &idp.sign("rsa-2", &idp.claims(CITIZEN))).await.is_ok());
-    assert_eq!(idp.faults.hits("/jwks"), 2);
+/// An adapter that refetches keys for an unknown kid at most once a second.
+async fn quick_setup() -> (FakeOidc, VneidAdapter) {
+    let idp = FakeOidc::start().await.unwrap();
+    let mut config = config(&idp);
+    config.jwks_min_refetch = std::time::Duration::from_secs(1);
+    let adapter = VneidAdapter::new(config).unwrap();
+    (idp, adapter)
+}
+
+/// Retries `token` until it is accepted (UNAVAILABLE meanwhile), with a
+/// deadline; the time it took.
+async fn accepted_within(adapter: &VneidAdapter, token: &str, within: std::time::Duration) -> std::time::Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        match auth(adapter, token).await {
+            Ok(_) => return started.elapsed(),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{}", e.message());
+                assert!(e.retry_after().is_some_and(|d| d > std::time::Duration::ZERO));
+            }
+        }
+        assert!(started.elapsed() < within, "the new key was not accepted within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
-async fn unknown_kids_refetch_at_most_once_per_interval() {
-    let (idp, adapter) = setup().await;
+async fn a_rotated_key_is_found_by_one_refetch() {
+    let (idp, adapter) = quick_setup().await;
     assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
-    // rsa-3 is never published: a forger's key.
+    assert_eq!(idp.faults.hits("/jwks"), 1);
+    // The provider rotates to rsa-2: the new kid is known within the
+    // refetch interval, in one refetch.
+    idp.publish(&["rsa-2", "ec-1"]);
+    accepted_within(&adapter, &idp.sign("rsa-2", &idp.claims(CITIZEN)), std::time::Duration::from_secs(3)).await;
+    assert_eq!(idp.faults.hits("/jwks"), 2);
+    // rsa-1, retired by the provider, stays trusted until the set it came
+    // from would have expired (tokens signed with it are still in use).
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+}
+
+#[tokio::test]
+async fn forged_kids_neither_hammer_the_provider_nor_delay_a_real_rotation() {
+    let (idp, adapter) = quick_setup().await;
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+    // A forger's tokens (rsa-3 is never published) at a high rate, then a
+    // genuine rotation to rsa-2 in the middle of it.
+    let forged = idp.sign("rsa-3", &idp.claims(CITIZEN));
+    let started = tokio::time::Instant::now();
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    let mut rotated_at = None;
+    while started.elapsed() < std::time::Duration::from_millis(2500) {
+        let (kind, _) = kind_and_message(auth(&adapter, &forged).await);
+        *kinds.entry(kind.as_str()).or_default() += 1;
+        if rotated_at.is_none() && started.elapsed() > std::time::Duration::from_millis(300) {
+            idp.publish(&["rsa-1", "rsa-2", "ec-1"]);
+            rotated_at = Some(tokio::time::Instant::now());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The forger got "not known yet" until the provider was asked, then
+    // "not published"; never a key.
+    assert!(kinds.keys().all(|k| *k == "unavailable" || *k == "unauthenticated"), "{kinds:?}");
+    assert!(kinds.get("unauthenticated").is_some_and(|n| *n > 0), "{kinds:?}");
+    // Hundreds of forged tokens, a handful of fetches: at most one a second.
+    let hits = idp.faults.hits("/jwks");
+    assert!(hits <= 4, "{hits} key fetches for {kinds:?}");
+    // The genuine new key is accepted within the interval of its first token.
+    let waited =
+        accepted_within(&adapter, &idp.sign("rsa-2", &idp.claims(CITIZEN)), std::time::Duration::from_secs(3)).await;
+    assert!(waited <= std::time::Duration::from_millis(1500), "{waited:?}");
+}
+
+#[tokio::test]
+async fn a_kid_the_provider_does_not_publish_is_unauthenticated_once_asked() {
+    let (idp, adapter) = quick_setup().await;
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+    let forged = idp.sign("rsa-3", &idp.claims(CITIZEN));
+    // Not asked yet (the keys were fetched just now): UNAVAILABLE, retry.
+    let e = auth(&adapter, &forged).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    // Once the provider was asked and does not have it: UNAUTHENTICATED.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for _ in 0..20 {
-        let (kind, message) = kind_and_message(auth(&adapter, &idp.sign("rsa-3", &idp.claims(CITIZEN))).await);
+        let (kind, message) = kind_and_message(auth(&adapter, &forged).await);
         assert_eq!(kind, ErrorKind::Unauthenticated);
         assert!(message.contains("key the identity provider does not publish"), "{message}");
     }
     // One initial fetch plus one refetch, not twenty.
     assert_eq!(idp.faults.hits("/jwks"), 2);
+    // A provider that cannot be reached: a new kid is UNAVAILABLE, not a
+    // reason to send the citizen to sign in again.
+    idp.publish(&["rsa-1", "rsa-2", "ec-1"]);
+    idp.faults.inject("/jwks", Fault::Status(503));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let e = auth(&adapter, &idp.sign("rsa-2", &idp.claims(CITIZEN))).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{}", e.message());
 }
 
 #[tokio::test]

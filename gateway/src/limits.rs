@@ -174,7 +174,7 @@ impl<C: Clock + Clone> Limiters<C> {
     ) -> Result<(), Status> {
         match outcome {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(refuse(what, not_until.wait_time_from(self.clock.now()))),
+            Ok(Err(not_until)) => Err(refuse(what, next_cell(&not_until, self.clock.now()))),
             // The cost exceeds the burst: this RPC can never pass this limit.
             Err(_) => Err(Status::resource_exhausted(format!("the {what} limit is smaller than this RPC's cost"))),
         }
@@ -201,7 +201,7 @@ impl<C: Clock + Clone> Limiters<C> {
         let Some(l) = self.upstreams.get(instance) else { return Ok(()) };
         match l.check_n(self.cost(method)) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+            Ok(Err(not_until)) => Err(next_cell(&not_until, self.clock.now())),
             Err(_) => Err(Duration::from_secs(1)),
         }
     }
@@ -222,6 +222,12 @@ impl<C: Clock + Clone> Limiters<C> {
     pub fn tracked_citizens(&self) -> usize {
         self.citizens.as_ref().map(|l| l.len()).unwrap_or(0)
     }
+}
+
+/// How long until the refused request could pass: never less than one cell
+/// of the quota, so a caller told to retry is never told "now".
+fn next_cell<P: governor::clock::Reference>(not_until: &governor::NotUntil<P>, now: P) -> Duration {
+    not_until.wait_time_from(now).max(not_until.quota().replenish_interval())
 }
 
 #[cfg(test)]
@@ -279,6 +285,10 @@ mod tests {
         let wait = l.check_upstream("vneid", Method::GetMyProfile).unwrap_err();
         assert_eq!(wait, Duration::from_millis(500));
         assert!(l.check_upstream("unlimited", Method::GetMyProfile).is_ok());
+        // Just before the next cell, the wait is still a cell, never 0.
+        clock.advance(Duration::from_micros(499_900));
+        let wait = l.check_upstream("vneid", Method::GetMyProfile).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
     }
 
     #[test]

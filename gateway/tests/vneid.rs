@@ -18,12 +18,28 @@ use tonic::Code;
 const LAN: &str = "079190012345";
 
 async fn gateway(idp: &FakeOidc) -> TestGateway {
+    gateway_for_issuer(idp.issuer()).await
+}
+
+async fn gateway_for_issuer(issuer: &str) -> TestGateway {
     let toml = lienthong::config::SANDBOX_DEFAULT.replace("identity = \"sandbox\"", "identity = \"vneid\"")
         + &format!(
-            "\n[adapters.vneid]\nkind = \"vneid\"\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nallow_insecure_http = true\n",
-            idp.issuer()
+            "\n[adapters.vneid]\nkind = \"vneid\"\nissuer = \"{issuer}\"\naudience = \"{AUDIENCE}\"\nallow_insecure_http = true\n"
         );
     TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await
+}
+
+#[tokio::test]
+async fn an_issuer_written_with_a_trailing_slash_still_signs_citizens_in() {
+    let idp = FakeOidc::start().await.unwrap();
+    let gw = gateway_for_issuer(&format!("{}/", idp.issuer())).await;
+    let token = idp.sign("rsa-1", &idp.claims(LAN));
+    let p = IdentityServiceClient::new(gw.channel.clone())
+        .get_my_profile(authed(GetMyProfileRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.profile.unwrap().id_number, "********2345");
 }
 
 #[tokio::test]
@@ -53,6 +69,13 @@ async fn vneid_tokens_sign_citizens_in() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
+    // The same citizen's profile, signed in at level 1 right after a level-2
+    // login filled the cache: the level is the token's, not the cached one.
+    let level1 = id.get_my_profile(authed(GetMyProfileRequest::default(), &idp.sign("ec-1", &c))).await.unwrap();
+    assert_eq!(level1.metadata().get("x-lienthong-cache").unwrap(), "hit");
+    assert_eq!(level1.into_inner().profile.unwrap().identity_level(), IdentityLevel::IdentityLevel1);
+    let level2 = id.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.unwrap().into_inner();
+    assert_eq!(level2.profile.unwrap().identity_level(), IdentityLevel::IdentityLevel2);
 }
 
 #[tokio::test]

@@ -42,8 +42,11 @@ pub struct VneidConfig {
     /// How long fetched signing keys are trusted before a routine refetch.
     #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
     pub jwks_refresh: Duration,
-    /// The least time between two refetches caused by an unknown `kid`, so that
-    /// forged tokens cannot make us hammer the provider.
+    /// The least time between a fetch of the signing keys and a refetch
+    /// caused by an unknown `kid`: forged kids cannot make us hammer the
+    /// provider, and a genuine new key is known at most this long after its
+    /// first token (meanwhile its tokens are UNAVAILABLE with a retry delay,
+    /// not UNAUTHENTICATED).
     #[serde(default = "default_min_refetch", with = "humantime_serde")]
     pub jwks_min_refetch: Duration,
     /// Timeout of each request to the provider.
@@ -73,7 +76,7 @@ fn default_jwks_refresh() -> Duration {
     Duration::from_secs(3600)
 }
 fn default_min_refetch() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_secs(5)
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(5)

@@ -64,9 +64,19 @@ pub(crate) struct Provider {
     /// When discovery last failed: it is not retried within `jwks_min_refetch`.
     discovery_failed: Mutex<Option<Instant>>,
     keys: RwLock<Option<Arc<KeySet>>>,
-    /// Serialises key fetches; holds when an unknown kid last caused one.
-    fetching: Mutex<Option<Instant>>,
+    /// Serialises key fetches.
+    fetching: Mutex<()>,
+    /// Keys the provider stopped publishing, trusted until the set they came
+    /// from would have expired (tokens signed with them may still be in use).
+    retired: std::sync::Mutex<HashMap<String, (Key, Instant)>>,
+    /// Key ids seen in tokens but not in the key set, with when each was
+    /// first seen: refused as unknown once a fetch after that did not have
+    /// it, and until then answered "not yet known" without blocking others.
+    unknown: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// Most unknown key ids remembered (forged ones are many).
+const MAX_UNKNOWN_KIDS: usize = 4096;
 
 impl Provider {
     pub(crate) fn new(config: VneidConfig) -> Result<Self, AdapterError> {
@@ -77,7 +87,9 @@ impl Provider {
             discovery: OnceCell::new(),
             discovery_failed: Mutex::new(None),
             keys: RwLock::new(None),
-            fetching: Mutex::new(None),
+            fetching: Mutex::new(()),
+            retired: std::sync::Mutex::new(HashMap::new()),
+            unknown: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -140,22 +152,72 @@ impl Provider {
         result
     }
 
-    /// The key named `kid` for `algorithm`. An unknown kid triggers one
-    /// refetch of the key set, unless one happened within `jwks_min_refetch`.
+    /// The key named `kid` for `algorithm`.
+    ///
+    /// A kid not in the key set (nor among recently retired keys) is looked
+    /// up by refetching the set, but only when the last fetch is at least
+    /// `jwks_min_refetch` old: forged kids cannot make us hammer the
+    /// provider, and cannot delay a genuine rotation by more than that
+    /// interval either. A kid the provider was asked about and does not
+    /// publish is UNAUTHENTICATED; one not yet asked about is UNAVAILABLE
+    /// with the time until it will be (signing in again would not help).
     pub(crate) async fn key(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<Key, AdapterError> {
         let set = self.current_keys().await?;
         if let Some(k) = pick(&set, kid, algorithm)? {
             return Ok(k);
         }
-        if let Some(set) = self.refetch(Some(set.fetched), Some(self.config.jwks_min_refetch)).await?
-            && let Some(k) = pick(&set, kid, algorithm)?
-        {
+        let Some(kid) = kid else { return Err(not_published()) };
+        if let Some(k) = self.retired_key(kid, algorithm)? {
             return Ok(k);
         }
-        Err(AdapterError::new(
-            ErrorKind::Unauthenticated,
-            "the citizen token is not valid: it is signed with a key the identity provider does not publish",
-        ))
+        let first_seen = self.first_seen(kid);
+        if set.fetched > first_seen {
+            // The provider answered since this kid first came, without it.
+            return Err(not_published());
+        }
+        let since = set.fetched.elapsed();
+        if since < self.config.jwks_min_refetch {
+            return Err(AdapterError::new(
+                ErrorKind::Unavailable,
+                "the citizen token names a signing key not known yet; the identity provider's keys are read again shortly",
+            )
+            .with_retry_after(self.config.jwks_min_refetch - since));
+        }
+        let set = self.refetch(Some(set.fetched)).await?.unwrap_or(set);
+        match pick(&set, Some(kid), algorithm)? {
+            Some(k) => {
+                self.unknown.lock().unwrap_or_else(|p| p.into_inner()).remove(kid);
+                Ok(k)
+            }
+            None => Err(not_published()),
+        }
+    }
+
+    /// When `kid` was first seen unknown (now, if just now).
+    fn first_seen(&self, kid: &str) -> Instant {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if unknown.len() >= MAX_UNKNOWN_KIDS && !unknown.contains_key(kid) {
+            let horizon = 2 * self.config.jwks_min_refetch;
+            unknown.retain(|_, at| at.elapsed() < horizon);
+            if unknown.len() >= MAX_UNKNOWN_KIDS {
+                unknown.clear();
+            }
+        }
+        *unknown.entry(kid.to_owned()).or_insert_with(Instant::now)
+    }
+
+    /// A key the provider retired, while it is still trusted.
+    fn retired_key(&self, kid: &str, algorithm: Algorithm) -> Result<Option<Key>, AdapterError> {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|_, (_, until)| *until > Instant::now());
+        match retired.get(kid) {
+            Some((k, _)) if k.algorithm != algorithm => Err(AdapterError::new(
+                ErrorKind::Unauthenticated,
+                "the citizen token is not valid: its algorithm does not match its signing key",
+            )),
+            Some((k, _)) => Ok(Some(k.clone())),
+            None => Ok(None),
+        }
     }
 
     async fn current_keys(&self) -> Result<Arc<KeySet>, AdapterError> {
@@ -165,7 +227,7 @@ impl Provider {
             return Ok(set.clone());
         }
         let stale = self.keys.read().await.clone();
-        match self.refetch(stale.as_ref().map(|s| s.fetched), None).await {
+        match self.refetch(stale.as_ref().map(|s| s.fetched)).await {
             Ok(Some(set)) => Ok(set),
             Ok(None) => stale.ok_or_else(|| {
                 AdapterError::new(ErrorKind::Unavailable, "the identity provider's keys are not available")
@@ -176,32 +238,40 @@ impl Provider {
     }
 
     /// Fetches the key set unless another caller already replaced the one
-    /// fetched at `seen`. A fetch for an unknown kid (`kid_gap` set) is skipped
-    /// when the last such fetch is less than `kid_gap` ago.
-    async fn refetch(
-        &self,
-        seen: Option<Instant>,
-        kid_gap: Option<Duration>,
-    ) -> Result<Option<Arc<KeySet>>, AdapterError> {
-        let mut last_kid_fetch = self.fetching.lock().await;
-        if let Some(current) = self.keys.read().await.as_ref()
+    /// fetched at `seen`. Keys the new set no longer holds stay trusted
+    /// until the old set would have expired.
+    async fn refetch(&self, seen: Option<Instant>) -> Result<Option<Arc<KeySet>>, AdapterError> {
+        let _one_at_a_time = self.fetching.lock().await;
+        let previous = self.keys.read().await.clone();
+        if let Some(current) = &previous
             && Some(current.fetched) != seen
         {
             return Ok(Some(current.clone()));
-        }
-        if let Some(gap) = kid_gap {
-            if last_kid_fetch.is_some_and(|at| at.elapsed() < gap) {
-                return Ok(None);
-            }
-            *last_kid_fetch = Some(Instant::now());
         }
         let url = self.discovery().await?.jwks_uri.clone();
         let jwks: JwkSet = self.get_json("jwks", &url, None).await?;
         let set = Arc::new(KeySet { keys: usable_keys(&jwks), fetched: Instant::now() });
         tracing::info!(upstream = UPSTREAM, keys = set.keys.len(), "signing keys fetched");
+        if let Some(old) = previous {
+            let until = old.fetched + self.config.jwks_refresh;
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            for (kid, key) in &old.keys {
+                if !set.keys.contains_key(kid) {
+                    retired.entry(kid.clone()).or_insert_with(|| (key.clone(), until));
+                }
+            }
+            retired.retain(|kid, (_, until)| !set.keys.contains_key(kid) && *until > Instant::now());
+        }
         *self.keys.write().await = Some(set.clone());
         Ok(Some(set))
     }
+}
+
+fn not_published() -> AdapterError {
+    AdapterError::new(
+        ErrorKind::Unauthenticated,
+        "the citizen token is not valid: it is signed with a key the identity provider does not publish",
+    )
 }
 
 /// The key for `kid` (or the only key, when the token names none), checked

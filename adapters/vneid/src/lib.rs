@@ -123,7 +123,10 @@ impl VneidAdapter {
         }
         let key = self.provider.key(header.kid.as_deref(), header.alg).await?;
         let mut validation = Validation::new(key.algorithm);
-        validation.set_issuer(&[config.issuer.as_str()]);
+        // The provider's own spelling of its issuer (discovery checked it
+        // matches config, trailing slash or not): `iss` must equal it exactly.
+        let issuer = self.provider.discovery().await?.issuer.clone();
+        validation.set_issuer(&[issuer.as_str()]);
         validation.set_audience(&[config.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = config.clock_skew.as_secs();

@@ -43,6 +43,9 @@ impl IdentityService for IdentityApi {
         })?;
         let freshness = answer.freshness;
         let mut profile = answer.value;
+        // What differs per login comes from the token presented, never from
+        // the profile another login cached.
+        profile.identity_level = principal.identity_level as i32;
         if !req.include_full_id_number {
             // Mask whatever the adapter sent; fall back to the token's subject.
             let masked = CitizenId::parse(&profile.id_number).unwrap_or_else(|_| principal.citizen_id.clone()).masked();
