@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
         eprintln!("invalid options:\n  {}", problems.join("\n  "));
         return ExitCode::from(2);
     }
-    let ctx = lienthong_adapter_core::BuildContext { instance: "under-test".into(), options };
+    let ctx = lienthong_adapter_core::BuildContext::new("under-test", options);
     let adapters = match factory.build(ctx).await {
         Ok(a) => a,
         Err(e) => {

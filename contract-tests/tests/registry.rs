@@ -20,7 +20,7 @@ async fn adapter(portal: &FakePortal) -> AdapterSet {
         "base_url": portal.url(), "allow_insecure_http": true, "timeout": "2s",
         "updates": {"mode": "poll", "poll_interval": "100ms"},
     });
-    RegistryFactory.build(BuildContext { instance: "test".into(), options }).await.unwrap()
+    RegistryFactory.build(BuildContext::new("test", options)).await.unwrap()
 }
 
 fn ctx() -> CallContext {

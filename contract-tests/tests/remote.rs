@@ -68,7 +68,7 @@ async fn python_adapter_with(extra: &[&str]) -> PythonAdapter {
 async fn the_python_adapter_passes_the_contract_suite_through_the_remote_adapter() {
     let python = python_adapter().await;
     let options = serde_json::json!({"endpoint": python.endpoint, "timeout": "5s"});
-    let set = RemoteFactory.build(BuildContext { instance: "python".into(), options }).await.unwrap();
+    let set = RemoteFactory.build(BuildContext::new("python", options)).await.unwrap();
     let report = run(&set).await;
     let (passed, failed, skipped) = report.counts();
     assert_eq!(failed, 0, "{report}");
@@ -132,7 +132,7 @@ async fn mutual_tls_is_required_and_works() {
         "endpoint": endpoint, "timeout": "5s",
         "tls": {"ca_file": ca, "client_cert_file": format!("{TLS}/client.pem"), "client_key_file": format!("{TLS}/client.key"), "domain_name": "localhost"},
     });
-    let set = RemoteFactory.build(BuildContext { instance: "mtls".into(), options: with_client_cert }).await.unwrap();
+    let set = RemoteFactory.build(BuildContext::new("mtls", with_client_cert)).await.unwrap();
     let report = run(&set).await;
     assert_eq!(report.counts().1, 0, "{report}");
     assert!(report.counts().0 >= 7, "{report}");
@@ -140,7 +140,7 @@ async fn mutual_tls_is_required_and_works() {
     // Without a client certificate the adapter service refuses the handshake.
     let without =
         serde_json::json!({"endpoint": endpoint, "timeout": "5s", "tls": {"ca_file": ca, "domain_name": "localhost"}});
-    let set = RemoteFactory.build(BuildContext { instance: "no-client-cert".into(), options: without }).await.unwrap();
+    let set = RemoteFactory.build(BuildContext::new("no-client-cert", without)).await.unwrap();
     let e = set
         .healthcare
         .unwrap()

@@ -5,6 +5,7 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -360,4 +361,41 @@ fn arbitrary_tokens_are_refused_cleanly() {
         prop_assert!(matches!(e.kind(), ErrorKind::Unauthenticated | ErrorKind::Unavailable), "{e:?}");
         prop_assert!(token.len() < 12 || !e.message().contains(&token), "{e:?}");
     });
+}
+
+/// A budget that allows `n` requests, then refuses for a second.
+#[derive(Debug)]
+struct Budget(std::sync::atomic::AtomicUsize);
+
+impl lienthong_adapter_core::UpstreamBudget for Budget {
+    fn spend(&self) -> Result<(), std::time::Duration> {
+        let left = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Err(std::time::Duration::from_secs(1));
+        }
+        self.0.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn only_requests_to_the_provider_spend_its_budget() {
+    let idp = FakeOidc::start().await.unwrap();
+    let budget = Arc::new(Budget(std::sync::atomic::AtomicUsize::new(2)));
+    let adapter = VneidAdapter::new(config(&idp)).unwrap().with_budget(budget.clone());
+    // Discovery and the keys: the two requests of the budget.
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+    assert_eq!(budget.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Any number of tokens against the cached keys: nothing more to spend.
+    for _ in 0..100 {
+        assert!(auth(&adapter, &idp.sign("ec-1", &idp.claims(CITIZEN))).await.is_ok());
+    }
+    // A request the provider must answer (a cold adapter's discovery) is
+    // refused by a spent budget: RATE_LIMITED with the delay, not a verdict
+    // on the token.
+    let spent = Arc::new(Budget(std::sync::atomic::AtomicUsize::new(0)));
+    let adapter = VneidAdapter::new(config(&idp)).unwrap().with_budget(spent);
+    let e = auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{}", e.message());
+    assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(1)));
 }

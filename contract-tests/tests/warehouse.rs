@@ -12,7 +12,7 @@ use lienthong_contract_tests::fakes::{FakeWarehouse, Fault};
 use lienthong_contract_tests::{Outcome, run};
 
 async fn adapter(wh: &FakeWarehouse) -> AdapterSet {
-    WarehouseFactory.build(BuildContext { instance: "test".into(), options: wh.adapter_options() }).await.unwrap()
+    WarehouseFactory.build(BuildContext::new("test", wh.adapter_options())).await.unwrap()
 }
 
 fn ctx() -> CallContext {
@@ -92,7 +92,7 @@ async fn an_unsupported_filter_is_a_clear_invalid_argument() {
     let wh = FakeWarehouse::start().await.unwrap();
     let mut opts = wh.adapter_options();
     opts["datasets"]["facilities"]["filters"].as_object_mut().unwrap().remove("ward_code");
-    let narrow = WarehouseFactory.build(BuildContext { instance: "narrow".into(), options: opts }).await.unwrap();
+    let narrow = WarehouseFactory.build(BuildContext::new("narrow", opts)).await.unwrap();
     let e = narrow
         .healthcare
         .unwrap()

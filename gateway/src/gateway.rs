@@ -130,17 +130,19 @@ impl Gateway {
         metrics: Arc<crate::telemetry::metrics::Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
+        // The limiters first: adapters that budget their own upstream
+        // requests get the instance's budget to spend.
+        let quotas = config.apps.iter().filter_map(|(id, a)| Some((id.as_str(), a.rate_limit?)));
+        let limits = Arc::new(crate::limits::Limiters::new(&config.limits).with_app_quotas(quotas));
         let mut built: BTreeMap<&str, (AdapterSet, &str)> = BTreeMap::new();
         let used: std::collections::BTreeSet<&str> =
             config.provinces.values().flat_map(|r| Family::ALL.into_iter().filter_map(|f| r.instance(f))).collect();
         for name in used {
             let instance = config.adapters.get(name).with_context(|| format!("no adapter instance named {name:?}"))?;
             let factory = registry.get(&instance.kind)?;
+            let budget = Arc::new(crate::limits::InstanceBudget::new(limits.clone(), name));
             let set = factory
-                .build(BuildContext {
-                    instance: name.to_owned(),
-                    options: serde_json::Value::Object(instance.options.clone()),
-                })
+                .build(BuildContext::new(name, serde_json::Value::Object(instance.options.clone())).with_budget(budget))
                 .await
                 .with_context(|| format!("building adapter instance {name:?} (kind {:?})", instance.kind))?;
             tracing::info!(instance = name, kind = %instance.kind, "adapter instance ready");
@@ -148,14 +150,13 @@ impl Gateway {
         }
         let webhooks =
             built.iter().filter_map(|(name, (set, _))| Some(((*name).to_owned(), set.webhook.clone()?))).collect();
-        let quotas = config.apps.iter().filter_map(|(id, a)| Some((id.as_str(), a.rate_limit?)));
-        let limits = Arc::new(crate::limits::Limiters::new(&config.limits).with_app_quotas(quotas));
         let guards: BTreeMap<String, Arc<UpstreamGuard>> = built
             .iter()
-            .map(|(name, (_, kind))| {
+            .map(|(name, (set, kind))| {
                 let bulkhead = crate::bulkhead::Bulkhead::new(config.bulkhead.limit(name), config.bulkhead.max_wait);
                 let guard = UpstreamGuard::new(name, config.breaker, bulkhead, config.retry, limits.clone())
-                    .observed(kind, metrics.clone());
+                    .observed(kind, metrics.clone())
+                    .budgeted_by_adapter(set.budgets_itself);
                 ((*name).to_owned(), Arc::new(guard))
             })
             .collect();

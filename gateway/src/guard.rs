@@ -49,6 +49,9 @@ pub struct UpstreamGuard {
     kind: Arc<str>,
     metrics: Option<Arc<Metrics>>,
     stats: InstanceStats,
+    /// The adapter spends the upstream budget itself, on the requests that
+    /// reach the upstream: its calls are not charged here.
+    adapter_budgets: bool,
 }
 
 impl UpstreamGuard {
@@ -70,7 +73,15 @@ impl UpstreamGuard {
             kind: Arc::from(""),
             metrics: None,
             stats: InstanceStats::new(),
+            adapter_budgets: false,
         }
+    }
+
+    /// Leaves the upstream budget to the adapter (see
+    /// [`lienthong_adapter_core::AdapterSet::budgets_itself`]).
+    pub fn budgeted_by_adapter(mut self, yes: bool) -> Self {
+        self.adapter_budgets = yes;
+        self
     }
 
     /// Records every attempt and refusal in `metrics`, labelled with the
@@ -128,7 +139,9 @@ impl UpstreamGuard {
         let mut last: Option<AdapterError> = None;
         let attempts = self.retry.max_attempts.max(1);
         for n in 1..=attempts {
-            if let Err(wait) = self.limits.check_upstream(&self.instance, method) {
+            if !self.adapter_budgets
+                && let Err(wait) = self.limits.check_upstream(&self.instance, method)
+            {
                 let refusal = self.refused("rate_limited", self.refusal(ErrorKind::RateLimited, wait));
                 return Err(last.unwrap_or(refusal));
             }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -206,6 +207,15 @@ impl<C: Clock + Clone> Limiters<C> {
         }
     }
 
+    /// Spends one request of the upstream of `instance`; the wait when over.
+    pub fn spend_upstream(&self, instance: &str) -> Result<(), Duration> {
+        let Some(l) = self.upstreams.get(instance) else { return Ok(()) };
+        match l.check() {
+            Ok(()) => Ok(()),
+            Err(not_until) => Err(next_cell(&not_until, self.clock.now())),
+        }
+    }
+
     /// Forgets keys whose limits have fully replenished; bounds memory.
     pub fn compact(&self) {
         if let Some(l) = &self.apps {
@@ -221,6 +231,27 @@ impl<C: Clock + Clone> Limiters<C> {
     /// How many citizens are tracked now.
     pub fn tracked_citizens(&self) -> usize {
         self.citizens.as_ref().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+/// The upstream budget of one adapter instance, for adapters that spend it
+/// on their own requests.
+#[derive(Debug)]
+pub struct InstanceBudget {
+    limits: Arc<Limiters>,
+    instance: String,
+}
+
+impl InstanceBudget {
+    /// The budget of `instance`'s upstream in `limits`.
+    pub fn new(limits: Arc<Limiters>, instance: &str) -> Self {
+        Self { limits, instance: instance.to_owned() }
+    }
+}
+
+impl lienthong_adapter_core::UpstreamBudget for InstanceBudget {
+    fn spend(&self) -> Result<(), Duration> {
+        self.limits.spend_upstream(&self.instance)
     }
 }
 

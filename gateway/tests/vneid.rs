@@ -129,3 +129,32 @@ async fn bad_tokens_and_a_down_provider_map_to_clear_codes() {
         id.get_my_profile(authed(GetMyProfileRequest::default(), &idp.sign("rsa-1", &idp.claims(LAN)))).await.is_ok()
     );
 }
+
+#[tokio::test]
+async fn checks_against_cached_keys_spend_none_of_the_providers_budget() {
+    let idp = FakeOidc::start().await.unwrap();
+    // Two requests a second to the provider, burst 3: discovery and the keys
+    // take two; every later token is checked against the cached keys.
+    let toml = lienthong::config::SANDBOX_DEFAULT.replace("identity = \"sandbox\"", "identity = \"vneid\"")
+        + &format!(
+            "\n[adapters.vneid]\nkind = \"vneid\"\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nallow_insecure_http = true\njwks_min_refetch = \"1s\"\n\n[limits.per_upstream]\nvneid = {{ per_second = 2, burst = 3 }}\n",
+            idp.issuer()
+        );
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let mut id = IdentityServiceClient::new(gw.channel.clone());
+    let mut ps = PublicServicesServiceClient::new(gw.channel.clone());
+    for i in 0..200 {
+        // Distinct citizens' tokens (each verified; under no citizen's
+        // rate limit).
+        let token = idp.sign("rsa-1", &idp.claims(&format!("079190{i:06}")));
+        let r = if i % 2 == 0 {
+            id.get_my_profile(authed(GetMyProfileRequest::default(), &token)).await.map(drop)
+        } else {
+            ps.get_dossier(authed(GetDossierRequest { dossier_code: "000.30.67.H29-251114-0001".into() }, &token))
+                .await
+                .map(drop)
+        };
+        assert!(r.is_ok(), "call {i}: {r:?}");
+    }
+    assert!(idp.faults.hits("/jwks") + idp.faults.hits("/.well-known/openid-configuration") <= 3);
+}

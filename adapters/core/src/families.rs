@@ -385,6 +385,10 @@ pub struct AdapterSet {
     pub demo_issuer: Option<Arc<dyn DemoIdentityIssuer>>,
     /// A receiver of upstream pushes.
     pub webhook: Option<Arc<dyn WebhookReceiver>>,
+    /// Whether the adapters spend the instance's upstream budget themselves,
+    /// on each request that reaches the upstream (the gateway then charges
+    /// none of their calls): for adapters that answer most calls locally.
+    pub budgets_itself: bool,
 }
 
 impl AdapterSet {

@@ -36,7 +36,7 @@ pub use families::{
     HealthcareAdapter, IdentityAdapter, IssuedToken, OwnedDossier, PublicServicesAdapter, TransportAdapter,
     WebhookReceiver, is_final_status,
 };
-pub use registry::{AdapterFactory, AdapterRegistry, BuildContext, UnknownAdapterKind};
+pub use registry::{AdapterFactory, AdapterRegistry, BuildContext, UnknownAdapterKind, Unlimited, UpstreamBudget};
 
 /// The generated public API types adapters read and return.
 pub use lienthong_proto::v1 as api;

@@ -20,6 +20,41 @@ pub struct BuildContext {
     pub instance: String,
     /// The instance's options: every key of its config table except `kind`.
     pub options: serde_json::Value,
+    /// The instance's budget of upstream requests, for adapters that spend
+    /// it themselves (see [`crate::AdapterSet::budgets_itself`]).
+    pub budget: Arc<dyn UpstreamBudget>,
+}
+
+impl BuildContext {
+    /// The context of instance `instance` with `options`, and no budget.
+    pub fn new(instance: impl Into<String>, options: serde_json::Value) -> Self {
+        Self { instance: instance.into(), options, budget: Arc::new(Unlimited) }
+    }
+
+    /// With `budget` for the instance's upstream requests.
+    pub fn with_budget(mut self, budget: Arc<dyn UpstreamBudget>) -> Self {
+        self.budget = budget;
+        self
+    }
+}
+
+/// A budget of requests to an adapter instance's upstream (the gateway's
+/// `[limits] per_upstream`). An adapter that answers most calls without its
+/// upstream (an identity provider's cached keys) spends it on each request
+/// that does reach the upstream, and nowhere else.
+pub trait UpstreamBudget: Send + Sync + fmt::Debug {
+    /// Spends one request; refused with the time until one is available.
+    fn spend(&self) -> Result<(), std::time::Duration>;
+}
+
+/// No limit.
+#[derive(Debug)]
+pub struct Unlimited;
+
+impl UpstreamBudget for Unlimited {
+    fn spend(&self) -> Result<(), std::time::Duration> {
+        Ok(())
+    }
 }
 
 /// Builds adapter instances of one kind.

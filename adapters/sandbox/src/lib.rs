@@ -154,6 +154,7 @@ impl Sandbox {
             public_services: Some(this.clone()),
             demo_issuer: Some(this),
             webhook: None,
+            budgets_itself: false,
         }
     }
 

@@ -73,6 +73,9 @@ pub(crate) struct Provider {
     /// first seen: refused as unknown once a fetch after that did not have
     /// it, and until then answered "not yet known" without blocking others.
     unknown: std::sync::Mutex<HashMap<String, Instant>>,
+    /// The instance's upstream budget, spent on each request to the
+    /// provider (discovery, keys, userinfo) and nowhere else.
+    pub(crate) budget: Arc<dyn lienthong_adapter_core::UpstreamBudget>,
 }
 
 /// Most unknown key ids remembered (forged ones are many).
@@ -90,6 +93,7 @@ impl Provider {
             fetching: Mutex::new(()),
             retired: std::sync::Mutex::new(HashMap::new()),
             unknown: std::sync::Mutex::new(HashMap::new()),
+            budget: Arc::new(lienthong_adapter_core::Unlimited),
         })
     }
 
@@ -104,6 +108,13 @@ impl Provider {
         url: &str,
         bearer: Option<&str>,
     ) -> Result<T, AdapterError> {
+        self.budget.spend().map_err(|wait| {
+            AdapterError::new(
+                ErrorKind::RateLimited,
+                format!("the identity provider is at its request budget ({what}); retry later"),
+            )
+            .with_retry_after(wait)
+        })?;
         let mut req = self
             .upstream
             .client()

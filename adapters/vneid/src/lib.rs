@@ -113,6 +113,13 @@ impl VneidAdapter {
         Ok(Self { provider: Provider::new(config)? })
     }
 
+    /// Spends `budget` on each request to the provider (and on nothing else:
+    /// a token checked against cached keys costs the provider nothing).
+    pub fn with_budget(mut self, budget: Arc<dyn lienthong_adapter_core::UpstreamBudget>) -> Self {
+        self.provider.budget = budget;
+        self
+    }
+
     /// Verifies `token` and returns its claims.
     async fn verify(&self, token: &str) -> Result<VneidClaims, AdapterError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("it is not a well-formed JWT"))?;
@@ -255,13 +262,13 @@ impl AdapterFactory for VneidFactory {
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {
         let config = VneidConfig::deserialize(&ctx.options)
             .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, e.to_string()))?;
-        let adapter = Arc::new(VneidAdapter::new(config)?);
+        let adapter = Arc::new(VneidAdapter::new(config)?.with_budget(ctx.budget.clone()));
         // Warm the caches, but start even when the provider is down: tokens
         // are refused with UNAVAILABLE until it answers.
         if let Err(e) = adapter.provider.discovery().await {
             tracing::warn!(instance = %ctx.instance, error = %e, "VNeID discovery failed at start; will retry on first use");
         }
-        Ok(AdapterSet { identity: Some(adapter), ..Default::default() })
+        Ok(AdapterSet { identity: Some(adapter), budgets_itself: true, ..Default::default() })
     }
 }
 
