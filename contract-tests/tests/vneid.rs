@@ -399,3 +399,22 @@ async fn only_requests_to_the_provider_spend_its_budget() {
     assert_eq!(e.kind(), ErrorKind::RateLimited, "{}", e.message());
     assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(1)));
 }
+
+#[tokio::test]
+async fn the_providers_cache_control_decides_when_keys_are_read_again() {
+    let (idp, adapter) = quick_setup().await;
+    // The provider says its keys may be cached for one second.
+    idp.set_jwks_max_age(Some(1));
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+    assert_eq!(idp.faults.hits("/jwks"), 1);
+    // It retires rsa-1: trusted while the set it came from is fresh...
+    idp.publish(&["ec-1"]);
+    assert!(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.is_ok());
+    // ...and once that second has passed, the set is read again (no hour of
+    // `jwks_refresh` waited) and rsa-1 is no longer trusted.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(auth(&adapter, &idp.sign("ec-1", &idp.claims(CITIZEN))).await.is_ok());
+    assert_eq!(idp.faults.hits("/jwks"), 2);
+    let (kind, message) = kind_and_message(auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await);
+    assert_eq!(kind, ErrorKind::Unauthenticated, "{message}");
+}

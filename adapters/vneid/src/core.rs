@@ -54,6 +54,10 @@ pub(crate) struct Key {
 struct KeySet {
     keys: HashMap<String, Key>,
     fetched: Instant,
+    /// When the provider's `Cache-Control: max-age` (bounded by
+    /// `jwks_min_refetch` and `jwks_refresh`), or `jwks_refresh`, says the set
+    /// is to be fetched again.
+    expires: Instant,
 }
 
 /// Talks to the provider; caches discovery and keys.
@@ -108,6 +112,17 @@ impl Provider {
         url: &str,
         bearer: Option<&str>,
     ) -> Result<T, AdapterError> {
+        self.get_json_cached(what, url, bearer).await.map(|(answer, _)| answer)
+    }
+
+    /// [`Self::get_json`], with the answer's `Cache-Control: max-age`. Each
+    /// request spends one of the instance's upstream budget.
+    pub(crate) async fn get_json_cached<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<(T, Option<Duration>), AdapterError> {
         self.budget.spend().map_err(|wait| {
             AdapterError::new(
                 ErrorKind::RateLimited,
@@ -125,7 +140,9 @@ impl Provider {
             req = req.bearer_auth(token);
         }
         let resp = self.upstream.send(what, req, |s, r| parse_error(&self.upstream, what, s, r)).await?;
-        self.upstream.json(what, resp).await
+        let max_age =
+            resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
+        Ok((self.upstream.json(what, resp).await?, max_age))
     }
 
     /// The discovery document, fetched once. Its issuer must be ours.
@@ -233,7 +250,7 @@ impl Provider {
 
     async fn current_keys(&self) -> Result<Arc<KeySet>, AdapterError> {
         if let Some(set) = self.keys.read().await.as_ref()
-            && set.fetched.elapsed() < self.config.jwks_refresh
+            && Instant::now() < set.expires
         {
             return Ok(set.clone());
         }
@@ -260,15 +277,22 @@ impl Provider {
             return Ok(Some(current.clone()));
         }
         let url = self.discovery().await?.jwks_uri.clone();
-        let jwks: JwkSet = self.get_json("jwks", &url, None).await?;
-        let set = Arc::new(KeySet { keys: usable_keys(&jwks), fetched: Instant::now() });
+        let (jwks, max_age): (JwkSet, Option<Duration>) = self.get_json_cached("jwks", &url, None).await?;
+        let fetched = Instant::now();
+        let lifetime = max_age
+            .map_or(self.config.jwks_refresh, |m| m.clamp(self.config.jwks_min_refetch, self.config.jwks_refresh));
+        let set = Arc::new(KeySet { keys: usable_keys(&jwks), fetched, expires: fetched + lifetime });
         tracing::info!(upstream = UPSTREAM, keys = set.keys.len(), "signing keys fetched");
         if let Some(old) = previous {
-            let until = old.fetched + self.config.jwks_refresh;
+            let until = old.expires;
             let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
             for (kid, key) in &old.keys {
                 if !set.keys.contains_key(kid) {
                     retired.entry(kid.clone()).or_insert_with(|| (key.clone(), until));
+                    // Once its grace ends, the provider has been asked (now)
+                    // and no longer publishes it: unknown since before.
+                    unknown.insert(kid.clone(), old.fetched);
                 }
             }
             retired.retain(|kid, (_, until)| !set.keys.contains_key(kid) && *until > Instant::now());
@@ -276,6 +300,23 @@ impl Provider {
         *self.keys.write().await = Some(set.clone());
         Ok(Some(set))
     }
+}
+
+/// `max-age` of a `Cache-Control` value (`no-store` and `no-cache`: zero).
+fn max_age(cache_control: &str) -> Option<Duration> {
+    let mut age = None;
+    for directive in cache_control.split(',').map(str::trim) {
+        match directive.split_once('=') {
+            Some((name, value)) if name.eq_ignore_ascii_case("max-age") => {
+                age = value.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            }
+            None if directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache") => {
+                return Some(Duration::ZERO);
+            }
+            _ => {}
+        }
+    }
+    age
 }
 
 fn not_published() -> AdapterError {

@@ -32,6 +32,7 @@ pub const AUDIENCE: &str = "lienthong-test";
 struct OidcState {
     issuer: String,
     published: Mutex<Vec<String>>,
+    jwks_max_age: Mutex<Option<u64>>,
 }
 
 /// A running fake provider.
@@ -63,7 +64,8 @@ async fn discovery(State(s): State<Arc<OidcState>>) -> Json<Value> {
     }))
 }
 
-async fn jwks(State(s): State<Arc<OidcState>>) -> Json<Value> {
+async fn jwks(State(s): State<Arc<OidcState>>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
     let all: Value = serde_json::from_str(JWKS).unwrap_or_default();
     let published = s.published.lock().map(|p| p.clone()).unwrap_or_default();
     let keys: Vec<Value> = all["keys"]
@@ -73,7 +75,13 @@ async fn jwks(State(s): State<Arc<OidcState>>) -> Json<Value> {
         .filter(|k| k["kid"].as_str().is_some_and(|kid| published.iter().any(|p| p == kid)))
         .cloned()
         .collect();
-    Json(json!({ "keys": keys }))
+    let max_age = s.jwks_max_age.lock().map(|m| *m).unwrap_or_default();
+    match max_age {
+        Some(secs) => {
+            ([("cache-control", format!("public, max-age={secs}"))], Json(json!({ "keys": keys }))).into_response()
+        }
+        None => Json(json!({ "keys": keys })).into_response(),
+    }
 }
 
 /// Answers with the profile claims of the token presented (the fake trusts
@@ -102,6 +110,7 @@ impl FakeOidc {
         let state = Arc::new(OidcState {
             issuer: format!("http://{addr}"),
             published: Mutex::new(vec!["rsa-1".into(), "ec-1".into()]),
+            jwks_max_age: Mutex::new(None),
         });
         let faults = Faults::default();
         let router = axum::Router::new()
@@ -119,6 +128,13 @@ impl FakeOidc {
     /// The issuer URL (`http://127.0.0.1:<port>`).
     pub fn issuer(&self) -> &str {
         &self.state.issuer
+    }
+
+    /// Sends `Cache-Control: max-age` with the JWKS (none: no header).
+    pub fn set_jwks_max_age(&self, secs: Option<u64>) {
+        if let Ok(mut m) = self.state.jwks_max_age.lock() {
+            *m = secs;
+        }
     }
 
     /// Publishes exactly these key ids in the JWKS (a key rotation).
