@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 #[path = "../tests/common/wire.rs"]
 mod wire;
 
-use wire::{PREFACE, base64_decode, every_method as methods, grpc_frame as frame, h2_frame, headers_only};
+use wire::{PREFACE, base64_decode, every_method as methods, grpc_frame as frame, h2_frame};
 
 struct Rng(u64);
 
@@ -240,12 +240,7 @@ async fn attack(addr: SocketAddr, streams: u32, idle: usize, attackers: usize, p
     let mut held = Vec::new();
     for _ in 0..attackers {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let mut out = PREFACE.to_vec();
-        out.extend(h2_frame(0x4, 0, 0, &[]));
-        for i in 0..streams {
-            out.extend(headers_only(2 * i + 1));
-        }
-        tcp.write_all(&out).await.unwrap();
+        tcp.write_all(&wire::stalled_streams(streams)).await.unwrap();
         held.push(tcp);
     }
     for i in 0..idle {

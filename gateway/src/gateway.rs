@@ -398,21 +398,8 @@ pub(crate) fn parse_metadata_for_tests(
 /// Parses the `grpc-timeout` metadata (`<digits><unit>`, unit one of
 /// H M S m u n).
 fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    // Admission already refused a malformed one; the same parser reads it.
+    crate::edge::admit::parse_grpc_timeout(metadata.get("grpc-timeout")?.as_bytes())
 }
 
 /// One call in progress: its province, method and context.

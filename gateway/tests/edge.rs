@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::TestGateway;
 use common::wire;
-use common::wire::{PREFACE, every_method, grpc_frame, h2_frame, headers_only};
+use common::wire::{PREFACE, every_method, grpc_frame, h2_frame};
 use lienthong::config::Config;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,12 +35,7 @@ struct Attacker {
 impl Attacker {
     async fn open(addr: std::net::SocketAddr, streams: u32) -> Self {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut out = PREFACE.to_vec();
-        out.extend(h2_frame(0x4, 0, 0, &[]));
-        for i in 0..streams {
-            out.extend(headers_only(2 * i + 1));
-        }
-        stream.write_all(&out).await.unwrap();
+        stream.write_all(&wire::stalled_streams(streams)).await.unwrap();
         Self { stream }
     }
 

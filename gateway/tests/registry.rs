@@ -72,14 +72,22 @@ async fn gateway_with(
 }
 
 async fn push(gw: &TestGateway, instance: &str, body: &str, headers: &[(&'static str, String)]) -> reqwest::StatusCode {
-    let mut req = reqwest::Client::new()
-        .post(format!("http://{}/webhooks/{instance}", gw.addr))
-        .header("content-type", "application/json")
-        .body(body.to_owned());
+    let url = format!("http://{}/webhooks/{instance}", gw.addr);
+    send_push(&reqwest::Client::new(), &url, body, headers).await.status()
+}
+
+/// POSTs a push (`body` with its signature `headers`) to `url` with `client`.
+async fn send_push(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    headers: &[(&'static str, String)],
+) -> reqwest::Response {
+    let mut req = client.post(url).header("content-type", "application/json").body(body.to_owned());
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    req.send().await.unwrap().status()
+    req.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -137,13 +145,8 @@ async fn signed_webhooks_feed_watch_dossier_and_forgeries_change_nothing() {
     let (old, old_headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 9, FakePortal::now() - 3600);
     assert_eq!(push(&gw, "portal", &old, &old_headers).await, 401);
     // Authentic but malformed: 400. Unknown instance: 404.
-    let (_, h) = FakePortal::signed_push(SECRET, LAN_BIRTH, 9, FakePortal::now() + 1);
     let bad_body = "not json";
-    let mut bad_headers = h.clone();
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
-    let ts = &bad_headers[0].1;
-    let tag = aws_lc_rs::hmac::sign(&key, format!("{ts}.{bad_body}").as_bytes());
-    bad_headers[1].1 = format!("sha256={}", tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let bad_headers = FakePortal::sign(SECRET, FakePortal::now() + 1, bad_body);
     assert_eq!(push(&gw, "portal", bad_body, &bad_headers).await, 400);
     assert_eq!(push(&gw, "nobody", &body, &headers).await, 404);
 
@@ -230,11 +233,7 @@ async fn a_burst_of_genuine_pushes_leaves_every_watcher_at_the_portals_state() {
         let (hook, client) = (hook.clone(), client.clone());
         pushes.push(tokio::spawn(async move {
             let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, status, FakePortal::now());
-            let mut req = client.post(&hook).header("content-type", "application/json").body(body);
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
-            req.send().await.unwrap().status().as_u16()
+            send_push(&client, &hook, &body, &headers).await.status().as_u16()
         }));
     }
     for p in pushes {
@@ -266,10 +265,7 @@ async fn changes_told_apart_by_event_id_are_each_applied() {
     for (i, status) in [4, 4, 4].into_iter().enumerate() {
         portal.advance(LAN_BIRTH, status);
         let body = format!(r#"{{"dossier_code":"{LAN_BIRTH}","status":{status},"event_id":"evt-{i}"}}"#);
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
-        let tag = aws_lc_rs::hmac::sign(&key, format!("{now}.{body}").as_bytes());
-        let sig = format!("sha256={}", tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let headers = [("x-lienthong-timestamp", now.to_string()), ("x-lienthong-signature", sig)];
+        let headers = FakePortal::sign(SECRET, now, &body);
         assert_eq!(push(&gw, "portal", &body, &headers).await, 204, "event {i}");
         let d = watch.next().await.unwrap().unwrap().dossier.unwrap();
         assert_eq!(d.history.len(), 3 + i);
@@ -336,14 +332,8 @@ async fn pushes_arrive_over_http1_with_tls_and_without_grpc_web() {
     let client = reqwest::Client::builder().add_root_certificate(ca).http1_only().build().unwrap();
     portal.advance(LAN_BIRTH, 4);
     let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 4, FakePortal::now());
-    let mut req = client
-        .post(format!("https://localhost:{}/webhooks/portal", gw.addr.port()))
-        .header("content-type", "application/json")
-        .body(body.clone());
-    for (k, v) in &headers {
-        req = req.header(*k, v);
-    }
-    let response = req.send().await.unwrap();
+    let url = format!("https://localhost:{}/webhooks/portal", gw.addr.port());
+    let response = send_push(&client, &url, &body, &headers).await;
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
     assert_eq!(response.status(), 204);
 
@@ -352,17 +342,8 @@ async fn pushes_arrive_over_http1_with_tls_and_without_grpc_web() {
     let plain = gateway_with(&idp, &portal, &replay_file, "grpc_web = false").await;
     portal.advance(LAN_BIRTH, 5);
     let (body, headers) = FakePortal::signed_push(SECRET, LAN_BIRTH, 5, FakePortal::now());
-    let mut req = reqwest::Client::builder()
-        .http1_only()
-        .build()
-        .unwrap()
-        .post(format!("http://{}/webhooks/portal", plain.addr))
-        .header("content-type", "application/json")
-        .body(body);
-    for (k, v) in &headers {
-        req = req.header(*k, v);
-    }
-    let response = req.send().await.unwrap();
+    let http1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let response = send_push(&http1, &format!("http://{}/webhooks/portal", plain.addr), &body, &headers).await;
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
     assert_eq!(response.status(), 204);
 }

@@ -222,13 +222,16 @@ impl FakePortal {
     /// The body and headers of a signed push about `code`.
     pub fn signed_push(secret: &str, code: &str, status: i32, timestamp: i64) -> (String, Vec<(&'static str, String)>) {
         let body = json!({"dossier_code": code, "status": status, "changed_at": timestamp}).to_string();
+        let headers = Self::sign(secret, timestamp, &body);
+        (body, headers)
+    }
+
+    /// The headers signing `body` at `timestamp`, as the portal sends them.
+    pub fn sign(secret: &str, timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
         let tag = hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
         let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        (
-            body,
-            vec![("x-lienthong-timestamp", timestamp.to_string()), ("x-lienthong-signature", format!("sha256={hex}"))],
-        )
+        vec![("x-lienthong-timestamp", timestamp.to_string()), ("x-lienthong-signature", format!("sha256={hex}"))]
     }
 
     /// Sends a signed push about `code` to `url` (a gateway's

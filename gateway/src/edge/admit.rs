@@ -41,7 +41,7 @@ use tower::{Layer, Service};
 use super::streams;
 
 /// Bytes of a gRPC message frame's header: the flag byte and the length.
-const FRAME_HEADER: usize = 5;
+pub(super) const FRAME_HEADER: usize = 5;
 
 /// What admission checks for each call.
 #[derive(Debug, Clone, Copy)]
@@ -390,7 +390,7 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
 
 /// `grpc-timeout` per the gRPC over HTTP/2 spec: `TimeoutValue TimeoutUnit`,
 /// at most 8 ASCII digits.
-fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -525,8 +525,7 @@ impl Collected {
             (Some(first), None) => first,
             (None, None) => return None,
         };
-        let header: [u8; 4] = bytes.get(1..FRAME_HEADER)?.try_into().ok()?;
-        usize::try_from(u32::from_be_bytes(header)).ok()
+        declared_len(bytes)
     }
 
     fn into_bytes(self) -> Bytes {
@@ -556,8 +555,7 @@ pub fn check_single_message(body: &[u8], max: usize) -> Result<(), (Refusal, Sta
         )));
     };
     check_frame_flag(header[0])?;
-    let declared =
-        usize::try_from(u32::from_be_bytes([header[1], header[2], header[3], header[4]])).unwrap_or(usize::MAX);
+    let declared = declared_len(header).unwrap_or(usize::MAX);
     if declared > max {
         return Err((Refusal::TooLarge, too_large(declared, max)));
     }
@@ -574,6 +572,13 @@ pub fn check_single_message(body: &[u8], max: usize) -> Result<(), (Refusal, Sta
         )));
     }
     Ok(())
+}
+
+/// The length a message frame's 5-byte header at the start of `bytes`
+/// declares; none before the header is whole.
+pub(super) fn declared_len(bytes: &[u8]) -> Option<usize> {
+    let length: [u8; 4] = bytes.get(1..FRAME_HEADER)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(length)).ok()
 }
 
 /// A message frame's flag byte: 0 (plain). 1 (compressed) needs a

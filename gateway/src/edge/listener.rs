@@ -312,8 +312,7 @@ impl Connection {
         let mut conn = pin!(conn);
         let limits = self.limits;
         let mut goaway = self.goaway;
-        let first_call = pin!(tokio::time::sleep_until(self.accepted + limits.header_read_timeout));
-        let mut first_call = first_call;
+        let mut first_call = pin!(tokio::time::sleep_until(self.accepted + limits.header_read_timeout));
         let idle_timeout = limits.idle_timeout.unwrap_or(NEVER);
         let mut idle = pin!(tokio::time::sleep_until(self.accepted + idle_timeout));
         let mut age = pin!(tokio::time::sleep_until(self.accepted + limits.max_connection_age.unwrap_or(NEVER)));

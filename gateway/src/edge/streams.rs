@@ -43,16 +43,15 @@ impl CheckedStream {
         let mut end = 0;
         loop {
             let rest = &self.pending[end..];
-            let Some(header) = rest.get(..5) else { break };
-            admit::check_frame_flag(header[0]).map_err(|(_, status)| status)?;
-            let declared = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let Some(declared) = admit::declared_len(rest) else { break };
+            admit::check_frame_flag(rest[0]).map_err(|(_, status)| status)?;
             if declared > self.max {
                 return Err(admit::too_large(declared, self.max));
             }
             // Not all there yet: wait for more.
-            let Some(message) = rest.get(5..5 + declared) else { break };
+            let Some(message) = rest.get(admit::FRAME_HEADER..admit::FRAME_HEADER + declared) else { break };
             decode_reflection_request(message)?;
-            end += 5 + declared;
+            end += admit::FRAME_HEADER + declared;
         }
         Ok((end > 0).then(|| self.pending.split_to(end).freeze()))
     }
@@ -96,15 +95,14 @@ impl http_body::Body for CheckedStream {
                     return self.fail(status);
                 }
                 None if !self.pending.is_empty() => {
-                    let status = Status::invalid_argument(match self.pending.get(..5) {
+                    let status = Status::invalid_argument(match admit::declared_len(&self.pending) {
                         None => format!(
                             "the request stream ends inside a message's 5-byte header ({} bytes)",
                             self.pending.len()
                         ),
-                        Some(h) => format!(
-                            "the request stream ends inside a message: it declares {} bytes but {} arrived",
-                            u32::from_be_bytes([h[1], h[2], h[3], h[4]]),
-                            self.pending.len() - 5
+                        Some(declared) => format!(
+                            "the request stream ends inside a message: it declares {declared} bytes but {} arrived",
+                            self.pending.len() - admit::FRAME_HEADER
                         ),
                     });
                     return self.fail(status);

@@ -36,6 +36,17 @@ pub fn headers_only(stream: u32) -> Vec<u8> {
     h2_frame(0x1, 0x4, stream, &block)
 }
 
+/// What a client that holds streams sends: the preface, an empty SETTINGS,
+/// and `streams` headers-only calls (odd stream ids from 1).
+pub fn stalled_streams(streams: u32) -> Vec<u8> {
+    let mut out = PREFACE.to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    for i in 0..streams {
+        out.extend(headers_only(2 * i + 1));
+    }
+    out
+}
+
 /// A gRPC message frame declaring `declared` bytes.
 pub fn grpc_frame(flag: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![flag];
