@@ -399,7 +399,7 @@ pub(crate) fn parse_metadata_for_tests(
 /// H M S m u n).
 fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     // Admission already refused a malformed one; the same parser reads it.
-    crate::edge::admit::parse_grpc_timeout(metadata.get("grpc-timeout")?.as_bytes())
+    crate::edge::framing::parse_grpc_timeout(metadata.get("grpc-timeout")?.as_bytes())
 }
 
 /// One call in progress: its province, method and context.

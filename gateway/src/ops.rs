@@ -14,7 +14,7 @@
 //! Nothing here is personal; the port is still for operators only.
 //!
 //! [`METRICS`]: crate::telemetry::metrics::METRICS
-//! [`OverloadWatch`]: crate::edge::admit::OverloadWatch
+//! [`OverloadWatch`]: crate::edge::overload::OverloadWatch
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

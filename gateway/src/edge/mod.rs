@@ -8,8 +8,11 @@
 //! 3. [`admit`]: the call's headers, message and deadline are checked and it
 //!    takes one of the shared slots, or is shed.
 //!
-//! [`streams`] holds the stream wrappers admission needs.
+//! [`framing`] holds the checks of a request's shape, [`streams`] the stream
+//! wrappers admission needs, [`overload`] the watch that readiness follows.
 
 pub mod admit;
+pub mod framing;
 pub mod listener;
+pub mod overload;
 pub mod streams;

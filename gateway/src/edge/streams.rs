@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tonic::Status;
 use tonic::body::Body;
 
-use super::admit;
+use super::framing;
 
 /// What the check of a request stream found wrong, once it found it.
 pub type Verdict = Arc<OnceLock<Status>>;
@@ -43,15 +43,15 @@ impl CheckedStream {
         let mut end = 0;
         loop {
             let rest = &self.pending[end..];
-            let Some(declared) = admit::declared_len(rest) else { break };
-            admit::check_frame_flag(rest[0]).map_err(|(_, status)| status)?;
+            let Some(declared) = framing::declared_len(rest) else { break };
+            framing::check_frame_flag(rest[0]).map_err(|(_, status)| status)?;
             if declared > self.max {
-                return Err(admit::too_large(declared, self.max));
+                return Err(framing::too_large(declared, self.max));
             }
             // Not all there yet: wait for more.
-            let Some(message) = rest.get(admit::FRAME_HEADER..admit::FRAME_HEADER + declared) else { break };
+            let Some(message) = rest.get(framing::FRAME_HEADER..framing::FRAME_HEADER + declared) else { break };
             decode_reflection_request(message)?;
-            end += admit::FRAME_HEADER + declared;
+            end += framing::FRAME_HEADER + declared;
         }
         Ok((end > 0).then(|| self.pending.split_to(end).freeze()))
     }
@@ -95,14 +95,14 @@ impl http_body::Body for CheckedStream {
                     return self.fail(status);
                 }
                 None if !self.pending.is_empty() => {
-                    let status = Status::invalid_argument(match admit::declared_len(&self.pending) {
+                    let status = Status::invalid_argument(match framing::declared_len(&self.pending) {
                         None => format!(
                             "the request stream ends inside a message's 5-byte header ({} bytes)",
                             self.pending.len()
                         ),
                         Some(declared) => format!(
                             "the request stream ends inside a message: it declares {declared} bytes but {} arrived",
-                            self.pending.len() - admit::FRAME_HEADER
+                            self.pending.len() - framing::FRAME_HEADER
                         ),
                     });
                     return self.fail(status);
