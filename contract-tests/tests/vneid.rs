@@ -278,17 +278,202 @@ async fn profiles_come_from_claims_or_userinfo() {
         assert_eq!(p.residence.unwrap().ward_name, "Phường Sài Gòn");
     }
     assert_eq!(idp.faults.hits("/userinfo"), 1);
-    // userinfo refusing the token is UNAUTHENTICATED; 429 keeps its delay.
+    // userinfo refusing the token is UNAUTHENTICATED, and remembered: a
+    // refused token costs the provider one request, not one per call.
     let mut cfg = config(&idp);
     cfg.profile_source = ProfileSource::Userinfo;
     let adapter = VneidAdapter::new(cfg).unwrap();
     let principal = auth(&adapter, &idp.sign("rsa-1", &idp.claims(CITIZEN))).await.unwrap();
     idp.faults.inject("/userinfo", Fault::Status(401));
-    let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+    for _ in 0..100 {
+        let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+    }
+    assert_eq!(idp.faults.hits("/userinfo"), 2, "one request for 100 calls with a refused token");
+    // A provider at its limit is not a refusal: never remembered, the delay kept.
     idp.faults.inject("/userinfo", Fault::TooManyRequests { retry_after_secs: 3 });
-    let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
-    assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(3))));
+    let mut claims = idp.claims(CITIZEN);
+    claims["jti"] = json!("another login");
+    let principal = auth(&adapter, &idp.sign("rsa-1", &claims)).await.unwrap();
+    for _ in 0..2 {
+        let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
+        assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(3))));
+    }
+    assert_eq!(idp.faults.hits("/userinfo"), 4);
+    idp.faults.clear();
+    assert!(adapter.profile(&CallContext::anonymous("79"), &principal).await.is_ok());
+}
+
+/// A standard RFC 9068 access token: `sub`, no VNeID claims.
+fn standard_claims(idp: &FakeOidc, sub: &str, acr: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    json!({
+        "iss": idp.issuer(), "aud": ["urn:lienthong:gateway"], "sub": sub, "client_id": "citizen-app",
+        "iat": now, "exp": now + 300, "acr": acr, "scope": "openid",
+    })
+}
+
+#[tokio::test]
+async fn a_missing_claim_is_named_and_the_id_number_can_come_from_userinfo() {
+    let idp = FakeOidc::start().await.unwrap();
+    idp.enrol(
+        "acct-42",
+        json!({ "national_id": CITIZEN, "name": "Lê Văn Tám", "birthdate": "1990-04-30", "gender": "male" }),
+    );
+    let token = idp.sign("rsa-1", &standard_claims(&idp, "acct-42", "urn:vn:loa:2"));
+    // VNeID's claim names by default: the message names the claim, never a value.
+    let mut cfg = config(&idp);
+    cfg.audience = vec![AUDIENCE.into(), "urn:lienthong:gateway".into()];
+    let adapter = VneidAdapter::new(cfg.clone()).unwrap();
+    let (kind, message) = kind_and_message(auth(&adapter, &token).await);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
+    assert!(message.contains("`SoDinhDanh`") && message.contains("claims.id_number"), "{message}");
+    assert!(!message.contains("acct-42") && !message.contains(CITIZEN), "{message}");
+    // A standard provider's names, the ID number from userinfo; the level from the token.
+    let claims: lienthong_adapter_vneid::ClaimNames = serde_json::from_value(json!({
+        "id_number": "national_id", "full_name": "name", "birth_date": "birthdate", "sex": "gender",
+    }))
+    .unwrap();
+    cfg.claims = claims;
+    cfg.level2_acr_values = vec!["urn:vn:loa:2".into()];
+    cfg.profile_source = ProfileSource::Userinfo;
+    let adapter = VneidAdapter::new(cfg.clone()).unwrap();
+    let principal = auth(&adapter, &token).await.unwrap();
+    assert_eq!(principal.citizen_id.expose(), CITIZEN);
+    assert_eq!(principal.identity_level, api::IdentityLevel::IdentityLevel2);
+    let p = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap();
+    assert_eq!((p.full_name.as_str(), p.sex()), ("Lê Văn Tám", api::Sex::Male));
+    assert_eq!(p.birth_date, Some(api::Date { year: 1990, month: 4, day: 30 }));
+    assert_eq!(p.identity_level(), api::IdentityLevel::IdentityLevel2);
+    // The same login again costs no second userinfo request.
+    for _ in 0..20 {
+        auth(&adapter, &token).await.unwrap();
+    }
+    assert_eq!(idp.faults.hits("/userinfo"), 1);
+    // Another login of the same citizen at level 1 is level 1, whatever the cache holds.
+    let low = idp.sign("ec-1", &standard_claims(&idp, "acct-42", "urn:vn:loa:1"));
+    let principal = auth(&adapter, &low).await.unwrap();
+    assert_eq!(principal.identity_level, api::IdentityLevel::IdentityLevel1);
+    let p = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap();
+    assert_eq!(p.identity_level(), api::IdentityLevel::IdentityLevel1);
+    // An account the provider knows no ID number of: named, not guessed.
+    let stranger = idp.sign("rsa-1", &standard_claims(&idp, "acct-7", "urn:vn:loa:2"));
+    let (kind, message) = kind_and_message(auth(&adapter, &stranger).await);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
+    assert!(message.contains("userinfo") && message.contains("`national_id`"), "{message}");
+    // A claim that is not an ID number is named as such.
+    idp.enrol("acct-8", json!({ "national_id": "not-a-number" }));
+    let odd = idp.sign("rsa-1", &standard_claims(&idp, "acct-8", "urn:vn:loa:2"));
+    let (_, message) = kind_and_message(auth(&adapter, &odd).await);
+    assert!(message.contains("`national_id` claim is not a personal identification number"), "{message}");
+    assert!(!message.contains("not-a-number"));
+}
+
+fn introspecting(idp: &FakeOidc, check: &str, profile: &str) -> VneidConfig {
+    let mut cfg = config(idp);
+    cfg.audience = vec!["urn:lienthong:gateway".into()];
+    let extra: VneidConfig = serde_json::from_value(json!({
+        "issuer": idp.issuer(), "audience": "x", "allow_insecure_http": true,
+        "token_check": check, "profile_source": profile,
+        "introspection": {
+            "client_id": lienthong_contract_tests::fakes::oidc::INTROSPECTION_CLIENT,
+            "client_secret": lienthong_contract_tests::fakes::oidc::INTROSPECTION_SECRET,
+        },
+        "claims": { "id_number": "national_id", "full_name": "name" },
+        "level2_acr_values": ["urn:vn:loa:2"],
+    }))
+    .unwrap();
+    cfg.token_check = extra.token_check;
+    cfg.profile_source = extra.profile_source;
+    cfg.introspection = extra.introspection;
+    cfg.claims = extra.claims;
+    cfg.level2_acr_values = extra.level2_acr_values;
+    cfg
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_checked_by_introspection_and_its_answers_are_cached() {
+    let idp = FakeOidc::start().await.unwrap();
+    idp.enrol("acct-42", json!({ "national_id": CITIZEN }));
+    let adapter = VneidAdapter::new(introspecting(&idp, "introspection", "introspection")).unwrap();
+    let token = idp.issue_opaque(&standard_claims(&idp, "acct-42", "urn:vn:loa:2"));
+    for _ in 0..100 {
+        let p = auth(&adapter, &token).await.unwrap();
+        assert_eq!((p.citizen_id.expose(), p.identity_level), (CITIZEN, api::IdentityLevel::IdentityLevel2));
+    }
+    assert_eq!(idp.faults.hits("/introspect"), 1, "an active token's answer is reused within its life");
+    // Unknown, revoked, or for another audience: refused, and the refusal remembered.
+    let forged = "opaque-made-up";
+    for _ in 0..100 {
+        let (kind, message) = kind_and_message(auth(&adapter, forged).await);
+        assert_eq!(kind, ErrorKind::Unauthenticated);
+        assert!(message.contains("not active"), "{message}");
+    }
+    assert_eq!(idp.faults.hits("/introspect"), 2, "one request for 100 calls with a refused token");
+    let revoked = idp.issue_opaque(&standard_claims(&idp, "acct-42", "urn:vn:loa:2"));
+    idp.revoke(&revoked);
+    assert_eq!(kind_and_message(auth(&adapter, &revoked).await).0, ErrorKind::Unauthenticated);
+    let mut elsewhere = standard_claims(&idp, "acct-42", "urn:vn:loa:2");
+    elsewhere["aud"] = json!("urn:another:api");
+    let elsewhere = idp.issue_opaque(&elsewhere);
+    let (_, message) = kind_and_message(auth(&adapter, &elsewhere).await);
+    assert!(message.contains("another audience"), "{message}");
+    // The provider down: UNAVAILABLE (signing in again would not help), not remembered.
+    let fresh = idp.issue_opaque(&standard_claims(&idp, "acct-42", "urn:vn:loa:1"));
+    idp.faults.inject("/introspect", Fault::Status(503));
+    assert_eq!(kind_and_message(auth(&adapter, &fresh).await).0, ErrorKind::Unavailable);
+    idp.faults.clear();
+    let p = auth(&adapter, &fresh).await.unwrap();
+    assert_eq!(p.identity_level, api::IdentityLevel::IdentityLevel1);
+}
+
+#[tokio::test]
+async fn a_signed_standard_token_takes_its_id_number_from_introspection() {
+    let idp = FakeOidc::start().await.unwrap();
+    idp.enrol("acct-42", json!({ "national_id": CITIZEN, "name": "Lê Văn Tám" }));
+    let adapter = VneidAdapter::new(introspecting(&idp, "signature", "introspection")).unwrap();
+    let token = idp.sign("ec-1", &standard_claims(&idp, "acct-42", "urn:vn:loa:2"));
+    let principal = auth(&adapter, &token).await.unwrap();
+    assert_eq!(principal.citizen_id.expose(), CITIZEN);
+    let p = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap();
+    assert_eq!(p.full_name, "Lê Văn Tám");
+    assert_eq!(idp.faults.hits("/introspect"), 1);
+    // A forged signature is refused before the provider is asked.
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    assert_eq!(kind_and_message(auth(&adapter, &forged).await).0, ErrorKind::Unauthenticated);
+    assert_eq!(idp.faults.hits("/introspect"), 1);
+}
+
+#[tokio::test]
+async fn wrong_introspection_credentials_are_the_gateways_fault_not_the_citizens() {
+    let idp = FakeOidc::start().await.unwrap();
+    let mut cfg = introspecting(&idp, "introspection", "introspection");
+    if let Some(i) = cfg.introspection.as_mut() {
+        i.client_secret = "wrong".into();
+    }
+    let adapter = VneidAdapter::new(cfg).unwrap();
+    let token = idp.issue_opaque(&standard_claims(&idp, "acct-42", "urn:vn:loa:2"));
+    let (kind, message) = kind_and_message(auth(&adapter, &token).await);
+    assert_eq!(kind, ErrorKind::Unavailable, "{message}");
+    assert!(message.contains("introspection.client_id"), "{message}");
+    assert!(!message.contains("wrong"));
+}
+
+#[tokio::test]
+async fn audience_takes_a_list() {
+    let idp = FakeOidc::start().await.unwrap();
+    let cfg: VneidConfig = serde_json::from_value(json!({
+        "issuer": idp.issuer(), "audience": ["urn:lienthong:gateway", AUDIENCE], "allow_insecure_http": true,
+    }))
+    .unwrap();
+    let adapter = VneidAdapter::new(cfg).unwrap();
+    let mut claims = idp.claims(CITIZEN);
+    assert!(auth(&adapter, &idp.sign("rsa-1", &claims)).await.is_ok());
+    claims["aud"] = json!(["urn:lienthong:gateway"]);
+    assert!(auth(&adapter, &idp.sign("rsa-1", &claims)).await.is_ok());
+    claims["aud"] = json!("urn:another:api");
+    let (_, message) = kind_and_message(auth(&adapter, &idp.sign("rsa-1", &claims)).await);
+    assert!(message.contains("another audience"), "{message}");
 }
 
 #[test]

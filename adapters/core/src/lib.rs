@@ -27,6 +27,7 @@ pub mod paging;
 mod registry;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
 
 pub use capabilities::{Capabilities, Family, Method};
 pub use citizen::{BearerToken, CitizenId, Principal};

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use lienthong_adapter_core::{AdapterError, ErrorKind};
@@ -38,12 +39,43 @@ pub struct Upstream {
     timeout: Duration,
 }
 
+/// The certificates of a PEM file of CA certificates, or why it cannot be
+/// used (named in the adapter's `tls_ca_file` problem).
+fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Checks an adapter's `tls_ca_file` (for `check-config`): readable, and
+/// PEM certificates.
+pub fn check_ca_file(path: &Path) -> Result<(), String> {
+    read_ca_file(path).map(drop)
+}
+
 impl Upstream {
-    /// A client for one upstream; `timeout` caps every request.
-    pub fn new(log_name: &'static str, label: &'static str, timeout: Duration) -> Result<Self, AdapterError> {
-        let client = reqwest::Client::builder()
+    /// A client for one upstream; `timeout` caps every request. The system's
+    /// roots are trusted, and the CA certificates of `ca_file` besides (a
+    /// province's private CA).
+    pub fn new(
+        log_name: &'static str,
+        label: &'static str,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, AdapterError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout)
-            .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let certs = read_ca_file(path)
+                .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, format!("tls_ca_file: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
             .build()
             .map_err(|e| AdapterError::new(ErrorKind::Unexpected, format!("building the HTTP client failed: {e}")))?;
         Ok(Self { client, log_name, label, timeout })
@@ -95,9 +127,34 @@ impl Upstream {
     }
 
     /// A request that got no answer: `DeadlineExceeded` on timeout, else
-    /// `Unavailable`. Logged with the upstream's name.
+    /// `Unavailable`, naming the cause when the TLS handshake failed
+    /// (unknown issuer, expired, name mismatch). Logged with the upstream's
+    /// name.
     pub fn transport_error(&self, what: &str, e: &reqwest::Error) -> AdapterError {
-        tracing::warn!(upstream = self.log_name, what, error = %e, "request failed");
+        let tls = lienthong_adapter_core::tls::cause(e);
+        // reqwest's own message names the URL, whose path or query may hold
+        // personal data: log the causes under it instead.
+        let mut causes = String::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            causes.push_str(if causes.is_empty() { "" } else { ": " });
+            causes.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::warn!(
+            upstream = self.log_name,
+            what,
+            timeout = e.is_timeout(),
+            error = %causes,
+            tls = tls.as_deref(),
+            "request failed"
+        );
+        if let Some(cause) = tls {
+            return AdapterError::new(
+                ErrorKind::Unavailable,
+                format!("{} could not be reached for the {what} request: {cause}", self.label),
+            );
+        }
         if e.is_timeout() {
             AdapterError::new(
                 ErrorKind::DeadlineExceeded,
@@ -228,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn statuses_map_to_kinds() {
-        let u = Upstream::new("t", "the test upstream", Duration::from_secs(1)).unwrap();
+        let u = Upstream::new("t", "the test upstream", Duration::from_secs(1), None).unwrap();
         use reqwest::StatusCode as S;
         let e = u.status_error("list", S::TOO_MANY_REQUESTS, Some(Duration::from_secs(4)));
         assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(4))));

@@ -88,6 +88,10 @@ pub struct RegistryConfig {
     /// Allow plain-http URLs. Only for local test portals.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for an
+    /// upstream whose certificate a private CA signed.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// How status changes arrive.
     #[serde(default)]
     pub updates: UpdatesConfig,
@@ -103,6 +107,7 @@ impl fmt::Debug for RegistryConfig {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("updates", &self.updates)
             .finish()
     }
@@ -119,6 +124,11 @@ impl RegistryConfig {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.timeout) {
             problems.push("timeout: must be between 100ms and 60s".to_owned());
+        }
+        if let Some(path) = &self.tls_ca_file
+            && let Err(e) = lienthong_adapter_http::check_ca_file(path)
+        {
+            problems.push(format!("tls_ca_file: {e}"));
         }
         let u = &self.updates;
         let pushes = matches!(u.mode, UpdateMode::Webhook | UpdateMode::Both);

@@ -245,7 +245,8 @@ pub(crate) struct Portal {
 
 impl Portal {
     pub(crate) fn new(config: RegistryConfig) -> Result<Self, AdapterError> {
-        let upstream = Upstream::new(UPSTREAM, "the public-service portal", config.timeout)?;
+        let upstream =
+            Upstream::new(UPSTREAM, "the public-service portal", config.timeout, config.tls_ca_file.as_deref())?;
         Ok(Self { config, upstream })
     }
 

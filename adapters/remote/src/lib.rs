@@ -59,9 +59,21 @@ pub struct RemoteConfig {
     /// Connection timeout.
     #[serde(default = "default_connect", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// A PEM file of CA certificates trusted for the adapter service's
+    /// certificate, as every HTTP adapter spells it (the same as
+    /// `tls.ca_file`; set one of the two).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// TLS settings, for https endpoints.
     #[serde(default)]
     pub tls: Option<RemoteTlsConfig>,
+}
+
+impl RemoteConfig {
+    /// The CA file, whichever way it was given.
+    fn ca_file(&self) -> Option<&PathBuf> {
+        self.tls_ca_file.as_ref().or_else(|| self.tls.as_ref().and_then(|t| t.ca_file.as_ref()))
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -81,6 +93,21 @@ impl RemoteConfig {
         }
         if self.tls.is_some() && !https {
             problems.push("tls: only with an https:// endpoint".to_owned());
+        }
+        if self.tls_ca_file.is_some() && !https {
+            problems.push("tls_ca_file: only with an https:// endpoint".to_owned());
+        }
+        if self.tls_ca_file.is_some() && self.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) {
+            problems.push("tls_ca_file: tls.ca_file says the same; set one of the two".to_owned());
+        }
+        if let Some(path) = self.ca_file() {
+            match std::fs::read(path) {
+                Err(e) => problems.push(format!("tls_ca_file: cannot read {}: {e}", path.display())),
+                Ok(pem) if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {
+                    problems.push(format!("tls_ca_file: {} holds no PEM certificate", path.display()));
+                }
+                Ok(_) => {}
+            }
         }
         if let Some(t) = &self.tls
             && t.client_cert_file.is_some() != t.client_key_file.is_some()
@@ -106,10 +133,14 @@ pub fn status_to_error(status: &tonic::Status) -> AdapterError {
     // as its source: the service is out of reach, not misbehaving.
     let transport = std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>());
     if status.code() == Code::Unknown && transport {
-        tracing::warn!(upstream = "remote", error = %status, "adapter service unreachable");
+        let tls = lienthong_adapter_core::tls::cause(status);
+        tracing::warn!(upstream = "remote", error = %status, tls = tls.as_deref(), "adapter service unreachable");
         return AdapterError::new(
             ErrorKind::Unavailable,
-            "the adapter service could not be reached (connection or TLS handshake failed)",
+            match tls {
+                Some(cause) => format!("the adapter service could not be reached: {cause}"),
+                None => "the adapter service could not be reached (connection refused or reset)".to_owned(),
+            },
         );
     }
     let kind = match status.code() {
@@ -170,11 +201,11 @@ impl RemoteAdapter {
             .tcp_nodelay(true);
         if config.endpoint.starts_with("https://") {
             let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = config.ca_file() {
+                let pem = std::fs::read(ca).map_err(|e| bad("tls_ca_file", &e))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
             if let Some(t) = &config.tls {
-                if let Some(ca) = &t.ca_file {
-                    let pem = std::fs::read(ca).map_err(|e| bad("tls.ca_file", &e))?;
-                    tls = tls.ca_certificate(Certificate::from_pem(pem));
-                }
                 if let (Some(cert), Some(key)) = (&t.client_cert_file, &t.client_key_file) {
                     let cert = std::fs::read(cert).map_err(|e| bad("tls.client_cert_file", &e))?;
                     let key = std::fs::read(key).map_err(|e| bad("tls.client_key_file", &e))?;

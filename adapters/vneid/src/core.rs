@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, OnceCell, RwLock};
 use tokio::time::Instant;
 
-use crate::config::VneidConfig;
+use crate::config::{ClientAuth, VneidConfig};
 
 /// The name logs give this upstream.
 pub(crate) const UPSTREAM: &str = "vneid";
@@ -42,7 +42,16 @@ pub(crate) struct Discovery {
     pub jwks_uri: String,
     #[serde(default)]
     pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
 }
+
+/// The claims of a token, a userinfo answer or an introspection answer.
+pub(crate) type Claims = serde_json::Map<String, serde_json::Value>;
+
+/// What the provider said about one token when asked (userinfo,
+/// introspection): its claims, or a refusal in words for the citizen's app.
+pub(crate) type Verdict = Result<Claims, &'static str>;
 
 /// A verification key and the algorithm it may verify.
 #[derive(Clone)]
@@ -87,7 +96,7 @@ const MAX_UNKNOWN_KIDS: usize = 4096;
 
 impl Provider {
     pub(crate) fn new(config: VneidConfig) -> Result<Self, AdapterError> {
-        let upstream = Upstream::new(UPSTREAM, "the identity provider", config.timeout)?;
+        let upstream = Upstream::new(UPSTREAM, "the identity provider", config.timeout, config.tls_ca_file.as_deref())?;
         Ok(Self {
             config,
             upstream,
@@ -115,6 +124,89 @@ impl Provider {
         self.get_json_cached(what, url, bearer).await.map(|(answer, _)| answer)
     }
 
+    /// Spends one of the instance's upstream budget on a request.
+    fn spend(&self, what: &str) -> Result<(), AdapterError> {
+        self.budget.spend().map_err(|wait| {
+            AdapterError::new(
+                ErrorKind::RateLimited,
+                format!("the identity provider is at its request budget ({what}); retry later"),
+            )
+            .with_retry_after(wait)
+        })
+    }
+
+    /// The provider's userinfo answer for `token`: its claims, or the
+    /// provider's refusal of the token (401/403).
+    pub(crate) async fn userinfo(&self, token: &str) -> Result<Verdict, AdapterError> {
+        let url = self.discovery().await?.userinfo_endpoint.clone().ok_or_else(|| {
+            AdapterError::new(ErrorKind::Unavailable, "the identity provider publishes no userinfo endpoint")
+                .with_temporary(false)
+        })?;
+        match self.get_json::<Claims>("userinfo", &url, Some(token)).await {
+            Ok(claims) => Ok(Ok(claims)),
+            Err(e) if e.kind() == ErrorKind::Unauthenticated => Ok(Err("the identity provider refused it (userinfo)")),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the provider about `token` (RFC 7662), authenticated as this
+    /// gateway. An inactive token is a refusal; an active one's claims are
+    /// checked here: issued by our issuer, for one of our audiences, a
+    /// bearer token not bound to a key we cannot check.
+    pub(crate) async fn introspect(&self, token: &str) -> Result<Verdict, AdapterError> {
+        let Some(auth) = &self.config.introspection else {
+            return Err(
+                AdapterError::new(ErrorKind::Unexpected, "introspection is not configured").with_temporary(false)
+            );
+        };
+        let discovery = self.discovery().await?;
+        let url = auth.url.clone().or_else(|| discovery.introspection_endpoint.clone()).ok_or_else(|| {
+            AdapterError::new(
+                ErrorKind::Unavailable,
+                "the identity provider publishes no introspection_endpoint; set introspection.url",
+            )
+            .with_temporary(false)
+        })?;
+        self.spend("introspection")?;
+        let mut form = vec![("token", token), ("token_type_hint", "access_token")];
+        let mut req = self
+            .upstream
+            .client()
+            .post(&url)
+            .timeout(self.config.timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        match auth.auth_method {
+            ClientAuth::ClientSecretBasic => {
+                // RFC 6749 2.3.1: each part form-encoded before Basic.
+                let id = form_encode(&auth.client_id);
+                let secret = form_encode(&auth.client_secret);
+                req = req.basic_auth(id, Some(secret));
+            }
+            ClientAuth::ClientSecretPost => {
+                form.push(("client_id", &auth.client_id));
+                form.push(("client_secret", &auth.client_secret));
+            }
+        }
+        let req = req.form(&form);
+        let resp = self
+            .upstream
+            .send("introspection", req, |status, retry| match status {
+                reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+                    tracing::error!(upstream = UPSTREAM, "the identity provider refused our introspection credentials");
+                    AdapterError::new(
+                        ErrorKind::Unavailable,
+                        "the identity provider refused the gateway's introspection credentials (check introspection.client_id and client_secret)",
+                    )
+                    .with_temporary(false)
+                }
+                _ => self.upstream.status_error("introspection", status, retry),
+            })
+            .await?;
+        let answer: Claims = self.upstream.json("introspection", resp).await?;
+        let issuer = discovery.issuer.as_str();
+        Ok(check_introspection(answer, issuer, &self.config.audience))
+    }
+
     /// [`Self::get_json`], with the answer's `Cache-Control: max-age`. Each
     /// request spends one of the instance's upstream budget.
     pub(crate) async fn get_json_cached<T: DeserializeOwned>(
@@ -123,13 +215,6 @@ impl Provider {
         url: &str,
         bearer: Option<&str>,
     ) -> Result<(T, Option<Duration>), AdapterError> {
-        self.budget.spend().map_err(|wait| {
-            AdapterError::new(
-                ErrorKind::RateLimited,
-                format!("the identity provider is at its request budget ({what}); retry later"),
-            )
-            .with_retry_after(wait)
-        })?;
         let mut req = self
             .upstream
             .client()
@@ -139,6 +224,7 @@ impl Provider {
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
+        self.spend(what)?;
         let resp = self.upstream.send(what, req, |s, r| parse_error(&self.upstream, what, s, r)).await?;
         let max_age =
             resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
@@ -300,6 +386,51 @@ impl Provider {
         *self.keys.write().await = Some(set.clone());
         Ok(Some(set))
     }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Checks an introspection answer: active, from `issuer` (when it says),
+/// for one of `audiences`, a plain bearer token.
+fn check_introspection(answer: Claims, issuer: &str, audiences: &[String]) -> Verdict {
+    use serde_json::Value;
+    if answer.get("active") != Some(&Value::Bool(true)) {
+        return Err("the identity provider says it is not active (expired, revoked or unknown)");
+    }
+    if let Some(iss) = answer.get("iss")
+        && iss.as_str() != Some(issuer)
+    {
+        return Err("it was issued by someone else");
+    }
+    let ours = |a: &Value| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a));
+    let for_us = match answer.get("aud") {
+        Some(Value::Array(list)) => list.iter().any(ours),
+        Some(one) => ours(one),
+        None => false,
+    };
+    if !for_us {
+        return Err("it was issued for another audience");
+    }
+    if let Some(kind) = answer.get("token_type")
+        && !kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
+    {
+        return Err("it is not a bearer access token");
+    }
+    if answer.contains_key("cnf") {
+        return Err("it is bound to a key (DPoP or mutual TLS) the gateway cannot check");
+    }
+    Ok(answer)
 }
 
 /// `max-age` of a `Cache-Control` value (`no-store` and `no-cache`: zero).

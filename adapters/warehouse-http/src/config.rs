@@ -23,6 +23,10 @@ pub struct WarehouseConfig {
     /// Allow plain-http URLs. Only for local test warehouses.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for an
+    /// upstream whose certificate a private CA signed.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// The datasets this warehouse publishes, by name: `facilities`,
     /// `schools`, `housing_projects`, `traffic_cameras`.
     #[serde(default)]
@@ -165,6 +169,11 @@ impl WarehouseConfig {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.timeout) {
             problems.push("timeout: must be between 100ms and 60s".to_owned());
+        }
+        if let Some(path) = &self.tls_ca_file
+            && let Err(e) = lienthong_adapter_http::check_ca_file(path)
+        {
+            problems.push(format!("tls_ca_file: {e}"));
         }
         if let Some(auth) = &self.auth {
             if !url_ok(&auth.token_url) {

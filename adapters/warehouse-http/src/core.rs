@@ -73,7 +73,8 @@ pub(crate) struct Warehouse {
 
 impl Warehouse {
     pub(crate) fn new(config: WarehouseConfig) -> Result<Self, AdapterError> {
-        let upstream = Upstream::new(UPSTREAM, "the city data warehouse", config.timeout)?;
+        let upstream =
+            Upstream::new(UPSTREAM, "the city data warehouse", config.timeout, config.tls_ca_file.as_deref())?;
         Ok(Self { config, upstream, token: Mutex::new(None) })
     }
 

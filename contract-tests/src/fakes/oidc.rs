@@ -27,12 +27,39 @@ const KEYS: &[(&str, Algorithm, &str)] = &[
 pub const RSA_1_PUBLIC_PEM: &str = include_str!("../../fixtures/oidc/rsa-1.pub.pem");
 /// The audience the fake's tokens are issued for by default.
 pub const AUDIENCE: &str = "lienthong-test";
+/// The client id the gateway introspects with.
+pub const INTROSPECTION_CLIENT: &str = "lienthong-gateway";
+/// Its secret (with characters that must be form-encoded in Basic auth).
+pub const INTROSPECTION_SECRET: &str = "gw secret:ü";
 
 #[derive(Debug)]
 struct OidcState {
     issuer: String,
     published: Mutex<Vec<String>>,
     jwks_max_age: Mutex<Option<u64>>,
+    /// Opaque tokens issued, with their claims.
+    opaque: Mutex<std::collections::HashMap<String, Value>>,
+    /// Tokens revoked (introspection answers `active: false`).
+    revoked: Mutex<Vec<String>>,
+    /// Profile claims by `sub`, added to userinfo and introspection answers
+    /// (what the provider knows beyond the token).
+    accounts: Mutex<std::collections::HashMap<String, Value>>,
+}
+
+impl OidcState {
+    /// `claims` with what the provider knows of their `sub`.
+    fn with_account(&self, mut claims: Value) -> Value {
+        let sub = claims["sub"].as_str().unwrap_or_default().to_owned();
+        if let (Some(extra), Some(map)) =
+            (self.accounts.lock().ok().and_then(|a| a.get(&sub).cloned()), claims.as_object_mut())
+            && let Some(extra) = extra.as_object()
+        {
+            for (k, v) in extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        claims
+    }
 }
 
 /// A running fake provider.
@@ -56,6 +83,7 @@ async fn discovery(State(s): State<Arc<OidcState>>) -> Json<Value> {
         "issuer": s.issuer,
         "jwks_uri": format!("{}/jwks", s.issuer),
         "userinfo_endpoint": format!("{}/userinfo", s.issuer),
+        "introspection_endpoint": format!("{}/introspect", s.issuer),
         "authorization_endpoint": format!("{}/authorize", s.issuer),
         "token_endpoint": format!("{}/token", s.issuer),
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
@@ -86,18 +114,54 @@ async fn jwks(State(s): State<Arc<OidcState>>) -> axum::response::Response {
 
 /// Answers with the profile claims of the token presented (the fake trusts
 /// its own tokens; it is the gateway that must verify them).
-async fn userinfo(headers: HeaderMap) -> Response {
+async fn userinfo(State(s): State<Arc<OidcState>>, headers: HeaderMap) -> Response {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match token.and_then(|t| jsonwebtoken::dangerous::insecure_decode::<Value>(t).ok()) {
         Some(data) => {
-            let c = data.claims;
-            Json(json!({
-                "SoDinhDanh": c["SoDinhDanh"], "HoVaTen": c["HoVaTen"], "NgayThangNamSinh": c["NgayThangNamSinh"],
-                "GioiTinh": c["GioiTinh"], "MaXaThuongTru": c["MaXaThuongTru"], "acr": c["acr"],
-            }))
-            .into_response()
+            // The token's claims and the account's, as userinfo gives them.
+            let mut c = s.with_account(data.claims);
+            if let Some(map) = c.as_object_mut() {
+                for registered in ["iss", "aud", "exp", "iat", "nbf", "jti"] {
+                    map.remove(registered);
+                }
+            }
+            Json(c).into_response()
         }
         None => (StatusCode::UNAUTHORIZED, "invalid token").into_response(),
+    }
+}
+
+/// RFC 7662: authenticated with HTTP Basic (RFC 6749 2.3.1 encoding), answers
+/// `active` with the token's claims (JWTs it signed, opaque tokens it issued),
+/// `active: false` for anything else, expired or revoked.
+async fn introspect(
+    State(s): State<Arc<OidcState>>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
+) -> Response {
+    // base64("lienthong-gateway:gw+secret%3A%C3%BC"): the id and the
+    // form-encoded secret, as RFC 6749 2.3.1 asks.
+    const EXPECTED: &str = "Basic bGllbnRob25nLWdhdGV3YXk6Z3crc2VjcmV0JTNBJUMzJUJD";
+    let authorised = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(EXPECTED);
+    if !authorised {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client"}))).into_response();
+    }
+    let token = form.get("token").cloned().unwrap_or_default();
+    let revoked = s.revoked.lock().map(|r| r.contains(&token)).unwrap_or(true);
+    let claims = s
+        .opaque
+        .lock()
+        .ok()
+        .and_then(|o| o.get(&token).cloned())
+        .or_else(|| jsonwebtoken::dangerous::insecure_decode::<Value>(&token).ok().map(|d| d.claims));
+    match claims {
+        Some(c) if !revoked && c["exp"].as_u64().is_some_and(|exp| exp > now()) => {
+            let mut c = s.with_account(c);
+            c["active"] = json!(true);
+            c["token_type"] = json!("Bearer");
+            Json(c).into_response()
+        }
+        _ => Json(json!({"active": false})).into_response(),
     }
 }
 
@@ -111,12 +175,16 @@ impl FakeOidc {
             issuer: format!("http://{addr}"),
             published: Mutex::new(vec!["rsa-1".into(), "ec-1".into()]),
             jwks_max_age: Mutex::new(None),
+            opaque: Mutex::new(std::collections::HashMap::new()),
+            revoked: Mutex::new(Vec::new()),
+            accounts: Mutex::new(std::collections::HashMap::new()),
         });
         let faults = Faults::default();
         let router = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/userinfo", get(userinfo))
+            .route("/introspect", axum::routing::post(introspect))
             .with_state(state.clone())
             .layer(axum::middleware::from_fn_with_state(faults.clone(), super::faults::apply));
         let task = tokio::spawn(async move {
@@ -141,6 +209,31 @@ impl FakeOidc {
     pub fn publish(&self, kids: &[&str]) {
         if let Ok(mut p) = self.state.published.lock() {
             *p = kids.iter().map(|k| (*k).to_owned()).collect();
+        }
+    }
+
+    /// Issues an opaque token standing for `claims` (only introspection can
+    /// tell what it is).
+    pub fn issue_opaque(&self, claims: &Value) -> String {
+        let token = format!("opaque-{}-{}", now(), self.state.opaque.lock().map(|o| o.len()).unwrap_or(0));
+        if let Ok(mut o) = self.state.opaque.lock() {
+            o.insert(token.clone(), claims.clone());
+        }
+        token
+    }
+
+    /// Records what the provider knows of the account `sub` (given in
+    /// userinfo and introspection answers, not in tokens).
+    pub fn enrol(&self, sub: &str, claims: Value) {
+        if let Ok(mut a) = self.state.accounts.lock() {
+            a.insert(sub.to_owned(), claims);
+        }
+    }
+
+    /// Revokes `token`: introspection answers `active: false` from now on.
+    pub fn revoke(&self, token: &str) {
+        if let Ok(mut r) = self.state.revoked.lock() {
+            r.push(token.to_owned());
         }
     }
 
