@@ -5,6 +5,7 @@ certificates (contract-tests/fixtures/tls). Test-only keys: never use them
 anywhere else.
 
     python3 tools/gen_test_keys.py        # needs the `cryptography` package
+    python3 tools/gen_test_keys.py tls    # only the TLS certificates
 """
 import base64
 import datetime
@@ -71,10 +72,10 @@ def tls():
                                        encipher_only=False, decipher_only=False), critical=True)
           .sign(ca_key, hashes.SHA256()))
 
-    def leaf(cn, serial, usage, sans):
+    def leaf(cn, serial, usage, sans, valid=(now, later)):
         key = ec.generate_private_key(ec.SECP256R1())
         b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject).public_key(key.public_key())
-             .serial_number(serial).not_valid_before(now).not_valid_after(later)
+             .serial_number(serial).not_valid_before(valid[0]).not_valid_after(valid[1])
              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
              .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
         if sans:
@@ -84,13 +85,24 @@ def tls():
     server_key, server = leaf("localhost", 2, ExtendedKeyUsageOID.SERVER_AUTH,
                               [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     client_key, client = leaf("lienthong-gateway", 3, ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("lienthong-gateway")])
+    # For the tests that TLS failures are named: a certificate long expired,
+    # and one for another host name, both signed by the test CA.
+    localhost = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    expired_key, expired = leaf("localhost", 4, ExtendedKeyUsageOID.SERVER_AUTH, localhost,
+                                valid=(datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+                                       datetime.datetime(2021, 1, 1, tzinfo=datetime.timezone.utc)))
+    other_key, other = leaf("portal.example", 5, ExtendedKeyUsageOID.SERVER_AUTH, [x509.DNSName("portal.example")])
     cert_pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()
     for fname, text in [("ca.pem", cert_pem(ca)), ("server.pem", cert_pem(server)), ("server.key", pem(server_key)),
-                        ("client.pem", cert_pem(client)), ("client.key", pem(client_key))]:
+                        ("client.pem", cert_pem(client)), ("client.key", pem(client_key)),
+                        ("expired.pem", cert_pem(expired)), ("expired.key", pem(expired_key)),
+                        ("other-name.pem", cert_pem(other)), ("other-name.key", pem(other_key))]:
         with open(os.path.join(out, fname), "w") as f:
             f.write(text)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:] != ["tls"]:
+        main()
     tls()

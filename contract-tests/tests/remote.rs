@@ -148,4 +148,23 @@ async fn mutual_tls_is_required_and_works() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+
+    // Without the private CA (tls_ca_file, as every HTTP adapter spells it),
+    // the failure names its cause.
+    let untrusted = serde_json::json!({"endpoint": endpoint, "timeout": "5s", "tls": {
+        "client_cert_file": format!("{TLS}/client.pem"), "client_key_file": format!("{TLS}/client.key"), "domain_name": "localhost",
+    }});
+    let set = RemoteFactory.build(BuildContext::new("untrusted", untrusted.clone())).await.unwrap();
+    let e = set
+        .healthcare
+        .unwrap()
+        .list_facilities(&CallContext::anonymous("79"), api::ListFacilitiesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.message().contains("unknown authority"), "{e}");
+    let mut trusted = untrusted;
+    trusted["tls_ca_file"] = serde_json::json!(ca);
+    let set = RemoteFactory.build(BuildContext::new("trusted", trusted)).await.unwrap();
+    assert_eq!(run(&set).await.counts().1, 0);
 }

@@ -14,13 +14,12 @@ pub fn cause(error: &(dyn Error + 'static)) -> Option<String> {
         if let Some(tls) = e.downcast_ref::<TlsError>() {
             return Some(describe(tls));
         }
-        // `io::Error` hides the error it wraps from `source()`.
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
-            && let Some(tls) = inner.downcast_ref::<TlsError>()
-        {
-            return Some(describe(tls));
-        }
-        next = e.source();
+        // `io::Error` hides the error it wraps from `source()` (and TLS
+        // streams wrap theirs in two).
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -61,7 +60,11 @@ mod tests {
     fn causes_are_found_through_io_errors() {
         let io = std::io::Error::other(TlsError::InvalidCertificate(CertificateError::UnknownIssuer));
         assert!(cause(&io).is_some_and(|c| c.contains("unknown authority")));
-        let io = std::io::Error::other(TlsError::InvalidCertificate(CertificateError::Expired));
+        let inner = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TlsError::InvalidCertificate(CertificateError::Expired),
+        );
+        let io = std::io::Error::other(inner);
         assert!(cause(&io).is_some_and(|c| c.contains("expired")));
         assert_eq!(cause(&std::io::Error::other("connection refused")), None);
     }

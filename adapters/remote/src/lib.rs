@@ -129,18 +129,19 @@ impl RemoteConfig {
 /// Maps the adapter service's status to an adapter error.
 pub fn status_to_error(status: &tonic::Status) -> AdapterError {
     use tonic::Code;
-    // A connection or TLS failure surfaces as UNKNOWN with a transport error
-    // as its source: the service is out of reach, not misbehaving.
+    // A failed TLS handshake names its cause, whatever code tonic gave it.
+    if let Some(cause) = std::error::Error::source(status).and_then(lienthong_adapter_core::tls::cause) {
+        tracing::warn!(upstream = "remote", tls = %cause, "adapter service unreachable");
+        return AdapterError::new(ErrorKind::Unavailable, format!("the adapter service could not be reached: {cause}"));
+    }
+    // A connection failure surfaces as UNKNOWN with a transport error as its
+    // source: the service is out of reach, not misbehaving.
     let transport = std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>());
     if status.code() == Code::Unknown && transport {
-        let tls = lienthong_adapter_core::tls::cause(status);
-        tracing::warn!(upstream = "remote", error = %status, tls = tls.as_deref(), "adapter service unreachable");
+        tracing::warn!(upstream = "remote", error = %status, "adapter service unreachable");
         return AdapterError::new(
             ErrorKind::Unavailable,
-            match tls {
-                Some(cause) => format!("the adapter service could not be reached: {cause}"),
-                None => "the adapter service could not be reached (connection refused or reset)".to_owned(),
-            },
+            "the adapter service could not be reached (connection refused or reset)",
         );
     }
     let kind = match status.code() {

@@ -168,11 +168,25 @@ async fn introspect(
 impl FakeOidc {
     /// Starts a provider publishing `rsa-1` and `ec-1`.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts a provider serving HTTPS with `cert`, its issuer
+    /// `https://localhost:<port>`.
+    pub async fn start_tls(cert: &super::ServerCert) -> std::io::Result<Self> {
+        Self::start_with(Some(cert)).await
+    }
+
+    async fn start_with(cert: Option<&super::ServerCert>) -> std::io::Result<Self> {
         // Bind first: the issuer URL names the port.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let issuer = match cert {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
         let state = Arc::new(OidcState {
-            issuer: format!("http://{addr}"),
+            issuer,
             published: Mutex::new(vec!["rsa-1".into(), "ec-1".into()]),
             jwks_max_age: Mutex::new(None),
             opaque: Mutex::new(std::collections::HashMap::new()),
@@ -187,9 +201,12 @@ impl FakeOidc {
             .route("/introspect", axum::routing::post(introspect))
             .with_state(state.clone())
             .layer(axum::middleware::from_fn_with_state(faults.clone(), super::faults::apply));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let task = match cert {
+            Some(cert) => super::serve_tls(listener, router, cert)?,
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            }),
+        };
         Ok(Self { addr, faults, state, _task: task })
     }
 
