@@ -6,6 +6,7 @@
 
 mod cases;
 pub mod fakes;
+pub mod interop;
 
 use std::fmt;
 use std::future::Future;

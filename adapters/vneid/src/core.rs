@@ -49,6 +49,11 @@ pub(crate) struct Discovery {
 /// The claims of a token, a userinfo answer or an introspection answer.
 pub(crate) type Claims = serde_json::Map<String, serde_json::Value>;
 
+/// The provider's refusal to introspect a token of its kind (RFC 7009's
+/// `unsupported_token_type`; some providers introspect no JWT).
+pub(crate) const UNSUPPORTED_TOKEN_TYPE: &str =
+    "the identity provider does not introspect tokens of this kind (unsupported_token_type)";
+
 /// What the provider said about one token when asked (userinfo,
 /// introspection): its claims, or a refusal in words for the citizen's app.
 pub(crate) type Verdict = Result<Claims, &'static str>;
@@ -188,20 +193,33 @@ impl Provider {
             }
         }
         let req = req.form(&form);
-        let resp = self
-            .upstream
-            .send("introspection", req, |status, retry| match status {
-                reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
-                    tracing::error!(upstream = UPSTREAM, "the identity provider refused our introspection credentials");
-                    AdapterError::new(
-                        ErrorKind::Unavailable,
-                        "the identity provider refused the gateway's introspection credentials (check introspection.client_id and client_secret)",
-                    )
-                    .with_temporary(false)
-                }
-                _ => self.upstream.status_error("introspection", status, retry),
-            })
-            .await?;
+        let resp = self.upstream.execute("introspection", req).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let retry = lienthong_adapter_http::retry_after(resp.headers());
+            // RFC 6749 5.2 error codes are a fixed vocabulary; keep only that.
+            let code = resp.json::<Claims>().await.ok().and_then(|b| {
+                b.get("error")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|c| c.len() <= 40 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                    .map(str::to_owned)
+            });
+            tracing::warn!(
+                upstream = UPSTREAM,
+                status = status.as_u16(),
+                error = code.as_deref(),
+                "introspection refused"
+            );
+            return match (status.as_u16(), code.as_deref()) {
+                (401 | 403, _) | (400, Some("invalid_client" | "unauthorized_client")) => Err(AdapterError::new(
+                    ErrorKind::Unavailable,
+                    "the identity provider refused the gateway's introspection credentials (check introspection.client_id and client_secret)",
+                )
+                .with_temporary(false)),
+                (400, Some("unsupported_token_type")) => Ok(Err(UNSUPPORTED_TOKEN_TYPE)),
+                _ => Err(self.upstream.status_error("introspection", status, retry)),
+            };
+        }
         let answer: Claims = self.upstream.json("introspection", resp).await?;
         let issuer = discovery.issuer.as_str();
         Ok(check_introspection(answer, issuer, &self.config.audience))

@@ -199,10 +199,20 @@ impl VneidAdapter {
     /// claims are `checked`.
     async fn profile_claims(&self, token: &str, checked: Claims) -> Result<Claims, AdapterError> {
         let config = self.provider.config();
-        match config.profile_source {
-            _ if self.profile_is_checked() => Ok(checked),
-            ProfileSource::Userinfo => self.asked(Source::Userinfo, token).await,
-            _ => self.asked(Source::Introspection, token).await,
+        let source = match config.profile_source {
+            _ if self.profile_is_checked() => return Ok(checked),
+            ProfileSource::Userinfo => Source::Userinfo,
+            _ => Source::Introspection,
+        };
+        match self.asked(source, token).await {
+            // The token verified here, and the provider will not introspect
+            // its kind: the configuration cannot work with this provider.
+            Err(e) if e.message().ends_with(crate::core::UNSUPPORTED_TOKEN_TYPE) => Err(AdapterError::new(
+                ErrorKind::Unavailable,
+                "the identity provider introspects no token of this kind (unsupported_token_type): read the ID number from the token's own claims (claims.id_number) or use opaque tokens with token_check = \"introspection\"",
+            )
+            .with_temporary(false)),
+            other => other,
         }
     }
 
