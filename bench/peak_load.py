@@ -20,6 +20,11 @@ Scenarios (all by default, or pick with --only):
              where the driver and the fake upstream take less of the cores.
              The gateway runs pinned to core 0, the driver and the fake
              upstream to core 1 (taskset).
+  identity   5,000 citizen calls per second (GetMyProfile, 1,000 citizens'
+             RS256 tokens, keys warm) through the vneid adapter against a
+             fake provider, with VNeID's upstream budget at 200/s burst 400:
+             calls refused for the budget, and requests reaching the
+             provider during the run (both should be 0).
   memory     1M cached answers and 1M per-citizen limiter keys: RSS.
   tracing    the cache-hit run with traces off and with every request traced
              (100% sampling, spans exported over OTLP/gRPC to a counting
@@ -410,6 +415,66 @@ def overload(a, in_flight, upstream_ms):
             p.wait()
 
 
+def identity(a):
+    rate, seconds, budget = a.identity_rate, a.overload_seconds, 200
+    print(f"\n## identity: {rate} citizen calls/s for {seconds} s, keys warm, VNeID budget {budget}/s burst {2 * budget}")
+    tokens = os.path.join(TMP, "tokens.txt")
+    idp = start([os.path.join(RELEASE, "examples", "fake_idp"), "--tokens", tokens, "--citizens", "1000"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    issuer = idp.stdout.readline().strip().removeprefix("issuer ")
+    config = os.path.join(TMP, "gateway-identity.toml")
+    with open(config, "w") as f:
+        f.write(f"""
+[anonymous]
+enabled = true
+provinces = ["79"]
+[provinces."79"]
+identity = "vneid"
+[adapters.vneid]
+kind = "vneid"
+issuer = "{issuer}"
+audience = "lienthong-test"
+allow_insecure_http = true
+[limits]
+per_citizen = {{ per_second = 10, burst = 30 }}
+per_upstream = {{ vneid = {{ per_second = {budget}, burst = {2 * budget} }} }}
+""")
+    gw = start([os.path.join(RELEASE, "lienthong"), "serve"], env=gateway_env(50084, config))
+
+    def provider_requests():
+        total = 0
+        for path in ("/.well-known/openid-configuration", "/jwks", "/userinfo"):
+            idp.stdin.write(f"hits {path}\n")
+            idp.stdin.flush()
+            total += int(idp.stdout.readline())
+        return total
+
+    def drive(rate, seconds):
+        out = subprocess.run([os.path.join(RELEASE, "examples", "load"), "--target", "http://127.0.0.1:50084",
+                              "--rate", str(rate), "--seconds", str(seconds), "--connections", "16",
+                              "--tokens", tokens], capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    try:
+        wait_port(50084, gw)
+        warm = drive(500, 2)  # every citizen once: keys fetched, profiles cached
+        print(f"warm-up: {({k: v['count'] for k, v in warm.items() if k != 'offered_rps'})}; "
+              f"provider requests so far {provider_requests()}")
+        for rep in range(a.reps):
+            before = provider_requests()
+            r = drive(rate, seconds)
+            ok, refused = r.get("Ok", {}), r.get("ResourceExhausted", {})
+            others = {k: v["count"] for k, v in r.items() if k not in ("Ok", "ResourceExhausted", "offered_rps")}
+            print(f"rep {rep + 1}: offered {r['offered_rps']:.0f} calls/s; ok {ok.get('count', 0)} "
+                  f"(p50 {ok.get('p50_ms', 0):.1f} ms, p99 {ok.get('p99_ms', 0):.1f} ms); "
+                  f"refused for the budget {refused.get('count', 0)}; other {others}; "
+                  f"provider requests during the run {provider_requests() - before}", flush=True)
+    finally:
+        for p in (gw, idp):
+            p.terminate()
+            p.wait()
+
+
 def memory(a):
     print(f"\n## memory: {a.entries} cached answers and {a.entries} limiter keys")
     out = subprocess.run([os.path.join(RELEASE, "examples", "memory"), "--entries", str(a.entries),
@@ -420,7 +485,7 @@ def memory(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,memory,tracing")
+    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,identity,memory,tracing")
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
@@ -428,6 +493,7 @@ def main():
     p.add_argument("--latency-seconds", type=int, default=5)
     p.add_argument("--overload-seconds", type=int, default=10)
     p.add_argument("--entries", type=int, default=1_000_000)
+    p.add_argument("--identity-rate", type=int, default=5000)
     p.add_argument("--only-traced", action="store_true", help="instructions: the traced gateway only (profiling)")
     p.add_argument("--keep", action="store_true", help="keep callgrind files (printed)")
     p.add_argument("--compare", metavar="BINARY",
@@ -451,6 +517,8 @@ def main():
     if "overload" in only:
         overload(a, 16, 10)
         overload(a, 8, 20)
+    if "identity" in only:
+        identity(a)
     if "memory" in only:
         memory(a)
     if "tracing" in only:

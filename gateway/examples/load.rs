@@ -9,13 +9,17 @@
 //!     cargo run --release -p lienthong --example load -- \
 //!         --target http://127.0.0.1:50080 --rate 8000 --seconds 10 --connections 16
 //!
+//! With `--tokens FILE` (one citizen token per line) it sends
+//! `IdentityService/GetMyProfile` instead, each call with the next token.
+//!
 //! Prints one JSON object.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lienthong_proto::v1::GetAgencyRequest;
+use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
+use lienthong_proto::v1::{GetAgencyRequest, GetMyProfileRequest};
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
@@ -39,6 +43,14 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg("--seconds", "10").parse()?;
     let connections: usize = arg("--connections", "16").parse()?;
     let agency = arg("--agency", "000.00.06.H29");
+    let tokens: Vec<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match arg("--tokens", "").as_str() {
+        "" => Vec::new(),
+        file => std::fs::read_to_string(file)?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|t| format!("Bearer {t}").parse())
+            .collect::<Result<_, _>>()?,
+    };
     let mut channels = Vec::new();
     for _ in 0..connections.max(1) {
         channels.push(Endpoint::from_shared(target.clone())?.connect().await?);
@@ -49,16 +61,26 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..total {
         let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due).await;
-        let mut client = PublicServicesServiceClient::new(channels[i as usize % channels.len()].clone());
-        let (tx, request) = (tx.clone(), GetAgencyRequest { agency_code: agency.clone() });
-        tokio::spawn(async move {
-            let sent = Instant::now();
-            let code = match client.get_agency(request).await {
-                Ok(_) => tonic::Code::Ok,
-                Err(s) => s.code(),
-            };
-            let _ = tx.send((code, due.elapsed(), sent.elapsed()));
-        });
+        let channel = channels[i as usize % channels.len()].clone();
+        let tx = tx.clone();
+        if tokens.is_empty() {
+            let mut client = PublicServicesServiceClient::new(channel);
+            let request = GetAgencyRequest { agency_code: agency.clone() };
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let code = client.get_agency(request).await.map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+                let _ = tx.send((code, due.elapsed(), sent.elapsed()));
+            });
+        } else {
+            let mut client = IdentityServiceClient::new(channel);
+            let mut request = tonic::Request::new(GetMyProfileRequest::default());
+            request.metadata_mut().insert("authorization", tokens[i as usize % tokens.len()].clone());
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let code = client.get_my_profile(request).await.map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+                let _ = tx.send((code, due.elapsed(), sent.elapsed()));
+            });
+        }
     }
     let sent_in = start.elapsed();
     drop(tx);

@@ -110,7 +110,7 @@ async fn bad_tokens_and_a_down_provider_map_to_clear_codes() {
     let mut no_iat = idp.claims(LAN);
     no_iat.as_object_mut().unwrap().remove("iat");
     for (claims, says) in
-        [(&future, "issued in the future"), (&forever, "lifetime is longer"), (&no_iat, "lacks a required claim")]
+        [(&future, "issued in the future"), (&forever, "lifetime is longer"), (&no_iat, "lacks the `iat` claim")]
     {
         let e =
             id.get_my_profile(authed(GetMyProfileRequest::default(), &idp.sign("rsa-1", claims))).await.unwrap_err();

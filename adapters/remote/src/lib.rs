@@ -100,19 +100,21 @@ impl RemoteConfig {
         if self.tls_ca_file.is_some() && self.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) {
             problems.push("tls_ca_file: tls.ca_file says the same; set one of the two".to_owned());
         }
-        if let Some(path) = self.ca_file() {
+        // check-config reads the files, so a wrong path shows before start.
+        let files = [
+            ("tls_ca_file", self.ca_file(), "CERTIFICATE-----"),
+            ("tls.client_cert_file", self.tls.as_ref().and_then(|t| t.client_cert_file.as_ref()), "CERTIFICATE-----"),
+            ("tls.client_key_file", self.tls.as_ref().and_then(|t| t.client_key_file.as_ref()), "PRIVATE KEY-----"),
+        ];
+        for (name, path, marker) in files {
+            let Some(path) = path else { continue };
             match std::fs::read(path) {
-                Err(e) => problems.push(format!("tls_ca_file: cannot read {}: {e}", path.display())),
-                Ok(pem) if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {
-                    problems.push(format!("tls_ca_file: {} holds no PEM certificate", path.display()));
+                Err(e) => problems.push(format!("{name}: cannot read {}: {e}", path.display())),
+                Ok(pem) if !String::from_utf8_lossy(&pem).contains(marker) => {
+                    problems.push(format!("{name}: {} holds no PEM {}", path.display(), marker.trim_end_matches('-')));
                 }
                 Ok(_) => {}
             }
-        }
-        if let Some(t) = &self.tls
-            && t.client_cert_file.is_some() != t.client_key_file.is_some()
-        {
-            problems.push("tls: client_cert_file and client_key_file go together".to_owned());
         }
         for (i, f) in self.families.iter().flatten().enumerate() {
             if Family::parse(f).is_none() {

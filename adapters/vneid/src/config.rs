@@ -258,7 +258,10 @@ impl VneidConfig {
             ),
             Some(i) => {
                 if i.client_id.trim().is_empty() || i.client_secret.is_empty() {
-                    problems.push("introspection: client_id and client_secret must not be empty".to_owned());
+                    problems.push(
+                        "introspection: client_id and client_secret must not be empty (set the secret from the environment: LIENTHONG_ADAPTERS__<INSTANCE>__INTROSPECTION__CLIENT_SECRET)"
+                            .to_owned(),
+                    );
                 }
                 if let Some(u) = &i.url
                     && !url_ok(u)

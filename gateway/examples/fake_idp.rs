@@ -1,0 +1,40 @@
+//! A fake VNeID for the identity benchmark: the contract suite's fake OpenID
+//! provider (real HTTP: discovery, JWKS), with `--citizens` RS256 access
+//! tokens of distinct citizens written to `--tokens`, one per line. Prints
+//! `issuer <url>`, then answers lines on stdin: `hits <path>` prints how many
+//! requests reached that path.
+//!
+//!     cargo run --release -p lienthong --example fake_idp -- --tokens /tmp/tokens.txt --citizens 1000
+
+use std::io::{BufRead, Write};
+
+use lienthong_contract_tests::fakes::FakeOidc;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let citizens: u32 = arg("--citizens", "1000").parse()?;
+    let idp = FakeOidc::start().await?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(arg("--tokens", "tokens.txt"))?);
+    for i in 0..citizens {
+        // Valid 10 minutes: longer than any run.
+        writeln!(out, "{}", idp.sign("rsa-1", &idp.claims(&format!("079190{i:06}"))))?;
+    }
+    out.flush()?;
+    println!("issuer {}", idp.issuer());
+    let faults = idp.faults.clone();
+    tokio::task::spawn_blocking(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if let Some(path) = line.strip_prefix("hits ") {
+                println!("{}", faults.hits(path.trim()));
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
