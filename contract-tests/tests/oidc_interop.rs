@@ -134,7 +134,9 @@ async fn opaque_tokens_are_checked_by_introspection_and_revocation_is_honoured()
     assert_eq!((p.citizen_id.expose(), p.identity_level), (LEVEL_2, api::IdentityLevel::IdentityLevel2));
     // A refresh token is not an access token, though the provider knows it.
     let refresh = tokens.refresh_token.expect("offline_access gives a refresh token");
-    assert_eq!(auth(&adapter, &refresh).await.unwrap_err().kind(), ErrorKind::Unauthenticated);
+    let e = auth(&adapter, &refresh).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+    assert!(e.message().contains("not a bearer access token"), "{e}");
     // Made-up tokens: refused, and the refusal remembered (one request).
     let before = idp.hits("/token/introspection").await.unwrap();
     for _ in 0..100 {

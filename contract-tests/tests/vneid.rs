@@ -279,6 +279,9 @@ async fn provider_faults_become_clear_error_kinds() {
         (Fault::Truncated, ErrorKind::Unavailable),
         (Fault::Reset, ErrorKind::Unavailable),
         (Fault::Latency(Duration::from_secs(5)), ErrorKind::DeadlineExceeded),
+        // The provider refusing us its keys is not the citizen's token refused.
+        (Fault::Status(401), ErrorKind::Unavailable),
+        (Fault::Status(403), ErrorKind::Unavailable),
     ];
     for (fault, expected) in cases {
         idp.faults.inject("/jwks", fault.clone());
@@ -321,6 +324,15 @@ async fn profiles_come_from_claims_or_userinfo() {
         assert_eq!(e.kind(), ErrorKind::Unauthenticated);
     }
     assert_eq!(idp.faults.hits("/userinfo"), 2, "one request for 100 calls with a refused token");
+    // 403 is the provider refusing this gateway the scope: not the citizen's
+    // fault, not remembered as a refusal of the token.
+    let mut claims = idp.claims(CITIZEN);
+    claims["jti"] = json!("a login without the scope");
+    let principal = auth(&adapter, &idp.sign("rsa-1", &claims)).await.unwrap();
+    idp.faults.inject("/userinfo", Fault::Status(403));
+    let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.message().contains("scope"), "{e}");
     // A provider at its limit is not a refusal: never remembered, the delay kept.
     idp.faults.inject("/userinfo", Fault::TooManyRequests { retry_after_secs: 3 });
     let mut claims = idp.claims(CITIZEN);
@@ -330,7 +342,7 @@ async fn profiles_come_from_claims_or_userinfo() {
         let e = adapter.profile(&CallContext::anonymous("79"), &principal).await.unwrap_err();
         assert_eq!((e.kind(), e.retry_after()), (ErrorKind::RateLimited, Some(Duration::from_secs(3))));
     }
-    assert_eq!(idp.faults.hits("/userinfo"), 4);
+    assert_eq!(idp.faults.hits("/userinfo"), 5, "refusals remembered; a 403 and a 429 never");
     idp.faults.clear();
     assert!(adapter.profile(&CallContext::anonymous("79"), &principal).await.is_ok());
 }
@@ -480,14 +492,14 @@ async fn wrong_introspection_credentials_are_the_gateways_fault_not_the_citizens
     let idp = FakeOidc::start().await.unwrap();
     let mut cfg = introspecting(&idp, "introspection", "introspection");
     if let Some(i) = cfg.introspection.as_mut() {
-        i.client_secret = "wrong".into();
+        i.client_secret = "a-distinctive-wrong-secret".into();
     }
     let adapter = VneidAdapter::new(cfg).unwrap();
     let token = idp.issue_opaque(&standard_claims(&idp, "acct-42", "urn:vn:loa:2"));
     let (kind, message) = kind_and_message(auth(&adapter, &token).await);
     assert_eq!(kind, ErrorKind::Unavailable, "{message}");
     assert!(message.contains("introspection.client_id"), "{message}");
-    assert!(!message.contains("wrong"));
+    assert!(!message.contains("distinctive"), "{message}");
 }
 
 #[tokio::test]

@@ -28,6 +28,10 @@ pub fn enum_value_name<E: TryFrom<i32>>(value: i32, name: fn(&E) -> &'static str
     }
 }
 
+/// The largest answer body read from an upstream: a broken or hostile
+/// upstream cannot make the gateway buffer without bound.
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
+
 /// One upstream: its client, its names, and its timeout.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -246,8 +250,24 @@ impl Upstream {
 
     /// Reads a successful answer as JSON: a broken-off body is `Unavailable`,
     /// malformed JSON too, never garbage passed on.
-    pub async fn json<T: DeserializeOwned>(&self, what: &str, resp: reqwest::Response) -> Result<T, AdapterError> {
-        let body = resp.bytes().await.map_err(|e| self.transport_error(what, &e))?;
+    pub async fn json<T: DeserializeOwned>(&self, what: &str, mut resp: reqwest::Response) -> Result<T, AdapterError> {
+        let too_large = || {
+            tracing::warn!(upstream = self.log_name, what, limit = MAX_BODY, "upstream answer too large");
+            AdapterError::new(
+                ErrorKind::Unavailable,
+                format!("{} answered the {what} request with more than {} MiB", self.label, MAX_BODY >> 20),
+            )
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(what, &e))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         serde_json::from_slice(&body).map_err(|e| {
             tracing::warn!(upstream = self.log_name, what, error = %e, "upstream answered malformed JSON");
             AdapterError::new(

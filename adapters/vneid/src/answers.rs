@@ -24,6 +24,8 @@ pub(crate) enum Source {
 struct Entry {
     verdict: Arc<Verdict>,
     ttl: Duration,
+    /// Its approximate size in bytes.
+    weight: u32,
 }
 
 struct EntryExpiry;
@@ -34,8 +36,9 @@ impl Expiry<(Source, [u8; 32]), Entry> for EntryExpiry {
     }
 }
 
-/// Most tokens whose answers are held.
-const CAPACITY: u64 = 200_000;
+/// Most bytes of answers held (weighed by their JSON size, roughly): an
+/// attacker's stream of distinct tokens evicts, never grows memory.
+const CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
 pub(crate) struct Answers {
     cache: moka::future::Cache<(Source, [u8; 32]), Entry>,
@@ -45,7 +48,11 @@ pub(crate) struct Answers {
 
 impl Answers {
     pub(crate) fn new(token_cache: Duration, refusal_cache: Duration) -> Self {
-        let cache = moka::future::Cache::builder().max_capacity(CAPACITY).expire_after(EntryExpiry).build();
+        let cache = moka::future::Cache::builder()
+            .max_capacity(CAPACITY_BYTES)
+            .weigher(|_, entry: &Entry| entry.weight)
+            .expire_after(EntryExpiry)
+            .build();
         Self { cache, token_cache, refusal_cache }
     }
 
@@ -62,7 +69,12 @@ impl Answers {
             .try_get_with((source, key), async {
                 let verdict = ask.await?;
                 let ttl = self.lifetime(&verdict);
-                Ok::<_, AdapterError>(Entry { verdict: Arc::new(verdict), ttl })
+                let weight = match &verdict {
+                    Ok(claims) => claims.iter().map(|(k, v)| k.len() + v.to_string().len() + 16).sum::<usize>(),
+                    Err(_) => 0,
+                };
+                let weight = u32::try_from(weight + 96).unwrap_or(u32::MAX);
+                Ok::<_, AdapterError>(Entry { verdict: Arc::new(verdict), ttl, weight })
             })
             .await
             .map(|entry| entry.verdict)

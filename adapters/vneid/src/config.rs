@@ -166,7 +166,8 @@ pub struct VneidConfig {
     #[serde(default)]
     pub introspection: Option<IntrospectionConfig>,
     /// How long the provider's answer about one token (introspection,
-    /// userinfo) is reused: the token's remaining life, at most this.
+    /// userinfo) is reused: the token's remaining life, at most this (also
+    /// how long a revoked token may still be accepted).
     #[serde(default = "default_token_cache", with = "humantime_serde")]
     pub token_cache: Duration,
     /// How long the provider's refusal of a token is remembered, so a
@@ -204,7 +205,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 fn default_token_cache() -> Duration {
-    Duration::from_secs(300)
+    Duration::from_secs(60)
 }
 fn default_refusal_cache() -> Duration {
     Duration::from_secs(10)

@@ -19,18 +19,29 @@ use crate::config::{ClientAuth, VneidConfig};
 /// The name logs give this upstream.
 pub(crate) const UPSTREAM: &str = "vneid";
 
-/// Maps a provider's HTTP status to an error kind: a refused token is
-/// `Unauthenticated`; the rest as every upstream.
+/// Maps a provider's HTTP status to an error kind. A 401 to a request that
+/// carried the citizen's token refuses the token; a 403 to it is the
+/// provider refusing this gateway the claims (`insufficient_scope`), which
+/// signing in again cannot mend; a 401/403 to anything else (discovery,
+/// keys) is the provider refusing us. The rest as every upstream.
 pub(crate) fn parse_error(
     upstream: &Upstream,
     what: &str,
+    with_token: bool,
     status: reqwest::StatusCode,
     retry_after: Option<Duration>,
 ) -> AdapterError {
     match status {
-        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+        reqwest::StatusCode::UNAUTHORIZED if with_token => {
             AdapterError::new(ErrorKind::Unauthenticated, "the identity provider refused the citizen token")
         }
+        reqwest::StatusCode::FORBIDDEN if with_token => AdapterError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the identity provider answered 403 to the {what} request: the gateway's client lacks the scope for it"
+            ),
+        )
+        .with_temporary(false),
         _ => upstream.status_error(what, status, retry_after),
     }
 }
@@ -172,6 +183,10 @@ impl Provider {
             )
             .with_temporary(false)
         })?;
+        if !plausible_token(token) {
+            // Never spend the provider's budget on what cannot be a token.
+            return Ok(Err("it is not a well-formed bearer token"));
+        }
         self.spend("introspection")?;
         let mut form = vec![("token", token), ("token_type_hint", "access_token")];
         let mut req = self
@@ -198,7 +213,7 @@ impl Provider {
         if !status.is_success() {
             let retry = lienthong_adapter_http::retry_after(resp.headers());
             // RFC 6749 5.2 error codes are a fixed vocabulary; keep only that.
-            let code = resp.json::<Claims>().await.ok().and_then(|b| {
+            let code = self.upstream.json::<Claims>("introspection", resp).await.ok().and_then(|b| {
                 b.get("error")
                     .and_then(serde_json::Value::as_str)
                     .filter(|c| c.len() <= 40 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
@@ -243,7 +258,8 @@ impl Provider {
             req = req.bearer_auth(token);
         }
         self.spend(what)?;
-        let resp = self.upstream.send(what, req, |s, r| parse_error(&self.upstream, what, s, r)).await?;
+        let with_token = bearer.is_some();
+        let resp = self.upstream.send(what, req, |s, r| parse_error(&self.upstream, what, with_token, s, r)).await?;
         let max_age =
             resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
         Ok((self.upstream.json(what, resp).await?, max_age))
@@ -256,9 +272,9 @@ impl Provider {
         }
         let mut failed = self.discovery_failed.lock().await;
         if let Some(at) = *failed
-            && at.elapsed() < self.config.jwks_min_refetch
+            && let wait = self.config.jwks_min_refetch.saturating_sub(at.elapsed())
+            && !wait.is_zero()
         {
-            let wait = self.config.jwks_min_refetch - at.elapsed();
             return Err(AdapterError::new(
                 ErrorKind::Unavailable,
                 "the identity provider's discovery document is unavailable",
@@ -406,6 +422,18 @@ impl Provider {
     }
 }
 
+/// The longest token sent to the provider.
+const MAX_TOKEN_LEN: usize = 8192;
+
+/// Whether `token` has the shape of an RFC 6750 bearer token (`b64token`),
+/// and a sane length.
+fn plausible_token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -426,6 +454,13 @@ fn check_introspection(answer: Claims, issuer: &str, audiences: &[String]) -> Ve
     if answer.get("active") != Some(&Value::Bool(true)) {
         return Err("the identity provider says it is not active (expired, revoked or unknown)");
     }
+    // RFC 7662 makes `token_type` optional, but a refresh token is known to
+    // the provider too: only an answer that says "Bearer" (`token_type`, or
+    // `typ` as some providers spell it) is an access token.
+    let bearer = |key: &str| answer.get(key).and_then(Value::as_str).is_some_and(|k| k.eq_ignore_ascii_case("bearer"));
+    if !(bearer("token_type") || bearer("typ")) {
+        return Err("it is not a bearer access token (the provider's answer names no token_type Bearer)");
+    }
     if let Some(iss) = answer.get("iss")
         && iss.as_str() != Some(issuer)
     {
@@ -439,11 +474,6 @@ fn check_introspection(answer: Claims, issuer: &str, audiences: &[String]) -> Ve
     };
     if !for_us {
         return Err("it was issued for another audience");
-    }
-    if let Some(kind) = answer.get("token_type")
-        && !kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
-    {
-        return Err("it is not a bearer access token");
     }
     if answer.contains_key("cnf") {
         return Err("it is bound to a key (DPoP or mutual TLS) the gateway cannot check");
@@ -524,4 +554,63 @@ fn usable_keys(jwks: &JwkSet) -> HashMap<String, Key> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ISSUER: &str = "https://id.example";
+
+    fn answer(v: serde_json::Value) -> Claims {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn active() -> serde_json::Value {
+        json!({ "active": true, "iss": ISSUER, "aud": ["urn:api"], "token_type": "Bearer", "sub": "a" })
+    }
+
+    #[test]
+    fn introspection_answers_are_checked_field_by_field() {
+        let audiences = vec!["urn:api".to_owned()];
+        let check = |v: serde_json::Value| check_introspection(answer(v), ISSUER, &audiences);
+        assert!(check(active()).is_ok());
+        // Keycloak spells the type `typ`; the audience may be one string.
+        assert!(check(json!({ "active": true, "aud": "urn:api", "typ": "Bearer" })).is_ok());
+        let refused = |patch: &dyn Fn(&mut serde_json::Value), why: &str| {
+            let mut v = active();
+            patch(&mut v);
+            assert_eq!(check(v.clone()).err().map(|e| e.contains(why)), Some(true), "{v} should be refused: {why}");
+        };
+        refused(&|v| v["active"] = json!(false), "not active");
+        refused(&|v| v["active"] = json!("true"), "not active");
+        refused(&|v| drop(v.as_object_mut().map(|m| m.remove("active"))), "not active");
+        refused(&|v| v["iss"] = json!("https://evil.example"), "someone else");
+        refused(&|v| v["aud"] = json!(["urn:other"]), "another audience");
+        refused(&|v| drop(v.as_object_mut().map(|m| m.remove("aud"))), "another audience");
+        refused(&|v| v["aud"] = json!(42), "another audience");
+        refused(&|v| drop(v.as_object_mut().map(|m| m.remove("token_type"))), "not a bearer");
+        refused(&|v| v["token_type"] = json!("refresh_token"), "not a bearer");
+        refused(&|v| v["token_type"] = json!("DPoP"), "not a bearer");
+        refused(&|v| v["cnf"] = json!({ "jkt": "x" }), "bound to a key");
+    }
+
+    #[test]
+    fn only_plausible_tokens_are_sent_to_the_provider() {
+        assert!(plausible_token("2YotnFZFEjr1zCsicMWpAA"));
+        assert!(plausible_token("eyJhbGciOi.eyJzdWIi.sig-_~+/=="));
+        for bad in ["", "=", "a b", "a\nb", "ảnh", "a;b", "a,b"] {
+            assert!(!plausible_token(bad), "{bad:?}");
+        }
+        assert!(!plausible_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
+    }
+
+    #[test]
+    fn cache_control_max_age_is_read() {
+        assert_eq!(max_age("public, max-age=300"), Some(Duration::from_secs(300)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+    }
 }

@@ -204,7 +204,18 @@ impl VneidAdapter {
             ProfileSource::Userinfo => Source::Userinfo,
             _ => Source::Introspection,
         };
-        match self.asked(source, token).await {
+        let answer = self.asked(source, token).await;
+        // OIDC Core 5.3.2: an answer about another subject than the token's
+        // is not used.
+        if let (Ok(answer), Some(sub)) = (&answer, checked.get("sub"))
+            && answer.get("sub").is_some_and(|s| s != sub)
+        {
+            return Err(AdapterError::new(
+                ErrorKind::Unauthenticated,
+                "the identity provider's answer is about another subject than the token",
+            ));
+        }
+        match answer {
             // The token verified here, and the provider will not introspect
             // its kind: the configuration cannot work with this provider.
             Err(e) if e.message().ends_with(crate::core::UNSUPPORTED_TOKEN_TYPE) => Err(AdapterError::new(

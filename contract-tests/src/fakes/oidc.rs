@@ -172,7 +172,7 @@ impl FakeOidc {
     }
 
     /// Starts a provider serving HTTPS with `cert`, its issuer
-    /// `https://localhost:<port>`.
+    /// `https://127.0.0.1:<port>` (the test certificates name that address).
     pub async fn start_tls(cert: &super::ServerCert) -> std::io::Result<Self> {
         Self::start_with(Some(cert)).await
     }
@@ -182,7 +182,7 @@ impl FakeOidc {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let issuer = match cert {
-            Some(_) => format!("https://localhost:{}", addr.port()),
+            Some(_) => format!("https://{addr}"),
             None => format!("http://{addr}"),
         };
         let state = Arc::new(OidcState {
