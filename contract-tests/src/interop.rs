@@ -3,7 +3,7 @@
 //! browser does: authorization code with PKCE, the provider's own login and
 //! consent pages, cookies and redirects, then the token endpoint.
 //!
-//! `.ci/run` installs the provider (`npm ci --prefix
+//! `tools/test` installs the provider (`npm ci --prefix
 //! contract-tests/interop/oidc-provider`); without it, starting fails with
 //! the command to run.
 
@@ -81,7 +81,7 @@ impl OidcProvider {
     pub async fn start() -> anyhow::Result<Self> {
         if !dir().join("node_modules/oidc-provider").exists() {
             bail!(
-                "panva's oidc-provider is not installed: run `npm ci --prefix contract-tests/interop/oidc-provider` (.ci/run does)"
+                "panva's oidc-provider is not installed: run `npm ci --prefix contract-tests/interop/oidc-provider` (tools/test does)"
             );
         }
         let mut child = Command::new("node")

@@ -43,7 +43,7 @@ async fn python_adapter_with(extra: &[&str]) -> PythonAdapter {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("python3 runs (CI installs it with grpcio; see .ci/run)");
+        .expect("python3 runs (CI installs it with grpcio; see tools/test)");
     let stdout = child.stdout.take().unwrap();
     let line = tokio::time::timeout(
         Duration::from_secs(60),

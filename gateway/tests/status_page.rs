@@ -4,7 +4,7 @@
 //! another origin calls through gRPC-Web, continuing a trace and reading
 //! every response header the README documents.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them);
+//! Needs Debian's `chromium` and `chromium-driver` (`tools/test` installs them);
 //! `CHROMEDRIVER` and `CHROMIUM` name other binaries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -43,7 +43,9 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {driver_bin} ({e}): install Debian's chromium and chromium-driver (.ci/run does)")
+                panic!(
+                    "cannot start {driver_bin} ({e}): install Debian's chromium and chromium-driver (tools/test does)"
+                )
             });
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();

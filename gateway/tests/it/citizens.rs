@@ -2,7 +2,7 @@
 //! WatchDossier following live status changes on a paused clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,11 +4,11 @@
 //! running gateway; and every query of the Grafana dashboard evaluates, with
 //! data for every panel whose metric the calls made here produce.
 //!
-//! Needs Debian's `prometheus` package (`.ci/run` installs it);
+//! Needs Debian's `prometheus` package (`tools/test` installs it);
 //! `PROMETHEUS` and `PROMTOOL` name other binaries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -49,7 +49,7 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): install Debian's prometheus (.ci/run does)"));
+            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): install Debian's prometheus (tools/test does)"));
         Self { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
     }
 
@@ -108,7 +108,7 @@ fn promtool_accepts_the_deployed_prometheus_config() {
     let out = Command::new(&bin)
         .args(["check", "config", &format!("{DEPLOY}/prometheus.yml")])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {bin} ({e}): install Debian's prometheus (.ci/run does)"));
+        .unwrap_or_else(|e| panic!("cannot run {bin} ({e}): install Debian's prometheus (tools/test does)"));
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 

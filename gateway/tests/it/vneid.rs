@@ -4,7 +4,7 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{TestGateway, authed};
 use lienthong_contract_tests::fakes::oidc::AUDIENCE;

@@ -2,7 +2,7 @@
 //! transport, construction, agencies and procedures) on the sandbox.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::{TestGateway, request, violated_fields};
 use lienthong_proto::v1::construction_service_client::ConstructionServiceClient;
@@ -433,7 +433,7 @@ async fn housing_projects_and_certificates() {
 
     // The first certificate of the shipped register, looked up with and without diacritics.
     let register: serde_json::Value =
-        serde_json::from_str(include_str!("../../adapters/sandbox/data/practicing-certificates.json")).unwrap();
+        serde_json::from_str(include_str!("../../../adapters/sandbox/data/practicing-certificates.json")).unwrap();
     let number = register[0]["certificate_number"].as_str().unwrap().to_owned();
     assert!(number.contains("MGBĐS"));
     let cert = c

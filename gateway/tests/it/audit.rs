@@ -3,7 +3,7 @@
 //! audit verify`, and no answered call left unrecorded by a `kill -9`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! sandbox identity provider is not configured.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! caller malforms is answered as the caller's error, never INTERNAL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

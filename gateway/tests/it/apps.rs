@@ -3,7 +3,7 @@
 //! refused with the right code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::{TestGateway, authed, request};
 use lienthong::apps::{API_KEY_HEADER, hex, sha256};

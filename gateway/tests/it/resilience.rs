@@ -3,7 +3,7 @@
 //! deadline reaching the upstream request — and the operators' admin API.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
