@@ -96,22 +96,6 @@ impl AdminAuth {
     }
 }
 
-/// The datasets operators invalidate by name, with their methods.
-pub const DATASETS: &[(&str, &[Method])] = &[
-    ("facilities", &[Method::ListFacilities, Method::GetFacility]),
-    ("schools", &[Method::ListSchools, Method::GetSchool]),
-    ("bus_routes", &[Method::ListBusRoutes, Method::GetBusRoute]),
-    ("bus_stops", &[Method::ListNearbyStops]),
-    ("arrivals", &[Method::ListArrivals]),
-    ("traffic_cameras", &[Method::ListTrafficCameras, Method::GetTrafficCamera]),
-    ("housing_projects", &[Method::ListHousingProjects, Method::GetHousingProject]),
-    ("practicing_certificates", &[Method::GetPracticingCertificate]),
-    ("agencies", &[Method::ListAgencies, Method::GetAgency]),
-    ("procedures", &[Method::ListProcedures, Method::GetProcedure]),
-    ("dossiers", &[Method::GetDossier, Method::ListMyDossiers]),
-    ("profiles", &[Method::GetMyProfile]),
-];
-
 /// The request of `method`, decoded from `bytes` and encoded again the way
 /// the gateway encodes it for cache keys; `None` when it does not decode or
 /// the method is never cached.
@@ -181,20 +165,22 @@ fn target(request: &pb::InvalidateCacheRequest) -> Result<Target, Status> {
                 None
             }
         },
-        Some(T::Dataset(name)) => match DATASETS.iter().find(|(d, _)| d == name) {
-            Some((_, methods)) => Some(Target::Methods(methods.to_vec())),
-            None => {
-                let known: Vec<&str> = DATASETS.iter().map(|(d, _)| *d).collect();
-                v.add("dataset", format!("unknown dataset; one of: {}", known.join(", ")));
-                None
+        Some(T::Dataset(name)) => {
+            match Method::of_dataset(name).filter(|m| m.facts().cache.is_some()).collect::<Vec<_>>() {
+                methods if !methods.is_empty() => Some(Target::Methods(methods)),
+                _ => {
+                    let known = Method::datasets();
+                    v.add("dataset", format!("unknown dataset; one of: {}", known.join(", ")));
+                    None
+                }
             }
-        },
+        }
         Some(T::Request(any)) => {
             let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
-            let method =
-                type_name.strip_prefix("lienthong.v1.").and_then(|t| t.strip_suffix("Request")).and_then(|rpc| {
-                    Method::ALL.iter().copied().find(|m| m.rpc_name() == rpc && *m != Method::WatchDossier)
-                });
+            let method = type_name
+                .strip_prefix("lienthong.v1.")
+                .and_then(|t| t.strip_suffix("Request"))
+                .and_then(|rpc| Method::from_rpc_name(rpc).filter(|m| m.facts().cache.is_some()));
             match method {
                 None => {
                     v.add("request.type_url", "must name a cached request type of lienthong.v1, such as type.googleapis.com/lienthong.v1.GetFacilityRequest");

@@ -46,6 +46,18 @@ pub struct CachePolicy {
     pub negative_ttl: Duration,
 }
 
+impl From<lienthong_adapter_core::Freshness> for CachePolicy {
+    fn from(f: lienthong_adapter_core::Freshness) -> Self {
+        let s = |secs: u32| Duration::from_secs(u64::from(secs));
+        Self {
+            ttl: s(f.ttl),
+            stale_while_revalidate: s(f.stale_while_revalidate),
+            stale_if_error: s(f.stale_if_error),
+            negative_ttl: s(f.negative_ttl),
+        }
+    }
+}
+
 impl CachePolicy {
     /// Fresh for `ttl`, nothing else.
     pub const fn fresh_for(ttl: Duration) -> Self {

@@ -237,23 +237,13 @@ pub struct IdentityPolicy {
     pub min_level: BTreeMap<String, u8>,
 }
 
-/// The least identity level of each RPC unless configured: records that
-/// reveal personal data (a citizen's dossiers, the owner's view of one) need
-/// a verified (level 2) account; the profile itself is the citizen's own.
-pub const DEFAULT_MIN_LEVEL: &[(&str, u8)] =
-    &[("GetMyProfile", 1), ("ListMyDossiers", 2), ("GetDossier", 2), ("WatchDossier", 2)];
-
 impl IdentityPolicy {
-    /// The least level `method` needs: configured, else
-    /// [`DEFAULT_MIN_LEVEL`], else 1. Configuring one RPC leaves the others'
-    /// defaults in force.
+    /// The least level `method` needs: configured, else its default in the
+    /// method table (records that reveal personal data need a verified,
+    /// level 2, account). Configuring one RPC leaves the others' defaults in
+    /// force.
     pub fn min_level(&self, method: lienthong_adapter_core::Method) -> u8 {
-        let rpc = method.rpc_name();
-        self.min_level
-            .get(rpc)
-            .copied()
-            .or_else(|| DEFAULT_MIN_LEVEL.iter().find(|(name, _)| *name == rpc).map(|(_, level)| *level))
-            .unwrap_or(1)
+        self.min_level.get(method.rpc_name()).copied().unwrap_or(method.facts().min_level)
     }
 }
 
@@ -275,86 +265,16 @@ impl Default for CacheConfig {
     }
 }
 
-/// RPCs whose answers are one citizen's personal data: cached per citizen
-/// (under a pseudonym), never shared.
-pub const PERSONAL: &[&str] = &["GetMyProfile", "ListMyDossiers"];
-
-/// RPCs whose answers come from identity: never served stale.
-pub const IDENTITY: &[&str] = &["GetMyProfile"];
-
-/// RPCs whose answers may be cached: public data, a dossier (its view is
-/// decided per caller after the cache), and personal data (per citizen).
-pub const CACHEABLE: &[&str] = &[
-    "GetMyProfile",
-    "ListMyDossiers",
-    "GetDossier",
-    "ListFacilities",
-    "GetFacility",
-    "ListSchools",
-    "GetSchool",
-    "ListBusRoutes",
-    "GetBusRoute",
-    "ListNearbyStops",
-    "ListArrivals",
-    "ListTrafficCameras",
-    "GetTrafficCamera",
-    "ListHousingProjects",
-    "GetHousingProject",
-    "GetPracticingCertificate",
-    "ListAgencies",
-    "GetAgency",
-    "ListProcedures",
-    "GetProcedure",
-];
-
 impl CacheConfig {
-    /// The policy of `rpc`: configured, or the default for its kind of data.
+    /// The policy of `rpc`: configured, or its default in the method table;
+    /// `None` when the RPC is never cached or caching is off.
     pub fn policy(&self, rpc: &str) -> Option<crate::cache::CachePolicy> {
-        if !self.enabled || !CACHEABLE.contains(&rpc) {
+        let method = lienthong_adapter_core::Method::from_rpc_name(rpc)?;
+        let default = method.facts().cache?;
+        if !self.enabled {
             return None;
         }
-        self.policies.get(rpc).copied().or_else(|| Some(Self::default_policy(rpc)))
-    }
-
-    /// Registers and timetables change daily: minutes fresh, an hour of
-    /// stale-if-error; arrivals and cameras move: seconds.
-    pub fn default_policy(rpc: &str) -> crate::cache::CachePolicy {
-        let s = Duration::from_secs;
-        match rpc {
-            // Identity is never stale.
-            "GetMyProfile" => crate::cache::CachePolicy::fresh_for(s(60)),
-            // Dossiers move: seconds fresh, a short stale-if-error.
-            "ListMyDossiers" => crate::cache::CachePolicy {
-                ttl: s(15),
-                stale_while_revalidate: Duration::ZERO,
-                stale_if_error: s(120),
-                negative_ttl: Duration::ZERO,
-            },
-            "GetDossier" => crate::cache::CachePolicy {
-                ttl: s(10),
-                stale_while_revalidate: s(5),
-                stale_if_error: s(120),
-                negative_ttl: s(10),
-            },
-            "ListArrivals" => crate::cache::CachePolicy {
-                ttl: s(20),
-                stale_while_revalidate: s(10),
-                stale_if_error: s(60),
-                negative_ttl: s(20),
-            },
-            "ListTrafficCameras" | "GetTrafficCamera" => crate::cache::CachePolicy {
-                ttl: s(60),
-                stale_while_revalidate: s(30),
-                stale_if_error: s(600),
-                negative_ttl: s(60),
-            },
-            _ => crate::cache::CachePolicy {
-                ttl: s(300),
-                stale_while_revalidate: s(60),
-                stale_if_error: s(3600),
-                negative_ttl: s(60),
-            },
-        }
+        Some(self.policies.get(rpc).copied().unwrap_or_else(|| crate::cache::CachePolicy::from(default)))
     }
 }
 
@@ -694,15 +614,21 @@ impl Config {
         }
         for (rpc, policy) in &self.cache.policies {
             let path = format!("cache.policies.{rpc}");
-            if !CACHEABLE.contains(&rpc.as_str()) {
+            let method = lienthong_adapter_core::Method::from_rpc_name(rpc);
+            if method.is_none_or(|m| m.facts().cache.is_none()) {
+                let cacheable: Vec<&str> = lienthong_adapter_core::Method::ALL
+                    .iter()
+                    .filter(|m| m.facts().cache.is_some())
+                    .map(|m| m.rpc_name())
+                    .collect();
                 errors
-                    .push(ConfigError::new(path, format!("not a cacheable RPC; cacheable: {}", CACHEABLE.join(", "))));
+                    .push(ConfigError::new(path, format!("not a cacheable RPC; cacheable: {}", cacheable.join(", "))));
             } else if policy.ttl.is_zero() {
                 errors.push(ConfigError::new(
                     format!("{path}.ttl"),
                     "must be more than 0 (to stop caching, set cache.enabled = false)",
                 ));
-            } else if IDENTITY.contains(&rpc.as_str())
+            } else if method.is_some_and(|m| m.facts().never_stale)
                 && !(policy.stale_while_revalidate.is_zero() && policy.stale_if_error.is_zero())
             {
                 errors.push(ConfigError::new(

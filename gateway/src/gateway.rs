@@ -623,7 +623,7 @@ impl<'g> Call<'g> {
     /// citizen's pseudonym for personal data.
     pub fn cache_key<A: ?Sized>(&self, routed: &Routed<A>, request: &impl Message) -> Result<Vec<u8>, Status> {
         let key = |scope: &[u8]| crate::cache::key(&self.ctx.province, &routed.instance, self.method, scope, request);
-        if !crate::config::PERSONAL.contains(&self.method.rpc_name()) {
+        if !self.method.facts().personal {
             return Ok(key(b""));
         }
         let principal =

@@ -29,7 +29,7 @@ pub mod telemetry;
 pub mod text;
 pub mod tls;
 
-pub use capabilities::{Capabilities, Family, Method};
+pub use capabilities::{Capabilities, Family, Freshness, Method, MethodFacts};
 pub use citizen::{BearerToken, CitizenId, Principal};
 pub use error::{AdapterError, ErrorKind};
 pub use families::{
