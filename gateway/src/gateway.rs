@@ -75,6 +75,8 @@ pub struct Gateway {
     province_from_metadata: bool,
     shutdown: watch::Receiver<bool>,
     page_tokens: crate::page_tokens::PageTokens,
+    /// The adapter kinds, to recognise another kind's tokens.
+    registry: AdapterRegistry,
 }
 
 impl ProvinceAdapters {
@@ -198,6 +200,7 @@ impl Gateway {
             province_from_metadata: config.server.province_from_metadata,
             shutdown,
             page_tokens: crate::page_tokens::PageTokens::new(&page_token_key(config)?)?,
+            registry: registry.clone(),
         })
     }
 
@@ -539,10 +542,10 @@ impl<'g> Call<'g> {
             .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES)
             .ok_or_else(|| Status::unauthenticated("the authorization metadata must be \"Bearer <token>\""))?;
         let identity = self.identity()?;
-        if identity.kind != "sandbox" && lienthong_adapter_sandbox::is_sandbox_token(token) {
-            return Err(Status::unauthenticated(
-                "this is a sandbox token; sandbox tokens are accepted only where the sandbox identity provider is configured",
-            ));
+        if let Some(kind) = self.gateway.registry.token_kind(token, &identity.kind) {
+            return Err(Status::unauthenticated(format!(
+                "this is a {kind} token; {kind} tokens are accepted only where the {kind} identity provider is configured"
+            )));
         }
         // Through the identity provider's guard: its own budget (VNeID is the
         // fragile one), breaker, bulkhead and the caller's deadline.

@@ -75,6 +75,14 @@ pub trait AdapterFactory: Send + Sync + fmt::Debug {
 
     /// Builds an instance: may read files and reach the network.
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError>;
+
+    /// Whether `token` claims to be one this kind issues (a demo identity
+    /// provider's, say). It proves nothing; it lets a gateway configured with
+    /// another identity provider say clearly why it refuses the token, before
+    /// asking that provider about a key it cannot know.
+    fn recognizes_token(&self, _token: &str) -> bool {
+        false
+    }
 }
 
 /// Config named a kind nobody registered.
@@ -110,6 +118,11 @@ impl AdapterRegistry {
             kind: kind.to_owned(),
             known: self.kinds.keys().map(|k| (*k).to_owned()).collect(),
         })
+    }
+
+    /// The kind, other than `except`, whose tokens `token` claims to be.
+    pub fn token_kind(&self, token: &str, except: &str) -> Option<&'static str> {
+        self.kinds().find(|f| f.kind() != except && f.recognizes_token(token)).map(|f| f.kind())
     }
 
     /// Every registered kind, by name.

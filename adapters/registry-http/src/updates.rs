@@ -10,7 +10,7 @@ use lienthong_adapter_core::{AdapterError, ErrorKind, OwnedDossier};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::portal::Portal;
+use crate::core::Portal;
 
 /// Header carrying the push's Unix time in seconds.
 pub const TIMESTAMP_HEADER: &str = "x-lienthong-timestamp";

@@ -16,6 +16,7 @@ use lienthong_adapter_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::Sandbox;
+use crate::error::unauthenticated;
 
 /// The `iss` of sandbox tokens.
 pub const SANDBOX_ISSUER: &str = "urn:lienthong:sandbox";
@@ -70,10 +71,6 @@ impl TokenKeys {
         };
         Ok(Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) })
     }
-}
-
-fn unauthenticated(why: &str) -> AdapterError {
-    AdapterError::new(ErrorKind::Unauthenticated, format!("the citizen token is not valid: {why}"))
 }
 
 #[async_trait]

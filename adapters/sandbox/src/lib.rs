@@ -9,21 +9,24 @@
 
 #![forbid(unsafe_code)]
 
+mod config;
+mod core;
+mod error;
+
 mod calendar;
+mod listing;
+mod records;
+
 mod construction;
-mod dataset;
 mod education;
 mod healthcare;
 mod identity;
-mod listing;
 mod public_services;
-mod records;
 mod transport;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use lienthong_adapter_core::{
@@ -31,92 +34,12 @@ use lienthong_adapter_core::{
 };
 use serde::Deserialize;
 
+pub use config::SandboxConfig;
 pub use identity::{SANDBOX_ISSUER, is_sandbox_token};
-
-/// The sandbox's options in config (`[adapters.<name>]` with `kind = "sandbox"`).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxConfig {
-    /// Load the data files from this directory instead of the embedded copy.
-    #[serde(default)]
-    pub data_dir: Option<PathBuf>,
-    /// How often a demo dossier that is still open moves to its next status.
-    #[serde(default = "default_pace", with = "humantime_serde")]
-    pub dossier_pace: Duration,
-    /// How long sandbox tokens stay valid.
-    #[serde(default = "default_token_ttl", with = "humantime_serde")]
-    pub token_ttl: Duration,
-    /// The HMAC key that signs sandbox tokens, at least 32 bytes. Set it when
-    /// several replicas must accept each other's tokens; by default every start
-    /// draws a random key.
-    #[serde(default)]
-    pub token_secret: Option<String>,
-    /// The snapshot URL of a traffic camera; `{camera_id}` and `{portal_id}`
-    /// are replaced. The default points nowhere real: the sandbox does not
-    /// hot-link the city's live portal.
-    #[serde(default = "default_snapshot_url")]
-    pub camera_snapshot_url: String,
-}
-
-fn default_pace() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_token_ttl() -> Duration {
-    Duration::from_secs(3600)
-}
-
-fn default_snapshot_url() -> String {
-    "https://sandbox.lienthong.invalid/cameras/{camera_id}.jpg".to_owned()
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: None,
-            dossier_pace: default_pace(),
-            token_ttl: default_token_ttl(),
-            token_secret: None,
-            camera_snapshot_url: default_snapshot_url(),
-        }
-    }
-}
-
-impl fmt::Debug for SandboxConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxConfig")
-            .field("data_dir", &self.data_dir)
-            .field("dossier_pace", &self.dossier_pace)
-            .field("token_ttl", &self.token_ttl)
-            .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
-            .field("camera_snapshot_url", &self.camera_snapshot_url)
-            .finish()
-    }
-}
-
-impl SandboxConfig {
-    /// Checks the options without I/O; returns every problem.
-    pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.dossier_pace < Duration::from_millis(100) {
-            problems.push("dossier_pace: must be at least 100ms".to_owned());
-        }
-        if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&self.token_ttl) {
-            problems.push("token_ttl: must be between 1m and 24h".to_owned());
-        }
-        if self.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            problems.push("token_secret: must be at least 32 bytes".to_owned());
-        }
-        if !self.camera_snapshot_url.starts_with("https://") && !self.camera_snapshot_url.starts_with("http://") {
-            problems.push("camera_snapshot_url: must be an http(s) URL".to_owned());
-        }
-        problems
-    }
-}
 
 /// The sandbox adapter: serves every family from the dataset.
 pub struct Sandbox {
-    data: dataset::Dataset,
+    data: core::Dataset,
     config: SandboxConfig,
     clock: public_services::DossierClock,
     tokens: identity::TokenKeys,
@@ -135,9 +58,7 @@ impl Sandbox {
         if !problems.is_empty() {
             return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
         }
-        let data = dataset::Dataset::load(config.data_dir.as_deref()).map_err(|p| {
-            AdapterError::new(ErrorKind::Unexpected, format!("the sandbox dataset is invalid:\n  {}", p.0.join("\n  ")))
-        })?;
+        let data = core::Dataset::load(config.data_dir.as_deref()).map_err(|p| error::invalid_dataset(&p.0))?;
         let tokens = identity::TokenKeys::new(config.token_secret.as_deref())?;
         Ok(Self { data, clock: public_services::DossierClock::start(config.dossier_pace), config, tokens })
     }
@@ -171,6 +92,10 @@ pub struct SandboxFactory;
 impl AdapterFactory for SandboxFactory {
     fn kind(&self) -> &'static str {
         "sandbox"
+    }
+
+    fn recognizes_token(&self, token: &str) -> bool {
+        is_sandbox_token(token)
     }
 
     fn description(&self) -> &'static str {

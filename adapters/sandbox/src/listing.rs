@@ -4,7 +4,7 @@
 use lienthong_adapter_core::paging::PageWindow;
 use lienthong_adapter_core::{AdapterError, api, geo, text};
 
-use crate::dataset::Indexed;
+use crate::core::Indexed;
 
 /// A page of records with its paging facts.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::Sandbox;
 use crate::calendar;
-use crate::dataset::DossierPlan;
+use crate::core::DossierPlan;
 use lienthong_adapter_core::{filters_of, is_final_status};
 
 use crate::listing::{ListQuery, list};

@@ -1,5 +1,6 @@
-//! The HTTP side: discovery, the signing keys, userinfo, and the one
-//! `parse_error` that maps the provider's answers to error kinds.
+//! The provider's client: discovery, the signing keys (cached, rotation
+//! followed), userinfo and token introspection, each request spending the
+//! instance's upstream budget.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,36 +16,10 @@ use tokio::sync::{Mutex, OnceCell, RwLock};
 use tokio::time::Instant;
 
 use crate::config::{ClientAuth, VneidConfig};
+use crate::error::{UNSUPPORTED_TOKEN_TYPE, parse_error};
 
 /// The name logs give this upstream.
 pub(crate) const UPSTREAM: &str = "vneid";
-
-/// Maps a provider's HTTP status to an error kind. A 401 to a request that
-/// carried the citizen's token refuses the token; a 403 to it is the
-/// provider refusing this gateway the claims (`insufficient_scope`), which
-/// signing in again cannot mend; a 401/403 to anything else (discovery,
-/// keys) is the provider refusing us. The rest as every upstream.
-pub(crate) fn parse_error(
-    upstream: &Upstream,
-    what: &str,
-    with_token: bool,
-    status: reqwest::StatusCode,
-    retry_after: Option<Duration>,
-) -> AdapterError {
-    match status {
-        reqwest::StatusCode::UNAUTHORIZED if with_token => {
-            AdapterError::new(ErrorKind::Unauthenticated, "the identity provider refused the citizen token")
-        }
-        reqwest::StatusCode::FORBIDDEN if with_token => AdapterError::new(
-            ErrorKind::Unavailable,
-            format!(
-                "the identity provider answered 403 to the {what} request: the gateway's client lacks the scope for it"
-            ),
-        )
-        .with_temporary(false),
-        _ => upstream.status_error(what, status, retry_after),
-    }
-}
 
 /// The parts of the discovery document we use.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,11 +34,6 @@ pub(crate) struct Discovery {
 
 /// The claims of a token, a userinfo answer or an introspection answer.
 pub(crate) type Claims = serde_json::Map<String, serde_json::Value>;
-
-/// The provider's refusal to introspect a token of its kind (RFC 7009's
-/// `unsupported_token_type`; some providers introspect no JWT).
-pub(crate) const UNSUPPORTED_TOKEN_TYPE: &str =
-    "the identity provider does not introspect tokens of this kind (unsupported_token_type)";
 
 /// What the provider said about one token when asked (userinfo,
 /// introspection): its claims, or a refusal in words for the citizen's app.

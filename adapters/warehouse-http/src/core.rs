@@ -1,10 +1,12 @@
-//! The HTTP side: the OAuth2 token, requests with the caller's deadline, the
-//! one `parse_error`, and the translation of upstream paging to page tokens.
+//! The warehouse client: the OAuth2 token, requests with the caller's deadline,
+//! and the translation of upstream paging to page tokens.
 
 use std::time::Duration;
 
 use lienthong_adapter_core::{AdapterError, ErrorKind};
 use lienthong_adapter_http::{Upstream, retry_after};
+
+use crate::error::parse_error;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -15,22 +17,6 @@ use crate::records::at;
 
 /// The name logs give this upstream.
 pub(crate) const UPSTREAM: &str = "warehouse";
-
-/// Maps the warehouse's HTTP status to an error kind: 404 is `NotFound`;
-/// the rest as every upstream.
-pub(crate) fn parse_error(
-    upstream: &Upstream,
-    what: &str,
-    status: reqwest::StatusCode,
-    retry_after: Option<Duration>,
-) -> AdapterError {
-    match status {
-        reqwest::StatusCode::NOT_FOUND => {
-            AdapterError::new(ErrorKind::NotFound, format!("the warehouse has no such {what} record"))
-        }
-        _ => upstream.status_error(what, status, retry_after),
-    }
-}
 
 #[derive(Deserialize)]
 struct TokenAnswer {

@@ -13,23 +13,27 @@
 
 mod config;
 mod core;
+mod error;
 mod records;
+
+mod construction;
+mod education;
+mod healthcare;
+mod transport;
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use lienthong_adapter_core::{
-    AdapterError, AdapterFactory, AdapterRegistry, AdapterSet, BuildContext, CallContext, Capabilities,
-    ConstructionAdapter, EducationAdapter, ErrorKind, Family, HealthcareAdapter, Method, TransportAdapter, api, geo,
-    paging,
+    AdapterError, AdapterFactory, AdapterRegistry, AdapterSet, BuildContext, CallContext, Capabilities, ErrorKind,
+    Family, Method, api, geo, paging,
 };
 use serde::Deserialize;
 
 pub use config::{DatasetConfig, OAuthConfig, PagingConfig, PagingStyle, WarehouseConfig};
 
-use lienthong_adapter_core::filters_of;
-use lienthong_adapter_http::{Upstream, enum_value_name};
+use lienthong_adapter_http::Upstream;
 
 use crate::core::{PageAsk, Warehouse};
 use crate::records::{Record, schema};
@@ -162,155 +166,6 @@ impl WarehouseAdapter {
         let schema =
             schema(dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;
         build(&Record { json, dataset: ds, schema }, &ctx.province)
-    }
-}
-
-#[async_trait]
-impl HealthcareAdapter for WarehouseAdapter {
-    fn capabilities(&self) -> Capabilities {
-        self.supports(&[("facilities", Method::ListFacilities, Method::GetFacility)])
-    }
-
-    async fn list_facilities(
-        &self,
-        ctx: &CallContext,
-        req: api::ListFacilitiesRequest,
-    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
-        let call = ListCall {
-            dataset: "facilities",
-            filters: vec![
-                ("ward_code", req.ward_code.clone()),
-                ("type", enum_value_name(req.r#type, api::FacilityType::as_str_name, "FACILITY_TYPE_")),
-                ("text", req.text.trim().to_owned()),
-            ],
-            near: req.near.as_ref(),
-            page_size: req.page_size,
-            page_token: &req.page_token,
-            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
-            build: records::facility,
-            located: Some(|f| (f.location, &mut f.distance_meters)),
-        };
-        let (facilities, next_page_token, total_size) = self.list(ctx, Method::ListFacilities, call).await?;
-        Ok(api::ListFacilitiesResponse { facilities, next_page_token, total_size })
-    }
-
-    async fn get_facility(
-        &self,
-        ctx: &CallContext,
-        req: api::GetFacilityRequest,
-    ) -> Result<api::Facility, AdapterError> {
-        self.get(ctx, Method::GetFacility, "facilities", &req.facility_code, records::facility).await
-    }
-}
-
-#[async_trait]
-impl EducationAdapter for WarehouseAdapter {
-    fn capabilities(&self) -> Capabilities {
-        self.supports(&[("schools", Method::ListSchools, Method::GetSchool)])
-    }
-
-    async fn list_schools(
-        &self,
-        ctx: &CallContext,
-        req: api::ListSchoolsRequest,
-    ) -> Result<api::ListSchoolsResponse, AdapterError> {
-        let call = ListCall {
-            dataset: "schools",
-            filters: vec![
-                ("ward_code", req.ward_code.clone()),
-                ("level", enum_value_name(req.level, api::SchoolLevel::as_str_name, "SCHOOL_LEVEL_")),
-                ("ownership", enum_value_name(req.ownership, api::Ownership::as_str_name, "OWNERSHIP_")),
-                ("text", req.text.trim().to_owned()),
-            ],
-            near: req.near.as_ref(),
-            page_size: req.page_size,
-            page_token: &req.page_token,
-            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
-            build: records::school,
-            located: Some(|s| (s.location, &mut s.distance_meters)),
-        };
-        let (schools, next_page_token, total_size) = self.list(ctx, Method::ListSchools, call).await?;
-        Ok(api::ListSchoolsResponse { schools, next_page_token, total_size })
-    }
-
-    async fn get_school(&self, ctx: &CallContext, req: api::GetSchoolRequest) -> Result<api::School, AdapterError> {
-        self.get(ctx, Method::GetSchool, "schools", &req.school_id, records::school).await
-    }
-}
-
-#[async_trait]
-impl ConstructionAdapter for WarehouseAdapter {
-    fn capabilities(&self) -> Capabilities {
-        self.supports(&[("housing_projects", Method::ListHousingProjects, Method::GetHousingProject)])
-    }
-
-    async fn list_housing_projects(
-        &self,
-        ctx: &CallContext,
-        req: api::ListHousingProjectsRequest,
-    ) -> Result<api::ListHousingProjectsResponse, AdapterError> {
-        let call = ListCall {
-            dataset: "housing_projects",
-            filters: vec![
-                ("ward_code", req.ward_code.clone()),
-                (
-                    "status",
-                    enum_value_name(req.status, api::HousingProjectStatus::as_str_name, "HOUSING_PROJECT_STATUS_"),
-                ),
-                ("investor", req.investor.trim().to_owned()),
-                ("text", req.text.trim().to_owned()),
-            ],
-            near: None,
-            page_size: req.page_size,
-            page_token: &req.page_token,
-            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
-            build: records::housing_project,
-            located: None,
-        };
-        let (projects, next_page_token, total_size) = self.list(ctx, Method::ListHousingProjects, call).await?;
-        Ok(api::ListHousingProjectsResponse { projects, next_page_token, total_size })
-    }
-
-    async fn get_housing_project(
-        &self,
-        ctx: &CallContext,
-        req: api::GetHousingProjectRequest,
-    ) -> Result<api::HousingProject, AdapterError> {
-        self.get(ctx, Method::GetHousingProject, "housing_projects", &req.project_id, records::housing_project).await
-    }
-}
-
-#[async_trait]
-impl TransportAdapter for WarehouseAdapter {
-    fn capabilities(&self) -> Capabilities {
-        self.supports(&[("traffic_cameras", Method::ListTrafficCameras, Method::GetTrafficCamera)])
-    }
-
-    async fn list_traffic_cameras(
-        &self,
-        ctx: &CallContext,
-        req: api::ListTrafficCamerasRequest,
-    ) -> Result<api::ListTrafficCamerasResponse, AdapterError> {
-        let call = ListCall {
-            dataset: "traffic_cameras",
-            filters: vec![("text", req.text.trim().to_owned())],
-            near: req.near.as_ref(),
-            page_size: req.page_size,
-            page_token: &req.page_token,
-            fingerprint: paging::filters_fingerprint(&filters_of!(req)),
-            build: records::traffic_camera,
-            located: Some(|c| (c.location, &mut c.distance_meters)),
-        };
-        let (cameras, next_page_token, total_size) = self.list(ctx, Method::ListTrafficCameras, call).await?;
-        Ok(api::ListTrafficCamerasResponse { cameras, next_page_token, total_size })
-    }
-
-    async fn get_traffic_camera(
-        &self,
-        ctx: &CallContext,
-        req: api::GetTrafficCameraRequest,
-    ) -> Result<api::TrafficCamera, AdapterError> {
-        self.get(ctx, Method::GetTrafficCamera, "traffic_cameras", &req.camera_id, records::traffic_camera).await
     }
 }
 

@@ -14,10 +14,10 @@
 //! Enum values are our names without their prefix (`PROVINCE`, `FULL`);
 //! dossier statuses are the national numbers 1-10; times are epoch seconds.
 
-use std::time::Duration;
-
 use lienthong_adapter_core::{AdapterError, CitizenId, ErrorKind, OwnedDossier, admin, api};
 use lienthong_adapter_http::Upstream;
+
+use crate::error::parse_error;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -215,24 +215,6 @@ impl PortalDossier {
             },
             owner,
         })
-    }
-}
-
-/// Maps the portal's HTTP status to an error kind: 404 is `NotFound`, a
-/// refused citizen token `Unauthenticated`; the rest as every upstream.
-pub(crate) fn parse_error(
-    upstream: &Upstream,
-    what: &str,
-    status: reqwest::StatusCode,
-    retry_after: Option<Duration>,
-) -> AdapterError {
-    use reqwest::StatusCode as S;
-    match status {
-        S::NOT_FOUND => AdapterError::new(ErrorKind::NotFound, format!("the portal has no such {what}")),
-        S::UNAUTHORIZED | S::FORBIDDEN if what == "my dossiers" => {
-            AdapterError::new(ErrorKind::Unauthenticated, "the public-service portal refused the citizen token")
-        }
-        _ => upstream.status_error(what, status, retry_after),
     }
 }
 

@@ -1,0 +1,152 @@
+//! The client of the adapter service: connection, TLS, capabilities, and the
+//! request of each call (deadline, province, trace context).
+
+use std::fmt;
+use std::time::Duration;
+
+use lienthong_adapter_core::{
+    AdapterError, CallContext, Capabilities, CitizenId, ErrorKind, Family, Method, OwnedDossier,
+};
+use lienthong_proto::adapter::v1 as proto;
+use lienthong_proto::adapter::v1::adapter_service_client::AdapterServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::RemoteConfig;
+
+/// The remote adapter.
+pub struct RemoteAdapter {
+    pub(crate) client: AdapterServiceClient<Channel>,
+    pub(crate) capabilities: Capabilities,
+    timeout: Duration,
+    endpoint: String,
+}
+
+impl fmt::Debug for RemoteAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteAdapter")
+            .field("endpoint", &self.endpoint)
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
+}
+
+impl RemoteAdapter {
+    /// Connects (lazily) and asks the service what it supports.
+    pub async fn connect(config: RemoteConfig) -> Result<Self, AdapterError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
+        }
+        let bad =
+            |what: &str, e: &dyn fmt::Display| AdapterError::new(ErrorKind::InvalidArgument, format!("{what}: {e}"));
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| bad("endpoint", &e))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        if config.endpoint.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = config.ca_file() {
+                let pem = std::fs::read(ca).map_err(|e| bad("tls_ca_file", &e))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some(t) = &config.tls {
+                if let (Some(cert), Some(key)) = (&t.client_cert_file, &t.client_key_file) {
+                    let cert = std::fs::read(cert).map_err(|e| bad("tls.client_cert_file", &e))?;
+                    let key = std::fs::read(key).map_err(|e| bad("tls.client_key_file", &e))?;
+                    tls = tls.identity(Identity::from_pem(cert, key));
+                }
+                if let Some(name) = &t.domain_name {
+                    tls = tls.domain_name(name.clone());
+                }
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad("tls", &e))?;
+        }
+        let mut client = AdapterServiceClient::new(endpoint.connect_lazy());
+        let allowed: Vec<Family> = match &config.families {
+            Some(f) => f.iter().filter_map(|f| Family::parse(f)).collect(),
+            None => Family::ALL.to_vec(),
+        };
+        let mut req = tonic::Request::new(proto::GetCapabilitiesRequest {});
+        req.set_timeout(config.timeout);
+        let capabilities = match client.get_capabilities(req).await {
+            Ok(r) => r
+                .into_inner()
+                .methods
+                .iter()
+                .filter_map(|name| Method::ALL.iter().find(|m| m.full_name() == name))
+                .filter(|m| allowed.contains(&m.family()))
+                .fold(Capabilities::none(), |c, m| c.with(*m)),
+            Err(status) => {
+                // Start anyway: calls fail with UNAVAILABLE until it answers,
+                // and unsupported ones with UNIMPLEMENTED.
+                tracing::warn!(upstream = "remote", endpoint = %config.endpoint, code = ?status.code(), "adapter service did not answer GetCapabilities at start");
+                allowed.iter().fold(Capabilities::none(), |c, f| Method::of_family(*f).fold(c, Capabilities::with))
+            }
+        };
+        Ok(Self { client, capabilities, timeout: config.timeout, endpoint: config.endpoint })
+    }
+
+    /// A request carrying the province and the deadline.
+    pub(crate) fn request<T>(&self, ctx: &CallContext, message: T) -> Result<tonic::Request<T>, AdapterError> {
+        let timeout = match ctx.deadline {
+            Some(d) => d.saturating_duration_since(tokio::time::Instant::now()).min(self.timeout),
+            None => self.timeout,
+        };
+        if timeout.is_zero() {
+            return Err(AdapterError::new(
+                ErrorKind::DeadlineExceeded,
+                "the caller's deadline passed before the adapter was asked",
+            ));
+        }
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(timeout);
+        let province =
+            ctx.province.parse().map_err(|_| AdapterError::new(ErrorKind::Unexpected, "province is not ASCII"))?;
+        req.metadata_mut().insert("x-lienthong-province", province);
+        trace_context(req.metadata_mut());
+        Ok(req)
+    }
+}
+
+/// Adds the current span's W3C trace context, so the adapter service's own
+/// spans join the caller's trace.
+pub(crate) fn trace_context(metadata: &mut tonic::metadata::MetadataMap) {
+    lienthong_adapter_core::telemetry::inject(&tracing::Span::current(), |name, value| {
+        if let (Ok(name), Ok(value)) =
+            (tonic::metadata::MetadataKey::from_bytes(name.as_bytes()), tonic::metadata::MetadataValue::try_from(value))
+        {
+            metadata.insert(name, value);
+        }
+    });
+}
+
+pub(crate) fn owned(d: proto::OwnedDossier) -> Result<OwnedDossier, AdapterError> {
+    let owner = CitizenId::parse(&d.owner_id_number).map_err(|_| {
+        AdapterError::new(ErrorKind::Unavailable, "the adapter service sent a dossier without a valid owner")
+    })?;
+    let dossier = d
+        .dossier
+        .ok_or_else(|| AdapterError::new(ErrorKind::Unavailable, "the adapter service sent an empty dossier"))?;
+    Ok(OwnedDossier { dossier, owner })
+}
+
+/// Implements a family trait by forwarding each listed unary method to the
+/// adapter service; `extra` items are added to the impl as they are.
+macro_rules! forwarding_impl {
+    ($trait:ident { $($name:ident($req:ty) -> $resp:ty;)* } $($extra:tt)*) => {
+        #[async_trait]
+        impl $trait for RemoteAdapter {
+            fn capabilities(&self) -> Capabilities {
+                self.capabilities
+            }
+            $(
+                async fn $name(&self, ctx: &CallContext, req: $req) -> Result<$resp, AdapterError> {
+                    let mut client = self.client.clone();
+                    client.$name(self.request(ctx, req)?).await.map(tonic::Response::into_inner).map_err(|s| status_to_error(&s))
+                }
+            )*
+            $($extra)*
+        }
+    };
+}
+pub(crate) use forwarding_impl;
