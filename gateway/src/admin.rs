@@ -17,9 +17,9 @@ use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::apps::{hex, parse_digest, sha256};
 use crate::breaker::BreakerState;
 use crate::cache::KeyParts;
+use crate::crypto::{parse_digest, sha256};
 use crate::gateway::Gateway;
 use crate::status::Violations;
 
@@ -48,16 +48,6 @@ impl AdminConfig {
             })
             .collect()
     }
-}
-
-/// The SHA-256 digest of `token`, in hex.
-pub fn digest_hex(token: &str) -> String {
-    hex(&sha256(token.as_bytes()))
-}
-
-/// A fresh random admin token (256 bits, hex).
-pub fn new_token() -> anyhow::Result<String> {
-    crate::apps::random_hex::<32>()
 }
 
 /// Who may call the admin API.
@@ -91,7 +81,7 @@ impl AdminAuth {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 1024)
             .ok_or_else(|| Status::unauthenticated("the admin API needs \"authorization: Bearer <admin token>\""))?;
-        let valid = crate::apps::any_equal(self.digests.iter().copied(), &sha256(token.as_bytes()));
+        let valid = crate::crypto::any_equal(self.digests.iter().copied(), &sha256(token.as_bytes()));
         if valid { Ok(()) } else { Err(Status::unauthenticated("this admin token is not valid on this gateway")) }
     }
 }
@@ -273,6 +263,7 @@ impl AdminService for AdminApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{digest_hex, new_token};
 
     fn metadata(token: Option<&str>) -> MetadataMap {
         let mut m = MetadataMap::new();

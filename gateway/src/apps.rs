@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
+use crate::crypto::{any_equal, hex, parse_digest, sha256};
 use crate::limits::RateLimit;
 
 /// Metadata carrying an app's API key.
@@ -62,46 +63,6 @@ impl fmt::Debug for AppConfig {
             .field("purposes", &self.purposes)
             .finish()
     }
-}
-
-/// Parses 64 hex digits.
-pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// The SHA-256 digest of `bytes`.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
-    out
-}
-
-/// The SHA-256 fingerprint (hex) of the first certificate in `pem`, as
-/// `client_cert_sha256` takes it.
-pub fn pem_fingerprint(pem: &str) -> Option<String> {
-    use rustls_pki_types::pem::PemObject;
-    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
-    Some(hex(&sha256(der.as_ref())))
-}
-
-/// `N` random bytes, in hex.
-pub fn random_hex<const N: usize>() -> anyhow::Result<String> {
-    let mut bytes = [0u8; N];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
-    Ok(hex(&bytes))
-}
-
-/// Hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The methods an `allow` entry names; empty when it names none.
@@ -273,11 +234,6 @@ impl App {
 pub struct AppRegistry {
     apps: Vec<App>,
     anonymous: Option<App>,
-}
-
-/// Whether `digest` equals any of `known`, looking at all of them.
-pub fn any_equal(known: impl Iterator<Item = [u8; 32]>, digest: &[u8; 32]) -> bool {
-    known.fold(false, |found, d| aws_lc_rs::constant_time::verify_slices_are_equal(&d, digest).is_ok() | found)
 }
 
 impl AppRegistry {

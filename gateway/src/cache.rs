@@ -201,48 +201,6 @@ impl<'k> KeyParts<'k> {
     }
 }
 
-/// Pseudonyms of citizens for cache keys: a keyed hash (HMAC-SHA-256 under a
-/// key drawn at start, 128 bits kept, hex), so keys hold no ID number and one
-/// citizen's key can never equal another's in practice.
-pub struct CitizenScopes {
-    key: aws_lc_rs::hmac::Key,
-}
-
-impl std::fmt::Debug for CitizenScopes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CitizenScopes(..)")
-    }
-}
-
-impl CitizenScopes {
-    /// Draws a fresh key.
-    pub fn new() -> anyhow::Result<Self> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng)
-            .map_err(|_| anyhow::anyhow!("no randomness for the cache's citizen pseudonyms"))?;
-        Ok(Self { key })
-    }
-
-    /// Pseudonyms under `key` (at least 32 secret bytes): stable across
-    /// restarts.
-    pub fn with_key(key: &[u8]) -> Self {
-        Self { key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key) }
-    }
-
-    /// The scope of `citizen`'s personal data.
-    pub fn scope(&self, citizen: &lienthong_adapter_core::CitizenId) -> [u8; 32] {
-        let tag = aws_lc_rs::hmac::sign(&self.key, citizen.expose().as_bytes());
-        let mut hex = [0u8; 32];
-        for (i, b) in tag.as_ref().iter().take(16).enumerate() {
-            hex[2 * i] = HEX[usize::from(b >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(b & 15)];
-        }
-        hex
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// The future a fill runs.
 pub type FillFuture<T> = Pin<Box<dyn Future<Output = Result<T, AdapterError>> + Send>>;
 
@@ -422,6 +380,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
+    use crate::crypto::CitizenScopes;
 
     const POLICY: CachePolicy = CachePolicy {
         ttl: Duration::from_secs(60),

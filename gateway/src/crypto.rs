@@ -35,7 +35,7 @@ impl SecretKey {
 
     /// The key as 64 hex digits (for `lienthong secret-key` only).
     pub fn to_hex(&self) -> String {
-        crate::apps::hex(&self.0)
+        crate::crypto::hex(&self.0)
     }
 
     /// The raw bytes.
@@ -98,7 +98,7 @@ impl Sealer {
         }
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        crate::apps::hex(&out)
+        crate::crypto::hex(&out)
     }
 
     /// The value sealed in `token` under `context`; none when it was not
@@ -152,5 +152,103 @@ mod tests {
         assert_eq!(SecretKey::from_hex(&key.to_hex()), Some(key.clone()));
         assert!(SecretKey::from_hex("abc").is_none());
         assert_eq!(format!("{key:?}"), "SecretKey(<redacted>)");
+    }
+}
+
+/// Parses 64 hex digits.
+pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The SHA-256 digest of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// The SHA-256 fingerprint (hex) of the first certificate in `pem`, as
+/// `client_cert_sha256` takes it.
+pub fn pem_fingerprint(pem: &str) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    Some(hex(&sha256(der.as_ref())))
+}
+
+/// `N` random bytes, in hex.
+pub fn random_hex<const N: usize>() -> anyhow::Result<String> {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    Ok(hex(&bytes))
+}
+
+/// Hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `digest` equals any of `known`, looking at all of them.
+pub fn any_equal(known: impl Iterator<Item = [u8; 32]>, digest: &[u8; 32]) -> bool {
+    known.fold(false, |found, d| aws_lc_rs::constant_time::verify_slices_are_equal(&d, digest).is_ok() | found)
+}
+
+/// The SHA-256 digest of `token`, in hex.
+pub fn digest_hex(token: &str) -> String {
+    hex(&sha256(token.as_bytes()))
+}
+
+/// A fresh random admin token (256 bits, hex).
+pub fn new_token() -> anyhow::Result<String> {
+    random_hex::<32>()
+}
+
+/// Lower-case hex digits.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Pseudonyms of citizens for cache keys: a keyed hash (HMAC-SHA-256 under a
+/// key drawn at start, 128 bits kept, hex), so keys hold no ID number and one
+/// citizen's key can never equal another's in practice.
+pub struct CitizenScopes {
+    key: aws_lc_rs::hmac::Key,
+}
+
+impl std::fmt::Debug for CitizenScopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CitizenScopes(..)")
+    }
+}
+
+impl CitizenScopes {
+    /// Draws a fresh key.
+    pub fn new() -> anyhow::Result<Self> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| anyhow::anyhow!("no randomness for the cache's citizen pseudonyms"))?;
+        Ok(Self { key })
+    }
+
+    /// Pseudonyms under `key` (at least 32 secret bytes): stable across
+    /// restarts.
+    pub fn with_key(key: &[u8]) -> Self {
+        Self { key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key) }
+    }
+
+    /// The scope of `citizen`'s personal data.
+    pub fn scope(&self, citizen: &lienthong_adapter_core::CitizenId) -> [u8; 32] {
+        let tag = aws_lc_rs::hmac::sign(&self.key, citizen.expose().as_bytes());
+        let mut hex = [0u8; 32];
+        for (i, b) in tag.as_ref().iter().take(16).enumerate() {
+            hex[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX_DIGITS[usize::from(b & 15)];
+        }
+        hex
     }
 }

@@ -112,10 +112,10 @@ proptest! {
             m.insert("x-lienthong-purpose", v);
         }
         let _ = crate::gateway::parse_metadata_for_tests(&m);
-        let _ = crate::apps::parse_digest(&value);
+        let _ = crate::crypto::parse_digest(&value);
         let _ = crate::apps::allowed_methods(&value);
         let _ = crate::audit::AuditRecord::parse(&value);
         let _ = crate::audit::verify::verify(value.as_bytes(), None);
-        let _ = crate::apps::pem_fingerprint(&value);
+        let _ = crate::crypto::pem_fingerprint(&value);
     }
 }

@@ -64,7 +64,7 @@ pub struct Gateway {
     limits: Arc<crate::limits::Limiters>,
     cache: crate::cache::ResponseCache,
     cache_config: crate::config::CacheConfig,
-    scopes: crate::cache::CitizenScopes,
+    scopes: crate::crypto::CitizenScopes,
     admin: crate::admin::AdminAuth,
     audit: Arc<crate::audit::AuditLog>,
     default_deadline: Duration,
@@ -189,7 +189,7 @@ impl Gateway {
             limits,
             cache: crate::cache::ResponseCache::new(config.cache.max_bytes),
             cache_config: config.cache.clone(),
-            scopes: crate::cache::CitizenScopes::new()?,
+            scopes: crate::crypto::CitizenScopes::new()?,
             admin: crate::admin::AdminAuth::new(&config.admin),
             audit: Arc::new(crate::audit::AuditLog::open(&config.audit).await?),
             default_deadline: config.server.default_deadline,
@@ -475,7 +475,7 @@ impl<'g> Call<'g> {
             .trace_id
             .map(|t| t.to_string())
             .or_else(|| crate::telemetry::trace_id_of(&tracing::Span::current()))
-            .unwrap_or_else(|| crate::apps::random_hex::<16>().unwrap_or_default());
+            .unwrap_or_else(|| crate::crypto::random_hex::<16>().unwrap_or_default());
         Auditor {
             template: crate::audit::AuditEvent {
                 app: self.app.id.clone(),

@@ -123,10 +123,10 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 fn new_secret(key: &str) -> ExitCode {
-    match lienthong::admin::new_token() {
+    match lienthong::crypto::new_token() {
         Ok(token) => {
             println!("secret: {token}");
-            println!("digest: {}", lienthong::admin::digest_hex(&token));
+            println!("digest: {}", lienthong::crypto::digest_hex(&token));
             eprintln!("keep the secret secret; configure only its digest: {key} = [\"<digest>\"]");
             ExitCode::SUCCESS
         }
@@ -209,7 +209,7 @@ fn cert_fingerprint(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match lienthong::apps::pem_fingerprint(&pem) {
+    match lienthong::crypto::pem_fingerprint(&pem) {
         Some(fingerprint) => {
             println!("{fingerprint}");
             ExitCode::SUCCESS

@@ -78,7 +78,7 @@ async fn no_personal_data_in_logs_spans_errors_or_debug_output() {
         .with_env_filter("trace")
         .with_writer(capture.clone())
         .init();
-    let sha = |s: &str| lienthong::apps::hex(&lienthong::apps::sha256(s.as_bytes()));
+    let sha = |s: &str| lienthong::crypto::hex(&lienthong::crypto::sha256(s.as_bytes()));
     let toml = format!(
         "{}\n[apps.city]\nprovinces = [\"79\"]\nallow = [\"*\"]\nscopes = [\"identity.full_id_number\"]\napi_key_sha256 = [\"{}\"]\n\n[admin]\ntoken_sha256 = [\"{}\"]\n",
         lienthong::config::SANDBOX_DEFAULT.replace("enabled = true", "enabled = false"),

@@ -153,7 +153,7 @@ struct Pending {
 /// The audit log of a running gateway.
 pub struct AuditLog {
     tx: Option<mpsc::Sender<Pending>>,
-    pseudonyms: crate::cache::CitizenScopes,
+    pseudonyms: crate::crypto::CitizenScopes,
     refusals: Option<Refusals>,
 }
 
@@ -305,9 +305,9 @@ impl AuditLog {
                 let key = std::fs::read(path)
                     .with_context(|| format!("reading audit.pseudonym_key_file ({})", path.display()))?;
                 anyhow::ensure!(key.len() >= 32, "audit.pseudonym_key_file must hold at least 32 bytes");
-                crate::cache::CitizenScopes::with_key(&key)
+                crate::crypto::CitizenScopes::with_key(&key)
             }
-            None => crate::cache::CitizenScopes::new()?,
+            None => crate::crypto::CitizenScopes::new()?,
         };
         if !config.enabled {
             return Ok(Self { tx: None, pseudonyms, refusals: None });

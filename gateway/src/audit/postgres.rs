@@ -93,7 +93,7 @@ fn key_id(key: Option<&crate::crypto::SecretKey>) -> String {
     match key {
         None => "unkeyed".to_owned(),
         Some(key) => {
-            crate::apps::hex(&crate::crypto::hmac_sha256(key, b"lienthong audit chain key id"))[..16].to_owned()
+            crate::crypto::hex(&crate::crypto::hmac_sha256(key, b"lienthong audit chain key id"))[..16].to_owned()
         }
     }
 }

@@ -15,8 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apps::{hex, sha256};
 use crate::crypto::SecretKey;
+use crate::crypto::{hex, sha256};
 
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

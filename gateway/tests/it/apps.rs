@@ -6,8 +6,9 @@
 use crate::common;
 
 use common::{TestGateway, authed, request};
-use lienthong::apps::{API_KEY_HEADER, hex, sha256};
+use lienthong::apps::API_KEY_HEADER;
 use lienthong::config::Config;
+use lienthong::crypto::{hex, sha256};
 use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
 use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
@@ -179,7 +180,7 @@ fn client_tls(with_cert: bool) -> ClientTlsConfig {
 /// registered by its certificate's fingerprint.
 fn mtls_config(required: bool) -> Config {
     let pem = std::fs::read_to_string(fixture("client.pem")).unwrap();
-    let fingerprint = lienthong::apps::pem_fingerprint(&pem).unwrap();
+    let fingerprint = lienthong::crypto::pem_fingerprint(&pem).unwrap();
     let extra = format!(
         "[apps.kiosk]\nprovinces = [\"79\"]\nallow = [\"PublicServicesService/*\"]\nclient_cert_sha256 = [\"{fingerprint}\"]\n"
     );

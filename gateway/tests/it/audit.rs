@@ -122,7 +122,7 @@ async fn an_app_with_several_purposes_names_one_for_personal_data() {
     let key = "purpose-app-key";
     let app = format!(
         "[apps.city]\nprovinces = [\"79\"]\nallow = [\"*\"]\npurposes = [\"public-service\", \"healthcare\"]\napi_key_sha256 = [\"{}\"]\n",
-        lienthong::apps::hex(&lienthong::apps::sha256(key.as_bytes()))
+        lienthong::crypto::hex(&lienthong::crypto::sha256(key.as_bytes()))
     );
     let gw = TestGateway::with_toml(&sandbox_with_audit(&path, &app), lienthong::server::adapter_registry()).await;
     let lan = gw.token("lan").await;

@@ -80,7 +80,7 @@ fn facility(code: &str) -> api::GetFacilityRequest {
 const ADMIN_TOKEN: &str = "an-operator-token-for-tests";
 
 fn admin_config() -> String {
-    format!("[admin]\ntoken_sha256 = [\"{}\"]\n", lienthong::admin::digest_hex(ADMIN_TOKEN))
+    format!("[admin]\ntoken_sha256 = [\"{}\"]\n", lienthong::crypto::digest_hex(ADMIN_TOKEN))
 }
 
 fn admin<T>(message: T) -> tonic::Request<T> {
