@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use lienthong::cache::{CachePolicy, FillFuture, ResponseCache, key};
-use lienthong::limits::{Limiters, LimitsConfig};
+use lienthong::policy::cache::{CachePolicy, FillFuture, ResponseCache, key};
+use lienthong::policy::limits::{Limiters, LimitsConfig};
 use lienthong_adapter_core::{CallContext, CitizenId, Method, TransportAdapter, api};
 use lienthong_adapter_sandbox::{Sandbox, SandboxConfig};
 use prost::Message;

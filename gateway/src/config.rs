@@ -69,17 +69,17 @@ pub struct Config {
     /// The response cache.
     pub cache: CacheConfig,
     /// Rate limits.
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: crate::policy::limits::LimitsConfig,
     /// Circuit breakers, one per adapter instance.
-    pub breaker: crate::breaker::BreakerConfig,
+    pub breaker: crate::policy::breaker::BreakerConfig,
     /// Bulkheads, one per adapter instance.
-    pub bulkhead: crate::bulkhead::BulkheadConfig,
+    pub bulkhead: crate::policy::bulkhead::BulkheadConfig,
     /// Retries of idempotent reads.
-    pub retry: crate::retry::RetryConfig,
+    pub retry: crate::policy::retry::RetryConfig,
     /// The operators' API.
-    pub admin: crate::admin::AdminConfig,
+    pub admin: crate::ops::admin::AdminConfig,
     /// Registered apps by id.
-    pub apps: BTreeMap<String, crate::apps::AppConfig>,
+    pub apps: BTreeMap<String, crate::call::apps::AppConfig>,
     /// The audit log of accesses to personal data.
     pub audit: crate::audit::AuditConfig,
     /// Traces, metrics and the ops port.
@@ -256,7 +256,7 @@ pub struct CacheConfig {
     /// Upper bound of cached answers, in bytes.
     pub max_bytes: u64,
     /// Per RPC name, overriding the defaults ([`CacheConfig::default_policies`]).
-    pub policies: BTreeMap<String, crate::cache::CachePolicy>,
+    pub policies: BTreeMap<String, crate::policy::cache::CachePolicy>,
 }
 
 impl Default for CacheConfig {
@@ -268,13 +268,13 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// The policy of `rpc`: configured, or its default in the method table;
     /// `None` when the RPC is never cached or caching is off.
-    pub fn policy(&self, rpc: &str) -> Option<crate::cache::CachePolicy> {
+    pub fn policy(&self, rpc: &str) -> Option<crate::policy::cache::CachePolicy> {
         let method = lienthong_adapter_core::Method::from_rpc_name(rpc)?;
         let default = method.facts().cache?;
         if !self.enabled {
             return None;
         }
-        Some(self.policies.get(rpc).copied().unwrap_or_else(|| crate::cache::CachePolicy::from(default)))
+        Some(self.policies.get(rpc).copied().unwrap_or_else(|| crate::policy::cache::CachePolicy::from(default)))
     }
 }
 
@@ -405,28 +405,36 @@ impl Config {
         let identity =
             extract_or_default::<IdentityPolicy>(&figment, "identity", section("identity").is_some(), &mut errors);
         let cache = extract_or_default::<CacheConfig>(&figment, "cache", section("cache").is_some(), &mut errors);
-        let limits = extract_or_default::<crate::limits::LimitsConfig>(
+        let limits = extract_or_default::<crate::policy::limits::LimitsConfig>(
             &figment,
             "limits",
             section("limits").is_some(),
             &mut errors,
         );
-        let breaker = extract_or_default::<crate::breaker::BreakerConfig>(
+        let breaker = extract_or_default::<crate::policy::breaker::BreakerConfig>(
             &figment,
             "breaker",
             section("breaker").is_some(),
             &mut errors,
         );
-        let bulkhead = extract_or_default::<crate::bulkhead::BulkheadConfig>(
+        let bulkhead = extract_or_default::<crate::policy::bulkhead::BulkheadConfig>(
             &figment,
             "bulkhead",
             section("bulkhead").is_some(),
             &mut errors,
         );
-        let retry =
-            extract_or_default::<crate::retry::RetryConfig>(&figment, "retry", section("retry").is_some(), &mut errors);
-        let admin =
-            extract_or_default::<crate::admin::AdminConfig>(&figment, "admin", section("admin").is_some(), &mut errors);
+        let retry = extract_or_default::<crate::policy::retry::RetryConfig>(
+            &figment,
+            "retry",
+            section("retry").is_some(),
+            &mut errors,
+        );
+        let admin = extract_or_default::<crate::ops::admin::AdminConfig>(
+            &figment,
+            "admin",
+            section("admin").is_some(),
+            &mut errors,
+        );
         let audit =
             extract_or_default::<crate::audit::AuditConfig>(&figment, "audit", section("audit").is_some(), &mut errors);
         let telemetry = extract_or_default::<crate::telemetry::TelemetryConfig>(
@@ -435,7 +443,7 @@ impl Config {
             section("telemetry").is_some(),
             &mut errors,
         );
-        let apps = extract_or_default::<BTreeMap<String, crate::apps::AppConfig>>(
+        let apps = extract_or_default::<BTreeMap<String, crate::call::apps::AppConfig>>(
             &figment,
             "apps",
             section("apps").is_some(),
@@ -706,9 +714,9 @@ impl Config {
                 "list the provinces anonymous calls may reach, or set enabled = false",
             ));
         }
-        let reach = crate::apps::province_problems("anonymous", &a.provinces, &configured)
+        let reach = crate::call::apps::province_problems("anonymous", &a.provinces, &configured)
             .into_iter()
-            .chain(crate::apps::scope_problems("anonymous", &a.scopes));
+            .chain(crate::call::apps::scope_problems("anonymous", &a.scopes));
         for (path, message) in reach {
             errors.push(ConfigError::new(path, message));
         }

@@ -125,36 +125,6 @@ pub fn hmac_sha256(key: &SecretKey, data: &[u8]) -> [u8; 32] {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sealed_values_open_only_under_their_context_and_key() {
-        let key = SecretKey::random().unwrap();
-        let sealer = Sealer::new(&key).unwrap();
-        let token = sealer.seal(b"ListSchools|filters", b"offset 20");
-        assert!(!token.contains("offset"));
-        assert_eq!(sealer.open(b"ListSchools|filters", &token).unwrap(), b"offset 20");
-        assert!(sealer.open(b"ListFacilities|filters", &token).is_none());
-        assert!(Sealer::new(&SecretKey::random().unwrap()).unwrap().open(b"ListSchools|filters", &token).is_none());
-        // Any altered digit breaks it.
-        let mut altered = token.clone().into_bytes();
-        altered[40] = if altered[40] == b'0' { b'1' } else { b'0' };
-        assert!(sealer.open(b"ListSchools|filters", std::str::from_utf8(&altered).unwrap()).is_none());
-        assert!(sealer.open(b"ListSchools|filters", "cbf29ce48422232514").is_none());
-        assert!(sealer.open(b"ListSchools|filters", "").is_none());
-    }
-
-    #[test]
-    fn keys_parse_from_hex_and_hide_from_debug() {
-        let key = SecretKey::random().unwrap();
-        assert_eq!(SecretKey::from_hex(&key.to_hex()), Some(key.clone()));
-        assert!(SecretKey::from_hex("abc").is_none());
-        assert_eq!(format!("{key:?}"), "SecretKey(<redacted>)");
-    }
-}
-
 /// Parses 64 hex digits.
 pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     let bytes = hex.as_bytes();
@@ -250,5 +220,35 @@ impl CitizenScopes {
             hex[2 * i + 1] = HEX_DIGITS[usize::from(b & 15)];
         }
         hex
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_under_their_context_and_key() {
+        let key = SecretKey::random().unwrap();
+        let sealer = Sealer::new(&key).unwrap();
+        let token = sealer.seal(b"ListSchools|filters", b"offset 20");
+        assert!(!token.contains("offset"));
+        assert_eq!(sealer.open(b"ListSchools|filters", &token).unwrap(), b"offset 20");
+        assert!(sealer.open(b"ListFacilities|filters", &token).is_none());
+        assert!(Sealer::new(&SecretKey::random().unwrap()).unwrap().open(b"ListSchools|filters", &token).is_none());
+        // Any altered digit breaks it.
+        let mut altered = token.clone().into_bytes();
+        altered[40] = if altered[40] == b'0' { b'1' } else { b'0' };
+        assert!(sealer.open(b"ListSchools|filters", std::str::from_utf8(&altered).unwrap()).is_none());
+        assert!(sealer.open(b"ListSchools|filters", "cbf29ce48422232514").is_none());
+        assert!(sealer.open(b"ListSchools|filters", "").is_none());
+    }
+
+    #[test]
+    fn keys_parse_from_hex_and_hide_from_debug() {
+        let key = SecretKey::random().unwrap();
+        assert_eq!(SecretKey::from_hex(&key.to_hex()), Some(key.clone()));
+        assert!(SecretKey::from_hex("abc").is_none());
+        assert_eq!(format!("{key:?}"), "SecretKey(<redacted>)");
     }
 }

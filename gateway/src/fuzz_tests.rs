@@ -7,8 +7,8 @@ use tonic::Code;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic_types::StatusExt;
 
-use crate::status::Violations;
-use crate::validate::{self, CodeKind};
+use crate::errors::Violations;
+use crate::services::validate::{self, CodeKind};
 
 /// Strings with the shapes that break parsers: empty, huge, control
 /// characters, combining marks, Vietnamese, digits, separators.
@@ -111,9 +111,9 @@ proptest! {
             m.insert("x-lienthong-api-key", v.clone());
             m.insert("x-lienthong-purpose", v);
         }
-        let _ = crate::gateway::parse_metadata_for_tests(&m);
+        let _ = crate::call::parse_metadata_for_tests(&m);
         let _ = crate::crypto::parse_digest(&value);
-        let _ = crate::apps::allowed_methods(&value);
+        let _ = crate::call::apps::allowed_methods(&value);
         let _ = crate::audit::AuditRecord::parse(&value);
         let _ = crate::audit::verify::verify(value.as_bytes(), None);
         let _ = crate::crypto::pem_fingerprint(&value);

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 use tonic::server::NamedService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::call::PROVINCE_HEADER;
 use crate::config::Config;
-use crate::gateway::{Gateway, PROVINCE_HEADER};
+use crate::gateway::Gateway;
 use crate::services::*;
 
 /// The adapter kinds this build ships.
@@ -64,8 +65,8 @@ fn cors(config: &Config) -> CorsLayer {
             header("x-user-agent"),
             header("grpc-timeout"),
             header(PROVINCE_HEADER),
-            header(crate::apps::API_KEY_HEADER),
-            header(crate::apps::PURPOSE_HEADER),
+            header(crate::call::apps::API_KEY_HEADER),
+            header(crate::call::apps::PURPOSE_HEADER),
             header("traceparent"),
             header("tracestate"),
         ])
@@ -138,7 +139,7 @@ pub async fn serve_on(
             max_message_bytes: config.server.max_request_bytes,
             read_timeout: config.server.request_read_timeout,
             max_header_bytes: config.server.max_header_list_bytes as usize,
-            max_push_bytes: crate::webhooks::MAX_BODY,
+            max_push_bytes: crate::edge::webhooks::MAX_BODY,
         },
         draining.clone(),
     );
@@ -180,7 +181,7 @@ pub async fn serve_on(
     let max_request = config.server.max_request_bytes;
     let tls = config.server.tls.as_ref().map(crate::edge::listener::tls_acceptor).transpose()?;
     // Upstream pushes (POST /webhooks/<instance>) share the port.
-    let mut routes = tonic::service::RoutesBuilder::from(crate::webhooks::routes(gateway.clone()));
+    let mut routes = tonic::service::RoutesBuilder::from(crate::edge::webhooks::routes(gateway.clone()));
     routes
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -199,7 +200,8 @@ pub async fn serve_on(
         )
         // Operators' API: cache invalidation, adapter instance state (token-gated).
         .add_service(
-            AdminServiceServer::new(crate::admin::AdminApi(gateway.clone())).max_decoding_message_size(max_request),
+            AdminServiceServer::new(crate::ops::admin::AdminApi(gateway.clone()))
+                .max_decoding_message_size(max_request),
         );
     if gateway.has_demo_issuer() {
         routes.add_service(
@@ -214,7 +216,7 @@ pub async fn serve_on(
         // (webhooks, plain HTTP/1.1 posts, go around), so refusals below
         // reach browsers in a form they read.
         .option_layer(
-            grpc_web.then(|| crate::except_paths::ExceptPaths::new("/webhooks/", tonic_web::GrpcWebLayer::new())),
+            grpc_web.then(|| crate::edge::except_paths::ExceptPaths::new("/webhooks/", tonic_web::GrpcWebLayer::new())),
         )
         // Admit a call once its message has arrived and checks out, into one
         // of the shared slots, or shed it at once so callers fail fast

@@ -439,6 +439,33 @@ fn send_unawaited(tx: &mpsc::Sender<Pending>, event: AuditEvent) {
     }
 }
 
+/// Records accesses of one call's citizen in the audit log.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    pub(crate) log: std::sync::Arc<AuditLog>,
+    pub(crate) template: AuditEvent,
+}
+
+impl Auditor {
+    /// Records durably that `records` were accessed, with `outcome`.
+    pub async fn record(&self, records: Vec<String>, outcome: tonic::Code) -> Result<(), Status> {
+        let event =
+            AuditEvent { records, outcome: crate::errors::code_name(outcome).to_owned(), ..self.template.clone() };
+        self.log.record(event).await
+    }
+
+    /// Records a refusal with `outcome`, aggregated per citizen and window,
+    /// without waiting for the write.
+    pub fn refused(&self, outcome: tonic::Code) {
+        let event = AuditEvent {
+            records: Vec::new(),
+            outcome: crate::errors::code_name(outcome).to_owned(),
+            ..self.template.clone()
+        };
+        self.log.refused(event);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::record::tests::event;

@@ -349,7 +349,7 @@ impl CallKind {
             CallKind::Health
         } else if path.starts_with("/grpc.reflection.") {
             CallKind::Reflection
-        } else if path.starts_with(crate::webhooks::PATH_PREFIX) {
+        } else if path.starts_with(crate::edge::webhooks::PATH_PREFIX) {
             CallKind::Push
         } else {
             CallKind::Unary

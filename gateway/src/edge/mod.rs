@@ -10,9 +10,16 @@
 //!
 //! [`framing`] holds the checks of a request's shape, [`streams`] the stream
 //! wrappers admission needs, [`overload`] the watch that readiness follows.
+//! Beside the gRPC path, [`webhooks`] takes the portals' signed pushes
+//! (`POST /webhooks/<instance>`) and [`except_paths`] routes them around the
+//! gRPC layers.
+
+pub mod listener;
 
 pub mod admit;
 pub mod framing;
-pub mod listener;
 pub mod overload;
 pub mod streams;
+
+pub mod except_paths;
+pub mod webhooks;

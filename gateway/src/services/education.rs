@@ -7,9 +7,9 @@ use lienthong_proto::v1::education_service_server::EducationService;
 use tonic::{Request, Response, Status};
 
 use super::via_cache;
+use crate::errors::Violations;
 use crate::gateway::Gateway;
-use crate::status::Violations;
-use crate::validate::{self, CodeKind};
+use crate::services::validate::{self, CodeKind};
 
 /// Serves schools.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use lienthong_proto::v1::healthcare_service_server::HealthcareService;
 use tonic::{Request, Response, Status};
 
 use super::via_cache;
+use crate::errors::Violations;
 use crate::gateway::Gateway;
-use crate::status::Violations;
-use crate::validate::{self, CodeKind};
+use crate::services::validate::{self, CodeKind};
 
 /// Serves health facilities.
 #[derive(Debug, Clone)]

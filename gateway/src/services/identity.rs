@@ -7,7 +7,8 @@ use lienthong_proto::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
 use super::via_cache;
-use crate::gateway::{Answer, Gateway};
+use crate::call::metadata::Answer;
+use crate::gateway::Gateway;
 
 /// The scope that lets an app see full ID numbers.
 pub const FULL_ID_SCOPE: &str = "identity.full_id_number";

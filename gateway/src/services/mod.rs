@@ -2,6 +2,8 @@
 //! route the call, validate the request, authenticate the citizen where
 //! needed, call the adapter, shape the answer for the caller.
 
+pub mod validate;
+
 mod construction;
 mod education;
 mod healthcare;
@@ -32,7 +34,7 @@ pub const AGE_HEADER: &str = "x-lienthong-age-seconds";
 
 /// Wraps a message, marking it as fetched from the adapter just now.
 pub(crate) fn fresh<T>(message: T) -> Response<T> {
-    crate::gateway::Answer { value: message, freshness: None }.into_response()
+    crate::call::metadata::Answer { value: message, freshness: None }.into_response()
 }
 
 /// Calls an adapter through the response cache and the instance's guard:

@@ -10,9 +10,10 @@ use lienthong_proto::v1::public_services_service_server::PublicServicesService;
 use tonic::{Request, Response, Status};
 
 use super::{fresh, via_cache};
-use crate::gateway::{Answer, Gateway};
-use crate::status::Violations;
-use crate::validate::{self, CodeKind};
+use crate::call::metadata::Answer;
+use crate::errors::Violations;
+use crate::gateway::Gateway;
+use crate::services::validate::{self, CodeKind};
 
 /// Serves the public-service registry.
 #[derive(Debug, Clone)]
@@ -283,7 +284,7 @@ impl PublicServicesService for PublicServicesApi {
                         }
                         Some((Ok(api::WatchDossierResponse { dossier: Some(dossier) }), Some(updates)))
                     }
-                    Err(e) => Some((Err(crate::status::from_adapter(e, method, &kind)), None)),
+                    Err(e) => Some((Err(crate::errors::from_adapter(e, method, &kind)), None)),
                 }
             }
         });

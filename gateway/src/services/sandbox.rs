@@ -8,8 +8,8 @@ use lienthong_proto::sandbox::v1 as sbx;
 use lienthong_proto::sandbox::v1::sandbox_identity_service_server::SandboxIdentityService;
 use tonic::{Request, Response, Status};
 
+use crate::errors::Violations;
 use crate::gateway::Gateway;
-use crate::status::Violations;
 
 /// Issues demo tokens.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl SandboxIdentityService for SandboxIdentityApi {
         let issuer = call.demo_issuer()?;
         let issued = issuer
             .issue_token(&req.handle)
-            .map_err(|e| crate::status::from_adapter(e, Method::GetMyProfile, "sandbox"))?;
+            .map_err(|e| crate::errors::from_adapter(e, Method::GetMyProfile, "sandbox"))?;
         Ok(Response::new(sbx::IssueTokenResponse {
             access_token: issued.token.expose().to_owned(),
             expire_time: Some(timestamp(issued.expires_at)),

@@ -7,9 +7,10 @@ use lienthong_proto::v1::transport_service_server::TransportService;
 use tonic::{Request, Response, Status};
 
 use super::via_cache;
-use crate::gateway::{Answer, Gateway};
-use crate::status::Violations;
-use crate::validate::{self, CodeKind};
+use crate::call::metadata::Answer;
+use crate::errors::Violations;
+use crate::gateway::Gateway;
+use crate::services::validate::{self, CodeKind};
 
 /// Most arrivals one call may ask for.
 const MAX_ARRIVALS: i32 = 50;

@@ -157,7 +157,7 @@ const GRPC_CODES: usize = 17;
 /// call's outcomes: the gRPC codes in order, then [`HTTP_OUTCOMES`].
 fn code_slot(code: &str) -> Option<usize> {
     (0..GRPC_CODES as i32)
-        .position(|i| crate::gateway::code_name(tonic::Code::from(i)) == code)
+        .position(|i| crate::errors::code_name(tonic::Code::from(i)) == code)
         .or_else(|| HTTP_OUTCOMES.iter().position(|h| *h == code).map(|h| GRPC_CODES + h))
 }
 
@@ -315,9 +315,9 @@ impl Metrics {
         self.cache_gauge(gateway.clone(), "lienthong.cache.entries", None, |(entries, _)| entries);
         self.cache_gauge(gateway.clone(), "lienthong.cache.size", Some("By"), |(_, bytes)| bytes);
         self.per_instance(gateway.clone(), "lienthong.breaker.state", |s| match s.breaker.state {
-            crate::breaker::BreakerState::Closed => 0,
-            crate::breaker::BreakerState::HalfOpen => 1,
-            crate::breaker::BreakerState::Open => 2,
+            crate::policy::breaker::BreakerState::Closed => 0,
+            crate::policy::breaker::BreakerState::HalfOpen => 1,
+            crate::policy::breaker::BreakerState::Open => 2,
         });
         self.per_instance(gateway, "lienthong.adapter.in_flight", |s| s.in_flight as u64);
     }
@@ -347,7 +347,12 @@ impl Metrics {
     }
 
     /// A gauge with one value per adapter instance, read from its guard.
-    fn per_instance(&self, gateway: Weak<Gateway>, name: &'static str, value: fn(&crate::guard::GuardSnapshot) -> u64) {
+    fn per_instance(
+        &self,
+        gateway: Weak<Gateway>,
+        name: &'static str,
+        value: fn(&crate::policy::guard::GuardSnapshot) -> u64,
+    ) {
         self.meter
             .u64_observable_gauge(name)
             .with_description(help(name))
@@ -464,7 +469,7 @@ mod tests {
     #[test]
     fn each_outcome_has_its_own_slot() {
         let outcomes: Vec<&str> =
-            (0..17).map(|i| crate::gateway::code_name(tonic::Code::from(i))).chain(["HTTP_4XX", "HTTP_5XX"]).collect();
+            (0..17).map(|i| crate::errors::code_name(tonic::Code::from(i))).chain(["HTTP_4XX", "HTTP_5XX"]).collect();
         let slots: Vec<usize> = outcomes.iter().map(|o| code_slot(o).unwrap()).collect();
         assert_eq!(slots, (0..GRPC_CODES + HTTP_OUTCOMES.len()).collect::<Vec<_>>());
         assert_eq!(code_slot("NOT_A_CODE"), None);

@@ -197,7 +197,7 @@ impl Drop for Finish {
 /// The gRPC status of a header block (trailers, or a trailers-only answer).
 fn grpc_status(headers: &HeaderMap) -> Option<&'static str> {
     let v = headers.get(&GRPC_STATUS)?;
-    Some(crate::gateway::code_name(tonic::Code::from_bytes(v.as_bytes())))
+    Some(crate::errors::code_name(tonic::Code::from_bytes(v.as_bytes())))
 }
 
 fn http_outcome(status: http::StatusCode) -> &'static str {

@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::{TestGateway, authed, request};
-use lienthong::apps::API_KEY_HEADER;
+use lienthong::call::apps::API_KEY_HEADER;
 use lienthong::config::Config;
 use lienthong::crypto::{hex, sha256};
 use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;

@@ -11,10 +11,10 @@ use std::time::Duration;
 use lienthong_adapter_core::{AdapterError, ErrorKind, Method};
 use tokio::time::Instant;
 
-use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot};
-use crate::bulkhead::Bulkhead;
-use crate::limits::Limiters;
-use crate::retry::{RetryBudget, RetryConfig, is_retryable};
+use crate::policy::breaker::{Breaker, BreakerConfig, BreakerSnapshot};
+use crate::policy::bulkhead::Bulkhead;
+use crate::policy::limits::Limiters;
+use crate::policy::retry::{RetryBudget, RetryConfig, is_retryable};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::InstanceStats;
 
@@ -180,7 +180,7 @@ impl UpstreamGuard {
             // Answers such as NOT_FOUND are outcomes; failures are what the
             // breaker counts against the upstream.
             let outcome = result.as_ref().err().map(|e| e.kind().as_str());
-            let failed = result.as_ref().is_err_and(crate::breaker::is_upstream_failure);
+            let failed = result.as_ref().is_err_and(crate::policy::breaker::is_upstream_failure);
             let error = outcome.filter(|_| failed);
             if let Some(kind) = error {
                 span.record("otel.status_code", "ERROR");
@@ -235,8 +235,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::breaker::BreakerState;
-    use crate::limits::{LimitsConfig, RateLimit};
+    use crate::policy::breaker::BreakerState;
+    use crate::policy::limits::{LimitsConfig, RateLimit};
 
     fn guard(retry: RetryConfig, breaker: BreakerConfig, per_upstream: Option<RateLimit>) -> UpstreamGuard {
         let limits = LimitsConfig {

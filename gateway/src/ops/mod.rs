@@ -16,6 +16,8 @@
 //! [`METRICS`]: crate::telemetry::metrics::METRICS
 //! [`OverloadWatch`]: crate::edge::overload::OverloadWatch
 
+pub mod admin;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -29,8 +31,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::breaker::BreakerState;
 use crate::gateway::Gateway;
+use crate::policy::breaker::BreakerState;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::StatsSnapshot;
 use lienthong_adapter_core::Family;

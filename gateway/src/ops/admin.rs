@@ -17,11 +17,11 @@ use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::breaker::BreakerState;
-use crate::cache::KeyParts;
 use crate::crypto::{parse_digest, sha256};
+use crate::errors::Violations;
 use crate::gateway::Gateway;
-use crate::status::Violations;
+use crate::policy::breaker::BreakerState;
+use crate::policy::cache::KeyParts;
 
 /// `[admin]`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -83,7 +83,7 @@ impl PageTokens {
         let token = req.page_token_mut();
         if !token.is_empty() {
             let inner = self.0.open(&context, token).and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
-                let mut v = crate::status::Violations::new();
+                let mut v = crate::errors::Violations::new();
                 v.add(
                     "page_token",
                     "is not a next_page_token this gateway issued for this method, these filters and this caller; \
@@ -107,7 +107,7 @@ pub struct Paging<'a> {
 impl Paging<'_> {
     /// `answer` with the adapter's `next_page_token` sealed (empty stays
     /// empty: the last page).
-    pub fn seal<T: Listing>(&self, mut answer: crate::gateway::Answer<T>) -> crate::gateway::Answer<T> {
+    pub fn seal<T: Listing>(&self, mut answer: crate::call::metadata::Answer<T>) -> crate::call::metadata::Answer<T> {
         let next = answer.value.next_page_token_mut();
         if !next.is_empty() {
             *next = self.tokens.0.seal(&self.context, next.as_bytes());

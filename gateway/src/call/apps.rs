@@ -20,7 +20,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use crate::crypto::{any_equal, hex, parse_digest, sha256};
-use crate::limits::RateLimit;
+use crate::policy::limits::RateLimit;
 
 /// Metadata carrying an app's API key.
 pub const API_KEY_HEADER: &str = "x-lienthong-api-key";
@@ -213,7 +213,7 @@ impl App {
             ([only], None) => Ok(only.clone()),
             (all, Some(p)) if all.iter().any(|a| a == p) => Ok(p.to_owned()),
             (all, _) => {
-                let mut v = crate::status::Violations::new();
+                let mut v = crate::errors::Violations::new();
                 v.add(
                     format!("metadata {PURPOSE_HEADER}"),
                     format!("name the purpose of this access, one of this app's: {}", all.join(", ")),

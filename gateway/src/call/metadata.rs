@@ -1,0 +1,43 @@
+//! An answer's metadata: whether it came from the cache, and its age.
+
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataKey};
+
+/// An answer and how fresh it is (`None`: not cached, fetched just now).
+#[derive(Debug)]
+pub struct Answer<T> {
+    /// The answer.
+    pub value: T,
+    /// Freshness and age, when it went through the cache.
+    pub freshness: Option<(crate::policy::cache::Freshness, Duration)>,
+}
+
+impl<T> Answer<T> {
+    /// Transforms the value, keeping the freshness.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        Answer { value: f(self.value), freshness: self.freshness }
+    }
+
+    /// The gRPC response, with `x-lienthong-cache` and `x-lienthong-age-seconds`.
+    pub fn into_response(self) -> tonic::Response<T> {
+        let mut r = tonic::Response::new(self.value);
+        let (state, age) = match self.freshness {
+            Some((f, age)) => (f.as_str(), Some(age)),
+            None => ("bypass", None),
+        };
+        // Header names made once: parsing them costs more than the insert.
+        static KEYS: std::sync::LazyLock<[MetadataKey<Ascii>; 2]> = std::sync::LazyLock::new(|| {
+            [
+                MetadataKey::from_static(crate::services::CACHE_HEADER),
+                MetadataKey::from_static(crate::services::AGE_HEADER),
+            ]
+        });
+        let [cache, age_seconds] = &*KEYS;
+        r.metadata_mut().insert(cache, tonic::metadata::MetadataValue::from_static(state));
+        if let Some(age) = age {
+            r.metadata_mut().insert(age_seconds, tonic::metadata::MetadataValue::from(age.as_secs()));
+        }
+        r
+    }
+}

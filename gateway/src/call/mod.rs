@@ -1,0 +1,277 @@
+//! A call, once admitted at the edge: who is calling (the app, then the
+//! citizen), whether they may, and which adapter instance serves it.
+//!
+//! - [`apps`]: the calling app's identity (API key or client certificate),
+//!   its allowed methods, provinces, scopes and declared purposes.
+//! - `crate::call::Call`: begins a call (app identity → method permission
+//!   → province → app limit), authenticates the citizen where the method
+//!   needs one (token → level → citizen limit), and routes it to the
+//!   province's instance of its family.
+//! - [`page_tokens`]: page tokens sealed to the caller's province, method,
+//!   filters and citizen.
+
+pub mod apps;
+pub mod auth;
+pub mod metadata;
+pub mod page_tokens;
+pub mod route;
+
+use std::time::Duration;
+
+use lienthong_adapter_core::{CallContext, Method, Principal, admin};
+use tokio::time::Instant;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::audit::Auditor;
+use crate::call::apps::App;
+use crate::call::route::{ProvinceAdapters, Routed};
+use crate::errors;
+use crate::gateway::Gateway;
+
+/// Metadata naming the province a call is for.
+pub const PROVINCE_HEADER: &str = "x-lienthong-province";
+/// Longest bearer token accepted, in bytes.
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// One call in progress: its province, method and context.
+#[derive(Debug)]
+pub struct Call<'g> {
+    pub(crate) gateway: &'g Gateway,
+    pub(crate) province: &'g ProvinceAdapters,
+    pub(crate) method: Method,
+    pub(crate) app: &'g App,
+    /// The call's trace (the telemetry layer's, else the caller's
+    /// `traceparent`).
+    pub(crate) trace_id: Option<opentelemetry::trace::TraceId>,
+    /// Whether this call's trace is exported (its child spans are made).
+    pub(crate) traced: bool,
+    pub(crate) purpose: Option<String>,
+    /// A signed-in citizen whose identity level is below what this method
+    /// needs for personal data: (citizen, their level, the level needed).
+    pub(crate) below_level: Option<(lienthong_adapter_core::CitizenId, u8, u8)>,
+    /// What the adapter gets to know.
+    pub ctx: CallContext,
+}
+
+impl Gateway {
+    /// Starts a call of `method`: who calls (the app, by client
+    /// certificate or API key), whether it may call `method`, for which
+    /// province, and within its quota.
+    pub fn call<T>(&self, request: &tonic::Request<T>, method: Method) -> Result<Call<'_>, Status> {
+        let app = self.apps.identify(request)?;
+        if !app.may_call(method) {
+            return Err(Status::permission_denied(format!(
+                "app {} is not registered to call {}",
+                app.id,
+                method.full_name()
+            )));
+        }
+        let metadata = request.metadata();
+        let allowed = &app.provinces;
+        let asked = match metadata.get(PROVINCE_HEADER) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| bad_province("must be a 2-digit province code, such as \"79\""))?),
+        };
+        let code = match asked {
+            Some(code) => {
+                if admin::province(code).is_none() {
+                    return Err(bad_province(
+                        "is not a province code of the 34 provinces in force since 1 July 2025 (Ho Chi Minh City is \"79\", Hà Nội \"01\")",
+                    ));
+                }
+                if !self.provinces.contains_key(code) {
+                    return Err(Status::failed_precondition(format!(
+                        "province {code} is not served by this gateway; it serves: {}",
+                        self.provinces.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                if !allowed.iter().any(|p| p == code) {
+                    return Err(Status::permission_denied(format!("app {} may not reach province {code}", app.id)));
+                }
+                if !self.province_from_metadata && allowed.first().map(String::as_str) != Some(code) {
+                    return Err(Status::permission_denied(format!(
+                        "{PROVINCE_HEADER} is not accepted by this gateway"
+                    )));
+                }
+                code
+            }
+            None => allowed
+                .first()
+                .map(String::as_str)
+                .ok_or_else(|| Status::permission_denied(format!("app {} may reach no province", app.id)))?,
+        };
+        let province = self
+            .provinces
+            .get(code)
+            .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
+        // The call's trace, as the telemetry layer made it (or, without the
+        // layer, the current span's and the caller's). Attributes and child
+        // spans are kept only for traces that are exported.
+        let call_trace = request.extensions().get::<crate::telemetry::rpc::CallTrace>().copied();
+        let traced = call_trace.map_or_else(|| crate::telemetry::sampled(&tracing::Span::current()), |t| t.sampled);
+        if traced {
+            let span = tracing::Span::current();
+            span.record("lienthong.province", code);
+            span.record("lienthong.app", app.id.as_str());
+        }
+        self.limited(traced, "app", || self.limits.check_app(&app.id, method))?;
+        let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
+        Ok(Call {
+            gateway: self,
+            province,
+            method,
+            app,
+            trace_id: call_trace.map(|t| t.trace_id).or_else(|| trace_id(metadata)),
+            traced,
+            purpose: None,
+            below_level: None,
+            ctx: CallContext { province: code.to_owned(), principal: None, deadline },
+        })
+    }
+
+    /// A rate-limit decision, in a span of its own when `traced`; a
+    /// refusal is counted.
+    pub(crate) fn limited(
+        &self,
+        traced: bool,
+        limit: &'static str,
+        check: impl FnOnce() -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        let name = if limit == "app" { "rate limit app" } else { "rate limit citizen" };
+        let span = if traced {
+            tracing::info_span!(
+                "rate_limit",
+                otel.name = name,
+                lienthong.limit = limit,
+                lienthong.decision = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        // Nothing inside logs: the span times the decision without being entered.
+        let verdict = check();
+        span.record("lienthong.decision", if verdict.is_ok() { "allowed" } else { "rejected" });
+        if verdict.is_err() {
+            self.metrics.limiter_rejection(limit);
+        }
+        verdict
+    }
+}
+
+impl<'g> Call<'g> {
+    /// The method being called.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Whether the calling app's registration grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.app.scopes.iter().any(|s| s == scope)
+    }
+
+    pub(crate) fn auditor_for(&self, principal: &Principal) -> Auditor {
+        let log = self.gateway.audit.clone();
+        // The call's trace (which continues the caller's when it sent
+        // `traceparent`); without the telemetry layer, the current span's,
+        // or a fresh 128-bit id.
+        let trace_id = self
+            .trace_id
+            .map(|t| t.to_string())
+            .or_else(|| crate::telemetry::trace_id_of(&tracing::Span::current()))
+            .unwrap_or_else(|| crate::crypto::random_hex::<16>().unwrap_or_default());
+        Auditor {
+            template: crate::audit::AuditEvent {
+                app: self.app.id.clone(),
+                citizen: log.pseudonym(&principal.citizen_id),
+                method: self.method.full_name().to_owned(),
+                records: Vec::new(),
+                purpose: self.purpose.clone().unwrap_or_else(|| "unspecified".to_owned()),
+                outcome: String::new(),
+                trace_id,
+                count: 1,
+            },
+            log,
+        }
+    }
+
+    /// Records, durably, that the signed-in citizen's personal data was
+    /// accessed (`records`, with `outcome`); UNAVAILABLE when it cannot be
+    /// recorded, so that nothing unaudited is served.
+    pub async fn audit(&self, records: Vec<String>, outcome: tonic::Code) -> Result<(), Status> {
+        self.auditor()?.record(records, outcome).await
+    }
+
+    /// Records that this call's signed-in citizen was refused with
+    /// `outcome` (aggregated per citizen and window; does not wait).
+    pub fn audit_refusal(&self, outcome: tonic::Code) {
+        if let Some(principal) = &self.ctx.principal {
+            self.auditor_for(principal).refused(outcome);
+        }
+    }
+
+    /// What records accesses for this call's citizen, also after the call
+    /// returned (a watch's updates).
+    pub fn auditor(&self) -> Result<Auditor, Status> {
+        let principal =
+            self.ctx.principal.as_ref().ok_or_else(|| {
+                Status::internal("an access was about to be audited without a citizen; this is a bug")
+            })?;
+        Ok(self.auditor_for(principal))
+    }
+
+    /// Maps an adapter error for the caller.
+    pub fn fail<T: ?Sized>(&self, routed: &Routed<T>, err: lienthong_adapter_core::AdapterError) -> Status {
+        errors::from_adapter(err, self.method, &routed.kind)
+    }
+
+    /// Opens the caller's page token in `req` into the adapter's; the
+    /// returned paging seals the next one. A citizen's own lists are bound to
+    /// the citizen (authenticate first).
+    pub fn paging<R: crate::call::page_tokens::Paged>(
+        &self,
+        req: &mut R,
+    ) -> Result<crate::call::page_tokens::Paging<'g>, Status> {
+        let citizen = self.ctx.principal.as_ref().map(|p| &p.citizen_id);
+        self.gateway.page_tokens.open(&self.ctx.province, self.method, req, citizen)
+    }
+
+    /// When this call's upstream work must end: the caller's deadline, or
+    /// `server.default_deadline` from now when the caller set none.
+    pub fn deadline(&self) -> Instant {
+        self.ctx.deadline.unwrap_or_else(|| Instant::now() + self.gateway.default_deadline)
+    }
+
+    /// Whether the server has begun draining.
+    pub fn draining(&self) -> bool {
+        *self.gateway.shutdown.borrow()
+    }
+}
+
+fn bad_province(why: &str) -> Status {
+    let mut v = errors::Violations::new();
+    v.add(format!("metadata {PROVINCE_HEADER}"), why);
+    v.into_result().err().unwrap_or_else(|| Status::invalid_argument(why.to_owned()))
+}
+
+/// The trace id of an inbound W3C `traceparent`, parsed as the tracing layer
+/// parses it.
+fn trace_id(metadata: &MetadataMap) -> Option<opentelemetry::trace::TraceId> {
+    let v = metadata.get("traceparent")?.to_str().ok()?;
+    crate::telemetry::spans::RemoteParent::parse(v).map(|p| p.trace_id)
+}
+
+/// The metadata parsers, for property tests.
+#[cfg(test)]
+pub(crate) fn parse_metadata_for_tests(
+    metadata: &MetadataMap,
+) -> (Option<Duration>, Option<opentelemetry::trace::TraceId>) {
+    (grpc_timeout(metadata), trace_id(metadata))
+}
+
+/// Parses the `grpc-timeout` metadata (`<digits><unit>`, unit one of
+/// H M S m u n).
+fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    // Admission already refused a malformed one; the same parser reads it.
+    crate::edge::framing::parse_grpc_timeout(metadata.get("grpc-timeout")?.as_bytes())
+}
