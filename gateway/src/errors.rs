@@ -76,7 +76,6 @@ impl Violations {
     }
 }
 
-
 /// The canonical name of a gRPC status code.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code as C;

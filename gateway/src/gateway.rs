@@ -144,6 +144,11 @@ impl Gateway {
         self.webhooks.get(instance)
     }
 
+    /// Every instance's webhook receiver, for the webhook routes.
+    pub fn webhook_receivers(&self) -> Arc<BTreeMap<String, Arc<dyn WebhookReceiver>>> {
+        Arc::new(self.webhooks.clone())
+    }
+
     /// Every adapter instance in use, by name: its kind, the provinces and
     /// families it serves, and its guard.
     pub fn instances(&self) -> Vec<InstanceInfo<'_>> {

@@ -181,7 +181,7 @@ pub async fn serve_on(
     let max_request = config.server.max_request_bytes;
     let tls = config.server.tls.as_ref().map(crate::edge::listener::tls_acceptor).transpose()?;
     // Upstream pushes (POST /webhooks/<instance>) share the port.
-    let mut routes = tonic::service::RoutesBuilder::from(crate::edge::webhooks::routes(gateway.clone()));
+    let mut routes = tonic::service::RoutesBuilder::from(crate::edge::webhooks::routes(gateway.webhook_receivers()));
     routes
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -4,6 +4,16 @@ use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataKey};
 
+/// Response metadata saying how fresh the answer is.
+pub const CACHE_HEADER: &str = "x-lienthong-cache";
+
+/// Response metadata telling a signed-in owner why they got the public view
+/// of their own record (their identity level is below what it needs).
+pub const VIEW_REASON_HEADER: &str = "x-lienthong-view-reason";
+
+/// Response metadata: the age in seconds of a cached answer.
+pub const AGE_HEADER: &str = "x-lienthong-age-seconds";
+
 /// An answer and how fresh it is (`None`: not cached, fetched just now).
 #[derive(Debug)]
 pub struct Answer<T> {
@@ -27,12 +37,8 @@ impl<T> Answer<T> {
             None => ("bypass", None),
         };
         // Header names made once: parsing them costs more than the insert.
-        static KEYS: std::sync::LazyLock<[MetadataKey<Ascii>; 2]> = std::sync::LazyLock::new(|| {
-            [
-                MetadataKey::from_static(crate::services::CACHE_HEADER),
-                MetadataKey::from_static(crate::services::AGE_HEADER),
-            ]
-        });
+        static KEYS: std::sync::LazyLock<[MetadataKey<Ascii>; 2]> =
+            std::sync::LazyLock::new(|| [MetadataKey::from_static(CACHE_HEADER), MetadataKey::from_static(AGE_HEADER)]);
         let [cache, age_seconds] = &*KEYS;
         r.metadata_mut().insert(cache, tonic::metadata::MetadataValue::from_static(state));
         if let Some(age) = age {

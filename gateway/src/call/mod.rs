@@ -12,6 +12,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod fetch;
 pub mod metadata;
 pub mod page_tokens;
 pub mod route;

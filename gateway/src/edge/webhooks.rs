@@ -11,30 +11,32 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lienthong_adapter_core::ErrorKind;
 
-use crate::gateway::Gateway;
-
 /// Where pushes arrive: `POST /webhooks/<instance>`.
 pub const PATH_PREFIX: &str = "/webhooks/";
 
 /// Largest push accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The webhook receivers of the adapter instances that take pushes, by
+/// instance name.
+pub type Receivers = Arc<BTreeMap<String, Arc<dyn lienthong_adapter_core::WebhookReceiver>>>;
+
 /// The webhook routes, for mounting beside the gRPC services.
-pub fn routes(gateway: Arc<Gateway>) -> tonic::service::Routes {
+pub fn routes(receivers: Receivers) -> tonic::service::Routes {
     let router = axum::Router::new()
         .route("/webhooks/{instance}", axum::routing::post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(gateway);
+        .with_state(receivers);
     tonic::service::Routes::from(router)
 }
 
 async fn receive(
-    State(gateway): State<Arc<Gateway>>,
+    State(receivers): State<Receivers>,
     Path(instance): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(receiver) = gateway.webhook(&instance) else {
+    let Some(receiver) = receivers.get(&instance) else {
         return (StatusCode::NOT_FOUND, "no adapter instance of that name takes webhooks\n").into_response();
     };
     let headers: BTreeMap<String, String> = headers

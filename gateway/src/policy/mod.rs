@@ -3,7 +3,8 @@
 //!
 //! 1. [`cache`]: the response cache (fresh, stale-while-revalidate,
 //!    stale-if-error, negative answers; one fill per key, coalesced).
-//! 2. Only a fill reaches the upstream, through the instance's [`guard`]:
+//! 2. Only a fill reaches the upstream, through the instance's [`guard`]
+//!    (`crate::call::fetch` drives both for a call):
 //!    its upstream budget ([`limits`]), [`breaker`], [`bulkhead`], the
 //!    caller's deadline, and [`retry`].
 //!
@@ -11,7 +12,6 @@
 //! applies (`crate::call`).
 
 pub mod cache;
-pub mod fetch;
 pub mod guard;
 
 pub mod breaker;

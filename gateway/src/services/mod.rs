@@ -22,15 +22,7 @@ pub use transport::TransportApi;
 
 use tonic::Response;
 
-/// Response metadata saying how fresh the answer is.
-pub const CACHE_HEADER: &str = "x-lienthong-cache";
-
-/// Response metadata telling a signed-in owner why they got the public view
-/// of their own record (their identity level is below what it needs).
-pub const VIEW_REASON_HEADER: &str = "x-lienthong-view-reason";
-
-/// Response metadata: the age in seconds of a cached answer.
-pub const AGE_HEADER: &str = "x-lienthong-age-seconds";
+pub use crate::call::metadata::{AGE_HEADER, CACHE_HEADER, VIEW_REASON_HEADER};
 
 /// Wraps a message, marking it as fetched from the adapter just now.
 pub(crate) fn fresh<T>(message: T) -> Response<T> {
