@@ -1,27 +1,60 @@
 //! Lienthong: the gRPC gateway that fronts citizen identity, the city data
 //! warehouse and the public-service registry for Digital Citizen apps.
 //!
-//! A request travels: route to a province → validate → authenticate the
-//! citizen where needed → adapter → shape the answer for the caller. See
-//! DESIGN.md for the whole path and what later layers add.
+//! A call travels, outermost first (each step names where it lives):
+//!
+//! ```text
+//! server            listeners, TLS, drain; the outer stack as one ServiceBuilder
+//!  └ edge           connection limits → gRPC-Web + CORS → admission (message read,
+//!    │              framing checked, deadline, a shared slot or shed)
+//!    └ telemetry    the call's server span and metrics (telemetry::rpc)
+//!      └ services   a thin handler per RPC: validate the request, then
+//!        └ call     Call::begin: app identity → method permission → province →
+//!          │        app limit (call/mod.rs, apps.rs); the citizen where needed:
+//!          │        token → identity level → purpose → citizen limit (auth.rs);
+//!          │        the family's instance for the province (route.rs)
+//!          └ call::fetch   the cache (policy::cache) → on a miss only, the
+//!            │             instance's guard (policy::guard): upstream budget →
+//!            │             breaker → bulkhead → deadline → retries
+//!            └ adapter     lienthong-adapter-* (adapters/)
+//!        ← services shape the answer (views, masking, sealed page tokens,
+//!          x-lienthong-cache / -age-seconds from call::metadata), audit
+//!          records personal-data access, errors map AdapterError → Status.
+//! ```
+//!
+//! `gateway` is the shared state every call reads (built once from
+//! `config`); `ops` is the operators' port and admin API; `audit`,
+//! `telemetry`, `config`, `errors` and `crypto` sit beside the path. The
+//! layout test (`tests/it/layout.rs`) keeps dependencies pointing inwards.
+//! DESIGN.md (repository root) has the whole design.
 
 #![forbid(unsafe_code)]
 
-// In the order a call travels (see DESIGN.md):
-pub mod call;
-pub mod edge;
-pub mod errors;
-pub mod gateway;
-pub mod policy;
+// In the order a call travels (one per group, so rustfmt keeps the order).
 pub mod server;
+
+pub mod edge;
+
 pub mod services;
 
-// Beside the path: what it records, what operators read, and the leaves.
-pub mod audit;
-pub mod config;
-pub mod crypto;
+pub mod call;
+
+pub mod gateway;
+
+pub mod policy;
+
+// Beside the path: what operators read, what it records, and the leaves.
 pub mod ops;
+
 pub mod telemetry;
+
+pub mod audit;
+
+pub mod config;
+
+pub mod errors;
+
+pub mod crypto;
 
 #[cfg(test)]
 mod fuzz_tests;
