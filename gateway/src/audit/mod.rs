@@ -16,11 +16,10 @@ pub mod verify;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
@@ -28,100 +27,7 @@ pub use record::{AuditEvent, AuditRecord};
 
 use crate::crypto::SecretKey;
 
-/// Where audit records go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditSink {
-    /// A local file (the default).
-    File,
-    /// PostgreSQL: one chain for every replica.
-    Postgres,
-}
-
-/// `[audit]`.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Record accesses to personal data at all (off only for benchmarks).
-    pub enabled: bool,
-    /// `file` or `postgres`.
-    pub sink: AuditSink,
-    /// The audit file (JSON lines, hash-chained), created if missing.
-    pub path: PathBuf,
-    /// With `sink = "postgres"`: the connection string, for example
-    /// `host=db.internal user=lienthong dbname=lienthong password=…`.
-    pub postgres_url: String,
-    /// With `sink = "postgres"`: the schema holding the tables (created if
-    /// missing).
-    pub postgres_schema: String,
-    /// A file holding the secret key (at least 32 bytes) of citizens'
-    /// pseudonyms, so that one citizen has one pseudonym across restarts and
-    /// replicas. Without it a key is drawn at start (pseudonyms then link
-    /// records of one run only).
-    pub pseudonym_key_file: Option<PathBuf>,
-    /// The key (64 hex digits; `lienthong secret-key`) the chain's hashes
-    /// are HMACs under, so a chain rewritten from any record on cannot be
-    /// made to verify without it. Keep it apart from the log (a secret store,
-    /// `LIENTHONG_AUDIT__CHAIN_KEY`); `lienthong audit verify` needs it too.
-    /// Without it the chain is plain SHA-256.
-    pub chain_key: Option<SecretKey>,
-    /// Refusals of one citizen (level, scope, rate limit) over this window
-    /// are recorded once, with their count: the first at once, the rest when
-    /// the window ends. Flooding the gateway cannot flood the log.
-    #[serde(with = "humantime_serde")]
-    pub refusal_window: std::time::Duration,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            sink: AuditSink::File,
-            path: PathBuf::from("lienthong-audit.jsonl"),
-            postgres_url: String::new(),
-            postgres_schema: "lienthong_audit".to_owned(),
-            pseudonym_key_file: None,
-            chain_key: None,
-            refusal_window: std::time::Duration::from_secs(10),
-        }
-    }
-}
-
-impl std::fmt::Debug for AuditConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The connection string may hold a password.
-        f.debug_struct("AuditConfig")
-            .field("enabled", &self.enabled)
-            .field("sink", &self.sink)
-            .field("path", &self.path)
-            .field("postgres_schema", &self.postgres_schema)
-            .field("chain_key", &self.chain_key)
-            .field("refusal_window", &self.refusal_window)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AuditConfig {
-    /// Problems, each as (path, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&self.refusal_window) {
-            out.push(("audit.refusal_window".to_owned(), "must be between 1s and 1h".to_owned()));
-        }
-        if self.sink == AuditSink::Postgres {
-            if self.postgres_url.is_empty() {
-                out.push(("audit.postgres_url".to_owned(), "required with sink = \"postgres\"".to_owned()));
-            }
-            if !postgres::valid_schema(&self.postgres_schema) {
-                out.push((
-                    "audit.postgres_schema".to_owned(),
-                    "a lower-case identifier, such as lienthong_audit".to_owned(),
-                ));
-            }
-        }
-        out
-    }
-}
+pub use crate::config::{AuditConfig, AuditSink};
 
 /// The lines of `events` chained after (`seq`, `hash`), keyed with `key`
 /// when there is one, and the new head.
@@ -470,6 +376,7 @@ impl Auditor {
 mod tests {
     use super::record::tests::event;
     use super::*;
+    use std::path::PathBuf;
 
     fn temp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("lienthong-audit-{}-{name}", std::process::id()));

@@ -9,14 +9,7 @@
 use tokio_postgres::{Client, NoTls};
 
 use super::record::GENESIS;
-
-/// Whether `schema` is a plain identifier we may put in SQL.
-pub fn valid_schema(schema: &str) -> bool {
-    let mut bytes = schema.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
-        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
-        && schema.len() <= 63
-}
+use crate::config::valid_schema;
 
 /// Connects, and creates the schema and tables if missing.
 pub async fn connect(url: &str, schema: &str) -> anyhow::Result<Client> {

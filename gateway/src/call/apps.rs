@@ -15,157 +15,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use lienthong_adapter_core::{Capabilities, Method};
-use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use crate::crypto::{any_equal, hex, parse_digest, sha256};
-use crate::policy::limits::RateLimit;
+
+pub use crate::config::{AppConfig, allowed_methods};
 
 /// Metadata carrying an app's API key.
 pub const API_KEY_HEADER: &str = "x-lienthong-api-key";
 /// Metadata naming the purpose of a call touching personal data.
 pub const PURPOSE_HEADER: &str = "x-lienthong-purpose";
-
-/// `[apps.<id>]`: one registered app.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AppConfig {
-    /// The provinces it may reach; the first is used when a call names none.
-    pub provinces: Vec<String>,
-    /// What it may call: `"*"`, `"<Service>/*"` (`"HealthcareService/*"`),
-    /// `"<Service>/<Rpc>"` or an RPC name (`"GetMyProfile"`).
-    pub allow: Vec<String>,
-    /// Scopes granted, for example `identity.full_id_number`.
-    pub scopes: Vec<String>,
-    /// SHA-256 digests (hex) of its API keys.
-    pub api_key_sha256: Vec<String>,
-    /// SHA-256 digests (hex) of its TLS client certificates (DER), as
-    /// `lienthong cert-fingerprint FILE` prints them.
-    pub client_cert_sha256: Vec<String>,
-    /// Its quota; `limits.per_app` when not set.
-    pub rate_limit: Option<RateLimit>,
-    /// The purposes it processes personal data for (Decree 13/2023), as
-    /// written in the audit log. With several, each call touching personal
-    /// data names one in `x-lienthong-purpose`.
-    pub purposes: Vec<String>,
-}
-
-impl fmt::Debug for AppConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AppConfig")
-            .field("provinces", &self.provinces)
-            .field("allow", &self.allow)
-            .field("scopes", &self.scopes)
-            .field("api_keys", &self.api_key_sha256.len())
-            .field("client_certs", &self.client_cert_sha256.len())
-            .field("rate_limit", &self.rate_limit)
-            .field("purposes", &self.purposes)
-            .finish()
-    }
-}
-
-/// The methods an `allow` entry names; empty when it names none.
-pub fn allowed_methods(entry: &str) -> Vec<Method> {
-    let matches = |m: &Method| {
-        let (service, rpc) = m.full_name().trim_start_matches("lienthong.v1.").split_once('/').unwrap_or_default();
-        match entry.split_once('/') {
-            None => entry == "*" || entry == rpc,
-            Some((s, "*")) => s == service,
-            Some((s, r)) => s == service && r == rpc,
-        }
-    };
-    Method::ALL.iter().copied().filter(matches).collect()
-}
-
-/// Provinces a caller (an app, or `[anonymous]`) is given that are not
-/// configured, with paths under `section`.
-pub fn province_problems(
-    section: &str,
-    provinces: &[String],
-    configured: &dyn Fn(&str) -> bool,
-) -> Vec<(String, String)> {
-    let unconfigured = provinces.iter().enumerate().filter(|(_, p)| !configured(p));
-    unconfigured
-        .map(|(i, p)| {
-            (format!("{section}.provinces[{i}]"), format!("province {p:?} is not configured under [provinces]"))
-        })
-        .collect()
-}
-
-/// Scopes a caller (an app, or `[anonymous]`) is given that the gateway does
-/// not know, with paths under `section`.
-pub fn scope_problems(section: &str, scopes: &[String]) -> Vec<(String, String)> {
-    let known = crate::config::KNOWN_SCOPES;
-    let unknown = scopes.iter().enumerate().filter(|(_, s)| !known.contains(&s.as_str()));
-    unknown
-        .map(|(i, s)| {
-            (format!("{section}.scopes[{i}]"), format!("unknown scope {s:?}; known scopes: {}", known.join(", ")))
-        })
-        .collect()
-}
-
-impl AppConfig {
-    /// Problems of app `id`, each as (path, message).
-    pub fn problems(&self, id: &str, configured: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let path = |key: &str| format!("apps.{id}.{key}");
-        if self.provinces.is_empty() {
-            out.push((path("provinces"), "list the provinces this app may reach".to_owned()));
-        }
-        out.extend(province_problems(&format!("apps.{id}"), &self.provinces, configured));
-        if self.allow.is_empty() {
-            out.push((
-                path("allow"),
-                "list what this app may call, for example [\"*\"] or [\"HealthcareService/*\"]".to_owned(),
-            ));
-        }
-        for (i, entry) in self.allow.iter().enumerate() {
-            if allowed_methods(entry).is_empty() {
-                out.push((
-                    format!("{}[{i}]", path("allow")),
-                    format!("{entry:?} names no RPC: use \"*\", \"<Service>/*\", \"<Service>/<Rpc>\" or an RPC name"),
-                ));
-            }
-        }
-        out.extend(scope_problems(&format!("apps.{id}"), &self.scopes));
-        for (key, digests) in
-            [("api_key_sha256", &self.api_key_sha256), ("client_cert_sha256", &self.client_cert_sha256)]
-        {
-            for (i, d) in digests.iter().enumerate() {
-                if parse_digest(d).is_none() {
-                    out.push((
-                        format!("{}[{i}]", path(key)),
-                        "must be a SHA-256 digest in 64 hex digits, never the credential itself".to_owned(),
-                    ));
-                }
-            }
-        }
-        if self.api_key_sha256.is_empty() && self.client_cert_sha256.is_empty() {
-            out.push((
-                format!("apps.{id}"),
-                "register at least one credential: api_key_sha256 or client_cert_sha256".to_owned(),
-            ));
-        }
-        for (i, purpose) in self.purposes.iter().enumerate() {
-            if purpose.is_empty()
-                || purpose.len() > 64
-                || !purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                out.push((
-                    format!("{}[{i}]", path("purposes")),
-                    "a purpose code of 1 to 64 letters, digits, - or _".to_owned(),
-                ));
-            }
-        }
-        if let Some(r) = &self.rate_limit
-            && (r.per_second == 0 || r.burst == 0)
-        {
-            out.push((path("rate_limit"), "per_second and burst must be at least 1".to_owned()));
-        }
-        out
-    }
-}
 
 /// A registered app, as calls see it.
 pub struct App {
@@ -296,6 +156,7 @@ impl AppRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RateLimit;
 
     #[test]
     fn allow_entries_name_methods() {

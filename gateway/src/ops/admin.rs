@@ -13,7 +13,6 @@ use lienthong_adapter_core::{Family, Method, api};
 use lienthong_proto::admin::v1 as pb;
 use lienthong_proto::admin::v1::admin_service_server::AdminService;
 use prost::Message;
-use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -23,32 +22,7 @@ use crate::gateway::Gateway;
 use crate::policy::breaker::BreakerState;
 use crate::policy::cache::KeyParts;
 
-/// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// SHA-256 digests (64 hex digits) of the valid admin tokens; empty: the
-    /// admin API is off. `lienthong admin-token` makes a token and its digest.
-    pub token_sha256: Vec<String>,
-}
-
-impl AdminConfig {
-    /// Problems, each as (path, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        self.token_sha256
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| parse_digest(d).is_none())
-            .map(|(i, _)| {
-                (
-                    format!("admin.token_sha256[{i}]"),
-                    "must be a SHA-256 digest in 64 hex digits (`lienthong admin-token` prints one); never the token itself"
-                        .to_owned(),
-                )
-            })
-            .collect()
-    }
-}
+pub use crate::config::AdminConfig;
 
 /// Who may call the admin API.
 pub struct AdminAuth {

@@ -14,68 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lienthong_adapter_core::{AdapterError, ErrorKind};
-use serde::Deserialize;
 use tokio::time::Instant;
 
-/// `[breaker]`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BreakerConfig {
-    /// Consecutive upstream failures that open the breaker.
-    pub failures_to_open: u32,
-    /// Failure rate (0 < rate ≤ 1) over `window` that opens the breaker.
-    pub failure_rate: f64,
-    /// Calls within `window` before the failure rate counts.
-    pub min_calls: u32,
-    /// The sliding window of the failure rate.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// How long it stays open before probing.
-    #[serde(with = "humantime_serde")]
-    pub open_for: Duration,
-    /// Probes let through half-open; as many successes close the breaker.
-    pub half_open_probes: u32,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            failures_to_open: 5,
-            failure_rate: 0.5,
-            min_calls: 20,
-            window: Duration::from_secs(10),
-            open_for: Duration::from_secs(30),
-            half_open_probes: 1,
-        }
-    }
-}
-
-impl BreakerConfig {
-    /// Problems, each as (path, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut bad = |key: &str, message: &str| out.push((format!("breaker.{key}"), message.to_owned()));
-        if self.failures_to_open == 0 {
-            bad("failures_to_open", "must be at least 1");
-        }
-        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
-            bad("failure_rate", "must be more than 0 and at most 1 (0.5 opens at half the calls failing)");
-        }
-        if self.min_calls == 0 {
-            bad("min_calls", "must be at least 1");
-        }
-        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.window) {
-            bad("window", "must be between 1s and 10m");
-        }
-        if self.open_for < Duration::from_secs(1) {
-            bad("open_for", "must be at least 1s");
-        }
-        if self.half_open_probes == 0 {
-            bad("half_open_probes", "must be at least 1");
-        }
-        out
-    }
-}
+pub use crate::config::BreakerConfig;
 
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,55 +3,19 @@
 //! gateway, never every worker. A call beyond it waits at most `max_wait`
 //! (never past its deadline), then fails fast with UNAVAILABLE.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// `[bulkhead]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BulkheadConfig {
-    /// Calls in flight to one adapter instance, by default.
-    pub max_concurrent: usize,
-    /// Per adapter instance name, overriding `max_concurrent`.
-    pub per_instance: BTreeMap<String, usize>,
-    /// How long a call may wait for a place.
-    #[serde(with = "humantime_serde")]
-    pub max_wait: Duration,
-}
-
-impl Default for BulkheadConfig {
-    fn default() -> Self {
-        Self { max_concurrent: 256, per_instance: BTreeMap::new(), max_wait: Duration::from_millis(50) }
-    }
-}
+pub use crate::config::BulkheadConfig;
 
 impl BulkheadConfig {
     /// The limit of `instance`.
     pub fn limit(&self, instance: &str) -> usize {
         self.per_instance.get(instance).copied().unwrap_or(self.max_concurrent)
-    }
-
-    /// Problems, each as (path, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if self.max_concurrent == 0 {
-            out.push(("bulkhead.max_concurrent".to_owned(), "must be at least 1".to_owned()));
-        }
-        for (name, n) in &self.per_instance {
-            if *n == 0 {
-                out.push((format!("bulkhead.per_instance.{name}"), "must be at least 1".to_owned()));
-            }
-        }
-        if self.max_wait > Duration::from_secs(5) {
-            out.push(("bulkhead.max_wait".to_owned(), "must be at most 5s: callers should fail fast".to_owned()));
-        }
-        out
     }
 }
 

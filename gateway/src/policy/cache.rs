@@ -25,38 +25,9 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use lienthong_adapter_core::{AdapterError, ErrorKind, Method};
 use prost::Message;
-use serde::Deserialize;
 use tokio::time::Instant;
 
-/// How one RPC's answers are cached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CachePolicy {
-    /// How long an answer is fresh.
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    /// After `ttl`, how long it is served stale while a refresh runs.
-    #[serde(default, with = "humantime_serde")]
-    pub stale_while_revalidate: Duration,
-    /// After `ttl`, how long it is served stale when refreshing fails.
-    #[serde(default, with = "humantime_serde")]
-    pub stale_if_error: Duration,
-    /// How long NOT_FOUND is remembered (0: not at all).
-    #[serde(default, with = "humantime_serde")]
-    pub negative_ttl: Duration,
-}
-
-impl From<lienthong_adapter_core::Freshness> for CachePolicy {
-    fn from(f: lienthong_adapter_core::Freshness) -> Self {
-        let s = |secs: u32| Duration::from_secs(u64::from(secs));
-        Self {
-            ttl: s(f.ttl),
-            stale_while_revalidate: s(f.stale_while_revalidate),
-            stale_if_error: s(f.stale_if_error),
-            negative_ttl: s(f.negative_ttl),
-        }
-    }
-}
+pub use crate::config::CachePolicy;
 
 impl CachePolicy {
     /// Fresh for `ttl`, nothing else.

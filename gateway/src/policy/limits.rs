@@ -18,77 +18,14 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use lienthong_adapter_core::{CitizenId, Method};
-use serde::Deserialize;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// A sustained rate and a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// Cells per second, sustained.
-    pub per_second: u32,
-    /// Cells available at once.
-    pub burst: u32,
-}
+pub use crate::config::{LimitsConfig, RateLimit};
 
 impl RateLimit {
     fn quota(self) -> Option<Quota> {
         Some(Quota::per_second(NonZeroU32::new(self.per_second)?).allow_burst(NonZeroU32::new(self.burst)?))
-    }
-}
-
-/// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Per calling app.
-    pub per_app: Option<RateLimit>,
-    /// Per citizen (on calls that carry a citizen token).
-    pub per_citizen: Option<RateLimit>,
-    /// Per adapter instance: calls that reach the upstream (cache misses).
-    pub per_upstream: BTreeMap<String, RateLimit>,
-    /// Cells an RPC costs (default 1).
-    pub costs: BTreeMap<String, u32>,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            per_app: Some(RateLimit { per_second: 2_000, burst: 4_000 }),
-            per_citizen: Some(RateLimit { per_second: 10, burst: 30 }),
-            per_upstream: BTreeMap::new(),
-            costs: BTreeMap::from([("ListMyDossiers".to_owned(), 3), ("WatchDossier".to_owned(), 5)]),
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// Problems, each as (path, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let check = |out: &mut Vec<(String, String)>, path: String, r: &RateLimit| {
-            if r.per_second == 0 || r.burst == 0 {
-                out.push((path, "per_second and burst must be at least 1".to_owned()));
-            }
-        };
-        if let Some(r) = &self.per_app {
-            check(&mut out, "limits.per_app".into(), r);
-        }
-        if let Some(r) = &self.per_citizen {
-            check(&mut out, "limits.per_citizen".into(), r);
-        }
-        for (instance, r) in &self.per_upstream {
-            check(&mut out, format!("limits.per_upstream.{instance}"), r);
-        }
-        for (rpc, cost) in &self.costs {
-            if !Method::ALL.iter().any(|m| m.rpc_name() == rpc) {
-                out.push((format!("limits.costs.{rpc}"), "not an RPC of lienthong.v1".to_owned()));
-            } else if *cost == 0 {
-                out.push((format!("limits.costs.{rpc}"), "must be at least 1".to_owned()));
-            }
-        }
-        out
     }
 }
 

@@ -12,63 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lienthong_adapter_core::{AdapterError, ErrorKind};
-use serde::Deserialize;
 use tokio::time::Instant;
 
-/// `[retry]`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Attempts in all, the first included (1: never retry).
-    pub max_attempts: u32,
-    /// Retries earned per first attempt (0.2: at most 20% more traffic).
-    pub budget_ratio: f64,
-    /// Retries allowed per second whatever the traffic.
-    pub min_per_second: f64,
-    /// The first backoff's upper bound; each retry doubles it.
-    #[serde(with = "humantime_serde")]
-    pub base_backoff: Duration,
-    /// The longest backoff; an upstream asking for more (Retry-After) is not
-    /// retried, the caller is told to wait instead.
-    #[serde(with = "humantime_serde")]
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            budget_ratio: 0.2,
-            min_per_second: 5.0,
-            base_backoff: Duration::from_millis(25),
-            max_backoff: Duration::from_secs(1),
-        }
-    }
-}
+pub use crate::config::RetryConfig;
 
 impl RetryConfig {
-    /// Problems, each as (path, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut bad = |key: &str, message: &str| out.push((format!("retry.{key}"), message.to_owned()));
-        if !(1..=10).contains(&self.max_attempts) {
-            bad("max_attempts", "must be between 1 (no retries) and 10");
-        }
-        if !(0.0..=1.0).contains(&self.budget_ratio) {
-            bad("budget_ratio", "must be between 0 and 1 (0.2: retries add at most 20% to the traffic)");
-        }
-        if !(0.0..=1000.0).contains(&self.min_per_second) {
-            bad("min_per_second", "must be between 0 and 1000");
-        }
-        if self.base_backoff.is_zero() || self.base_backoff > self.max_backoff {
-            bad("base_backoff", "must be more than 0 and at most max_backoff");
-        }
-        if self.max_backoff > Duration::from_secs(30) {
-            bad("max_backoff", "must be at most 30s");
-        }
-        out
-    }
-
     /// The wait before retry number `retry` (1 for the first retry): a random
     /// point of `[0, min(max_backoff, base_backoff · 2^(retry-1))]` drawn from
     /// `random`, and at least the upstream's `retry_after`. `None` when the

@@ -17,15 +17,10 @@ pub mod rpc;
 pub mod spans;
 pub mod stats;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use anyhow::Context as _;
 
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
-use serde::Deserialize;
 use tracing::Level;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::{EnvFilter, filter_fn};
@@ -33,91 +28,9 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// `[telemetry]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    /// Where the ops endpoints listen (`/metrics`, `/livez`, `/readyz`,
-    /// `/status`); unset: no ops port. They say nothing personal, but they
-    /// are for operators: keep the port off the public network.
-    pub ops_listen: Option<SocketAddr>,
-    /// The OTLP/gRPC collector, for example `http://127.0.0.1:4317` (an
-    /// `https://` one is verified against the system's roots). Unset (the
-    /// sandbox default): nothing is exported; logs still carry trace ids.
-    pub otlp_endpoint: Option<String>,
-    /// Export traces to the collector.
-    pub traces: bool,
-    /// Export metrics to the collector (Prometheus scrapes them regardless).
-    pub metrics: bool,
-    /// The share of new traces sampled, 0.0 to 1.0; a caller's sampled
-    /// `traceparent` is always followed.
-    pub sampling_ratio: f64,
-    /// How often metrics are pushed to the collector.
-    #[serde(with = "humantime_serde")]
-    pub metrics_interval: Duration,
-    /// `service.name` of the resource.
-    pub service_name: String,
-    /// More resource attributes, for example
-    /// `{ "deployment.environment.name" = "production" }`.
-    pub resource: BTreeMap<String, String>,
-    /// Spans waiting for export at most (also while the collector is away:
-    /// they are sent again with backoff); beyond it they are dropped (and
-    /// counted), never queued without bound.
-    pub max_queued_spans: usize,
-    /// The window over which readiness and the whole-server health turn
-    /// false when most calls are shed (in at least half its seconds, more than
-    /// half of the calls arriving).
-    #[serde(with = "humantime_serde")]
-    pub unready_after_shedding: Duration,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
-            otlp_endpoint: None,
-            traces: true,
-            metrics: true,
-            sampling_ratio: 1.0,
-            metrics_interval: Duration::from_secs(15),
-            service_name: "lienthong".to_owned(),
-            resource: BTreeMap::new(),
-            max_queued_spans: 65_536,
-            unready_after_shedding: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::TelemetryConfig;
 
 impl TelemetryConfig {
-    /// Problems, each as (path, message).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        if !(0.0..=1.0).contains(&self.sampling_ratio) {
-            p.push(("telemetry.sampling_ratio".to_owned(), "must be between 0.0 and 1.0".to_owned()));
-        }
-        if let Some(e) = &self.otlp_endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            p.push((
-                "telemetry.otlp_endpoint".to_owned(),
-                format!("{e:?} is not a URL such as \"http://127.0.0.1:4317\""),
-            ));
-        }
-        if self.metrics_interval < Duration::from_secs(1) {
-            p.push(("telemetry.metrics_interval".to_owned(), "must be at least 1s".to_owned()));
-        }
-        if self.service_name.is_empty() {
-            p.push(("telemetry.service_name".to_owned(), "must not be empty".to_owned()));
-        }
-        if !(1024..=1 << 22).contains(&self.max_queued_spans) {
-            p.push(("telemetry.max_queued_spans".to_owned(), "must be between 1024 and 4194304".to_owned()));
-        }
-        if self.unready_after_shedding < Duration::from_secs(1) {
-            p.push(("telemetry.unready_after_shedding".to_owned(), "must be at least 1s".to_owned()));
-        }
-        p
-    }
-
     /// The OTLP endpoint, when traces are exported.
     fn trace_endpoint(&self) -> Option<&str> {
         self.otlp_endpoint.as_deref().filter(|_| self.traces)

@@ -5,6 +5,10 @@
 //! [`Config::validate`] checks meaning without any I/O; both report every
 //! problem they find, each with its path.
 
+mod sections;
+
+pub use sections::*;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -69,21 +73,21 @@ pub struct Config {
     /// The response cache.
     pub cache: CacheConfig,
     /// Rate limits.
-    pub limits: crate::policy::limits::LimitsConfig,
+    pub limits: LimitsConfig,
     /// Circuit breakers, one per adapter instance.
-    pub breaker: crate::policy::breaker::BreakerConfig,
+    pub breaker: BreakerConfig,
     /// Bulkheads, one per adapter instance.
-    pub bulkhead: crate::policy::bulkhead::BulkheadConfig,
+    pub bulkhead: BulkheadConfig,
     /// Retries of idempotent reads.
-    pub retry: crate::policy::retry::RetryConfig,
+    pub retry: RetryConfig,
     /// The operators' API.
-    pub admin: crate::ops::admin::AdminConfig,
+    pub admin: AdminConfig,
     /// Registered apps by id.
-    pub apps: BTreeMap<String, crate::call::apps::AppConfig>,
+    pub apps: BTreeMap<String, AppConfig>,
     /// The audit log of accesses to personal data.
-    pub audit: crate::audit::AuditConfig,
+    pub audit: AuditConfig,
     /// Traces, metrics and the ops port.
-    pub telemetry: crate::telemetry::TelemetryConfig,
+    pub telemetry: TelemetryConfig,
     /// Province code → which adapter instance serves each family.
     pub provinces: BTreeMap<String, ProvinceRoutes>,
     /// Adapter instances by name.
@@ -256,7 +260,7 @@ pub struct CacheConfig {
     /// Upper bound of cached answers, in bytes.
     pub max_bytes: u64,
     /// Per RPC name, overriding the defaults ([`CacheConfig::default_policies`]).
-    pub policies: BTreeMap<String, crate::policy::cache::CachePolicy>,
+    pub policies: BTreeMap<String, CachePolicy>,
 }
 
 impl Default for CacheConfig {
@@ -268,13 +272,13 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// The policy of `rpc`: configured, or its default in the method table;
     /// `None` when the RPC is never cached or caching is off.
-    pub fn policy(&self, rpc: &str) -> Option<crate::policy::cache::CachePolicy> {
+    pub fn policy(&self, rpc: &str) -> Option<CachePolicy> {
         let method = lienthong_adapter_core::Method::from_rpc_name(rpc)?;
         let default = method.facts().cache?;
         if !self.enabled {
             return None;
         }
-        Some(self.policies.get(rpc).copied().unwrap_or_else(|| crate::policy::cache::CachePolicy::from(default)))
+        Some(self.policies.get(rpc).copied().unwrap_or_else(|| CachePolicy::from(default)))
     }
 }
 
@@ -405,50 +409,18 @@ impl Config {
         let identity =
             extract_or_default::<IdentityPolicy>(&figment, "identity", section("identity").is_some(), &mut errors);
         let cache = extract_or_default::<CacheConfig>(&figment, "cache", section("cache").is_some(), &mut errors);
-        let limits = extract_or_default::<crate::policy::limits::LimitsConfig>(
-            &figment,
-            "limits",
-            section("limits").is_some(),
-            &mut errors,
-        );
-        let breaker = extract_or_default::<crate::policy::breaker::BreakerConfig>(
-            &figment,
-            "breaker",
-            section("breaker").is_some(),
-            &mut errors,
-        );
-        let bulkhead = extract_or_default::<crate::policy::bulkhead::BulkheadConfig>(
-            &figment,
-            "bulkhead",
-            section("bulkhead").is_some(),
-            &mut errors,
-        );
-        let retry = extract_or_default::<crate::policy::retry::RetryConfig>(
-            &figment,
-            "retry",
-            section("retry").is_some(),
-            &mut errors,
-        );
-        let admin = extract_or_default::<crate::ops::admin::AdminConfig>(
-            &figment,
-            "admin",
-            section("admin").is_some(),
-            &mut errors,
-        );
-        let audit =
-            extract_or_default::<crate::audit::AuditConfig>(&figment, "audit", section("audit").is_some(), &mut errors);
-        let telemetry = extract_or_default::<crate::telemetry::TelemetryConfig>(
-            &figment,
-            "telemetry",
-            section("telemetry").is_some(),
-            &mut errors,
-        );
-        let apps = extract_or_default::<BTreeMap<String, crate::call::apps::AppConfig>>(
-            &figment,
-            "apps",
-            section("apps").is_some(),
-            &mut errors,
-        );
+        let limits = extract_or_default::<LimitsConfig>(&figment, "limits", section("limits").is_some(), &mut errors);
+        let breaker =
+            extract_or_default::<BreakerConfig>(&figment, "breaker", section("breaker").is_some(), &mut errors);
+        let bulkhead =
+            extract_or_default::<BulkheadConfig>(&figment, "bulkhead", section("bulkhead").is_some(), &mut errors);
+        let retry = extract_or_default::<RetryConfig>(&figment, "retry", section("retry").is_some(), &mut errors);
+        let admin = extract_or_default::<AdminConfig>(&figment, "admin", section("admin").is_some(), &mut errors);
+        let audit = extract_or_default::<AuditConfig>(&figment, "audit", section("audit").is_some(), &mut errors);
+        let telemetry =
+            extract_or_default::<TelemetryConfig>(&figment, "telemetry", section("telemetry").is_some(), &mut errors);
+        let apps =
+            extract_or_default::<BTreeMap<String, AppConfig>>(&figment, "apps", section("apps").is_some(), &mut errors);
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
@@ -714,9 +686,9 @@ impl Config {
                 "list the provinces anonymous calls may reach, or set enabled = false",
             ));
         }
-        let reach = crate::call::apps::province_problems("anonymous", &a.provinces, &configured)
+        let reach = province_problems("anonymous", &a.provinces, &configured)
             .into_iter()
-            .chain(crate::call::apps::scope_problems("anonymous", &a.scopes));
+            .chain(scope_problems("anonymous", &a.scopes));
         for (path, message) in reach {
             errors.push(ConfigError::new(path, message));
         }
