@@ -113,7 +113,7 @@ proptest! {
         }
         let _ = crate::call::parse_metadata_for_tests(&m);
         let _ = crate::crypto::parse_digest(&value);
-        let _ = crate::call::apps::allowed_methods(&value);
+        let _ = crate::gateway::apps::allowed_methods(&value);
         let _ = crate::audit::AuditRecord::parse(&value);
         let _ = crate::audit::verify::verify(value.as_bytes(), None);
         let _ = crate::crypto::pem_fingerprint(&value);

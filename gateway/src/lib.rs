@@ -10,7 +10,7 @@
 //!    └ telemetry    the call's server span and metrics (telemetry::rpc)
 //!      └ services   a thin handler per RPC: validate the request, then
 //!        └ call     Call::begin: app identity → method permission → province →
-//!          │        app limit (call/mod.rs, apps.rs); the citizen where needed:
+//!          │        app limit (call/mod.rs, gateway::apps); the citizen where needed:
 //!          │        token → identity level → purpose → citizen limit (auth.rs);
 //!          │        the family's instance for the province (route.rs)
 //!          └ call::fetch   the cache (policy::cache) → on a miss only, the

@@ -65,8 +65,8 @@ fn cors(config: &Config) -> CorsLayer {
             header("x-user-agent"),
             header("grpc-timeout"),
             header(PROVINCE_HEADER),
-            header(crate::call::apps::API_KEY_HEADER),
-            header(crate::call::apps::PURPOSE_HEADER),
+            header(crate::gateway::apps::API_KEY_HEADER),
+            header(crate::gateway::apps::PURPOSE_HEADER),
             header("traceparent"),
             header("tracestate"),
         ])

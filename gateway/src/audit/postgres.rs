@@ -92,7 +92,7 @@ fn key_id(key: Option<&crate::crypto::SecretKey>) -> String {
 }
 
 /// Checks that the chain's last record was written under `key` (see
-/// [`super::check_chain_key`]).
+/// `check_chain_key` in the audit module).
 pub async fn check_head(client: &Client, schema: &str, key: Option<&crate::crypto::SecretKey>) -> anyhow::Result<()> {
     let row = client.query_opt(&format!("SELECT line FROM {schema}.audit_log ORDER BY seq DESC LIMIT 1"), &[]).await?;
     let Some(row) = row else { return Ok(()) };

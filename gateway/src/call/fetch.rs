@@ -11,7 +11,7 @@ use tonic::Status;
 
 use crate::call::Call;
 use crate::call::metadata::Answer;
-use crate::call::route::Routed;
+use crate::gateway::route::Routed;
 
 impl Call<'_> {
     /// Calls `routed` once through its guard (no cache): upstream budget,

@@ -1,20 +1,19 @@
 //! A call, once admitted at the edge: who is calling (the app, then the
 //! citizen), whether they may, and which adapter instance serves it.
 //!
-//! - [`apps`]: the calling app's identity (API key or client certificate),
-//!   its allowed methods, provinces, scopes and declared purposes.
-//! - `crate::call::Call`: begins a call (app identity → method permission
-//!   → province → app limit), authenticates the citizen where the method
-//!   needs one (token → level → citizen limit), and routes it to the
-//!   province's instance of its family.
-//! - [`page_tokens`]: page tokens sealed to the caller's province, method,
-//!   filters and citizen.
+//! - [`Call`] (here): `Gateway::call` begins a call: app identity → method
+//!   permission → province → app limit.
+//! - [`auth`]: the citizen where the method needs one: token → identity
+//!   level → purpose → citizen limit.
+//! - [`route`]: the province's instance of the call's family.
+//! - [`fetch`]: the answer, from the cache or, on a miss, through the
+//!   instance's guard.
+//! - [`metadata`]: the answer's freshness headers and the `grpc-timeout`
+//!   parser.
 
-pub mod apps;
 pub mod auth;
 pub mod fetch;
 pub mod metadata;
-pub mod page_tokens;
 pub mod route;
 
 use std::time::Duration;
@@ -25,10 +24,10 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::audit::Auditor;
-use crate::call::apps::App;
-use crate::call::route::{ProvinceAdapters, Routed};
 use crate::errors;
 use crate::gateway::Gateway;
+use crate::gateway::apps::App;
+use crate::gateway::route::{ProvinceAdapters, Routed};
 
 /// Metadata naming the province a call is for.
 pub const PROVINCE_HEADER: &str = "x-lienthong-province";
@@ -229,10 +228,10 @@ impl<'g> Call<'g> {
     /// Opens the caller's page token in `req` into the adapter's; the
     /// returned paging seals the next one. A citizen's own lists are bound to
     /// the citizen (authenticate first).
-    pub fn paging<R: crate::call::page_tokens::Paged>(
+    pub fn paging<R: crate::gateway::page_tokens::Paged>(
         &self,
         req: &mut R,
-    ) -> Result<crate::call::page_tokens::Paging<'g>, Status> {
+    ) -> Result<crate::gateway::page_tokens::Paging<'g>, Status> {
         let citizen = self.ctx.principal.as_ref().map(|p| &p.citizen_id);
         self.gateway.page_tokens.open(&self.ctx.province, self.method, req, citizen)
     }
@@ -274,5 +273,5 @@ pub(crate) fn parse_metadata_for_tests(
 /// H M S m u n).
 fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     // Admission already refused a malformed one; the same parser reads it.
-    crate::edge::framing::parse_grpc_timeout(metadata.get("grpc-timeout")?.as_bytes())
+    crate::call::metadata::parse_grpc_timeout(metadata.get("grpc-timeout")?.as_bytes())
 }

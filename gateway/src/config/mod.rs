@@ -259,7 +259,7 @@ pub struct CacheConfig {
     pub enabled: bool,
     /// Upper bound of cached answers, in bytes.
     pub max_bytes: u64,
-    /// Per RPC name, overriding the defaults ([`CacheConfig::default_policies`]).
+    /// Per RPC name, overriding the defaults of the method table (`Method::facts`).
     pub policies: BTreeMap<String, CachePolicy>,
 }
 

@@ -4,6 +4,7 @@
 //! Length-Prefixed-Message). Each refusal is the caller's error and says
 //! what was wrong.
 
+use crate::call::metadata::parse_grpc_timeout;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -45,25 +46,6 @@ pub(super) fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Stat
         Status::invalid_argument(
             "grpc-timeout is malformed: it must be 1 to 8 digits and a unit (H, M, S, m, u or n), as in 500m",
         )
-    })
-}
-
-/// `grpc-timeout` per the gRPC over HTTP/2 spec: `TimeoutValue TimeoutUnit`,
-/// at most 8 ASCII digits.
-pub(crate) fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
     })
 }
 

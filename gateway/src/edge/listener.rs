@@ -44,6 +44,8 @@ use tokio_rustls::TlsAcceptor;
 use tonic::body::Body;
 use tower::Service;
 
+use crate::gateway::apps::ClientCertificates;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a connection closed without calls running lingers for its
@@ -80,11 +82,6 @@ pub struct ConnectionLimits {
     /// admission; only beyond this does a client see HTTP 431.
     pub hard_header_list_bytes: u32,
 }
-
-/// The client's certificate chain, when it presented one (mutual TLS); a
-/// request extension.
-#[derive(Debug, Clone)]
-pub struct ClientCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
 /// Counts of what the listener did, for metrics and readiness.
 #[derive(Debug, Default)]

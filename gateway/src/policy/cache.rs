@@ -131,7 +131,7 @@ impl std::fmt::Debug for ResponseCache {
 /// Builds a cache key: province, adapter instance, method (its RPC name,
 /// unique across the API) and scope, each
 /// ended by a 0 byte, then the request's encoding. `scope` is empty for
-/// public data and the citizen's pseudonym ([`CitizenScopes`]) for personal
+/// public data and the citizen's pseudonym ([`crate::crypto::CitizenScopes`]) for personal
 /// data.
 pub fn key(province: &str, instance: &str, method: Method, scope: &[u8], request: &impl Message) -> Vec<u8> {
     let mut k = Vec::with_capacity(64 + request.encoded_len());

@@ -33,7 +33,7 @@ impl ConstructionService for ConstructionApi {
         let paging = call.paging(&mut req)?;
         let a = call.construction()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_housing_projects(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn get_housing_project(

@@ -34,7 +34,7 @@ impl EducationService for EducationApi {
         let paging = call.paging(&mut req)?;
         let a = call.education()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_schools(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn get_school(

@@ -33,7 +33,7 @@ impl HealthcareService for HealthcareApi {
         let paging = call.paging(&mut req)?;
         let a = call.healthcare()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_facilities(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn get_facility(

@@ -97,7 +97,7 @@ impl PublicServicesService for PublicServicesApi {
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_agencies(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn get_agency(
@@ -131,7 +131,7 @@ impl PublicServicesService for PublicServicesApi {
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_procedures(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn get_procedure(
@@ -197,8 +197,8 @@ impl PublicServicesService for PublicServicesApi {
         // Its page tokens are the citizen's alone.
         let paging = call.paging(&mut req)?;
         // Cached under the citizen's pseudonym: only ever their own.
-        let answer =
-            paging.seal(via_cache!(call, a, req, |adapter, ctx, req| adapter.list_my_dossiers(&ctx, req).await)?);
+        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.list_my_dossiers(&ctx, req).await)?
+            .map(|list| paging.seal(list));
         let codes = answer.value.dossiers.iter().map(|d| d.dossier_code.clone()).collect();
         // Recorded before the answer leaves.
         call.audit(codes, tonic::Code::Ok).await?;

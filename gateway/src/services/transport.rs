@@ -36,7 +36,7 @@ impl TransportService for TransportApi {
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_bus_routes(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn get_bus_route(
@@ -67,7 +67,7 @@ impl TransportService for TransportApi {
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_nearby_stops(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn list_arrivals(
@@ -101,7 +101,7 @@ impl TransportService for TransportApi {
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
         via_cache!(call, a, req, |adapter, ctx, req| adapter.list_traffic_cameras(&ctx, req).await)
-            .map(|answer| paging.seal(answer).into_response())
+            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
     async fn get_traffic_camera(

@@ -10,7 +10,7 @@ pub const MAX_TEXT_CHARS: usize = 200;
 /// Largest near-search radius, in metres.
 pub const MAX_RADIUS_M: f64 = 50_000.0;
 /// Longest page token accepted.
-const MAX_PAGE_TOKEN: usize = crate::call::page_tokens::MAX_SEALED_TOKEN;
+const MAX_PAGE_TOKEN: usize = crate::gateway::page_tokens::MAX_SEALED_TOKEN;
 
 /// The shape of an identifier or code.
 #[derive(Debug, Clone, Copy)]

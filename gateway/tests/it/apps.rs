@@ -6,9 +6,9 @@
 use crate::common;
 
 use common::{TestGateway, authed, request};
-use lienthong::call::apps::API_KEY_HEADER;
 use lienthong::config::Config;
 use lienthong::crypto::{hex, sha256};
+use lienthong::gateway::apps::API_KEY_HEADER;
 use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
 use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;

@@ -25,13 +25,10 @@ const ORDER: &[&str] = &[
     "crypto",
 ];
 
-/// Backward dependencies still to remove: the routing table's
-/// types live in `call` while `Gateway` holds them; the ops port and the
-/// metrics read `Gateway` instead of narrow snapshots; `call` reads what the
-/// edge recorded (client certificates, the parsed grpc-timeout).
+/// Backward dependencies still to remove: the ops port and the metrics read
+/// `Gateway`, the breakers and the edge's counters instead of narrow
+/// snapshots.
 const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
-    ("call", "edge"),
-    ("gateway", "call"),
     ("ops", "edge"),
     ("ops", "gateway"),
     ("ops", "policy"),

@@ -22,6 +22,11 @@ use crate::crypto::{any_equal, hex, parse_digest, sha256};
 
 pub use crate::config::{AppConfig, allowed_methods};
 
+/// The client's certificate chain, when it presented one (mutual TLS); a
+/// request extension.
+#[derive(Debug, Clone)]
+pub struct ClientCertificates(pub std::sync::Arc<Vec<rustls_pki_types::CertificateDer<'static>>>);
+
 /// Metadata carrying an app's API key.
 pub const API_KEY_HEADER: &str = "x-lienthong-api-key";
 /// Metadata naming the purpose of a call touching personal data.
@@ -115,7 +120,7 @@ impl AppRegistry {
 
     /// The app calling `request`.
     pub fn identify<T>(&self, request: &Request<T>) -> Result<&App, Status> {
-        if let Some(certs) = request.extensions().get::<crate::edge::listener::ClientCertificates>()
+        if let Some(certs) = request.extensions().get::<ClientCertificates>()
             && let Some(leaf) = certs.0.first()
         {
             let digest = sha256(leaf.as_ref());

@@ -107,8 +107,8 @@ pub struct Paging<'a> {
 impl Paging<'_> {
     /// `answer` with the adapter's `next_page_token` sealed (empty stays
     /// empty: the last page).
-    pub fn seal<T: Listing>(&self, mut answer: crate::call::metadata::Answer<T>) -> crate::call::metadata::Answer<T> {
-        let next = answer.value.next_page_token_mut();
+    pub fn seal<T: Listing>(&self, mut answer: T) -> T {
+        let next = answer.next_page_token_mut();
         if !next.is_empty() {
             *next = self.tokens.0.seal(&self.context, next.as_bytes());
             if next.len() > MAX_SEALED_TOKEN {

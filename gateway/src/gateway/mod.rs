@@ -1,8 +1,13 @@
 //! The gateway's shared state, built once from config: every adapter
-//! instance with its guard, the routing table of provinces, the limiters,
-//! the cache, the audit log, the apps. Calls begin here
-//! ([`Gateway::call`], in `crate::call`) and read it; operators' views
+//! instance with its guard, the routing table of provinces ([`route`]), the
+//! registered apps ([`apps`]), the page-token key ([`page_tokens`]), the
+//! limiters, the cache, the audit log. Calls begin here
+//! (`Gateway::call`, in the `call` module) and read it; operators' views
 //! (instances, limits, cache) are narrow accessors.
+
+pub mod apps;
+pub mod page_tokens;
+pub mod route;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +17,9 @@ use anyhow::Context as _;
 use lienthong_adapter_core::{AdapterRegistry, AdapterSet, BuildContext, Family, WebhookReceiver};
 use tokio::sync::watch;
 
-use crate::call::apps::AppRegistry;
-use crate::call::route::{ProvinceAdapters, routed};
 use crate::config::Config;
+use crate::gateway::apps::AppRegistry;
+use crate::gateway::route::{ProvinceAdapters, routed};
 use crate::policy::guard::UpstreamGuard;
 
 /// The routing table and access rules; shared by every service.
@@ -34,7 +39,7 @@ pub struct Gateway {
     pub(crate) metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub(crate) province_from_metadata: bool,
     pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) page_tokens: crate::call::page_tokens::PageTokens,
+    pub(crate) page_tokens: crate::gateway::page_tokens::PageTokens,
     /// The adapter kinds, to recognise another kind's tokens.
     pub(crate) registry: AdapterRegistry,
 }
@@ -129,7 +134,7 @@ impl Gateway {
             metrics,
             province_from_metadata: config.server.province_from_metadata,
             shutdown,
-            page_tokens: crate::call::page_tokens::PageTokens::new(&page_token_key(config)?)?,
+            page_tokens: crate::gateway::page_tokens::PageTokens::new(&page_token_key(config)?)?,
             registry: registry.clone(),
         })
     }
