@@ -8,18 +8,23 @@
 //!  └ edge           connection limits → gRPC-Web + CORS → admission (message read,
 //!    │              framing checked, deadline, a shared slot or shed)
 //!    └ telemetry    the call's server span and metrics (telemetry::rpc)
-//!      └ services   a thin handler per RPC: validate the request, then
+//!      └ services   a thin handler per RPC (services/<family>.rs):
 //!        └ call     Call::begin: app identity → method permission → province →
-//!          │        app limit (call/mod.rs, gateway::apps); the citizen where needed:
-//!          │        token → identity level → purpose → citizen limit (auth.rs);
-//!          │        the family's instance for the province (route.rs)
-//!          └ call::fetch   the cache (policy::cache) → on a miss only, the
-//!            │             instance's guard (policy::guard): upstream budget →
-//!            │             breaker → bulkhead → deadline → retries
+//!          │        app limit (call/mod.rs, gateway/apps.rs); then the handler
+//!          │        validates the request (services/validate.rs, which needs
+//!          │        the province); the citizen where needed: token → identity
+//!          │        level → purpose → citizen limit (call/auth.rs); the
+//!          │        family's instance for the province (call/route.rs)
+//!          └ Call::fetch   the cache (call/fetch.rs, policy/cache.rs) → on a
+//!            │             miss only, the instance's guard (policy/guard.rs):
+//!            │             upstream budget (left to adapters that budget their
+//!            │             own requests, like vneid) → breaker → bulkhead →
+//!            │             deadline → retries; failures become a Status in
+//!            │             Call::fail (errors::from_adapter)
 //!            └ adapter     lienthong-adapter-* (adapters/)
 //!        ← services shape the answer (views, masking, sealed page tokens,
-//!          x-lienthong-cache / -age-seconds from call::metadata), audit
-//!          records personal-data access, errors map AdapterError → Status.
+//!          x-lienthong-cache / -age-seconds from call/metadata.rs), and audit
+//!          the accesses to personal data they serve.
 //! ```
 //!
 //! `gateway` is the shared state every call reads (built once from

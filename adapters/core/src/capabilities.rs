@@ -83,7 +83,8 @@ impl Freshness {
 
 /// What the gateway knows about an RPC besides its family: declared once,
 /// in the [`Method`] table; config validation, cache keys and policies,
-/// admin invalidation, audit and the identity policy read it.
+/// admin invalidation and the identity policy read it. (Which accesses are
+/// audited, and whether a citizen is required, each handler decides.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodFacts {
     /// The dataset operators invalidate it by (`AdminService/InvalidateCache`).
@@ -91,7 +92,7 @@ pub struct MethodFacts {
     /// Its default freshness; `None`: never cached (streams).
     pub cache: Option<Freshness>,
     /// Its answers are one citizen's personal data: cached per citizen
-    /// (under a pseudonym), never shared, and audited.
+    /// (under a pseudonym), never shared.
     pub personal: bool,
     /// Its answers are never served stale, whatever config says (identity).
     pub never_stale: bool,

@@ -4,8 +4,9 @@
 //! retries).
 
 use std::future::Future;
+use std::sync::Arc;
 
-use lienthong_adapter_core::AdapterError;
+use lienthong_adapter_core::{AdapterError, CallContext};
 use prost::Message;
 use tonic::Status;
 
@@ -14,6 +15,31 @@ use crate::call::metadata::Answer;
 use crate::gateway::route::Routed;
 
 impl Call<'_> {
+    /// The answer of `adapter_call` on the routed instance, through the
+    /// cache when this RPC has a policy and, on a miss only, the instance's
+    /// guard. `adapter_call` gets its own copies of the adapter, the context
+    /// and the request each time it runs (a retry runs it again).
+    pub async fn fetch<A, R, T, F, Fut>(
+        &self,
+        routed: &Routed<A>,
+        request: R,
+        adapter_call: F,
+    ) -> Result<Answer<T>, Status>
+    where
+        A: ?Sized + Send + Sync + 'static,
+        R: Message + Clone + Send + Sync + 'static,
+        T: Message + Default + Clone + Send + Sync + 'static,
+        F: Fn(Arc<A>, CallContext, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, AdapterError>> + Send + 'static,
+    {
+        let key = self.cache_key(routed, &request)?;
+        let (adapter, ctx) = (routed.adapter.clone(), self.ctx.clone());
+        self.cached(routed, key, move || -> crate::policy::cache::FillFuture<T> {
+            Box::pin(adapter_call(adapter.clone(), ctx.clone(), request.clone()))
+        })
+        .await
+    }
+
     /// Calls `routed` once through its guard (no cache): upstream budget,
     /// breaker, bulkhead, deadline, retries (every adapter method is an
     /// idempotent read).
@@ -60,7 +86,7 @@ impl Call<'_> {
         let fill = move || -> crate::policy::cache::FillFuture<T> {
             Box::pin(async move { guard.call(method, deadline, true, attempt).await })
         };
-        let Some(policy) = self.gateway.cache_config.policy(method.rpc_name()) else {
+        let Some(policy) = self.gateway.cache_config.policy(method) else {
             if self.traced {
                 tracing::Span::current().record("lienthong.cache", "bypass");
             }

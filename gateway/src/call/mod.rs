@@ -1,7 +1,7 @@
 //! A call, once admitted at the edge: who is calling (the app, then the
 //! citizen), whether they may, and which adapter instance serves it.
 //!
-//! - [`Call`] (here): `Gateway::call` begins a call: app identity → method
+//! - [`Call`] (here): `Call::begin` starts a call: app identity → method
 //!   permission → province → app limit.
 //! - [`auth`]: the citizen where the method needs one: token → identity
 //!   level → purpose → citizen limit.
@@ -55,81 +55,6 @@ pub struct Call<'g> {
 }
 
 impl Gateway {
-    /// Starts a call of `method`: who calls (the app, by client
-    /// certificate or API key), whether it may call `method`, for which
-    /// province, and within its quota.
-    pub fn call<T>(&self, request: &tonic::Request<T>, method: Method) -> Result<Call<'_>, Status> {
-        let app = self.apps.identify(request)?;
-        if !app.may_call(method) {
-            return Err(Status::permission_denied(format!(
-                "app {} is not registered to call {}",
-                app.id,
-                method.full_name()
-            )));
-        }
-        let metadata = request.metadata();
-        let allowed = &app.provinces;
-        let asked = match metadata.get(PROVINCE_HEADER) {
-            None => None,
-            Some(v) => Some(v.to_str().map_err(|_| bad_province("must be a 2-digit province code, such as \"79\""))?),
-        };
-        let code = match asked {
-            Some(code) => {
-                if admin::province(code).is_none() {
-                    return Err(bad_province(
-                        "is not a province code of the 34 provinces in force since 1 July 2025 (Ho Chi Minh City is \"79\", Hà Nội \"01\")",
-                    ));
-                }
-                if !self.provinces.contains_key(code) {
-                    return Err(Status::failed_precondition(format!(
-                        "province {code} is not served by this gateway; it serves: {}",
-                        self.provinces.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )));
-                }
-                if !allowed.iter().any(|p| p == code) {
-                    return Err(Status::permission_denied(format!("app {} may not reach province {code}", app.id)));
-                }
-                if !self.province_from_metadata && allowed.first().map(String::as_str) != Some(code) {
-                    return Err(Status::permission_denied(format!(
-                        "{PROVINCE_HEADER} is not accepted by this gateway"
-                    )));
-                }
-                code
-            }
-            None => allowed
-                .first()
-                .map(String::as_str)
-                .ok_or_else(|| Status::permission_denied(format!("app {} may reach no province", app.id)))?,
-        };
-        let province = self
-            .provinces
-            .get(code)
-            .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
-        // The call's trace, as the telemetry layer made it (or, without the
-        // layer, the current span's and the caller's). Attributes and child
-        // spans are kept only for traces that are exported.
-        let call_trace = request.extensions().get::<crate::telemetry::rpc::CallTrace>().copied();
-        let traced = call_trace.map_or_else(|| crate::telemetry::sampled(&tracing::Span::current()), |t| t.sampled);
-        if traced {
-            let span = tracing::Span::current();
-            span.record("lienthong.province", code);
-            span.record("lienthong.app", app.id.as_str());
-        }
-        self.limited(traced, "app", || self.limits.check_app(&app.id, method))?;
-        let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
-        Ok(Call {
-            gateway: self,
-            province,
-            method,
-            app,
-            trace_id: call_trace.map(|t| t.trace_id).or_else(|| trace_id(metadata)),
-            traced,
-            purpose: None,
-            below_level: None,
-            ctx: CallContext { province: code.to_owned(), principal: None, deadline },
-        })
-    }
-
     /// A rate-limit decision, in a span of its own when `traced`; a
     /// refusal is counted.
     pub(crate) fn limited(
@@ -160,6 +85,81 @@ impl Gateway {
 }
 
 impl<'g> Call<'g> {
+    /// Starts a call of `method`: who calls (the app, by client
+    /// certificate or API key), whether it may call `method`, for which
+    /// province, and within its quota.
+    pub fn begin<T>(gateway: &'g Gateway, request: &tonic::Request<T>, method: Method) -> Result<Self, Status> {
+        let app = gateway.apps.identify(request)?;
+        if !app.may_call(method) {
+            return Err(Status::permission_denied(format!(
+                "app {} is not registered to call {}",
+                app.id,
+                method.full_name()
+            )));
+        }
+        let metadata = request.metadata();
+        let allowed = &app.provinces;
+        let asked = match metadata.get(PROVINCE_HEADER) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| bad_province("must be a 2-digit province code, such as \"79\""))?),
+        };
+        let code = match asked {
+            Some(code) => {
+                if admin::province(code).is_none() {
+                    return Err(bad_province(
+                        "is not a province code of the 34 provinces in force since 1 July 2025 (Ho Chi Minh City is \"79\", Hà Nội \"01\")",
+                    ));
+                }
+                if !gateway.provinces.contains_key(code) {
+                    return Err(Status::failed_precondition(format!(
+                        "province {code} is not served by this gateway; it serves: {}",
+                        gateway.provinces.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                if !allowed.iter().any(|p| p == code) {
+                    return Err(Status::permission_denied(format!("app {} may not reach province {code}", app.id)));
+                }
+                if !gateway.province_from_metadata && allowed.first().map(String::as_str) != Some(code) {
+                    return Err(Status::permission_denied(format!(
+                        "{PROVINCE_HEADER} is not accepted by this gateway"
+                    )));
+                }
+                code
+            }
+            None => allowed
+                .first()
+                .map(String::as_str)
+                .ok_or_else(|| Status::permission_denied(format!("app {} may reach no province", app.id)))?,
+        };
+        let province = gateway
+            .provinces
+            .get(code)
+            .ok_or_else(|| Status::internal("routing table is missing a configured province"))?;
+        // The call's trace, as the telemetry layer made it (or, without the
+        // layer, the current span's and the caller's). Attributes and child
+        // spans are kept only for traces that are exported.
+        let call_trace = request.extensions().get::<crate::telemetry::rpc::CallTrace>().copied();
+        let traced = call_trace.map_or_else(|| crate::telemetry::sampled(&tracing::Span::current()), |t| t.sampled);
+        if traced {
+            let span = tracing::Span::current();
+            span.record("lienthong.province", code);
+            span.record("lienthong.app", app.id.as_str());
+        }
+        gateway.limited(traced, "app", || gateway.limits.check_app(&app.id, method))?;
+        let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
+        Ok(Call {
+            gateway,
+            province,
+            method,
+            app,
+            trace_id: call_trace.map(|t| t.trace_id).or_else(|| trace_id(metadata)),
+            traced,
+            purpose: None,
+            below_level: None,
+            ctx: CallContext { province: code.to_owned(), principal: None, deadline },
+        })
+    }
+
     /// The method being called.
     pub fn method(&self) -> Method {
         self.method

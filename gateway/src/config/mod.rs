@@ -270,15 +270,14 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
-    /// The policy of `rpc`: configured, or its default in the method table;
+    /// The policy of `method`: configured, or its default in the method table;
     /// `None` when the RPC is never cached or caching is off.
-    pub fn policy(&self, rpc: &str) -> Option<CachePolicy> {
-        let method = lienthong_adapter_core::Method::from_rpc_name(rpc)?;
+    pub fn policy(&self, method: lienthong_adapter_core::Method) -> Option<CachePolicy> {
         let default = method.facts().cache?;
         if !self.enabled {
             return None;
         }
-        Some(self.policies.get(rpc).copied().unwrap_or_else(|| CachePolicy::from(default)))
+        Some(self.policies.get(method.rpc_name()).copied().unwrap_or_else(|| CachePolicy::from(default)))
     }
 }
 

@@ -2,7 +2,7 @@
 //! instance with its guard, the routing table of provinces ([`route`]), the
 //! registered apps ([`apps`]), the page-token key ([`page_tokens`]), the
 //! limiters, the cache, the audit log. Calls begin here
-//! (`Gateway::call`, in the `call` module) and read it; operators' views
+//! (`Call::begin`, in the `call` module) and read it; operators' views
 //! (instances, limits, cache) are narrow accessors.
 
 pub mod apps;

@@ -8,8 +8,8 @@
 //!    its upstream budget ([`limits`]), [`breaker`], [`bulkhead`], the
 //!    caller's deadline, and [`retry`].
 //!
-//! [`limits`] also holds the app and citizen rate limits that admission
-//! applies (`crate::call`).
+//! [`limits`] also holds the app and citizen rate limits that `Call::begin`
+//! and the citizen check apply (`crate::call`).
 
 pub mod cache;
 pub mod guard;

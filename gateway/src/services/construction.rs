@@ -6,7 +6,7 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::construction_service_server::ConstructionService;
 use tonic::{Request, Response, Status};
 
-use super::via_cache;
+use crate::call::Call;
 use crate::errors::Violations;
 use crate::gateway::Gateway;
 use crate::services::validate::{self, CodeKind};
@@ -21,7 +21,7 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::ListHousingProjectsRequest>,
     ) -> Result<Response<api::ListHousingProjectsResponse>, Status> {
-        let call = self.0.call(&request, Method::ListHousingProjects)?;
+        let call = Call::begin(&self.0, &request, Method::ListHousingProjects)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -32,7 +32,8 @@ impl ConstructionService for ConstructionApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.construction()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_housing_projects(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_housing_projects(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -40,13 +41,14 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::GetHousingProjectRequest>,
     ) -> Result<Response<api::GetHousingProjectResponse>, Status> {
-        let call = self.0.call(&request, Method::GetHousingProject)?;
+        let call = Call::begin(&self.0, &request, Method::GetHousingProject)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "project_id", &req.project_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.construction()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_housing_project(&ctx, req).await)?;
+        let answer =
+            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_housing_project(&ctx, req).await }).await?;
         Ok(answer.map(|project| api::GetHousingProjectResponse { project: Some(project) }).into_response())
     }
 
@@ -54,13 +56,15 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::GetPracticingCertificateRequest>,
     ) -> Result<Response<api::GetPracticingCertificateResponse>, Status> {
-        let call = self.0.call(&request, Method::GetPracticingCertificate)?;
+        let call = Call::begin(&self.0, &request, Method::GetPracticingCertificate)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "certificate_number", &req.certificate_number, CodeKind::Certificate);
         v.into_result()?;
         let a = call.construction()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_practicing_certificate(&ctx, req).await)?;
+        let answer = call
+            .fetch(a, req, |adapter, ctx, req| async move { adapter.get_practicing_certificate(&ctx, req).await })
+            .await?;
         Ok(answer
             .map(|certificate| api::GetPracticingCertificateResponse { certificate: Some(certificate) })
             .into_response())

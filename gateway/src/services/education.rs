@@ -6,7 +6,7 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::education_service_server::EducationService;
 use tonic::{Request, Response, Status};
 
-use super::via_cache;
+use crate::call::Call;
 use crate::errors::Violations;
 use crate::gateway::Gateway;
 use crate::services::validate::{self, CodeKind};
@@ -21,7 +21,7 @@ impl EducationService for EducationApi {
         &self,
         request: Request<api::ListSchoolsRequest>,
     ) -> Result<Response<api::ListSchoolsResponse>, Status> {
-        let call = self.0.call(&request, Method::ListSchools)?;
+        let call = Call::begin(&self.0, &request, Method::ListSchools)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -33,7 +33,8 @@ impl EducationService for EducationApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.education()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_schools(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_schools(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -41,13 +42,13 @@ impl EducationService for EducationApi {
         &self,
         request: Request<api::GetSchoolRequest>,
     ) -> Result<Response<api::GetSchoolResponse>, Status> {
-        let call = self.0.call(&request, Method::GetSchool)?;
+        let call = Call::begin(&self.0, &request, Method::GetSchool)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "school_id", &req.school_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.education()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_school(&ctx, req).await)?;
+        let answer = call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_school(&ctx, req).await }).await?;
         Ok(answer.map(|school| api::GetSchoolResponse { school: Some(school) }).into_response())
     }
 }

@@ -6,7 +6,7 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::healthcare_service_server::HealthcareService;
 use tonic::{Request, Response, Status};
 
-use super::via_cache;
+use crate::call::Call;
 use crate::errors::Violations;
 use crate::gateway::Gateway;
 use crate::services::validate::{self, CodeKind};
@@ -21,7 +21,7 @@ impl HealthcareService for HealthcareApi {
         &self,
         request: Request<api::ListFacilitiesRequest>,
     ) -> Result<Response<api::ListFacilitiesResponse>, Status> {
-        let call = self.0.call(&request, Method::ListFacilities)?;
+        let call = Call::begin(&self.0, &request, Method::ListFacilities)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -32,7 +32,8 @@ impl HealthcareService for HealthcareApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.healthcare()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_facilities(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_facilities(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -40,13 +41,14 @@ impl HealthcareService for HealthcareApi {
         &self,
         request: Request<api::GetFacilityRequest>,
     ) -> Result<Response<api::GetFacilityResponse>, Status> {
-        let call = self.0.call(&request, Method::GetFacility)?;
+        let call = Call::begin(&self.0, &request, Method::GetFacility)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "facility_code", &req.facility_code, CodeKind::Facility);
         v.into_result()?;
         let a = call.healthcare()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_facility(&ctx, req).await)?;
+        let answer =
+            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_facility(&ctx, req).await }).await?;
         Ok(answer.map(|facility| api::GetFacilityResponse { facility: Some(facility) }).into_response())
     }
 }

@@ -6,7 +6,7 @@ use lienthong_adapter_core::{CitizenId, Method, api};
 use lienthong_proto::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
-use super::via_cache;
+use crate::call::Call;
 use crate::call::metadata::Answer;
 use crate::gateway::Gateway;
 
@@ -23,7 +23,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<api::GetMyProfileRequest>,
     ) -> Result<Response<api::GetMyProfileResponse>, Status> {
-        let mut call = self.0.call(&request, Method::GetMyProfile)?;
+        let mut call = Call::begin(&self.0, &request, Method::GetMyProfile)?;
         let principal =
             call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
         let req = request.into_inner();
@@ -38,10 +38,12 @@ impl IdentityService for IdentityApi {
         let a = call.identity()?;
         // Cached per citizen, never stale; the masking below runs on every
         // answer, cached or not.
-        let answer = via_cache!(call, a, req, |adapter, ctx, _r| {
-            let principal = ctx.require_principal()?;
-            adapter.profile(&ctx, principal).await
-        })?;
+        let answer = call
+            .fetch(a, req, |adapter, ctx, _r| async move {
+                let principal = ctx.require_principal()?;
+                adapter.profile(&ctx, principal).await
+            })
+            .await?;
         let freshness = answer.freshness;
         let mut profile = answer.value;
         // What differs per login comes from the token presented, never from

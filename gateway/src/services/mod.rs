@@ -28,21 +28,3 @@ pub use crate::call::metadata::{AGE_HEADER, CACHE_HEADER, VIEW_REASON_HEADER};
 pub(crate) fn fresh<T>(message: T) -> Response<T> {
     crate::call::metadata::Answer { value: message, freshness: None }.into_response()
 }
-
-/// Calls an adapter through the response cache and the instance's guard:
-/// `via_cache!(call, routed, request, |adapter, ctx, request| body)`, where
-/// `body` is the adapter call; it may run more than once (retries), each time
-/// with its own copies.
-macro_rules! via_cache {
-    ($call:expr, $routed:expr, $req:expr, |$adapter:ident, $ctx:ident, $r:ident| $body:expr) => {{
-        let key = $call.cache_key($routed, &$req)?;
-        let (adapter, ctx, request) = ($routed.adapter.clone(), $call.ctx.clone(), $req);
-        $call
-            .cached($routed, key, move || {
-                let ($adapter, $ctx, $r) = (adapter.clone(), ctx.clone(), request.clone());
-                Box::pin(async move { $body })
-            })
-            .await
-    }};
-}
-pub(crate) use via_cache;

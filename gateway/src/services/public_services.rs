@@ -9,7 +9,8 @@ use lienthong_adapter_core::{CitizenId, Method, OwnedDossier, Principal, api};
 use lienthong_proto::v1::public_services_service_server::PublicServicesService;
 use tonic::{Request, Response, Status};
 
-use super::{fresh, via_cache};
+use super::fresh;
+use crate::call::Call;
 use crate::call::metadata::Answer;
 use crate::errors::Violations;
 use crate::gateway::Gateway;
@@ -86,7 +87,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListAgenciesRequest>,
     ) -> Result<Response<api::ListAgenciesResponse>, Status> {
-        let call = self.0.call(&request, Method::ListAgencies)?;
+        let call = Call::begin(&self.0, &request, Method::ListAgencies)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -96,7 +97,8 @@ impl PublicServicesService for PublicServicesApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_agencies(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_agencies(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -104,13 +106,13 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetAgencyRequest>,
     ) -> Result<Response<api::GetAgencyResponse>, Status> {
-        let call = self.0.call(&request, Method::GetAgency)?;
+        let call = Call::begin(&self.0, &request, Method::GetAgency)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "agency_code", &req.agency_code, CodeKind::Agency);
         v.into_result()?;
         let a = call.public_services()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_agency(&ctx, req).await)?;
+        let answer = call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_agency(&ctx, req).await }).await?;
         Ok(answer.map(|agency| api::GetAgencyResponse { agency: Some(agency) }).into_response())
     }
 
@@ -118,7 +120,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListProceduresRequest>,
     ) -> Result<Response<api::ListProceduresResponse>, Status> {
-        let call = self.0.call(&request, Method::ListProcedures)?;
+        let call = Call::begin(&self.0, &request, Method::ListProcedures)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -130,7 +132,8 @@ impl PublicServicesService for PublicServicesApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_procedures(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_procedures(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -138,13 +141,14 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetProcedureRequest>,
     ) -> Result<Response<api::GetProcedureResponse>, Status> {
-        let call = self.0.call(&request, Method::GetProcedure)?;
+        let call = Call::begin(&self.0, &request, Method::GetProcedure)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "procedure_code", &req.procedure_code, CodeKind::Procedure);
         v.into_result()?;
         let a = call.public_services()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_procedure(&ctx, req).await)?;
+        let answer =
+            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_procedure(&ctx, req).await }).await?;
         Ok(answer.map(|procedure| api::GetProcedureResponse { procedure: Some(procedure) }).into_response())
     }
 
@@ -152,16 +156,18 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetDossierRequest>,
     ) -> Result<Response<api::GetDossierResponse>, Status> {
-        let mut call = self.0.call(&request, Method::GetDossier)?;
+        let mut call = Call::begin(&self.0, &request, Method::GetDossier)?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;
         let req = request.into_inner();
         // Cached by dossier code alone: the record is the same for everyone;
         // what each caller sees of it is decided here, per call.
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| {
-            adapter.get_dossier(&ctx, req).await.map(CachedDossier::from)
-        })?;
+        let answer =
+            call.fetch(a, req, |adapter, ctx, req| async move {
+                adapter.get_dossier(&ctx, req).await.map(CachedDossier::from)
+            })
+            .await?;
         let Answer { value, freshness } = answer;
         let owned = value.into_owned()?;
         let reason = call.public_view_reason(&owned.owner);
@@ -180,7 +186,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListMyDossiersRequest>,
     ) -> Result<Response<api::ListMyDossiersResponse>, Status> {
-        let mut call = self.0.call(&request, Method::ListMyDossiers)?;
+        let mut call = Call::begin(&self.0, &request, Method::ListMyDossiers)?;
         {
             let req = request.get_ref();
             let mut v = Violations::new();
@@ -197,7 +203,9 @@ impl PublicServicesService for PublicServicesApi {
         // Its page tokens are the citizen's alone.
         let paging = call.paging(&mut req)?;
         // Cached under the citizen's pseudonym: only ever their own.
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.list_my_dossiers(&ctx, req).await)?
+        let answer = call
+            .fetch(a, req, |adapter, ctx, req| async move { adapter.list_my_dossiers(&ctx, req).await })
+            .await?
             .map(|list| paging.seal(list));
         let codes = answer.value.dossiers.iter().map(|d| d.dossier_code.clone()).collect();
         // Recorded before the answer leaves.
@@ -224,7 +232,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::WatchDossierRequest>,
     ) -> Result<Response<Self::WatchDossierStream>, Status> {
-        let mut call = self.0.call(&request, Method::WatchDossier)?;
+        let mut call = Call::begin(&self.0, &request, Method::WatchDossier)?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;

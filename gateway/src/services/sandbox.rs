@@ -8,6 +8,7 @@ use lienthong_proto::sandbox::v1 as sbx;
 use lienthong_proto::sandbox::v1::sandbox_identity_service_server::SandboxIdentityService;
 use tonic::{Request, Response, Status};
 
+use crate::call::Call;
 use crate::errors::Violations;
 use crate::gateway::Gateway;
 
@@ -26,7 +27,7 @@ impl SandboxIdentityService for SandboxIdentityApi {
         &self,
         request: Request<sbx::ListDemoCitizensRequest>,
     ) -> Result<Response<sbx::ListDemoCitizensResponse>, Status> {
-        let call = self.0.call(&request, Method::GetMyProfile)?;
+        let call = Call::begin(&self.0, &request, Method::GetMyProfile)?;
         let issuer = call.demo_issuer()?;
         let citizens = issuer
             .demo_citizens()
@@ -46,7 +47,7 @@ impl SandboxIdentityService for SandboxIdentityApi {
         &self,
         request: Request<sbx::IssueTokenRequest>,
     ) -> Result<Response<sbx::IssueTokenResponse>, Status> {
-        let call = self.0.call(&request, Method::GetMyProfile)?;
+        let call = Call::begin(&self.0, &request, Method::GetMyProfile)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         if req.handle.is_empty() || req.handle.len() > 32 || !req.handle.bytes().all(|b| b.is_ascii_lowercase()) {

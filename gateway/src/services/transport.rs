@@ -6,7 +6,7 @@ use lienthong_adapter_core::{Method, api};
 use lienthong_proto::v1::transport_service_server::TransportService;
 use tonic::{Request, Response, Status};
 
-use super::via_cache;
+use crate::call::Call;
 use crate::call::metadata::Answer;
 use crate::errors::Violations;
 use crate::gateway::Gateway;
@@ -25,7 +25,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListBusRoutesRequest>,
     ) -> Result<Response<api::ListBusRoutesResponse>, Status> {
-        let call = self.0.call(&request, Method::ListBusRoutes)?;
+        let call = Call::begin(&self.0, &request, Method::ListBusRoutes)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -35,7 +35,8 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_bus_routes(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_bus_routes(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -43,14 +44,15 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::GetBusRouteRequest>,
     ) -> Result<Response<api::GetBusRouteResponse>, Status> {
-        let call = self.0.call(&request, Method::GetBusRoute)?;
+        let call = Call::begin(&self.0, &request, Method::GetBusRoute)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "route_number", &req.route_number, CodeKind::RouteNumber);
         validate::enum_value::<api::BusRouteView>(&mut v, "view", req.view);
         v.into_result()?;
         let a = call.transport()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_bus_route(&ctx, req).await)?;
+        let answer =
+            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_bus_route(&ctx, req).await }).await?;
         Ok(answer.map(|route| api::GetBusRouteResponse { route: Some(route) }).into_response())
     }
 
@@ -58,7 +60,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListNearbyStopsRequest>,
     ) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
-        let call = self.0.call(&request, Method::ListNearbyStops)?;
+        let call = Call::begin(&self.0, &request, Method::ListNearbyStops)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -66,7 +68,8 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_nearby_stops(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_nearby_stops(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -74,7 +77,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListArrivalsRequest>,
     ) -> Result<Response<api::ListArrivalsResponse>, Status> {
-        let call = self.0.call(&request, Method::ListArrivals)?;
+        let call = Call::begin(&self.0, &request, Method::ListArrivals)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "stop_id", &req.stop_id, CodeKind::RecordId);
@@ -84,14 +87,16 @@ impl TransportService for TransportApi {
         }
         v.into_result()?;
         let a = call.transport()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_arrivals(&ctx, req).await).map(Answer::into_response)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_arrivals(&ctx, req).await })
+            .await
+            .map(Answer::into_response)
     }
 
     async fn list_traffic_cameras(
         &self,
         request: Request<api::ListTrafficCamerasRequest>,
     ) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
-        let call = self.0.call(&request, Method::ListTrafficCameras)?;
+        let call = Call::begin(&self.0, &request, Method::ListTrafficCameras)?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -100,7 +105,8 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        via_cache!(call, a, req, |adapter, ctx, req| adapter.list_traffic_cameras(&ctx, req).await)
+        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_traffic_cameras(&ctx, req).await })
+            .await
             .map(|answer| answer.map(|list| paging.seal(list)).into_response())
     }
 
@@ -108,13 +114,14 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::GetTrafficCameraRequest>,
     ) -> Result<Response<api::GetTrafficCameraResponse>, Status> {
-        let call = self.0.call(&request, Method::GetTrafficCamera)?;
+        let call = Call::begin(&self.0, &request, Method::GetTrafficCamera)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "camera_id", &req.camera_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.transport()?;
-        let answer = via_cache!(call, a, req, |adapter, ctx, req| adapter.get_traffic_camera(&ctx, req).await)?;
+        let answer =
+            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_traffic_camera(&ctx, req).await }).await?;
         Ok(answer.map(|camera| api::GetTrafficCameraResponse { camera: Some(camera) }).into_response())
     }
 }
