@@ -200,7 +200,7 @@ pub async fn serve_on(
         )
         // Operators' API: cache invalidation, adapter instance state (token-gated).
         .add_service(
-            AdminServiceServer::new(crate::ops::admin::AdminApi(gateway.clone()))
+            AdminServiceServer::new(crate::services::admin::AdminApi(gateway.clone()))
                 .max_decoding_message_size(max_request),
         );
     if gateway.has_demo_issuer() {

@@ -5,6 +5,7 @@
 //! (`Call::begin`, in the `call` module) and read it; operators' views
 //! (instances, limits, cache) are narrow accessors.
 
+pub mod admin_auth;
 pub mod apps;
 pub mod page_tokens;
 pub mod route;
@@ -30,7 +31,7 @@ pub struct Gateway {
     pub(crate) cache: crate::policy::cache::ResponseCache,
     pub(crate) cache_config: crate::config::CacheConfig,
     pub(crate) scopes: crate::crypto::CitizenScopes,
-    pub(crate) admin: crate::ops::admin::AdminAuth,
+    pub(crate) admin: crate::gateway::admin_auth::AdminAuth,
     pub(crate) audit: Arc<crate::audit::AuditLog>,
     pub(crate) default_deadline: Duration,
     pub(crate) identity: crate::config::IdentityPolicy,
@@ -125,7 +126,7 @@ impl Gateway {
             cache: crate::policy::cache::ResponseCache::new(config.cache.max_bytes),
             cache_config: config.cache.clone(),
             scopes: crate::crypto::CitizenScopes::new()?,
-            admin: crate::ops::admin::AdminAuth::new(&config.admin),
+            admin: crate::gateway::admin_auth::AdminAuth::new(&config.admin),
             audit: Arc::new(crate::audit::AuditLog::open(&config.audit).await?),
             default_deadline: config.server.default_deadline,
             identity: config.identity.clone(),
@@ -182,7 +183,7 @@ impl Gateway {
     }
 
     /// Who may call the admin API.
-    pub fn admin(&self) -> &crate::ops::admin::AdminAuth {
+    pub fn admin(&self) -> &crate::gateway::admin_auth::AdminAuth {
         &self.admin
     }
 

@@ -16,8 +16,6 @@
 //! [`METRICS`]: crate::telemetry::metrics::METRICS
 //! [`OverloadWatch`]: crate::edge::overload::OverloadWatch
 
-pub mod admin;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

@@ -2,6 +2,7 @@
 //! route the call, validate the request, authenticate the citizen where
 //! needed, call the adapter, shape the answer for the caller.
 
+pub mod admin;
 pub mod validate;
 
 mod construction;
