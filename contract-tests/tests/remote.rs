@@ -123,6 +123,17 @@ async fn a_province_validates_its_endpoint_with_one_command() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("violates"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// The error of a first call through a remote instance built from `options`
+/// (the handshake happens on the first call).
+async fn first_failure(name: &str, options: serde_json::Value) -> lienthong_adapter_core::AdapterError {
+    let set = RemoteFactory.build(BuildContext::new(name, options)).await.unwrap();
+    set.healthcare
+        .unwrap()
+        .list_facilities(&CallContext::anonymous("79"), api::ListFacilitiesRequest::default())
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn mutual_tls_is_required_and_works() {
     let (cert, key, ca) = (format!("{TLS}/server.pem"), format!("{TLS}/server.key"), format!("{TLS}/ca.pem"));
@@ -140,13 +151,7 @@ async fn mutual_tls_is_required_and_works() {
     // Without a client certificate the adapter service refuses the handshake.
     let without =
         serde_json::json!({"endpoint": endpoint, "timeout": "5s", "tls": {"ca_file": ca, "domain_name": "localhost"}});
-    let set = RemoteFactory.build(BuildContext::new("no-client-cert", without)).await.unwrap();
-    let e = set
-        .healthcare
-        .unwrap()
-        .list_facilities(&CallContext::anonymous("79"), api::ListFacilitiesRequest::default())
-        .await
-        .unwrap_err();
+    let e = first_failure("no-client-cert", without).await;
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 
     // Without the private CA (tls_ca_file, as every HTTP adapter spells it),
@@ -154,13 +159,7 @@ async fn mutual_tls_is_required_and_works() {
     let untrusted = serde_json::json!({"endpoint": endpoint, "timeout": "5s", "tls": {
         "client_cert_file": format!("{TLS}/client.pem"), "client_key_file": format!("{TLS}/client.key"), "domain_name": "localhost",
     }});
-    let set = RemoteFactory.build(BuildContext::new("untrusted", untrusted.clone())).await.unwrap();
-    let e = set
-        .healthcare
-        .unwrap()
-        .list_facilities(&CallContext::anonymous("79"), api::ListFacilitiesRequest::default())
-        .await
-        .unwrap_err();
+    let e = first_failure("untrusted", untrusted.clone()).await;
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.message().contains("unknown authority"), "{e}");
     let mut trusted = untrusted;

@@ -6,7 +6,7 @@
 //!
 //!     cargo run --release -p lienthong --example fake_idp -- --tokens /tmp/tokens.txt --citizens 1000
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use lienthong_contract_tests::fakes::FakeOidc;
 
@@ -26,15 +26,6 @@ async fn main() -> anyhow::Result<()> {
     }
     out.flush()?;
     println!("issuer {}", idp.issuer());
-    let faults = idp.faults.clone();
-    tokio::task::spawn_blocking(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if let Some(path) = line.strip_prefix("hits ") {
-                println!("{}", faults.hits(path.trim()));
-            }
-        }
-    })
-    .await?;
+    idp.faults.answer_hits_on_stdin().await?;
     Ok(())
 }

@@ -5,8 +5,6 @@
 //!
 //!     cargo run --release -p lienthong --example slow_upstream -- --latency 500ms
 
-use std::io::BufRead;
-
 use lienthong_contract_tests::fakes::{FakePortal, Fault};
 
 #[tokio::main]
@@ -16,15 +14,6 @@ async fn main() -> anyhow::Result<()> {
     let portal = FakePortal::start().await?;
     portal.faults.inject("/", Fault::Latency(humantime::parse_duration(latency)?));
     println!("listening on {}", portal.url());
-    let faults = portal.faults.clone();
-    tokio::task::spawn_blocking(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if let Some(path) = line.strip_prefix("hits ") {
-                println!("{}", faults.hits(path.trim()));
-            }
-        }
-    })
-    .await?;
+    portal.faults.answer_hits_on_stdin().await?;
     Ok(())
 }

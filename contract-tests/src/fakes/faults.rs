@@ -87,6 +87,24 @@ impl Faults {
         self.hits.lock().map(|h| h.get(path).copied().unwrap_or(0)).unwrap_or(0)
     }
 
+    /// Answers `hits <path>` lines on stdin with [`Faults::hits`], one number
+    /// a line, until stdin closes: how a benchmark script asks a fake
+    /// upstream running as its own process what reached it.
+    pub async fn answer_hits_on_stdin(&self) -> std::io::Result<()> {
+        use std::io::BufRead as _;
+        let faults = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if let Some(path) = line.strip_prefix("hits ") {
+                    println!("{}", faults.hits(path.trim()));
+                }
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)
+    }
+
     /// The W3C `traceparent` of each request that carried one, with its
     /// path, in the order they came.
     pub fn traceparents(&self) -> Vec<(String, String)> {
