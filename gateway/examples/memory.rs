@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use lienthong::call::metadata::Encoded;
 use lienthong::policy::cache::{CachePolicy, FillFuture, ResponseCache, key};
 use lienthong::policy::limits::{Limiters, LimitsConfig};
 use lienthong_adapter_core::{CallContext, CitizenId, Method, TransportAdapter, api};
@@ -48,7 +49,9 @@ async fn main() -> anyhow::Result<()> {
         let k = key("79", "sandbox", Method::GetTrafficCamera, b"", &request);
         let mut camera = cameras[i as usize % cameras.len()].clone();
         camera.camera_id = request.camera_id.clone();
-        let fill = move || -> FillFuture<api::TrafficCamera> { Box::pin(std::future::ready(Ok(camera))) };
+        // Stored as the gateway stores it: the response, framed for the wire.
+        let stored = Encoded::frame(&api::GetTrafficCameraResponse { camera: Some(camera) }).0;
+        let fill = move || -> FillFuture { Box::pin(std::future::ready(Ok(stored))) };
         cache.get_or_fill(k, &policy, None, fill).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let (cached, weighted) = cache.usage().await;

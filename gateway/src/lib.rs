@@ -15,16 +15,19 @@
 //!          │        the province); the citizen where needed: token → identity
 //!          │        level → purpose → citizen limit (call/auth.rs); the
 //!          │        family's instance for the province (call/route.rs)
-//!          └ Call::fetch   the cache (call/fetch.rs, policy/cache.rs) → on a
+//!          └ Call::answer  the cache (call/fetch.rs, policy/cache.rs) → on a
 //!            │             miss only, the instance's guard (policy/guard.rs):
 //!            │             upstream budget (left to adapters that budget their
 //!            │             own requests, like vneid) → breaker → bulkhead →
 //!            │             deadline → retries; failures become a Status in
 //!            │             Call::fail (errors::from_adapter)
 //!            └ adapter     lienthong-adapter-* (adapters/)
-//!        ← services shape the answer (views, masking, sealed page tokens,
-//!          x-lienthong-cache / -age-seconds from call/metadata.rs), and audit
-//!          the accesses to personal data they serve.
+//!        ← the answer is shaped once when fetched (wrapped, page token
+//!          sealed) and cached as its wire frame, which edge::encoded writes
+//!          as it is on every hit; handlers whose answer differs per caller
+//!          (views, masking, audit of personal data) use Call::fetch and
+//!          shape it per call; x-lienthong-cache / -age-seconds come from
+//!          call/metadata.rs.
 //! ```
 //!
 //! `gateway` is the shared state every call reads (built once from

@@ -224,17 +224,23 @@ pub async fn serve_on(
         .layer(crate::edge::admit::AdmitLayer(admission.clone()))
         // Each call's server span and metrics, seeing gRPC trailers.
         .layer(crate::telemetry::rpc::RpcTelemetryLayer::new(metrics.clone()))
+        // Cached answers go to the wire as the bytes they were stored as.
+        .layer(crate::edge::encoded::EncodedAnswersLayer)
         .service(routes.routes().prepare());
 
-    // Forget idle rate-limit keys now and then, so memory stays bounded.
-    let limits = gateway.limits().clone();
-    let compaction = tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            limits.compact();
-        }
-    });
+    // Forget idle rate-limit keys and expired answers now and then, so
+    // memory holds what is live.
+    let compaction = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                gateway.limits().compact();
+                gateway.cache().sweep();
+            }
+        })
+    };
     let addr = listener.local_addr()?;
     let (ops_stop, ops_stopped) = watch::channel(false);
     let ops_task = match ops {

@@ -2,6 +2,11 @@
 //! instance, method and request, and per citizen for personal data), and
 //! only on a miss the instance's guard (budget, breaker, bulkhead, deadline,
 //! retries).
+//!
+//! [`Call::answer`] is the usual way: the adapter's answer is shaped into
+//! the RPC's response once, when it is fetched, and stored framed for the
+//! wire, so every hit writes those bytes as they are. [`Call::fetch`] gives
+//! the decoded answer, for handlers that shape it per caller.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,14 +16,48 @@ use prost::Message;
 use tonic::Status;
 
 use crate::call::Call;
-use crate::call::metadata::Answer;
+use crate::call::metadata::{Answer, Encoded};
 use crate::gateway::route::Routed;
+use crate::policy::cache::{CachePolicy, Cached, FillFuture};
 
 impl Call<'_> {
-    /// The answer of `adapter_call` on the routed instance, through the
-    /// cache when this RPC has a policy and, on a miss only, the instance's
-    /// guard. `adapter_call` gets its own copies of the adapter, the context
-    /// and the request each time it runs (a retry runs it again).
+    /// The gRPC response of `adapter_call` on the routed instance, shaped by
+    /// `shape`: through the cache when this RPC has a policy (a hit is the
+    /// stored frame, written as it is) and, on a miss only, the instance's
+    /// guard. `shape` runs once per fetch, so what it does (sealing page
+    /// tokens, wrapping a record) must be the same for every caller sharing
+    /// the cache key. `adapter_call` gets its own copies of the adapter, the
+    /// context and the request each time it runs (a retry runs it again).
+    pub async fn answer<A, R, T, U, F, Fut, S>(
+        &self,
+        routed: &Routed<A>,
+        request: R,
+        adapter_call: F,
+        shape: S,
+    ) -> Result<tonic::Response<U>, Status>
+    where
+        A: ?Sized + Send + Sync + 'static,
+        R: Message + Clone + Send + Sync + 'static,
+        T: Send + 'static,
+        U: Message + Default + 'static,
+        F: Fn(Arc<A>, CallContext, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, AdapterError>> + Send + 'static,
+        S: FnOnce(T) -> U + Send + 'static,
+    {
+        let Some(policy) = self.gateway.cache_config.policy(self.method) else {
+            let value = self.uncached(routed, request, adapter_call).await?;
+            return Ok(Answer { value: shape(value), freshness: None }.into_response());
+        };
+        let key = self.cache_key(routed, &request)?;
+        let fill = self.fill(routed, request, adapter_call, move |value| Encoded::frame(&shape(value)));
+        let cached = self.lookup(routed, key, &policy, fill).await?;
+        Ok(Answer { value: Encoded(cached.value), freshness: Some((cached.freshness, cached.age)) }
+            .into_encoded_response())
+    }
+
+    /// The decoded answer of `adapter_call` on the routed instance, through
+    /// the cache like [`Call::answer`], for handlers whose response differs
+    /// per caller (views of a record, audit of what was served).
     pub async fn fetch<A, R, T, F, Fut>(
         &self,
         routed: &Routed<A>,
@@ -28,16 +67,21 @@ impl Call<'_> {
     where
         A: ?Sized + Send + Sync + 'static,
         R: Message + Clone + Send + Sync + 'static,
-        T: Message + Default + Clone + Send + Sync + 'static,
+        T: Message + Default + Send + 'static,
         F: Fn(Arc<A>, CallContext, R) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, AdapterError>> + Send + 'static,
     {
+        let Some(policy) = self.gateway.cache_config.policy(self.method) else {
+            let value = self.uncached(routed, request, adapter_call).await?;
+            return Ok(Answer { value, freshness: None });
+        };
         let key = self.cache_key(routed, &request)?;
-        let (adapter, ctx) = (routed.adapter.clone(), self.ctx.clone());
-        self.cached(routed, key, move || -> crate::policy::cache::FillFuture<T> {
-            Box::pin(adapter_call(adapter.clone(), ctx.clone(), request.clone()))
-        })
-        .await
+        let fill = self.fill(routed, request, adapter_call, |value| Encoded::frame(&value));
+        let cached = self.lookup(routed, key, &policy, fill).await?;
+        let value = Encoded(cached.value)
+            .decode()
+            .ok_or_else(|| Status::internal("a cached answer does not decode; this is a bug"))?;
+        Ok(Answer { value, freshness: Some((cached.freshness, cached.age)) })
     }
 
     /// Calls `routed` once through its guard (no cache): upstream budget,
@@ -66,32 +110,55 @@ impl Call<'_> {
         Ok(key(&self.gateway.scopes.scope(&principal.citizen_id)))
     }
 
-    /// The answer of `attempt` (an adapter call), through the cache when this
-    /// RPC has a policy, and through the instance's guard whenever the
-    /// upstream is asked. Concurrent misses share one fill; each caller
-    /// waits for it only until its own deadline.
-    pub async fn cached<A: ?Sized, T, F>(
+    /// An RPC without a cache policy: the guard, and the answer as it is.
+    async fn uncached<A, R, T, F, Fut>(&self, routed: &Routed<A>, request: R, adapter_call: F) -> Result<T, Status>
+    where
+        A: ?Sized + Send + Sync + 'static,
+        R: Clone,
+        F: Fn(Arc<A>, CallContext, R) -> Fut,
+        Fut: Future<Output = Result<T, AdapterError>>,
+    {
+        if self.traced {
+            tracing::Span::current().record("lienthong.cache", "bypass");
+        }
+        self.guarded(routed, || adapter_call(routed.adapter.clone(), self.ctx.clone(), request.clone())).await
+    }
+
+    /// The fill of a miss: the adapter call through the instance's guard
+    /// (only fills reach the upstream, so only they spend its budget), its
+    /// answer made into the bytes the cache keeps by `store`.
+    fn fill<A, R, T, F, Fut>(
+        &self,
+        routed: &Routed<A>,
+        request: R,
+        adapter_call: F,
+        store: impl FnOnce(T) -> Encoded + Send + 'static,
+    ) -> impl FnOnce() -> FillFuture
+    where
+        A: ?Sized + Send + Sync + 'static,
+        R: Clone + Send + Sync + 'static,
+        T: Send + 'static,
+        F: Fn(Arc<A>, CallContext, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, AdapterError>> + Send + 'static,
+    {
+        let (guard, method, deadline) = (routed.guard.clone(), self.method, self.deadline());
+        let (adapter, ctx) = (routed.adapter.clone(), self.ctx.clone());
+        let attempt = move || adapter_call(adapter.clone(), ctx.clone(), request.clone());
+        move || -> FillFuture {
+            Box::pin(async move { guard.call(method, deadline, true, attempt).await.map(|v| store(v).0) })
+        }
+    }
+
+    /// Looks `key` up under `policy`, filling it on a miss; concurrent
+    /// misses share one fill, and each caller waits for it only until its
+    /// own deadline. Traced, counted, and an error made a Status.
+    async fn lookup<A: ?Sized>(
         &self,
         routed: &Routed<A>,
         key: Vec<u8>,
-        attempt: F,
-    ) -> Result<Answer<T>, Status>
-    where
-        T: Message + Default + Clone + Send + Sync + 'static,
-        F: Fn() -> crate::policy::cache::FillFuture<T> + Send + Sync + 'static,
-    {
-        let (guard, method, deadline) = (routed.guard.clone(), self.method, self.deadline());
-        // Only fills reach the upstream, so only they spend its budget; over
-        // it, the cache may still answer stale.
-        let fill = move || -> crate::policy::cache::FillFuture<T> {
-            Box::pin(async move { guard.call(method, deadline, true, attempt).await })
-        };
-        let Some(policy) = self.gateway.cache_config.policy(method) else {
-            if self.traced {
-                tracing::Span::current().record("lienthong.cache", "bypass");
-            }
-            return fill().await.map(|value| Answer { value, freshness: None }).map_err(|e| self.fail(routed, e));
-        };
+        policy: &CachePolicy,
+        fill: impl FnOnce() -> FillFuture,
+    ) -> Result<Cached, Status> {
         let span = if self.traced {
             tracing::info_span!(
                 "cache",
@@ -103,7 +170,7 @@ impl Call<'_> {
             tracing::Span::none()
         };
         let looked_up = tracing::Instrument::instrument(
-            self.gateway.cache.get_or_fill(key, &policy, Some(deadline), fill),
+            self.gateway.cache.get_or_fill(key, policy, Some(self.deadline()), fill),
             span.clone(),
         )
         .await;
@@ -117,9 +184,8 @@ impl Call<'_> {
         if self.traced {
             tracing::Span::current().record("lienthong.cache", outcome);
         }
-        self.gateway.metrics.cache_lookup(method, outcome);
+        self.gateway.metrics.cache_lookup(self.method, outcome);
         routed.guard.stats().cache(matches!(outcome, "hit" | "stale"));
-        let cached = looked_up.map_err(|e| self.fail(routed, e))?;
-        Ok(Answer { value: cached.value, freshness: Some((cached.freshness, cached.age)) })
+        looked_up.map_err(|e| self.fail(routed, e))
     }
 }

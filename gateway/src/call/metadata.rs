@@ -31,21 +31,63 @@ impl<T> Answer<T> {
 
     /// The gRPC response, with `x-lienthong-cache` and `x-lienthong-age-seconds`.
     pub fn into_response(self) -> tonic::Response<T> {
-        let mut r = tonic::Response::new(self.value);
-        let (state, age) = match self.freshness {
-            Some((f, age)) => (f.as_str(), Some(age)),
-            None => ("bypass", None),
-        };
-        // Header names made once: parsing them costs more than the insert.
-        static KEYS: std::sync::LazyLock<[MetadataKey<Ascii>; 2]> =
-            std::sync::LazyLock::new(|| [MetadataKey::from_static(CACHE_HEADER), MetadataKey::from_static(AGE_HEADER)]);
-        let [cache, age_seconds] = &*KEYS;
-        r.metadata_mut().insert(cache, tonic::metadata::MetadataValue::from_static(state));
-        if let Some(age) = age {
-            r.metadata_mut().insert(age_seconds, tonic::metadata::MetadataValue::from(age.as_secs()));
-        }
-        r
+        let freshness = self.freshness;
+        with_freshness(tonic::Response::new(self.value), freshness)
     }
+}
+
+impl Answer<Encoded> {
+    /// The gRPC response whose message is already on the wire's form: tonic
+    /// is handed an empty `T`, and [`crate::edge::encoded`] writes these
+    /// bytes in its place.
+    pub fn into_encoded_response<T: Default>(self) -> tonic::Response<T> {
+        let mut r = tonic::Response::new(T::default());
+        r.extensions_mut().insert(self.value);
+        with_freshness(r, self.freshness)
+    }
+}
+
+/// A response message already framed for the wire (gRPC's
+/// Length-Prefixed-Message: flag 0, length, message), as the cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded(pub bytes::Bytes);
+
+impl Encoded {
+    /// `message`, framed.
+    pub fn frame(message: &impl prost::Message) -> Self {
+        let len = message.encoded_len();
+        let mut buf = Vec::with_capacity(5 + len);
+        buf.push(0);
+        // Longer than u32 cannot be encoded by prost either.
+        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        // A Vec grows as needed: encoding into it cannot fail.
+        let _ = message.encode(&mut buf);
+        Self(buf.into())
+    }
+
+    /// The message, decoded; `None` when these bytes are not a frame of a `T`.
+    pub fn decode<T: prost::Message + Default>(&self) -> Option<T> {
+        T::decode(self.0.get(5..)?).ok()
+    }
+}
+
+fn with_freshness<T>(
+    mut r: tonic::Response<T>,
+    freshness: Option<(crate::policy::cache::Freshness, Duration)>,
+) -> tonic::Response<T> {
+    let (state, age) = match freshness {
+        Some((f, age)) => (f.as_str(), Some(age)),
+        None => ("bypass", None),
+    };
+    // Header names made once: parsing them costs more than the insert.
+    static KEYS: std::sync::LazyLock<[MetadataKey<Ascii>; 2]> =
+        std::sync::LazyLock::new(|| [MetadataKey::from_static(CACHE_HEADER), MetadataKey::from_static(AGE_HEADER)]);
+    let [cache, age_seconds] = &*KEYS;
+    r.metadata_mut().insert(cache, tonic::metadata::MetadataValue::from_static(state));
+    if let Some(age) = age {
+        r.metadata_mut().insert(age_seconds, tonic::metadata::MetadataValue::from(age.as_secs()));
+    }
+    r
 }
 
 /// `grpc-timeout` per the gRPC over HTTP/2 spec: `TimeoutValue TimeoutUnit`,

@@ -231,8 +231,10 @@ impl<'g> Call<'g> {
     pub fn paging<R: crate::gateway::page_tokens::Paged>(
         &self,
         req: &mut R,
-    ) -> Result<crate::gateway::page_tokens::Paging<'g>, Status> {
-        let citizen = self.ctx.principal.as_ref().map(|p| &p.citizen_id);
+    ) -> Result<crate::gateway::page_tokens::Paging, Status> {
+        // A public list's tokens are the same for every caller (its pages
+        // are cached and shared); a citizen's own list's are theirs alone.
+        let citizen = self.ctx.principal.as_ref().filter(|_| self.method.facts().personal).map(|p| &p.citizen_id);
         self.gateway.page_tokens.open(&self.ctx.province, self.method, req, citizen)
     }
 

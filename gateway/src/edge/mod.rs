@@ -7,6 +7,8 @@
 //!    from here on, and refusals reach browsers in a form they read.
 //! 3. [`admit`]: the call's headers, message and deadline are checked and it
 //!    takes one of the shared slots, or is shed.
+//! 4. [`encoded`], innermost: an answer the call left as stored bytes (a
+//!    cache hit) is written to the wire as it is.
 //!
 //! [`framing`] holds the checks of a request's shape, [`streams`] the stream
 //! wrappers admission needs, [`overload`] the watch that readiness follows.
@@ -20,6 +22,8 @@ pub mod admit;
 pub mod framing;
 pub mod overload;
 pub mod streams;
+
+pub mod encoded;
 
 pub mod except_paths;
 pub mod webhooks;

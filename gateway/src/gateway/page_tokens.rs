@@ -60,25 +60,25 @@ paged!(
     ListMyDossiersRequest => ListMyDossiersResponse,
 );
 
-/// The gateway's page token sealer.
-#[derive(Debug)]
-pub struct PageTokens(Sealer);
+/// The gateway's page token sealer (cloned cheaply: one key, shared).
+#[derive(Debug, Clone)]
+pub struct PageTokens(std::sync::Arc<Sealer>);
 
 impl PageTokens {
     /// Tokens sealed with `key`.
     pub fn new(key: &crate::crypto::SecretKey) -> anyhow::Result<Self> {
-        Ok(Self(Sealer::new(key)?))
+        Ok(Self(std::sync::Arc::new(Sealer::new(key)?)))
     }
 
     /// Opens the caller's token in `req` into the adapter's, and returns
     /// the call's paging, to seal the next token with.
-    pub fn open<'a, R: Paged>(
-        &'a self,
+    pub fn open<R: Paged>(
+        &self,
         province: &str,
         method: Method,
         req: &mut R,
         citizen: Option<&CitizenId>,
-    ) -> Result<Paging<'a>, Status> {
+    ) -> Result<Paging, Status> {
         let context = context(province, method, req, citizen);
         let token = req.page_token_mut();
         if !token.is_empty() {
@@ -93,18 +93,19 @@ impl PageTokens {
             })?;
             *token = inner;
         }
-        Ok(Paging { tokens: self, context })
+        Ok(Paging { tokens: self.clone(), context })
     }
 }
 
-/// One list call's paging: seals the token of its next page.
+/// One list call's paging: seals the token of its next page. It owns what
+/// it needs, so an answer can be sealed when it is fetched and cached.
 #[derive(Debug)]
-pub struct Paging<'a> {
-    tokens: &'a PageTokens,
+pub struct Paging {
+    tokens: PageTokens,
     context: Vec<u8>,
 }
 
-impl Paging<'_> {
+impl Paging {
     /// `answer` with the adapter's `next_page_token` sealed (empty stays
     /// empty: the last page).
     pub fn seal<T: Listing>(&self, mut answer: T) -> T {

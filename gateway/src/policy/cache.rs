@@ -11,16 +11,23 @@
 //! goes away does not cancel it for the others. Keys hold the province, the
 //! adapter instance, the method, the request's canonical bytes and, for
 //! personal data, the citizen's scope: one citizen's data is never served to
-//! another. The cache is bounded in bytes.
+//! another.
+//!
+//! Answers are kept as the bytes the caller receives (the call layer stores a
+//! gRPC message frame, shaped once when it was fetched), so a hit is a
+//! reference-count increment: no decode, no re-encode, no deep clone. The
+//! store is bounded in bytes, sharded, and evicts by S3-FIFO (quick_cache):
+//! scan-resistant, with a few dozen bytes of bookkeeping per entry. Entries
+//! past their lifetime are dropped when read and by [`ResponseCache::sweep`].
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use lienthong_adapter_core::{AdapterError, ErrorKind, Method};
@@ -72,59 +79,102 @@ impl Freshness {
 
 /// An answer with its freshness and age.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cached<T> {
-    /// The answer.
-    pub value: T,
+pub struct Cached {
+    /// The answer, as it was stored.
+    pub value: Bytes,
     /// How fresh it is.
     pub freshness: Freshness,
     /// How old it is.
     pub age: Duration,
 }
 
-/// A stored answer, in one allocation: when it was stored, how long it may
-/// live, what it weighs, and the decoded response (so a hit is a clone, not a
-/// decode and re-encode) or a remembered NOT_FOUND (an [`AdapterError`]).
-struct Slot<V: ?Sized> {
+/// A stored answer: when it was stored, how long it may live, what it
+/// weighs, and the answer's bytes or a remembered NOT_FOUND. Cloning it (a
+/// read) costs two reference counts at most.
+#[derive(Clone)]
+struct Entry {
     stored: Instant,
     lifetime: Duration,
     weight: u32,
-    value: V,
+    value: Stored,
 }
 
-type Entry = Arc<Slot<dyn Any + Send + Sync>>;
+#[derive(Clone)]
+enum Stored {
+    Answer(Bytes),
+    NotFound(Arc<AdapterError>),
+}
 
-/// What one entry costs beyond its key and answer: the slot, the key's and
-/// the answer's allocations, and the cache's own bookkeeping (measured by
-/// `bench/peak_load.py --only memory`).
-const ENTRY_OVERHEAD: usize = 600;
+impl Entry {
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.stored) >= self.lifetime
+    }
+}
 
-/// The weight of an entry: an estimate of the memory it holds. A decoded
-/// answer takes about twice its encoded size.
-fn weight(key: &[u8], encoded: usize) -> u32 {
-    u32::try_from(key.len() + 2 * encoded + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+/// What one entry costs beyond its key and answer: the store's slot for key
+/// and entry, its share of the hash table, and the allocators' rounding
+/// (measured by `bench/peak_load.py --only memory`).
+const ENTRY_OVERHEAD: usize = 210;
+
+/// The weight of an entry: an estimate of the memory it holds.
+fn weight(key: &[u8], bytes: usize) -> u32 {
+    u32::try_from(key.len() + bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 type Key = Arc<[u8]>;
 type Fill = Shared<BoxFuture<'static, Result<Entry, AdapterError>>>;
 
-struct EntryExpiry;
+#[derive(Clone)]
+struct ByWeight;
 
-impl moka::Expiry<Key, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &Key, value: &Entry, _: std::time::Instant) -> Option<Duration> {
-        Some(value.lifetime)
+impl quick_cache::Weighter<Box<[u8]>, Entry> for ByWeight {
+    fn weight(&self, _: &Box<[u8]>, entry: &Entry) -> u64 {
+        u64::from(entry.weight)
     }
 }
 
+/// Why entries left the cache: evicted for space, expired, removed by an
+/// operator, replaced by a fresher fill.
+#[derive(Debug, Default)]
+struct Evictions([AtomicU64; 4]);
+
+impl Evictions {
+    const SIZE: usize = 0;
+    const EXPIRED: usize = 1;
+    const REMOVED: usize = 2;
+    const REPLACED: usize = 3;
+
+    fn count(&self, cause: usize, n: u64) {
+        self.0[cause].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Counts the store's evictions for space.
+#[derive(Clone)]
+struct CountEvictions(Arc<Evictions>);
+
+impl quick_cache::Lifecycle<Box<[u8]>, Entry> for CountEvictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut Self::RequestState, _: Box<[u8]>, _: Entry) {
+        self.0.count(Evictions::SIZE, 1);
+    }
+}
+
+type Store = quick_cache::sync::Cache<Box<[u8]>, Entry, ByWeight, std::hash::RandomState, CountEvictions>;
+
 /// The cache of every RPC's answers, bounded in bytes.
 pub struct ResponseCache {
-    store: moka::future::Cache<Key, Entry>,
+    store: Arc<Store>,
     inflight: Arc<Mutex<HashMap<Key, Fill>>>,
-    evictions: Arc<[AtomicU64; 4]>,
+    evictions: Arc<Evictions>,
 }
 
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseCache").field("entries", &self.store.entry_count()).finish_non_exhaustive()
+        f.debug_struct("ResponseCache").field("entries", &self.store.len()).finish_non_exhaustive()
     }
 }
 
@@ -172,98 +222,117 @@ impl<'k> KeyParts<'k> {
     }
 }
 
-/// The future a fill runs.
-pub type FillFuture<T> = Pin<Box<dyn Future<Output = Result<T, AdapterError>> + Send>>;
+/// The future a fill runs: the answer's bytes, as callers will get them.
+pub type FillFuture = Pin<Box<dyn Future<Output = Result<Bytes, AdapterError>> + Send>>;
 
 impl ResponseCache {
     /// A cache holding at most about `max_bytes` of answers.
     pub fn new(max_bytes: u64) -> Self {
-        let evictions: Arc<[AtomicU64; 4]> = Arc::default();
-        let counted = evictions.clone();
-        let store = moka::future::Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|_: &Key, v: &Entry| v.weight)
-            .expire_after(EntryExpiry)
-            .eviction_listener(move |_, _, cause| {
-                let i = match cause {
-                    moka::notification::RemovalCause::Size => 0,
-                    moka::notification::RemovalCause::Expired => 1,
-                    moka::notification::RemovalCause::Explicit => 2,
-                    moka::notification::RemovalCause::Replaced => 3,
-                };
-                counted[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            })
-            .build();
-        Self { store, inflight: Arc::new(Mutex::new(HashMap::new())), evictions }
+        let evictions = Arc::new(Evictions::default());
+        // Room is made as entries arrive; this only sizes the first tables.
+        let expected = usize::try_from(max_bytes / 16_384).unwrap_or(usize::MAX).clamp(1_024, 1 << 20);
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(expected)
+            .weight_capacity(max_bytes)
+            .build()
+            .unwrap_or_else(|_| unreachable!("both options are set"));
+        let store =
+            Store::with_options(options, ByWeight, std::hash::RandomState::new(), CountEvictions(evictions.clone()));
+        Self { store: Arc::new(store), inflight: Arc::new(Mutex::new(HashMap::new())), evictions }
     }
 
     /// Removes every entry whose key `matches`; returns how many.
     pub async fn invalidate(&self, matches: impl Fn(&KeyParts<'_>) -> bool) -> u64 {
-        let mut removed = 0;
-        let doomed: Vec<Key> = self
-            .store
-            .iter()
-            .filter(|(k, _)| KeyParts::parse(k).is_some_and(|p| matches(&p)))
-            .map(|(k, _)| Key::clone(&k))
-            .collect();
-        for k in doomed {
-            if self.store.remove(&k).await.is_some() {
-                removed += 1;
-            }
-        }
+        let removed = std::cell::Cell::new(0);
+        self.store.retain(|k, _| {
+            let doomed = KeyParts::parse(k).is_some_and(|p| matches(&p));
+            removed.set(removed.get() + u64::from(doomed));
+            !doomed
+        });
+        let removed = removed.get();
+        self.evictions.count(Evictions::REMOVED, removed);
         removed
     }
 
-    /// Entries and weighted bytes as last counted (no housekeeping: for
-    /// metrics, cheap and approximate).
+    /// Drops the entries past their lifetime (they are also dropped when
+    /// read); returns how many. The server runs it now and then.
+    pub fn sweep(&self) -> u64 {
+        let now = Instant::now();
+        let expired = std::cell::Cell::new(0);
+        self.store.retain(|_, entry| {
+            let gone = entry.expired(now);
+            expired.set(expired.get() + u64::from(gone));
+            !gone
+        });
+        let expired = expired.get();
+        self.evictions.count(Evictions::EXPIRED, expired);
+        expired
+    }
+
+    /// Entries and weighted bytes held now (cheap: for metrics).
     pub fn usage_now(&self) -> (u64, u64) {
-        (self.store.entry_count(), self.store.weighted_size())
+        (self.store.len() as u64, self.store.weight())
     }
 
     /// Entries that left the cache so far, by cause.
     pub fn evictions(&self) -> [(&'static str, u64); 4] {
-        let n = |i: usize| self.evictions[i].load(std::sync::atomic::Ordering::Relaxed);
-        [("size", n(0)), ("expired", n(1)), ("removed", n(2)), ("replaced", n(3))]
+        let n = |i: usize| self.evictions.0[i].load(Ordering::Relaxed);
+        [
+            ("size", n(Evictions::SIZE)),
+            ("expired", n(Evictions::EXPIRED)),
+            ("removed", n(Evictions::REMOVED)),
+            ("replaced", n(Evictions::REPLACED)),
+        ]
     }
 
-    /// Entries and weighted bytes held now (after pending housekeeping).
+    /// Entries and weighted bytes held now.
     pub async fn usage(&self) -> (u64, u64) {
-        self.store.run_pending_tasks().await;
-        (self.store.entry_count(), self.store.weighted_size())
+        self.usage_now()
+    }
+
+    /// The stored entry of `key`, unless it has outlived its lifetime (then
+    /// it is dropped).
+    fn lookup(&self, key: &[u8]) -> Option<Entry> {
+        let entry = self.store.get(key)?;
+        if entry.expired(Instant::now()) {
+            if self.store.remove_if(key, |e| e.stored == entry.stored).is_some() {
+                self.evictions.count(Evictions::EXPIRED, 1);
+            }
+            return None;
+        }
+        Some(entry)
     }
 
     /// The answer for `key` under `policy`, from the cache or from `fill`.
     /// A caller waits for a fill (its own or a concurrent caller's) until
     /// `deadline` at most; the fill itself goes on for the others.
-    pub async fn get_or_fill<T>(
+    pub async fn get_or_fill(
         &self,
         key: Vec<u8>,
         policy: &CachePolicy,
         deadline: Option<Instant>,
-        fill: impl FnOnce() -> FillFuture<T>,
-    ) -> Result<Cached<T>, AdapterError>
-    where
-        T: Message + Default + Clone + Send + Sync + 'static,
-    {
-        let key: Key = key.into();
+        fill: impl FnOnce() -> FillFuture,
+    ) -> Result<Cached, AdapterError> {
         let mut fallback = None;
-        if let Some(entry) = self.store.get(&key).await {
+        if let Some(entry) = self.lookup(&key) {
             let age = entry.stored.elapsed();
-            if let Some(e) = entry.value.downcast_ref::<AdapterError>() {
-                if age < policy.negative_ttl {
-                    return Err(e.clone());
+            match &entry.value {
+                Stored::NotFound(e) => {
+                    if age < policy.negative_ttl {
+                        return Err(AdapterError::clone(e));
+                    }
                 }
-            } else if age < policy.ttl {
-                return read(&entry, Freshness::Hit, age);
-            } else if age < policy.ttl + policy.stale_while_revalidate {
-                // Serve it, and refresh in the background (once).
-                let _ = self.start_fill(key.clone(), *policy, fill);
-                return read(&entry, Freshness::Stale, age);
-            } else if age < policy.ttl + policy.stale_if_error {
-                fallback = Some(entry);
+                Stored::Answer(_) if age < policy.ttl => return read(&entry, Freshness::Hit, age),
+                Stored::Answer(_) if age < policy.ttl + policy.stale_while_revalidate => {
+                    // Serve it, and refresh in the background (once).
+                    let _ = self.start_fill(key.into(), *policy, fill);
+                    return read(&entry, Freshness::Stale, age);
+                }
+                Stored::Answer(_) if age < policy.ttl + policy.stale_if_error => fallback = Some(entry),
+                Stored::Answer(_) => {}
             }
         }
-        let (fill, coalesced) = self.start_fill(key, *policy, fill);
+        let (fill, coalesced) = self.start_fill(key.into(), *policy, fill);
         let filled = match deadline {
             Some(d) => tokio::time::timeout_at(d, fill).await.unwrap_or_else(|_| {
                 Err(AdapterError::new(
@@ -274,10 +343,7 @@ impl ResponseCache {
             None => fill.await,
         };
         match filled {
-            Ok(entry) => match entry.value.downcast_ref::<AdapterError>() {
-                Some(e) => Err(e.clone()),
-                None => read(&entry, if coalesced { Freshness::Coalesced } else { Freshness::Miss }, Duration::ZERO),
-            },
+            Ok(entry) => read(&entry, if coalesced { Freshness::Coalesced } else { Freshness::Miss }, Duration::ZERO),
             Err(e) if e.is_temporary() => match &fallback {
                 Some(entry) => read(entry, Freshness::Stale, entry.stored.elapsed()),
                 None => Err(e),
@@ -287,10 +353,7 @@ impl ResponseCache {
     }
 
     /// Joins the running fill of `key`, or starts one as a detached task.
-    fn start_fill<T>(&self, key: Key, policy: CachePolicy, fill: impl FnOnce() -> FillFuture<T>) -> (Fill, bool)
-    where
-        T: Message + Default + Clone + Send + Sync + 'static,
-    {
+    fn start_fill(&self, key: Key, policy: CachePolicy, fill: impl FnOnce() -> FillFuture) -> (Fill, bool) {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(running) = inflight.get(&key) {
             return (running.clone(), true);
@@ -299,27 +362,34 @@ impl ResponseCache {
         // it): its span is a child of that call's lookup.
         let span = tracing::info_span!("cache_fill", otel.name = "cache fill");
         let future = tracing::Instrument::instrument(fill(), span);
-        let store = self.store.clone();
+        let (store, evictions) = (self.store.clone(), self.evictions.clone());
         let registry = self.inflight.clone();
         let task_key = key.clone();
         let task = tokio::spawn(async move {
             let result = future.await;
             let stored = Instant::now();
-            let entry: Entry = match result {
-                Ok(v) => {
-                    let weight = weight(&task_key, v.encoded_len());
-                    Arc::new(Slot { stored, lifetime: policy.lifetime(), weight, value: v })
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound && !policy.negative_ttl.is_zero() => {
-                    let weight = weight(&task_key, e.message().len());
-                    Arc::new(Slot { stored, lifetime: policy.negative_ttl, weight, value: e })
-                }
+            let entry = match result {
+                Ok(bytes) => Entry {
+                    stored,
+                    lifetime: policy.lifetime(),
+                    weight: weight(&task_key, bytes.len()),
+                    value: Stored::Answer(bytes),
+                },
+                Err(e) if e.kind() == ErrorKind::NotFound && !policy.negative_ttl.is_zero() => Entry {
+                    stored,
+                    lifetime: policy.negative_ttl,
+                    weight: weight(&task_key, e.message().len()),
+                    value: Stored::NotFound(Arc::new(e)),
+                },
                 Err(e) => {
                     registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
                     return Err(e);
                 }
             };
-            store.insert(task_key.clone(), entry.clone()).await;
+            if store.contains_key(&*task_key) {
+                evictions.count(Evictions::REPLACED, 1);
+            }
+            store.insert(Box::from(&*task_key), entry.clone());
             registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
             Ok(entry)
         });
@@ -334,13 +404,11 @@ impl ResponseCache {
     }
 }
 
-fn read<T: Clone + 'static>(entry: &Entry, freshness: Freshness, age: Duration) -> Result<Cached<T>, AdapterError> {
-    let value = entry
-        .value
-        .downcast_ref::<T>()
-        .cloned()
-        .ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "a cached answer has another type"))?;
-    Ok(Cached { value, freshness, age })
+fn read(entry: &Entry, freshness: Freshness, age: Duration) -> Result<Cached, AdapterError> {
+    match &entry.value {
+        Stored::Answer(bytes) => Ok(Cached { value: bytes.clone(), freshness, age }),
+        Stored::NotFound(e) => Err(AdapterError::clone(e)),
+    }
 }
 
 #[cfg(test)]
@@ -360,16 +428,17 @@ mod tests {
         negative_ttl: Duration::from_secs(10),
     };
 
-    fn answer(total: i32) -> api::ListFacilitiesResponse {
-        api::ListFacilitiesResponse { total_size: total, ..Default::default() }
+    fn answer(total: i32) -> Bytes {
+        api::ListFacilitiesResponse { total_size: total, ..Default::default() }.encode_to_vec().into()
+    }
+
+    /// The `total_size` of a cached answer.
+    fn total(cached: &Cached) -> i32 {
+        api::ListFacilitiesResponse::decode(cached.value.clone()).unwrap().total_size
     }
 
     /// A fill that counts its calls and answers `total`, or `error`.
-    fn counted(
-        calls: &Arc<AtomicUsize>,
-        total: i32,
-        error: Option<ErrorKind>,
-    ) -> impl FnOnce() -> FillFuture<api::ListFacilitiesResponse> {
+    fn counted(calls: &Arc<AtomicUsize>, total: i32, error: Option<ErrorKind>) -> impl FnOnce() -> FillFuture {
         let calls = calls.clone();
         move || {
             Box::pin(async move {
@@ -392,7 +461,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
         let slow = |calls: Arc<AtomicUsize>, release: Arc<Notify>| {
-            move || -> FillFuture<api::ListFacilitiesResponse> {
+            move || -> FillFuture {
                 Box::pin(async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     release.notified().await;
@@ -417,12 +486,12 @@ mod tests {
         release.notify_one();
         for o in others {
             let got = o.await.unwrap().unwrap();
-            assert_eq!((got.value.total_size, got.freshness), (7, Freshness::Coalesced));
+            assert_eq!((total(&got), got.freshness), (7, Freshness::Coalesced));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Now it is cached.
         let hit = cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 8, None)).await.unwrap();
-        assert_eq!((hit.value.total_size, hit.freshness), (7, Freshness::Hit));
+        assert_eq!((total(&hit), hit.freshness), (7, Freshness::Hit));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -436,14 +505,14 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(70)).await;
         let stale = cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 2, None)).await.unwrap();
-        assert_eq!((stale.value.total_size, stale.freshness), (1, Freshness::Stale));
+        assert_eq!((total(&stale), stale.freshness), (1, Freshness::Stale));
         assert_eq!(stale.age, Duration::from_secs(70));
         // The background refresh lands; the next call is a fresh hit.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
         let fresh = cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 3, None)).await.unwrap();
-        assert_eq!((fresh.value.total_size, fresh.freshness), (2, Freshness::Hit));
+        assert_eq!((total(&fresh), fresh.freshness), (2, Freshness::Hit));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -455,7 +524,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(120)).await; // past ttl + swr
         let stale =
             cache.get_or_fill(k(""), &POLICY, None, counted(&calls, 0, Some(ErrorKind::Unavailable))).await.unwrap();
-        assert_eq!((stale.value.total_size, stale.freshness), (1, Freshness::Stale));
+        assert_eq!((total(&stale), stale.freshness), (1, Freshness::Stale));
         // A permanent error is not covered.
         let e = cache
             .get_or_fill(k(""), &POLICY, None, counted(&calls, 0, Some(ErrorKind::InvalidArgument)))
@@ -530,6 +599,42 @@ mod tests {
         assert_eq!(cache.usage().await.0, 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn entries_past_their_lifetime_are_dropped_when_read_or_swept() {
+        let cache = ResponseCache::new(1 << 20);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let short = CachePolicy::fresh_for(Duration::from_secs(5));
+        for scope in ["a", "b", "c"] {
+            cache.get_or_fill(k(scope), &short, None, counted(&calls, 1, None)).await.unwrap();
+        }
+        assert_eq!(cache.usage_now().0, 3);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // Read past its lifetime: gone, and fetched again.
+        let again = cache.get_or_fill(k("a"), &short, None, counted(&calls, 2, None)).await.unwrap();
+        assert_eq!((total(&again), again.freshness), (2, Freshness::Miss));
+        // The two never read again go with the next sweep; the fresh one stays.
+        assert_eq!(cache.sweep(), 2);
+        assert_eq!(cache.usage_now().0, 1);
+        let expired = cache.evictions().into_iter().find(|(cause, _)| *cause == "expired").unwrap().1;
+        assert_eq!(expired, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_holds_its_byte_bound_and_counts_what_it_evicts() {
+        // 1 MiB of entries weighing about 10 KiB each: never much more than
+        // a hundred held, the rest evicted for space.
+        let cache = ResponseCache::new(1 << 20);
+        let big = || -> FillFuture { Box::pin(async { Ok(Bytes::from(vec![7u8; 10_000])) }) };
+        for i in 0..1_000 {
+            cache.get_or_fill(k(&i.to_string()), &POLICY, None, big).await.unwrap();
+        }
+        let (entries, bytes) = cache.usage_now();
+        assert!(bytes <= 1 << 20, "{bytes} bytes held");
+        assert!((50..=110).contains(&entries), "{entries} entries held");
+        let size = cache.evictions().into_iter().find(|(cause, _)| *cause == "size").unwrap().1;
+        assert_eq!(size + entries, 1_000);
+    }
+
     #[test]
     fn keys_split_back_into_their_parts_and_scopes_hide_the_citizen() {
         let scopes = CitizenScopes::new().unwrap();
@@ -557,7 +662,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let a = cache.get_or_fill(k("citizen-a"), &POLICY, None, counted(&calls, 1, None)).await.unwrap();
         let b = cache.get_or_fill(k("citizen-b"), &POLICY, None, counted(&calls, 2, None)).await.unwrap();
-        assert_eq!((a.value.total_size, b.value.total_size), (1, 2));
+        assert_eq!((total(&a), total(&b)), (1, 2));
         assert_eq!(b.freshness, Freshness::Miss);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }

@@ -32,9 +32,13 @@ impl ConstructionService for ConstructionApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.construction()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_housing_projects(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_housing_projects(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn get_housing_project(
@@ -47,9 +51,13 @@ impl ConstructionService for ConstructionApi {
         validate::code(&mut v, "project_id", &req.project_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.construction()?;
-        let answer =
-            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_housing_project(&ctx, req).await }).await?;
-        Ok(answer.map(|project| api::GetHousingProjectResponse { project: Some(project) }).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.get_housing_project(&ctx, req).await },
+            |project| api::GetHousingProjectResponse { project: Some(project) },
+        )
+        .await
     }
 
     async fn get_practicing_certificate(

@@ -33,9 +33,13 @@ impl EducationService for EducationApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.education()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_schools(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_schools(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn get_school(
@@ -48,7 +52,12 @@ impl EducationService for EducationApi {
         validate::code(&mut v, "school_id", &req.school_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.education()?;
-        let answer = call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_school(&ctx, req).await }).await?;
-        Ok(answer.map(|school| api::GetSchoolResponse { school: Some(school) }).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.get_school(&ctx, req).await },
+            |school| api::GetSchoolResponse { school: Some(school) },
+        )
+        .await
     }
 }

@@ -32,9 +32,13 @@ impl HealthcareService for HealthcareApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.healthcare()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_facilities(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_facilities(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn get_facility(
@@ -47,8 +51,12 @@ impl HealthcareService for HealthcareApi {
         validate::code(&mut v, "facility_code", &req.facility_code, CodeKind::Facility);
         v.into_result()?;
         let a = call.healthcare()?;
-        let answer =
-            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_facility(&ctx, req).await }).await?;
-        Ok(answer.map(|facility| api::GetFacilityResponse { facility: Some(facility) }).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.get_facility(&ctx, req).await },
+            |facility| api::GetFacilityResponse { facility: Some(facility) },
+        )
+        .await
     }
 }

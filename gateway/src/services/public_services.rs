@@ -97,9 +97,13 @@ impl PublicServicesService for PublicServicesApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_agencies(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_agencies(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn get_agency(
@@ -112,8 +116,13 @@ impl PublicServicesService for PublicServicesApi {
         validate::code(&mut v, "agency_code", &req.agency_code, CodeKind::Agency);
         v.into_result()?;
         let a = call.public_services()?;
-        let answer = call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_agency(&ctx, req).await }).await?;
-        Ok(answer.map(|agency| api::GetAgencyResponse { agency: Some(agency) }).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.get_agency(&ctx, req).await },
+            |agency| api::GetAgencyResponse { agency: Some(agency) },
+        )
+        .await
     }
 
     async fn list_procedures(
@@ -132,9 +141,13 @@ impl PublicServicesService for PublicServicesApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_procedures(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_procedures(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn get_procedure(
@@ -147,9 +160,13 @@ impl PublicServicesService for PublicServicesApi {
         validate::code(&mut v, "procedure_code", &req.procedure_code, CodeKind::Procedure);
         v.into_result()?;
         let a = call.public_services()?;
-        let answer =
-            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_procedure(&ctx, req).await }).await?;
-        Ok(answer.map(|procedure| api::GetProcedureResponse { procedure: Some(procedure) }).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.get_procedure(&ctx, req).await },
+            |procedure| api::GetProcedureResponse { procedure: Some(procedure) },
+        )
+        .await
     }
 
     async fn get_dossier(

@@ -7,7 +7,6 @@ use lienthong_proto::v1::transport_service_server::TransportService;
 use tonic::{Request, Response, Status};
 
 use crate::call::Call;
-use crate::call::metadata::Answer;
 use crate::errors::Violations;
 use crate::gateway::Gateway;
 use crate::services::validate::{self, CodeKind};
@@ -35,9 +34,13 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_bus_routes(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_bus_routes(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn get_bus_route(
@@ -51,9 +54,13 @@ impl TransportService for TransportApi {
         validate::enum_value::<api::BusRouteView>(&mut v, "view", req.view);
         v.into_result()?;
         let a = call.transport()?;
-        let answer =
-            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_bus_route(&ctx, req).await }).await?;
-        Ok(answer.map(|route| api::GetBusRouteResponse { route: Some(route) }).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.get_bus_route(&ctx, req).await },
+            |route| api::GetBusRouteResponse { route: Some(route) },
+        )
+        .await
     }
 
     async fn list_nearby_stops(
@@ -68,9 +75,13 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_nearby_stops(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_nearby_stops(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn list_arrivals(
@@ -87,9 +98,13 @@ impl TransportService for TransportApi {
         }
         v.into_result()?;
         let a = call.transport()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_arrivals(&ctx, req).await })
-            .await
-            .map(Answer::into_response)
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_arrivals(&ctx, req).await },
+            |arrivals| arrivals,
+        )
+        .await
     }
 
     async fn list_traffic_cameras(
@@ -105,9 +120,13 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        call.fetch(a, req, |adapter, ctx, req| async move { adapter.list_traffic_cameras(&ctx, req).await })
-            .await
-            .map(|answer| answer.map(|list| paging.seal(list)).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.list_traffic_cameras(&ctx, req).await },
+            move |list| paging.seal(list),
+        )
+        .await
     }
 
     async fn get_traffic_camera(
@@ -120,8 +139,12 @@ impl TransportService for TransportApi {
         validate::code(&mut v, "camera_id", &req.camera_id, CodeKind::RecordId);
         v.into_result()?;
         let a = call.transport()?;
-        let answer =
-            call.fetch(a, req, |adapter, ctx, req| async move { adapter.get_traffic_camera(&ctx, req).await }).await?;
-        Ok(answer.map(|camera| api::GetTrafficCameraResponse { camera: Some(camera) }).into_response())
+        call.answer(
+            a,
+            req,
+            |adapter, ctx, req| async move { adapter.get_traffic_camera(&ctx, req).await },
+            |camera| api::GetTrafficCameraResponse { camera: Some(camera) },
+        )
+        .await
     }
 }

@@ -644,3 +644,45 @@ async fn an_upstream_budget_holds_while_the_cache_keeps_answering() {
     let hit = c.get_procedure(get("1.000894")).await.unwrap();
     assert_eq!(hit.metadata().get("x-lienthong-cache").unwrap(), "hit");
 }
+
+#[tokio::test]
+async fn a_cache_hit_is_the_fetched_answer_byte_for_byte_and_its_page_token_serves_every_caller() {
+    let gw = TestGateway::sandbox().await;
+    let mut c = HealthcareServiceClient::new(gw.channel.clone());
+    let list = || ListFacilitiesRequest { page_size: 4, text: "benh vien".into(), ..Default::default() };
+    let cache_state = |r: &tonic::Response<ListFacilitiesResponse>| {
+        r.metadata().get("x-lienthong-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    };
+    // A citizen's call fills the cache; the answer has a sealed next token.
+    let lan = gw.token("lan").await;
+    let miss = c.list_facilities(common::authed(list(), &lan)).await.unwrap();
+    assert_eq!(cache_state(&miss), "miss");
+    let miss = miss.into_inner();
+    assert_eq!(miss.facilities.len(), 4);
+    assert!(!miss.next_page_token.is_empty());
+    // An anonymous caller and another citizen hit it, and get the very same
+    // answer (served from the stored frame, never re-encoded).
+    let minh = gw.token("minh").await;
+    for r in [request(list(), &[]), common::authed(list(), &minh)] {
+        let hit = c.list_facilities(r).await.unwrap();
+        assert_eq!(cache_state(&hit), "hit");
+        assert_eq!(hit.into_inner(), miss);
+    }
+    // A public list's token is shared with its cached page: any caller may
+    // follow it, and the next page carries on where the first stopped.
+    for r in [
+        request(ListFacilitiesRequest { page_token: miss.next_page_token.clone(), ..list() }, &[]),
+        common::authed(ListFacilitiesRequest { page_token: miss.next_page_token.clone(), ..list() }, &minh),
+    ] {
+        let next = c.list_facilities(r).await.unwrap().into_inner();
+        assert_eq!(next.facilities.len(), 4);
+        assert!(next.facilities.iter().all(|f| miss.facilities.iter().all(|g| g.facility_code != f.facility_code)));
+    }
+    // A get's cached answer is its wrapped record, not the adapter's bare one.
+    let code = miss.facilities[0].facility_code.clone();
+    for want in ["miss", "hit"] {
+        let r = c.get_facility(GetFacilityRequest { facility_code: code.clone() }).await.unwrap();
+        assert_eq!(r.metadata().get("x-lienthong-cache").unwrap(), want);
+        assert_eq!(r.into_inner().facility.unwrap(), miss.facilities[0]);
+    }
+}
