@@ -31,9 +31,11 @@
 //! ```
 //!
 //! `gateway` is the shared state every call reads (built once from
-//! `config`); `ops` is the operators' port and admin API; `audit`,
-//! `telemetry`, `config`, `errors` and `crypto` sit beside the path. The
-//! layout test (`tests/it/layout.rs`) keeps dependencies pointing inwards.
+//! `config`); `ops` is the operators' port, reading the running gateway
+//! through `telemetry::view` (the admin API is a service, `services::admin`);
+//! `audit`, `telemetry`, `config`, `errors` and `crypto` sit beside the path.
+//! The layout test (`tests/it/layout.rs`) keeps every dependency pointing
+//! inwards.
 //! DESIGN.md (repository root) has the whole design.
 
 #![forbid(unsafe_code)]

@@ -25,6 +25,7 @@ use crate::call::PROVINCE_HEADER;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::services::*;
+use crate::telemetry::view::{CacheView, InstanceView, Observed};
 
 /// The adapter kinds this build ships.
 pub fn adapter_registry() -> AdapterRegistry {
@@ -81,6 +82,74 @@ fn cors(config: &Config) -> CorsLayer {
             header(crate::telemetry::rpc::TRACE_ID_HEADER),
         ])
         .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// The running gateway as the operators' views see it: the shared state
+/// (held weakly: the metrics it feeds outlive no server) and the edge's
+/// counters.
+struct Running {
+    gateway: std::sync::Weak<Gateway>,
+    admission: Arc<crate::edge::admit::Admission>,
+    connections: Arc<crate::edge::listener::ConnectionStats>,
+}
+
+impl Observed for Running {
+    fn draining(&self) -> bool {
+        self.gateway.upgrade().is_none_or(|g| *g.shutdown_signal().borrow())
+    }
+
+    fn overloaded(&self) -> bool {
+        self.admission.is_overloaded()
+    }
+
+    fn shed(&self) -> u64 {
+        self.admission.shed_count()
+    }
+
+    fn refused(&self) -> Vec<(&'static str, u64)> {
+        let mut refused: Vec<_> = crate::edge::admit::Refusal::ALL
+            .iter()
+            .map(|why| (why.as_str(), self.admission.refused_count(*why)))
+            .collect();
+        refused.push(("connection_limit", self.connections.refused_over_limit()));
+        refused.push(("header_timeout", self.connections.header_timeouts()));
+        refused
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.open()
+    }
+
+    fn cache(&self) -> CacheView {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return CacheView { entries: 0, bytes: 0, evictions: Default::default() };
+        };
+        let (entries, bytes) = gateway.cache().usage_now();
+        CacheView { entries, bytes, evictions: gateway.cache().evictions() }
+    }
+
+    fn provinces(&self) -> Vec<String> {
+        self.gateway.upgrade().map(|g| g.province_codes().map(str::to_owned).collect()).unwrap_or_default()
+    }
+
+    fn instances(&self) -> Vec<InstanceView> {
+        let Some(gateway) = self.gateway.upgrade() else { return Vec::new() };
+        gateway
+            .instances()
+            .into_iter()
+            .map(|i| {
+                let guard = i.guard.snapshot();
+                InstanceView {
+                    name: i.name.to_owned(),
+                    kind: i.kind.to_owned(),
+                    routes: i.routes.iter().map(|(code, family)| ((*code).to_owned(), *family)).collect(),
+                    breaker: guard.breaker.state.into(),
+                    in_flight: guard.in_flight,
+                    stats: i.guard.stats().snapshot(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Serves `config` on `listener` until `signal` completes, then drains:
@@ -144,7 +213,12 @@ pub async fn serve_on(
         draining.clone(),
     );
     let connections = Arc::new(crate::edge::listener::ConnectionStats::default());
-    metrics.observe(Arc::downgrade(&gateway), admission.clone(), connections.clone());
+    let observed: Arc<dyn Observed> = Arc::new(Running {
+        gateway: Arc::downgrade(&gateway),
+        admission: admission.clone(),
+        connections: connections.clone(),
+    });
+    metrics.observe(observed.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
@@ -247,14 +321,7 @@ pub async fn serve_on(
         Some(ops) => {
             let ops_addr = ops.local_addr()?;
             tracing::info!(ops_addr = %ops_addr, "ops endpoints serving: /metrics /livez /readyz /status");
-            Some(tokio::spawn(crate::ops::serve(
-                ops,
-                gateway.clone(),
-                metrics.clone(),
-                admission.clone(),
-                connections.clone(),
-                ops_stopped,
-            )))
+            Some(tokio::spawn(crate::ops::serve(ops, observed.clone(), metrics.clone(), ops_stopped)))
         }
         None => None,
     };

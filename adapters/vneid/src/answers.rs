@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lienthong_adapter_core::AdapterError;
-use moka::Expiry;
+use tokio::time::Instant;
 
 use crate::core::Verdict;
 
@@ -20,19 +20,23 @@ pub(crate) enum Source {
     Introspection,
 }
 
+type Key = (Source, [u8; 32]);
+
 #[derive(Clone)]
 struct Entry {
     verdict: Arc<Verdict>,
-    ttl: Duration,
+    /// When it stops being served.
+    expires: Instant,
     /// Its approximate size in bytes.
     weight: u32,
 }
 
-struct EntryExpiry;
+#[derive(Clone)]
+struct ByWeight;
 
-impl Expiry<(Source, [u8; 32]), Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &(Source, [u8; 32]), entry: &Entry, _: std::time::Instant) -> Option<Duration> {
-        Some(entry.ttl)
+impl quick_cache::Weighter<Key, Entry> for ByWeight {
+    fn weight(&self, _: &Key, entry: &Entry) -> u64 {
+        u64::from(entry.weight)
     }
 }
 
@@ -41,18 +45,14 @@ impl Expiry<(Source, [u8; 32]), Entry> for EntryExpiry {
 const CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
 pub(crate) struct Answers {
-    cache: moka::future::Cache<(Source, [u8; 32]), Entry>,
+    cache: quick_cache::sync::Cache<Key, Entry, ByWeight>,
     token_cache: Duration,
     refusal_cache: Duration,
 }
 
 impl Answers {
     pub(crate) fn new(token_cache: Duration, refusal_cache: Duration) -> Self {
-        let cache = moka::future::Cache::builder()
-            .max_capacity(CAPACITY_BYTES)
-            .weigher(|_, entry: &Entry| entry.weight)
-            .expire_after(EntryExpiry)
-            .build();
+        let cache = quick_cache::sync::Cache::with_weighter(16_384, CAPACITY_BYTES, ByWeight);
         Self { cache, token_cache, refusal_cache }
     }
 
@@ -63,22 +63,29 @@ impl Answers {
         F: Future<Output = Result<Verdict, AdapterError>>,
     {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
+        let mut key = (source, [0u8; 32]);
+        key.1.copy_from_slice(digest.as_ref());
+        if let Some(held) = self.cache.get(&key) {
+            if held.expires > Instant::now() {
+                return Ok(held.verdict);
+            }
+            self.cache.remove_if(&key, |e| e.expires == held.expires);
+        }
+        // Concurrent calls with this token wait for the first one's request
+        // (and ask themselves if it goes away before its answer).
         self.cache
-            .try_get_with((source, key), async {
+            .get_or_insert_async(&key, async {
                 let verdict = ask.await?;
-                let ttl = self.lifetime(&verdict);
+                let expires = Instant::now() + self.lifetime(&verdict);
                 let weight = match &verdict {
                     Ok(claims) => claims.iter().map(|(k, v)| k.len() + v.to_string().len() + 16).sum::<usize>(),
                     Err(_) => 0,
                 };
                 let weight = u32::try_from(weight + 96).unwrap_or(u32::MAX);
-                Ok::<_, AdapterError>(Entry { verdict: Arc::new(verdict), ttl, weight })
+                Ok::<_, AdapterError>(Entry { verdict: Arc::new(verdict), expires, weight })
             })
             .await
             .map(|entry| entry.verdict)
-            .map_err(|e| (*e).clone())
     }
 
     /// How long an answer is held: a refusal briefly; claims until the

@@ -63,20 +63,20 @@ impl Gateway {
         limit: &'static str,
         check: impl FnOnce() -> Result<(), Status>,
     ) -> Result<(), Status> {
-        let name = if limit == "app" { "rate limit app" } else { "rate limit citizen" };
-        let span = if traced {
-            tracing::info_span!(
+        let verdict = check();
+        if traced {
+            // Made with its decision (one call to the subscriber, no record
+            // after): a decision takes well under a microsecond, so the span
+            // marks the step rather than timing it.
+            let name = if limit == "app" { "rate limit app" } else { "rate limit citizen" };
+            let decision = if verdict.is_ok() { "allowed" } else { "rejected" };
+            drop(tracing::info_span!(
                 "rate_limit",
                 otel.name = name,
                 lienthong.limit = limit,
-                lienthong.decision = tracing::field::Empty,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        // Nothing inside logs: the span times the decision without being entered.
-        let verdict = check();
-        span.record("lienthong.decision", if verdict.is_ok() { "allowed" } else { "rejected" });
+                lienthong.decision = decision
+            ));
+        }
         if verdict.is_err() {
             self.metrics.limiter_rejection(limit);
         }
@@ -141,9 +141,8 @@ impl<'g> Call<'g> {
         let call_trace = request.extensions().get::<crate::telemetry::rpc::CallTrace>().copied();
         let traced = call_trace.map_or_else(|| crate::telemetry::sampled(&tracing::Span::current()), |t| t.sampled);
         if traced {
-            let span = tracing::Span::current();
-            span.record("lienthong.province", code);
-            span.record("lienthong.app", app.id.as_str());
+            // Both in one visit of the subscriber.
+            tracing::record_all!(tracing::Span::current(), lienthong.province = code, lienthong.app = app.id.as_str());
         }
         gateway.limited(traced, "app", || gateway.limits.check_app(&app.id, method))?;
         let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);

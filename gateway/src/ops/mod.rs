@@ -29,21 +29,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::gateway::Gateway;
-use crate::policy::breaker::BreakerState;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::StatsSnapshot;
+use crate::telemetry::view::{Breaker, Observed};
 use lienthong_adapter_core::Family;
 
 /// The status page; it renders `/status.json` and refreshes every 5 s.
 const STATUS_PAGE: &str = include_str!("status.html");
 
 struct Ops {
-    gateway: Arc<Gateway>,
+    observed: Arc<dyn Observed>,
     metrics: Arc<Metrics>,
-    admission: Arc<crate::edge::admit::Admission>,
-    connections: Arc<crate::edge::listener::ConnectionStats>,
-    draining: watch::Receiver<bool>,
     started: Instant,
 }
 
@@ -91,39 +87,30 @@ struct Status {
     provinces: Vec<ProvinceStatus>,
 }
 
-fn breaker_name(s: BreakerState) -> &'static str {
-    match s {
-        BreakerState::Closed => "closed",
-        BreakerState::HalfOpen => "half-open",
-        BreakerState::Open => "open",
-    }
-}
-
-fn health(state: BreakerState, stats: &StatsSnapshot) -> &'static str {
+fn health(state: Breaker, stats: &StatsSnapshot) -> &'static str {
     match state {
-        BreakerState::Open => "down",
-        BreakerState::HalfOpen => "recovering",
-        BreakerState::Closed if stats.recent_calls >= 10 && stats.recent_errors * 2 > stats.recent_calls => "degraded",
-        BreakerState::Closed => "healthy",
+        Breaker::Open => "down",
+        Breaker::HalfOpen => "recovering",
+        Breaker::Closed if stats.recent_calls >= 10 && stats.recent_errors * 2 > stats.recent_calls => "degraded",
+        Breaker::Closed => "healthy",
     }
 }
 
 impl Ops {
     fn readiness(&self) -> Readiness {
         let mut reasons = Vec::new();
-        if *self.draining.borrow() {
+        if self.observed.draining() {
             reasons.push("draining: shutting down".to_owned());
         }
-        if self.admission.is_overloaded() {
+        if self.observed.overloaded() {
             reasons.push("shedding most calls for too long: this replica is over capacity".to_owned());
         }
-        let instances = self.gateway.instances();
+        let instances = self.observed.instances();
         let mut degraded = Vec::new();
         let mut open = 0;
         for i in &instances {
-            let state = i.guard.snapshot().breaker.state;
-            open += usize::from(state == BreakerState::Open);
-            let h = health(state, &i.guard.stats().snapshot());
+            open += usize::from(i.breaker == Breaker::Open);
+            let h = health(i.breaker, &i.stats);
             if h != "healthy" {
                 degraded.push(format!("{} ({h})", i.name));
             }
@@ -136,17 +123,16 @@ impl Ops {
 
     fn status(&self) -> Status {
         let mut provinces: Vec<ProvinceStatus> = self
-            .gateway
-            .province_codes()
+            .observed
+            .provinces()
+            .into_iter()
             .map(|code| ProvinceStatus {
-                code: code.to_owned(),
-                name: lienthong_adapter_core::admin::province(code).map(|p| p.full_name).unwrap_or(""),
+                name: lienthong_adapter_core::admin::province(&code).map(|p| p.full_name).unwrap_or(""),
+                code,
                 adapters: Vec::new(),
             })
             .collect();
-        for i in self.gateway.instances() {
-            let snapshot = i.guard.snapshot();
-            let stats = i.guard.stats().snapshot();
+        for i in self.observed.instances() {
             for p in &mut provinces {
                 let mut families: Vec<Family> =
                     i.routes.iter().filter(|(code, _)| *code == p.code).map(|(_, f)| *f).collect();
@@ -156,12 +142,12 @@ impl Ops {
                 families.sort_by_key(|f| Family::ALL.iter().position(|a| a == f));
                 p.adapters.push(AdapterStatus {
                     families: families.iter().map(ToString::to_string).collect(),
-                    instance: i.name.to_owned(),
-                    kind: i.kind.to_owned(),
-                    health: health(snapshot.breaker.state, &stats),
-                    breaker: breaker_name(snapshot.breaker.state),
-                    in_flight: snapshot.in_flight,
-                    stats,
+                    instance: i.name.clone(),
+                    kind: i.kind.clone(),
+                    health: health(i.breaker, &i.stats),
+                    breaker: i.breaker.as_str(),
+                    in_flight: i.in_flight,
+                    stats: i.stats,
                 });
             }
         }
@@ -171,17 +157,17 @@ impl Ops {
                 Family::ALL.iter().position(|f| a.families.first().is_some_and(|first| *first == f.to_string()))
             });
         }
-        let (cache_entries, cache_bytes) = self.gateway.cache().usage_now();
+        let cache = self.observed.cache();
         Status {
             service: "lienthong",
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs(),
             readiness: self.readiness(),
             in_flight: self.metrics.in_flight().load(Ordering::Relaxed),
-            shed_total: self.admission.shed_count(),
-            connections: self.connections.open(),
-            cache_entries,
-            cache_bytes,
+            shed_total: self.observed.shed(),
+            connections: self.observed.connections(),
+            cache_entries: cache.entries,
+            cache_bytes: cache.bytes,
             limiter_rejections: self.metrics.rejections(),
             provinces,
         }
@@ -199,8 +185,6 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
 }
 
 async fn metrics_text(State(ops): State<Arc<Ops>>) -> Response {
-    // The cache's counts are exact only after its pending housekeeping.
-    ops.gateway.cache().usage().await;
     match ops.metrics.scrape() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         Err(e) => {
@@ -215,7 +199,6 @@ async fn status_page() -> Response {
 }
 
 async fn status_json(State(ops): State<Arc<Ops>>) -> Response {
-    ops.gateway.cache().usage().await;
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(ops.status())).into_response()
 }
 
@@ -223,14 +206,11 @@ async fn status_json(State(ops): State<Arc<Ops>>) -> Response {
 /// shedding once a second for readiness.
 pub async fn serve(
     listener: TcpListener,
-    gateway: Arc<Gateway>,
+    observed: Arc<dyn Observed>,
     metrics: Arc<Metrics>,
-    admission: Arc<crate::edge::admit::Admission>,
-    connections: Arc<crate::edge::listener::ConnectionStats>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let draining = gateway.shutdown_signal();
-    let ops = Arc::new(Ops { gateway, metrics, admission, connections, draining, started: Instant::now() });
+    let ops = Arc::new(Ops { observed, metrics, started: Instant::now() });
     let app = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -253,12 +233,12 @@ mod tests {
     #[test]
     fn health_follows_the_breaker_and_recent_errors() {
         let mut s = crate::telemetry::stats::InstanceStats::new().snapshot();
-        assert_eq!(health(BreakerState::Open, &s), "down");
-        assert_eq!(health(BreakerState::HalfOpen, &s), "recovering");
-        assert_eq!(health(BreakerState::Closed, &s), "healthy");
+        assert_eq!(health(Breaker::Open, &s), "down");
+        assert_eq!(health(Breaker::HalfOpen, &s), "recovering");
+        assert_eq!(health(Breaker::Closed, &s), "healthy");
         (s.recent_calls, s.recent_errors) = (20, 11);
-        assert_eq!(health(BreakerState::Closed, &s), "degraded");
+        assert_eq!(health(Breaker::Closed, &s), "degraded");
         s.recent_errors = 10;
-        assert_eq!(health(BreakerState::Closed, &s), "healthy");
+        assert_eq!(health(Breaker::Closed, &s), "healthy");
     }
 }

@@ -270,6 +270,16 @@ impl Breaker {
     }
 }
 
+impl From<BreakerState> for crate::telemetry::view::Breaker {
+    fn from(state: BreakerState) -> Self {
+        match state {
+            BreakerState::Closed => Self::Closed,
+            BreakerState::HalfOpen => Self::HalfOpen,
+            BreakerState::Open => Self::Open,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! provinces come from config, outcomes and codes are fixed sets.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,7 +21,7 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use lienthong_adapter_core::Method;
 
 use super::TelemetryConfig;
-use crate::gateway::Gateway;
+use super::view::{CacheView, InstanceView, Observed};
 
 /// One metric as documented: OpenTelemetry name, Prometheus name, type,
 /// labels (Prometheus spelling) and meaning.
@@ -256,113 +256,83 @@ impl Metrics {
         })
     }
 
-    /// Registers the gauges and counters read from the gateway's state when
+    /// Registers the gauges and counters read from the running gateway when
     /// metrics are collected: cache size and evictions, breakers, in-flight
-    /// calls, shed calls.
-    pub fn observe(
-        &self,
-        gateway: Weak<Gateway>,
-        admission: Arc<crate::edge::admit::Admission>,
-        connections: Arc<crate::edge::listener::ConnectionStats>,
-    ) {
+    /// calls, shed and refused calls, connections.
+    pub fn observe(&self, observed: Arc<dyn Observed>) {
         let in_flight = self.in_flight.clone();
         self.meter
             .i64_observable_gauge("lienthong.rpc.in_flight")
             .with_description(help("lienthong.rpc.in_flight"))
             .with_callback(move |o| o.observe(in_flight.load(Ordering::Relaxed), &[]))
             .build();
+        let seen = observed.clone();
         self.meter
             .u64_observable_counter("lienthong.shed")
             .with_description(help("lienthong.shed"))
-            .with_callback({
-                let admission = admission.clone();
-                move |o| o.observe(admission.shed_count(), &[])
-            })
+            .with_callback(move |o| o.observe(seen.shed(), &[]))
             .build();
-        let conns = connections.clone();
+        let seen = observed.clone();
         self.meter
             .u64_observable_counter("lienthong.edge.refused")
             .with_description(help("lienthong.edge.refused"))
             .with_callback(move |o| {
-                for why in crate::edge::admit::Refusal::ALL {
-                    o.observe(admission.refused_count(why), &[KeyValue::new("reason", why.as_str())]);
+                for (why, n) in seen.refused() {
+                    o.observe(n, &[KeyValue::new("reason", why)]);
                 }
-                o.observe(conns.refused_over_limit(), &[KeyValue::new("reason", "connection_limit")]);
-                o.observe(conns.header_timeouts(), &[KeyValue::new("reason", "header_timeout")]);
             })
             .build();
+        let seen = observed.clone();
         self.meter
             .i64_observable_gauge("lienthong.connections")
             .with_description(help("lienthong.connections"))
-            .with_callback(move |o| o.observe(i64::try_from(connections.open()).unwrap_or(i64::MAX), &[]))
+            .with_callback(move |o| o.observe(i64::try_from(seen.connections()).unwrap_or(i64::MAX), &[]))
             .build();
         self.meter
             .u64_observable_counter("lienthong.telemetry.spans.dropped")
             .with_description(help("lienthong.telemetry.spans.dropped"))
             .with_callback(|o| o.observe(super::otlp::dropped_spans(), &[]))
             .build();
-        let g = gateway.clone();
+        let seen = observed.clone();
         self.meter
             .u64_observable_counter("lienthong.cache.evictions")
             .with_description(help("lienthong.cache.evictions"))
             .with_callback(move |o| {
-                let Some(g) = g.upgrade() else { return };
-                for (cause, n) in g.cache().evictions() {
+                for (cause, n) in seen.cache().evictions {
                     o.observe(n, &[KeyValue::new("lienthong.cache.cause", cause)]);
                 }
             })
             .build();
-        self.cache_gauge(gateway.clone(), "lienthong.cache.entries", None, |(entries, _)| entries);
-        self.cache_gauge(gateway.clone(), "lienthong.cache.size", Some("By"), |(_, bytes)| bytes);
-        self.per_instance(gateway.clone(), "lienthong.breaker.state", |s| match s.breaker.state {
-            crate::policy::breaker::BreakerState::Closed => 0,
-            crate::policy::breaker::BreakerState::HalfOpen => 1,
-            crate::policy::breaker::BreakerState::Open => 2,
-        });
-        self.per_instance(gateway, "lienthong.adapter.in_flight", |s| s.in_flight as u64);
+        self.cache_gauge(observed.clone(), "lienthong.cache.entries", None, |c| c.entries);
+        self.cache_gauge(observed.clone(), "lienthong.cache.size", Some("By"), |c| c.bytes);
+        self.per_instance(observed.clone(), "lienthong.breaker.state", |i| i.breaker.gauge());
+        self.per_instance(observed, "lienthong.adapter.in_flight", |i| i.in_flight as u64);
     }
 
-    /// A gauge of the response cache's usage (entries, bytes), in `unit`
-    /// when it has one.
+    /// A gauge of the response cache's usage, in `unit` when it has one.
     fn cache_gauge(
         &self,
-        gateway: Weak<Gateway>,
+        observed: Arc<dyn Observed>,
         name: &'static str,
         unit: Option<&'static str>,
-        value: fn((u64, u64)) -> u64,
+        value: fn(&CacheView) -> u64,
     ) {
         let gauge = self.meter.u64_observable_gauge(name);
         let gauge = match unit {
             Some(unit) => gauge.with_unit(unit),
             None => gauge,
         };
-        gauge
-            .with_description(help(name))
-            .with_callback(move |o| {
-                if let Some(g) = gateway.upgrade() {
-                    o.observe(value(g.cache().usage_now()), &[]);
-                }
-            })
-            .build();
+        gauge.with_description(help(name)).with_callback(move |o| o.observe(value(&observed.cache()), &[])).build();
     }
 
-    /// A gauge with one value per adapter instance, read from its guard.
-    fn per_instance(
-        &self,
-        gateway: Weak<Gateway>,
-        name: &'static str,
-        value: fn(&crate::policy::guard::GuardSnapshot) -> u64,
-    ) {
+    /// A gauge with one value per adapter instance.
+    fn per_instance(&self, observed: Arc<dyn Observed>, name: &'static str, value: fn(&InstanceView) -> u64) {
         self.meter
             .u64_observable_gauge(name)
             .with_description(help(name))
             .with_callback(move |o| {
-                let Some(g) = gateway.upgrade() else { return };
-                for i in g.instances() {
-                    o.observe(
-                        value(&i.guard.snapshot()),
-                        &[KeyValue::new("lienthong.adapter.instance", i.name.to_owned())],
-                    );
+                for i in observed.instances() {
+                    o.observe(value(&i), &[KeyValue::new("lienthong.adapter.instance", i.name.clone())]);
                 }
             })
             .build();

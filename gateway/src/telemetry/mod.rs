@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod rpc;
 pub mod spans;
 pub mod stats;
+pub mod view;
 
 use anyhow::Context as _;
 
