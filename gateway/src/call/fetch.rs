@@ -118,9 +118,6 @@ impl Call<'_> {
         F: Fn(Arc<A>, CallContext, R) -> Fut,
         Fut: Future<Output = Result<T, AdapterError>>,
     {
-        if self.traced {
-            tracing::Span::current().record("lienthong.cache", "bypass");
-        }
         self.guarded(routed, || adapter_call(routed.adapter.clone(), self.ctx.clone(), request.clone())).await
     }
 
@@ -159,6 +156,18 @@ impl Call<'_> {
         policy: &CachePolicy,
         fill: impl FnOnce() -> FillFuture,
     ) -> Result<Cached, Status> {
+        // A fresh hit, the usual case, in one synchronous step: its span is
+        // made with its outcome (nothing recorded after, never entered).
+        if let Some(fresh) = self.gateway.cache.fresh(&key, policy) {
+            // A remembered NOT_FOUND counts as a miss, as below.
+            let outcome = if fresh.is_ok() { "hit" } else { "miss" };
+            if self.traced {
+                drop(tracing::info_span!("cache", otel.name = "cache lookup", lienthong.cache.outcome = outcome));
+            }
+            self.gateway.metrics.cache_lookup(self.method, outcome);
+            routed.guard.stats().cache(fresh.is_ok());
+            return fresh.map_err(|e| self.fail(routed, e));
+        }
         let span = if self.traced {
             tracing::info_span!(
                 "cache",
@@ -181,9 +190,6 @@ impl Call<'_> {
             span.record("lienthong.cache.coalesced", true);
         }
         drop(span);
-        if self.traced {
-            tracing::Span::current().record("lienthong.cache", outcome);
-        }
         self.gateway.metrics.cache_lookup(self.method, outcome);
         routed.guard.stats().cache(matches!(outcome, "hit" | "stale"));
         looked_up.map_err(|e| self.fail(routed, e))

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataKey};
 
-/// Response metadata saying how fresh the answer is.
-pub const CACHE_HEADER: &str = "x-lienthong-cache";
+pub use crate::telemetry::rpc::CACHE_HEADER;
 
 /// Response metadata telling a signed-in owner why they got the public view
 /// of their own record (their identity level is below what it needs).

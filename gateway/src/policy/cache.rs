@@ -303,6 +303,19 @@ impl ResponseCache {
         Some(entry)
     }
 
+    /// The answer held for `key` while it is fresh under `policy` (or the
+    /// NOT_FOUND remembered for it), without waiting for anything; `None`
+    /// when it must be fetched or revalidated ([`ResponseCache::get_or_fill`]).
+    pub fn fresh(&self, key: &[u8], policy: &CachePolicy) -> Option<Result<Cached, AdapterError>> {
+        let entry = self.lookup(key)?;
+        let age = entry.stored.elapsed();
+        let fresh = match entry.value {
+            Stored::Answer(_) => age < policy.ttl,
+            Stored::NotFound(_) => age < policy.negative_ttl,
+        };
+        fresh.then(|| read(&entry, Freshness::Hit, age))
+    }
+
     /// The answer for `key` under `policy`, from the cache or from `fill`.
     /// A caller waits for a fill (its own or a concurrent caller's) until
     /// `deadline` at most; the fill itself goes on for the others.

@@ -32,6 +32,24 @@ pub const TRACE_ID_HEADER: &str = "x-lienthong-trace-id";
 static TRACE_ID: http::HeaderName = http::HeaderName::from_static(TRACE_ID_HEADER);
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static CACHE: http::HeaderName = http::HeaderName::from_static(CACHE_HEADER);
+
+/// Response metadata saying how fresh the answer is (`hit`, `miss`,
+/// `stale`, `coalesced`, `bypass`); the server span records it as
+/// `lienthong.cache`.
+pub const CACHE_HEADER: &str = "x-lienthong-cache";
+
+/// The cache outcome an answer's metadata states.
+fn cache_outcome(headers: &HeaderMap) -> Option<&'static str> {
+    Some(match headers.get(&CACHE)?.as_bytes() {
+        b"hit" => "hit",
+        b"miss" => "miss",
+        b"stale" => "stale",
+        b"coalesced" => "coalesced",
+        b"bypass" => "bypass",
+        _ => return None,
+    })
+}
 
 /// A call's trace as this layer made it, for the services below (a request
 /// extension): its id, and whether it is exported.
@@ -159,6 +177,8 @@ struct Finish {
     sampled: bool,
     started: Instant,
     code: Option<&'static str>,
+    /// The cache outcome the answer's metadata states.
+    cache: Option<&'static str>,
 }
 
 /// gRPC codes the server, not the caller, is to blame for (the RPC
@@ -175,7 +195,14 @@ impl Drop for Finish {
         self.metrics.in_flight().fetch_sub(1, Ordering::Relaxed);
         if !self.span.is_disabled() {
             if self.sampled {
-                self.span.record("rpc.response.status_code", code);
+                match self.cache {
+                    Some(cache) => {
+                        tracing::record_all!(self.span, rpc.response.status_code = code, lienthong.cache = cache);
+                    }
+                    None => {
+                        self.span.record("rpc.response.status_code", code);
+                    }
+                }
                 if server_error(code) || code.starts_with("HTTP_5") {
                     self.span.record("otel.status_code", "ERROR");
                 }
@@ -260,6 +287,7 @@ where
             sampled: ids.is_some_and(|t| t.sampled),
             started: Instant::now(),
             code: None,
+            cache: None,
         };
         let future = span.in_scope(|| self.inner.call(req)).instrument(span);
         async move {
@@ -275,6 +303,7 @@ where
             }
             finish.code =
                 if rpc.http { Some(http_outcome(response.status())) } else { grpc_status(response.headers()) };
+            finish.cache = cache_outcome(response.headers());
             Ok(response.map(|inner| tonic::body::Body::new(TracedBody { inner, finish })))
         }
         .boxed()
