@@ -167,3 +167,28 @@ async fn mutual_tls_is_required_and_works() {
     let set = RemoteFactory.build(BuildContext::new("trusted", trusted)).await.unwrap();
     assert_eq!(run(&set).await.counts().1, 0);
 }
+
+#[tokio::test]
+async fn what_a_service_declares_is_learned_when_it_comes_up_after_the_gateway() {
+    use lienthong_adapter_core::Method;
+    // A port nothing listens on yet: the service is down at start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = serde_json::json!({
+        "endpoint": format!("http://127.0.0.1:{port}"),
+        "timeout": "2s",
+        "connect_timeout": "1s",
+    });
+    let set = RemoteFactory.build(BuildContext::new("late", options)).await.unwrap();
+    let (transport, healthcare) = (set.transport.clone().unwrap(), set.healthcare.clone().unwrap());
+    // Until it answers, every method of its families is assumed.
+    assert!(transport.capabilities().supports(Method::ListBusRoutes));
+    // It comes up declaring healthcare and education only.
+    let _python = python_adapter_with(&["--port", &port.to_string()]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while transport.capabilities().supports(Method::ListBusRoutes) {
+        assert!(tokio::time::Instant::now() < deadline, "the declared methods were not learned within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthcare.capabilities().supports(Method::ListFacilities));
+    assert!(!transport.capabilities().supports(Method::ListTrafficCameras));
+}

@@ -276,6 +276,16 @@ impl Capabilities {
         Self(self.0 & !(1u64 << method as u8))
     }
 
+    /// The set as bits (one per method), to keep in an atomic.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// The set [`Capabilities::bits`] gave.
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
     /// Whether `method` is supported.
     pub fn supports(self, method: Method) -> bool {
         self.0 & (1u64 << method as u8) != 0

@@ -2,6 +2,8 @@
 //! request of each call (deadline, province, trace context).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use lienthong_adapter_core::{
@@ -13,10 +15,18 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::config::RemoteConfig;
 
+/// How often the service is asked again what it supports, once it answered.
+const CAPABILITIES_REFRESH: Duration = Duration::from_secs(60);
+
+/// The longest wait between two asks while it does not answer.
+const CAPABILITIES_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// The remote adapter.
 pub struct RemoteAdapter {
     pub(crate) client: AdapterServiceClient<Channel>,
-    pub(crate) capabilities: Capabilities,
+    /// What the service declared (GetCapabilities), within `families`; until
+    /// it first answers, every method of those families.
+    declared: Arc<AtomicU64>,
     timeout: Duration,
     endpoint: String,
 }
@@ -25,14 +35,83 @@ impl fmt::Debug for RemoteAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteAdapter")
             .field("endpoint", &self.endpoint)
-            .field("capabilities", &self.capabilities)
+            .field("capabilities", &self.declared())
             .finish()
     }
 }
 
+/// Asks the service what it supports, keeping the methods of `allowed`.
+async fn ask_capabilities(
+    client: &mut AdapterServiceClient<Channel>,
+    allowed: &[Family],
+    timeout: Duration,
+) -> Result<Capabilities, tonic::Status> {
+    let mut req = tonic::Request::new(proto::GetCapabilitiesRequest {});
+    req.set_timeout(timeout);
+    let methods = client.get_capabilities(req).await?.into_inner().methods;
+    Ok(methods
+        .iter()
+        .filter_map(|name| Method::ALL.iter().find(|m| m.full_name() == name))
+        .filter(|m| allowed.contains(&m.family()))
+        .fold(Capabilities::none(), |c, m| c.with(*m)))
+}
+
+/// Keeps `declared` current for as long as the adapter lives: asks again
+/// every [`CAPABILITIES_REFRESH`], and while the service does not answer
+/// (down at start, restarting) after 1 s, 2 s, … up to
+/// [`CAPABILITIES_RETRY_MAX`], so a service that comes back is called for
+/// what it declares within seconds.
+fn keep_learning(
+    mut client: AdapterServiceClient<Channel>,
+    allowed: Vec<Family>,
+    timeout: Duration,
+    declared: Weak<AtomicU64>,
+    mut known: bool,
+    instance: String,
+) {
+    tokio::spawn(async move {
+        let mut wait = if known { CAPABILITIES_REFRESH } else { Duration::from_secs(1) };
+        loop {
+            tokio::time::sleep(wait).await;
+            let asked = ask_capabilities(&mut client, &allowed, timeout).await;
+            let Some(bits) = declared.upgrade() else { return };
+            match asked {
+                Ok(capabilities) => {
+                    let before = bits.swap(capabilities.bits(), Ordering::Relaxed);
+                    if !known || before != capabilities.bits() {
+                        tracing::info!(
+                            instance = %instance,
+                            methods = capabilities.methods().count(),
+                            "the adapter service declared its methods"
+                        );
+                    }
+                    known = true;
+                    wait = CAPABILITIES_REFRESH;
+                }
+                Err(status) => {
+                    tracing::debug!(instance = %instance, code = ?status.code(), "the adapter service did not answer GetCapabilities");
+                    wait = if known { Duration::from_secs(1) } else { (wait * 2).min(CAPABILITIES_RETRY_MAX) };
+                    known = false;
+                }
+            }
+        }
+    });
+}
+
 impl RemoteAdapter {
+    /// What the service declared it supports (within the configured families).
+    pub fn declared(&self) -> Capabilities {
+        Capabilities::from_bits(self.declared.load(Ordering::Relaxed))
+    }
+
     /// Connects (lazily) and asks the service what it supports.
     pub async fn connect(config: RemoteConfig) -> Result<Self, AdapterError> {
+        Self::connect_as("remote", config).await
+    }
+
+    /// [`RemoteAdapter::connect`] for the instance named `instance` (as logs
+    /// name it).
+    pub async fn connect_as(instance: &str, config: RemoteConfig) -> Result<Self, AdapterError> {
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
@@ -66,24 +145,21 @@ impl RemoteAdapter {
             Some(f) => f.iter().filter_map(|f| Family::parse(f)).collect(),
             None => Family::ALL.to_vec(),
         };
-        let mut req = tonic::Request::new(proto::GetCapabilitiesRequest {});
-        req.set_timeout(config.timeout);
-        let capabilities = match client.get_capabilities(req).await {
-            Ok(r) => r
-                .into_inner()
-                .methods
-                .iter()
-                .filter_map(|name| Method::ALL.iter().find(|m| m.full_name() == name))
-                .filter(|m| allowed.contains(&m.family()))
-                .fold(Capabilities::none(), |c, m| c.with(*m)),
+        let (capabilities, known) = match ask_capabilities(&mut client, &allowed, config.timeout).await {
+            Ok(capabilities) => (capabilities, true),
             Err(status) => {
-                // Start anyway: calls fail with UNAVAILABLE until it answers,
-                // and unsupported ones with UNIMPLEMENTED.
-                tracing::warn!(upstream = "remote", endpoint = %config.endpoint, code = ?status.code(), "adapter service did not answer GetCapabilities at start");
-                allowed.iter().fold(Capabilities::none(), |c, f| Method::of_family(*f).fold(c, Capabilities::with))
+                // Start anyway: calls fail with UNAVAILABLE until it answers;
+                // what it declares then is learned in the background.
+                tracing::warn!(instance = %instance, code = ?status.code(), "the adapter service did not answer GetCapabilities at start; asking again until it does");
+                (
+                    allowed.iter().flat_map(|f| Method::of_family(*f)).fold(Capabilities::none(), Capabilities::with),
+                    false,
+                )
             }
         };
-        Ok(Self { client, capabilities, timeout: config.timeout, endpoint: config.endpoint })
+        let declared = Arc::new(AtomicU64::new(capabilities.bits()));
+        keep_learning(client.clone(), allowed, config.timeout, Arc::downgrade(&declared), known, instance.to_owned());
+        Ok(Self { client, declared, timeout: config.timeout, endpoint: config.endpoint })
     }
 
     /// A request carrying the province and the deadline.
@@ -137,7 +213,7 @@ macro_rules! forwarding_impl {
         #[async_trait]
         impl $trait for RemoteAdapter {
             fn capabilities(&self) -> Capabilities {
-                self.capabilities
+                self.declared()
             }
             $(
                 async fn $name(&self, ctx: &CallContext, req: $req) -> Result<$resp, AdapterError> {

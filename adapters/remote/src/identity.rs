@@ -12,7 +12,7 @@ use crate::error::status_to_error;
 #[async_trait]
 impl IdentityAdapter for RemoteAdapter {
     fn capabilities(&self) -> Capabilities {
-        self.capabilities
+        self.declared()
     }
 
     async fn authenticate(&self, token: &BearerToken) -> Result<Principal, AdapterError> {

@@ -57,7 +57,7 @@ impl AdapterFactory for RemoteFactory {
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {
         let config = RemoteConfig::deserialize(&ctx.options)
             .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, e.to_string()))?;
-        let a = Arc::new(RemoteAdapter::connect(config).await?);
+        let a = Arc::new(RemoteAdapter::connect_as(&ctx.instance, config).await?);
         Ok(AdapterSet {
             identity: Some(a.clone()),
             healthcare: Some(a.clone()),

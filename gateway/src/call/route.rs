@@ -14,9 +14,16 @@ use crate::gateway::route::Routed;
 
 macro_rules! family_accessor {
     ($name:ident, $trait:ident, $family:expr) => {
-        /// The adapter routed for this family, or UNIMPLEMENTED.
+        /// The adapter routed for this family, or UNIMPLEMENTED: where the
+        /// province has none, or where this call's method is one of the
+        /// family's that the adapter does not declare (adapters are called
+        /// only for what their `capabilities()` lists).
         pub fn $name(&self) -> Result<&'g Routed<dyn $trait>, Status> {
-            self.province.$name.as_ref().ok_or_else(|| self.unrouted($family))
+            let routed = self.province.$name.as_ref().ok_or_else(|| self.unrouted($family))?;
+            if self.method.family() == $family && !routed.adapter.capabilities().supports(self.method) {
+                return Err(self.undeclared(&routed.instance));
+            }
+            Ok(routed)
         }
     };
 }
@@ -31,6 +38,15 @@ impl<'g> Call<'g> {
 
     fn unrouted(&self, family: Family) -> Status {
         Status::unimplemented(format!("province {} has no {family} adapter configured", self.province.code))
+    }
+
+    fn undeclared(&self, instance: &str) -> Status {
+        Status::unimplemented(format!(
+            "province {}'s {} adapter ({instance}) does not offer {}",
+            self.province.code,
+            self.method.family(),
+            self.method.full_name()
+        ))
     }
 
     /// The province's demo token issuer, if its identity provider is a sandbox.

@@ -126,3 +126,55 @@ async fn without_anonymous_access_calls_are_unauthenticated() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 }
+
+/// A healthcare adapter that declares ListFacilities only, and counts the
+/// calls of GetFacility it should never get.
+#[derive(Debug, Default)]
+struct ListsOnly {
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl lienthong_adapter_core::HealthcareAdapter for ListsOnly {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none().with(lienthong_adapter_core::Method::ListFacilities)
+    }
+
+    async fn list_facilities(
+        &self,
+        _: &lienthong_adapter_core::CallContext,
+        _: lienthong_adapter_core::api::ListFacilitiesRequest,
+    ) -> Result<lienthong_adapter_core::api::ListFacilitiesResponse, AdapterError> {
+        Ok(lienthong_adapter_core::api::ListFacilitiesResponse { total_size: 3, ..Default::default() })
+    }
+
+    async fn get_facility(
+        &self,
+        _: &lienthong_adapter_core::CallContext,
+        _: lienthong_adapter_core::api::GetFacilityRequest,
+    ) -> Result<lienthong_adapter_core::api::Facility, AdapterError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(lienthong_adapter_core::api::Facility::default())
+    }
+}
+
+#[tokio::test]
+async fn an_adapter_is_called_only_for_the_methods_it_declares() {
+    use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
+    use lienthong_proto::v1::{GetFacilityRequest, ListFacilitiesRequest};
+    let adapter = Arc::new(ListsOnly::default());
+    let gw = common::with_healthcare("lists_only", adapter.clone(), "").await;
+    let mut c = HealthcareServiceClient::new(gw.channel.clone());
+    let listed = c.list_facilities(ListFacilitiesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.total_size, 3);
+    let e = c.get_facility(GetFacilityRequest { facility_code: "79001".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(
+        e.message().contains("province 79")
+            && e.message().contains("lists_only")
+            && e.message().contains("GetFacility"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(adapter.gets.load(std::sync::atomic::Ordering::SeqCst), 0, "the undeclared method reached the adapter");
+}
