@@ -73,6 +73,14 @@ pub trait AdapterFactory: Send + Sync + fmt::Debug {
     /// `path: message` with the path relative to the instance's table.
     fn validate(&self, options: &serde_json::Value) -> Vec<String>;
 
+    /// The families an instance with `options` serves, when its options
+    /// narrow [`AdapterFactory::families`] (a remote adapter's `families`
+    /// key); `None`: all of them. Config validation refuses a route to a
+    /// family outside it.
+    fn instance_families(&self, _options: &serde_json::Value) -> Option<Vec<Family>> {
+        None
+    }
+
     /// Builds an instance: may read files and reach the network.
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError>;
 

@@ -52,6 +52,12 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// The families `families` names (unknown names left out); `None` when
+    /// the key is absent (all families).
+    pub fn allowed_families(&self) -> Option<Vec<Family>> {
+        self.families.as_ref().map(|names| names.iter().filter_map(|f| Family::parse(f)).collect())
+    }
+
     /// The CA file, whichever way it was given.
     pub(crate) fn ca_file(&self) -> Option<&PathBuf> {
         self.tls_ca_file.as_ref().or_else(|| self.tls.as_ref().and_then(|t| t.ca_file.as_ref()))

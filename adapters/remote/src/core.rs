@@ -141,10 +141,7 @@ impl RemoteAdapter {
             endpoint = endpoint.tls_config(tls).map_err(|e| bad("tls", &e))?;
         }
         let mut client = AdapterServiceClient::new(endpoint.connect_lazy());
-        let allowed: Vec<Family> = match &config.families {
-            Some(f) => f.iter().filter_map(|f| Family::parse(f)).collect(),
-            None => Family::ALL.to_vec(),
-        };
+        let allowed = config.allowed_families().unwrap_or_else(|| Family::ALL.to_vec());
         let (capabilities, known) = match ask_capabilities(&mut client, &allowed, config.timeout).await {
             Ok(capabilities) => (capabilities, true),
             Err(status) => {

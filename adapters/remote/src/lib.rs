@@ -54,17 +54,24 @@ impl AdapterFactory for RemoteFactory {
         }
     }
 
+    fn instance_families(&self, options: &serde_json::Value) -> Option<Vec<Family>> {
+        RemoteConfig::deserialize(options).ok()?.allowed_families()
+    }
+
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {
         let config = RemoteConfig::deserialize(&ctx.options)
             .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+        let families = config.allowed_families().unwrap_or_else(|| Family::ALL.to_vec());
         let a = Arc::new(RemoteAdapter::connect_as(&ctx.instance, config).await?);
+        // Only the configured families: a route to another is refused at start.
+        let serves = |f: Family| families.contains(&f);
         Ok(AdapterSet {
-            identity: Some(a.clone()),
-            healthcare: Some(a.clone()),
-            education: Some(a.clone()),
-            transport: Some(a.clone()),
-            construction: Some(a.clone()),
-            public_services: Some(a),
+            identity: serves(Family::Identity).then(|| a.clone() as _),
+            healthcare: serves(Family::Healthcare).then(|| a.clone() as _),
+            education: serves(Family::Education).then(|| a.clone() as _),
+            transport: serves(Family::Transport).then(|| a.clone() as _),
+            construction: serves(Family::Construction).then(|| a.clone() as _),
+            public_services: serves(Family::PublicServices).then(|| a.clone() as _),
             ..Default::default()
         })
     }

@@ -571,13 +571,26 @@ impl Config {
                     )),
                     Some(a) => {
                         let parsed = !self.unparsed.contains(&format!("adapters.{instance}"));
-                        if let (true, Ok(factory)) = (parsed, registry.get(&a.kind))
-                            && !factory.families().contains(&family)
-                        {
-                            errors.push(ConfigError::new(
-                                path,
-                                format!("adapter kind {:?} does not serve {family}", a.kind),
-                            ));
+                        if let (true, Ok(factory)) = (parsed, registry.get(&a.kind)) {
+                            if !factory.families().contains(&family) {
+                                errors.push(ConfigError::new(
+                                    path,
+                                    format!("adapter kind {:?} does not serve {family}", a.kind),
+                                ));
+                            } else if let Some(served) =
+                                factory.instance_families(&serde_json::Value::Object(a.options.clone()))
+                                && !served.contains(&family)
+                            {
+                                let served: Vec<String> = served.iter().map(|f| format!("\"{f}\"")).collect();
+                                errors.push(ConfigError::new(
+                                    path,
+                                    format!(
+                                        "adapter instance {instance:?} serves only families = [{}]; \
+                                         add \"{family}\" to its families or route {family} elsewhere",
+                                        served.join(", ")
+                                    ),
+                                ));
+                            }
                         }
                     }
                 }

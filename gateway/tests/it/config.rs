@@ -189,3 +189,26 @@ fn check_config_command_reports_and_exits_non_zero() {
     assert!(stderr.contains("server.drain_timeout") && stderr.contains("clock_skew: must be at most 5m"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_route_to_a_family_the_instance_does_not_serve_is_refused() {
+    let toml = lienthong::config::SANDBOX_DEFAULT.replace("education = \"sandbox\"", "education = \"province_ps\"")
+        + r#"
+[adapters.province_ps]
+kind = "remote"
+endpoint = "http://127.0.0.1:50061"
+families = ["public_services"]
+"#;
+    let errors = problems(&toml);
+    has(&errors, "provinces.79.education", "serves only families = [\"public_services\"]");
+    // Its own family may be routed to it.
+    let fine = lienthong::config::SANDBOX_DEFAULT
+        .replace("public_services = \"sandbox\"", "public_services = \"province_ps\"")
+        + r#"
+[adapters.province_ps]
+kind = "remote"
+endpoint = "http://127.0.0.1:50061"
+families = ["public_services"]
+"#;
+    assert_eq!(problems(&fine), Vec::<String>::new());
+}
