@@ -192,3 +192,336 @@ async fn what_a_service_declares_is_learned_when_it_comes_up_after_the_gateway()
     assert!(healthcare.capabilities().supports(Method::ListFacilities));
     assert!(!transport.capabilities().supports(Method::ListTrafficCameras));
 }
+
+#[tokio::test]
+async fn a_service_speaking_another_major_version_of_the_protocol_is_refused_at_start() {
+    let python = python_adapter_with(&["--protocol-version", "2.0"]).await;
+    let options = serde_json::json!({"endpoint": python.endpoint});
+    let e = RemoteFactory.build(BuildContext::new("future", options)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.message().contains("\"future\"") && e.message().contains("\"2.0\"") && e.message().contains("1.x"),
+        "{}",
+        e.message()
+    );
+    // The version it was written for is accepted.
+    let python = python_adapter_with(&["--protocol-version", "1.4"]).await;
+    let options = serde_json::json!({"endpoint": python.endpoint});
+    assert!(RemoteFactory.build(BuildContext::new("current", options)).await.is_ok());
+}
+
+/// A fake adapter service that records what it receives, reached through a
+/// relay the test can cut (an adapter process dying mid-stream).
+mod recorder {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+
+    use lienthong_adapter_core::api;
+    use lienthong_proto::adapter::v1 as proto;
+    use lienthong_proto::adapter::v1::adapter_service_server::{AdapterService, AdapterServiceServer};
+    use tonic::{Request, Response, Status};
+
+    /// What the fake saw: each call's method, its `grpc-timeout`, and the
+    /// ListMyDossiers token.
+    #[derive(Debug, Default)]
+    pub struct Seen {
+        pub timeouts: Vec<(&'static str, Option<String>)>,
+        pub tokens: Vec<String>,
+    }
+
+    #[derive(Debug, Default, Clone)]
+    pub struct Recorder(pub Arc<Mutex<Seen>>);
+
+    impl Recorder {
+        fn saw<T>(&self, method: &'static str, req: &Request<T>) {
+            let timeout = req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            self.0.lock().unwrap().timeouts.push((method, timeout));
+        }
+    }
+
+    const OWNER: &str = "079190012345";
+
+    fn dossier() -> proto::OwnedDossier {
+        proto::OwnedDossier {
+            dossier: Some(api::Dossier { dossier_code: "000.00.53.H29-261129-0001".into(), ..Default::default() }),
+            owner_id_number: OWNER.into(),
+        }
+    }
+
+    #[tonic::async_trait]
+    impl AdapterService for Recorder {
+        async fn get_capabilities(
+            &self,
+            _: Request<proto::GetCapabilitiesRequest>,
+        ) -> Result<Response<proto::GetCapabilitiesResponse>, Status> {
+            Ok(Response::new(proto::GetCapabilitiesResponse {
+                methods: vec![
+                    "lienthong.v1.PublicServicesService/ListMyDossiers".into(),
+                    "lienthong.v1.PublicServicesService/WatchDossier".into(),
+                ],
+                protocol_version: "1.1".into(),
+                adapter_name: "recorder".into(),
+                adapter_version: "0".into(),
+            }))
+        }
+
+        async fn list_my_dossiers(
+            &self,
+            request: Request<proto::ListMyDossiersRequest>,
+        ) -> Result<Response<api::ListMyDossiersResponse>, Status> {
+            self.saw("ListMyDossiers", &request);
+            self.0.lock().unwrap().tokens.push(request.into_inner().token);
+            Ok(Response::new(api::ListMyDossiersResponse::default()))
+        }
+
+        type WatchDossierStream = Pin<Box<dyn futures_util::Stream<Item = Result<proto::OwnedDossier, Status>> + Send>>;
+
+        async fn watch_dossier(
+            &self,
+            request: Request<api::WatchDossierRequest>,
+        ) -> Result<Response<Self::WatchDossierStream>, Status> {
+            self.saw("WatchDossier", &request);
+            // The current state, then nothing: the test cuts the connection.
+            let stream = futures_util::StreamExt::chain(
+                futures_util::stream::once(async { Ok(dossier()) }),
+                futures_util::stream::pending(),
+            );
+            Ok(Response::new(Box::pin(stream)))
+        }
+
+        async fn authenticate(
+            &self,
+            _: Request<proto::AuthenticateRequest>,
+        ) -> Result<Response<proto::AuthenticateResponse>, Status> {
+            Err(Status::unimplemented("authenticate"))
+        }
+
+        async fn get_profile(
+            &self,
+            _: Request<proto::GetProfileRequest>,
+        ) -> Result<Response<api::CitizenProfile>, Status> {
+            Err(Status::unimplemented("get_profile"))
+        }
+
+        async fn list_facilities(
+            &self,
+            _: Request<api::ListFacilitiesRequest>,
+        ) -> Result<Response<api::ListFacilitiesResponse>, Status> {
+            Err(Status::unimplemented("list_facilities"))
+        }
+
+        async fn get_facility(&self, _: Request<api::GetFacilityRequest>) -> Result<Response<api::Facility>, Status> {
+            Err(Status::unimplemented("get_facility"))
+        }
+
+        async fn list_schools(
+            &self,
+            _: Request<api::ListSchoolsRequest>,
+        ) -> Result<Response<api::ListSchoolsResponse>, Status> {
+            Err(Status::unimplemented("list_schools"))
+        }
+
+        async fn get_school(&self, _: Request<api::GetSchoolRequest>) -> Result<Response<api::School>, Status> {
+            Err(Status::unimplemented("get_school"))
+        }
+
+        async fn list_bus_routes(
+            &self,
+            _: Request<api::ListBusRoutesRequest>,
+        ) -> Result<Response<api::ListBusRoutesResponse>, Status> {
+            Err(Status::unimplemented("list_bus_routes"))
+        }
+
+        async fn get_bus_route(&self, _: Request<api::GetBusRouteRequest>) -> Result<Response<api::BusRoute>, Status> {
+            Err(Status::unimplemented("get_bus_route"))
+        }
+
+        async fn list_nearby_stops(
+            &self,
+            _: Request<api::ListNearbyStopsRequest>,
+        ) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
+            Err(Status::unimplemented("list_nearby_stops"))
+        }
+
+        async fn list_arrivals(
+            &self,
+            _: Request<api::ListArrivalsRequest>,
+        ) -> Result<Response<api::ListArrivalsResponse>, Status> {
+            Err(Status::unimplemented("list_arrivals"))
+        }
+
+        async fn list_traffic_cameras(
+            &self,
+            _: Request<api::ListTrafficCamerasRequest>,
+        ) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
+            Err(Status::unimplemented("list_traffic_cameras"))
+        }
+
+        async fn get_traffic_camera(
+            &self,
+            _: Request<api::GetTrafficCameraRequest>,
+        ) -> Result<Response<api::TrafficCamera>, Status> {
+            Err(Status::unimplemented("get_traffic_camera"))
+        }
+
+        async fn list_housing_projects(
+            &self,
+            _: Request<api::ListHousingProjectsRequest>,
+        ) -> Result<Response<api::ListHousingProjectsResponse>, Status> {
+            Err(Status::unimplemented("list_housing_projects"))
+        }
+
+        async fn get_housing_project(
+            &self,
+            _: Request<api::GetHousingProjectRequest>,
+        ) -> Result<Response<api::HousingProject>, Status> {
+            Err(Status::unimplemented("get_housing_project"))
+        }
+
+        async fn get_practicing_certificate(
+            &self,
+            _: Request<api::GetPracticingCertificateRequest>,
+        ) -> Result<Response<api::PracticingCertificate>, Status> {
+            Err(Status::unimplemented("get_practicing_certificate"))
+        }
+
+        async fn list_agencies(
+            &self,
+            _: Request<api::ListAgenciesRequest>,
+        ) -> Result<Response<api::ListAgenciesResponse>, Status> {
+            Err(Status::unimplemented("list_agencies"))
+        }
+
+        async fn get_agency(&self, _: Request<api::GetAgencyRequest>) -> Result<Response<api::Agency>, Status> {
+            Err(Status::unimplemented("get_agency"))
+        }
+
+        async fn list_procedures(
+            &self,
+            _: Request<api::ListProceduresRequest>,
+        ) -> Result<Response<api::ListProceduresResponse>, Status> {
+            Err(Status::unimplemented("list_procedures"))
+        }
+
+        async fn get_procedure(
+            &self,
+            _: Request<api::GetProcedureRequest>,
+        ) -> Result<Response<api::Procedure>, Status> {
+            Err(Status::unimplemented("get_procedure"))
+        }
+
+        async fn get_dossier(
+            &self,
+            _: Request<api::GetDossierRequest>,
+        ) -> Result<Response<proto::OwnedDossier>, Status> {
+            Err(Status::unimplemented("get_dossier"))
+        }
+    }
+
+    /// Serves `recorder` behind a relay; returns the relay's address and a
+    /// handle whose abort cuts every relayed connection at once.
+    pub async fn serve(recorder: Recorder) -> (String, tokio::task::JoinHandle<()>) {
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AdapterServiceServer::new(recorder))
+                .serve_with_incoming(tokio_stream_listener(backend)),
+        );
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let relay = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = front.accept().await else { return };
+                pipes.spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(backend_addr).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        (format!("http://{addr}"), relay)
+    }
+
+    fn tokio_stream_listener(
+        listener: tokio::net::TcpListener,
+    ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        futures_util::stream::unfold(listener, |l| async move {
+            let accepted = l.accept().await.map(|(s, _)| s);
+            Some((accepted, l))
+        })
+    }
+
+    pub fn owner() -> lienthong_adapter_core::CitizenId {
+        lienthong_adapter_core::CitizenId::parse(OWNER).unwrap()
+    }
+}
+
+/// A signed-in citizen's call context, with a deadline `in` from now.
+fn citizen_ctx(deadline_in: Duration) -> CallContext {
+    let principal = lienthong_adapter_core::Principal {
+        citizen_id: recorder::owner(),
+        identity_level: api::IdentityLevel::IdentityLevel2,
+        token: lienthong_adapter_core::BearerToken::new("header.payload.signature"),
+    };
+    let mut ctx = CallContext::anonymous("79");
+    ctx.principal = Some(principal);
+    ctx.deadline = Some(tokio::time::Instant::now() + deadline_in);
+    ctx
+}
+
+#[tokio::test]
+async fn the_citizens_token_reaches_a_service_only_when_its_config_says_so() {
+    for (forward, want) in [(false, ""), (true, "header.payload.signature")] {
+        let recorder = recorder::Recorder::default();
+        let (endpoint, _relay) = recorder::serve(recorder.clone()).await;
+        let options = serde_json::json!({"endpoint": endpoint, "forward_citizen_token": forward});
+        let set = RemoteFactory.build(BuildContext::new("registry", options)).await.unwrap();
+        let ps = set.public_services.unwrap();
+        ps.list_my_dossiers(&citizen_ctx(Duration::from_secs(10)), api::ListMyDossiersRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(recorder.0.lock().unwrap().tokens, [want], "forward_citizen_token = {forward}");
+    }
+}
+
+#[tokio::test]
+async fn a_watch_carries_the_callers_deadline_and_a_service_dying_mid_stream_is_unavailable() {
+    use futures_util::StreamExt;
+    let recorder = recorder::Recorder::default();
+    let (endpoint, relay) = recorder::serve(recorder.clone()).await;
+    // The unary timeout is 2 s; the caller's deadline is a minute away.
+    let options = serde_json::json!({"endpoint": endpoint, "timeout": "2s"});
+    let set = RemoteFactory.build(BuildContext::new("registry", options)).await.unwrap();
+    let ps = set.public_services.unwrap();
+    let ctx = citizen_ctx(Duration::from_secs(60));
+    let mut watch = ps
+        .watch_dossier(&ctx, api::WatchDossierRequest { dossier_code: "000.00.53.H29-261129-0001".into() })
+        .await
+        .unwrap();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.owner, recorder::owner());
+    let sent = recorder.0.lock().unwrap().timeouts.clone();
+    let (method, timeout) = &sent[0];
+    assert_eq!(*method, "WatchDossier");
+    // grpc-timeout as tonic writes it: at most 8 digits and a unit.
+    let timeout = timeout.as_deref().expect("a watch carries the caller's deadline");
+    let (digits, unit) = timeout.split_at(timeout.len() - 1);
+    let seconds = digits.parse::<f64>().unwrap()
+        * match unit {
+            "S" => 1.0,
+            "m" => 1e-3,
+            "u" => 1e-6,
+            "n" => 1e-9,
+            other => panic!("unit {other}"),
+        };
+    assert!((55.0..=60.0).contains(&seconds), "grpc-timeout {timeout} is not the caller's remaining minute");
+    // The service's connection dies mid-stream.
+    relay.abort();
+    let e = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch ends when the service's connection dies")
+        .expect("an error, not a clean end")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+}

@@ -49,6 +49,11 @@ pub struct RemoteConfig {
     /// TLS settings, for https endpoints.
     #[serde(default)]
     pub tls: Option<RemoteTlsConfig>,
+    /// Whether ListMyDossiers carries the citizen's raw token (for a
+    /// registry that verifies it again). Off by default: the adapter gets
+    /// the ID number the gateway verified, and no credential it could replay.
+    #[serde(default)]
+    pub forward_citizen_token: bool,
 }
 
 impl RemoteConfig {

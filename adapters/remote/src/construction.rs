@@ -4,7 +4,6 @@ use async_trait::async_trait;
 use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, ConstructionAdapter, api};
 
 use crate::core::{RemoteAdapter, forwarding_impl};
-use crate::error::status_to_error;
 
 forwarding_impl!(ConstructionAdapter {
     list_housing_projects(api::ListHousingProjectsRequest) -> api::ListHousingProjectsResponse;

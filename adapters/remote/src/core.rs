@@ -29,6 +29,9 @@ pub struct RemoteAdapter {
     declared: Arc<AtomicU64>,
     timeout: Duration,
     endpoint: String,
+    forward_citizen_token: bool,
+    /// The instance's name in config, as logs name it.
+    pub(crate) instance: std::sync::Arc<str>,
 }
 
 impl fmt::Debug for RemoteAdapter {
@@ -40,20 +43,53 @@ impl fmt::Debug for RemoteAdapter {
     }
 }
 
+/// The major version of the adapter protocol this gateway speaks.
+pub const PROTOCOL_MAJOR: u32 = 1;
+
+/// Why the service's capabilities are not known.
+enum NotAsked {
+    /// It did not answer.
+    Status(tonic::Status),
+    /// It speaks another major version of the protocol.
+    Incompatible(String),
+}
+
 /// Asks the service what it supports, keeping the methods of `allowed`.
 async fn ask_capabilities(
     client: &mut AdapterServiceClient<Channel>,
     allowed: &[Family],
     timeout: Duration,
-) -> Result<Capabilities, tonic::Status> {
+    instance: &str,
+    log: bool,
+) -> Result<Capabilities, NotAsked> {
     let mut req = tonic::Request::new(proto::GetCapabilitiesRequest {});
     req.set_timeout(timeout);
-    let methods = client.get_capabilities(req).await?.into_inner().methods;
-    Ok(methods
+    let answer = client.get_capabilities(req).await.map_err(NotAsked::Status)?.into_inner();
+    let version = if answer.protocol_version.is_empty() { "1.0" } else { answer.protocol_version.as_str() };
+    let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    if major != Some(PROTOCOL_MAJOR) {
+        return Err(NotAsked::Incompatible(format!(
+            "the adapter service of instance {instance:?} speaks adapter protocol {version:?}; this gateway speaks \
+             {PROTOCOL_MAJOR}.x (lienthong.adapter.v1): update the adapter or the gateway"
+        )));
+    }
+    let capabilities = answer
+        .methods
         .iter()
         .filter_map(|name| Method::ALL.iter().find(|m| m.full_name() == name))
         .filter(|m| allowed.contains(&m.family()))
-        .fold(Capabilities::none(), |c, m| c.with(*m)))
+        .fold(Capabilities::none(), |c, m| c.with(*m));
+    if log {
+        tracing::info!(
+            instance = %instance,
+            protocol = %version,
+            adapter = %answer.adapter_name,
+            adapter_version = %answer.adapter_version,
+            methods = capabilities.methods().count(),
+            "the adapter service declared its methods"
+        );
+    }
+    Ok(capabilities)
 }
 
 /// Keeps `declared` current for as long as the adapter lives: asks again
@@ -73,24 +109,31 @@ fn keep_learning(
         let mut wait = if known { CAPABILITIES_REFRESH } else { Duration::from_secs(1) };
         loop {
             tokio::time::sleep(wait).await;
-            let asked = ask_capabilities(&mut client, &allowed, timeout).await;
+            let asked = ask_capabilities(&mut client, &allowed, timeout, &instance, !known).await;
             let Some(bits) = declared.upgrade() else { return };
             match asked {
                 Ok(capabilities) => {
                     let before = bits.swap(capabilities.bits(), Ordering::Relaxed);
-                    if !known || before != capabilities.bits() {
+                    if known && before != capabilities.bits() {
                         tracing::info!(
                             instance = %instance,
                             methods = capabilities.methods().count(),
-                            "the adapter service declared its methods"
+                            "the adapter service changed the methods it declares"
                         );
                     }
                     known = true;
                     wait = CAPABILITIES_REFRESH;
                 }
-                Err(status) => {
+                Err(NotAsked::Status(status)) => {
                     tracing::debug!(instance = %instance, code = ?status.code(), "the adapter service did not answer GetCapabilities");
                     wait = if known { Duration::from_secs(1) } else { (wait * 2).min(CAPABILITIES_RETRY_MAX) };
+                    known = false;
+                }
+                Err(NotAsked::Incompatible(why)) => {
+                    // Called for nothing until it speaks this protocol again.
+                    tracing::error!(instance = %instance, "{why}");
+                    bits.store(Capabilities::none().bits(), Ordering::Relaxed);
+                    wait = CAPABILITIES_REFRESH;
                     known = false;
                 }
             }
@@ -99,6 +142,16 @@ fn keep_learning(
 }
 
 impl RemoteAdapter {
+    /// The service's status as an adapter error, logged under the instance.
+    pub(crate) fn fail(&self, status: &tonic::Status) -> AdapterError {
+        crate::error::map_status(status, &self.instance)
+    }
+
+    /// Whether ListMyDossiers carries the citizen's token (config).
+    pub(crate) fn forwards_citizen_token(&self) -> bool {
+        self.forward_citizen_token
+    }
+
     /// What the service declared it supports (within the configured families).
     pub fn declared(&self) -> Capabilities {
         Capabilities::from_bits(self.declared.load(Ordering::Relaxed))
@@ -142,9 +195,11 @@ impl RemoteAdapter {
         }
         let mut client = AdapterServiceClient::new(endpoint.connect_lazy());
         let allowed = config.allowed_families().unwrap_or_else(|| Family::ALL.to_vec());
-        let (capabilities, known) = match ask_capabilities(&mut client, &allowed, config.timeout).await {
+        let (capabilities, known) = match ask_capabilities(&mut client, &allowed, config.timeout, instance, true).await
+        {
             Ok(capabilities) => (capabilities, true),
-            Err(status) => {
+            Err(NotAsked::Incompatible(why)) => return Err(AdapterError::new(ErrorKind::InvalidArgument, why)),
+            Err(NotAsked::Status(status)) => {
                 // Start anyway: calls fail with UNAVAILABLE until it answers;
                 // what it declares then is learned in the background.
                 tracing::warn!(instance = %instance, code = ?status.code(), "the adapter service did not answer GetCapabilities at start; asking again until it does");
@@ -156,7 +211,14 @@ impl RemoteAdapter {
         };
         let declared = Arc::new(AtomicU64::new(capabilities.bits()));
         keep_learning(client.clone(), allowed, config.timeout, Arc::downgrade(&declared), known, instance.to_owned());
-        Ok(Self { client, declared, timeout: config.timeout, endpoint: config.endpoint })
+        Ok(Self {
+            client,
+            declared,
+            timeout: config.timeout,
+            endpoint: config.endpoint,
+            forward_citizen_token: config.forward_citizen_token,
+            instance: instance.into(),
+        })
     }
 
     /// A request carrying the province and the deadline.
@@ -215,7 +277,7 @@ macro_rules! forwarding_impl {
             $(
                 async fn $name(&self, ctx: &CallContext, req: $req) -> Result<$resp, AdapterError> {
                     let mut client = self.client.clone();
-                    client.$name(self.request(ctx, req)?).await.map(tonic::Response::into_inner).map_err(|s| status_to_error(&s))
+                    client.$name(self.request(ctx, req)?).await.map(tonic::Response::into_inner).map_err(|s| self.fail(&s))
                 }
             )*
             $($extra)*

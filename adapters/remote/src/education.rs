@@ -4,7 +4,6 @@ use async_trait::async_trait;
 use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, EducationAdapter, api};
 
 use crate::core::{RemoteAdapter, forwarding_impl};
-use crate::error::status_to_error;
 
 forwarding_impl!(EducationAdapter {
     list_schools(api::ListSchoolsRequest) -> api::ListSchoolsResponse;

@@ -3,23 +3,50 @@
 use lienthong_adapter_core::{AdapterError, ErrorKind};
 use tonic_types::StatusExt;
 
+/// How long a caller is told to wait after the adapter service's
+/// connection broke (it stopped or restarted).
+const RETRY_AFTER_BROKEN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Maps the adapter service's status to an adapter error.
 pub fn status_to_error(status: &tonic::Status) -> AdapterError {
+    map_status(status, "remote")
+}
+
+/// Whether `status` came from the connection (refused, reset, closed
+/// mid-stream) rather than from the service.
+fn connection_broke(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>()
+            || e.is::<hyper::Error>()
+            || e.is::<h2::Error>()
+            || e.is::<std::io::Error>()
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// [`status_to_error`] for `instance`, as logs name it.
+pub(crate) fn map_status(status: &tonic::Status, instance: &str) -> AdapterError {
     use tonic::Code;
     // A failed TLS handshake names its cause, whatever code tonic gave it.
     if let Some(cause) = std::error::Error::source(status).and_then(lienthong_adapter_core::tls::cause) {
-        tracing::warn!(upstream = "remote", tls = %cause, "adapter service unreachable");
+        tracing::warn!(instance = %instance, tls = %cause, "adapter service unreachable");
         return AdapterError::new(ErrorKind::Unavailable, format!("the adapter service could not be reached: {cause}"));
     }
-    // A connection failure surfaces as UNKNOWN with a transport error as its
-    // source: the service is out of reach, not misbehaving.
-    let transport = std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>());
-    if status.code() == Code::Unknown && transport {
-        tracing::warn!(upstream = "remote", error = %status, "adapter service unreachable");
+    // A connection that fails or breaks (the service stopped, restarted or
+    // died mid-stream) surfaces as UNKNOWN or INTERNAL with a transport
+    // error as its source: the service is out of reach, not misbehaving.
+    if matches!(status.code(), Code::Unknown | Code::Internal) && connection_broke(status) {
+        tracing::warn!(instance = %instance, error = %status, "adapter service unreachable");
         return AdapterError::new(
             ErrorKind::Unavailable,
-            "the adapter service could not be reached (connection refused or reset)",
-        );
+            "the adapter service could not be reached, or its connection broke (it stopped or restarted)",
+        )
+        .with_retry_after(RETRY_AFTER_BROKEN);
     }
     let kind = match status.code() {
         Code::NotFound => ErrorKind::NotFound,
@@ -33,7 +60,7 @@ pub fn status_to_error(status: &tonic::Status) -> AdapterError {
         _ => ErrorKind::Unexpected,
     };
     if kind == ErrorKind::Unexpected {
-        tracing::warn!(upstream = "remote", code = ?status.code(), "adapter service failed");
+        tracing::warn!(instance = %instance, code = ?status.code(), "adapter service failed");
     }
     let mut e = AdapterError::new(kind, status.message());
     if let Some(field) =

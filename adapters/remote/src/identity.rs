@@ -7,7 +7,6 @@ use lienthong_adapter_core::{
 use lienthong_proto::adapter::v1 as proto;
 
 use crate::core::RemoteAdapter;
-use crate::error::status_to_error;
 
 #[async_trait]
 impl IdentityAdapter for RemoteAdapter {
@@ -19,7 +18,7 @@ impl IdentityAdapter for RemoteAdapter {
         let ctx = CallContext::anonymous("00");
         let mut client = self.client.clone();
         let req = self.request(&ctx, proto::AuthenticateRequest { token: token.expose().to_owned() })?;
-        let r = client.authenticate(req).await.map_err(|s| status_to_error(&s))?.into_inner();
+        let r = client.authenticate(req).await.map_err(|s| self.fail(&s))?.into_inner();
         let citizen_id = CitizenId::parse(&r.id_number)
             .map_err(|_| AdapterError::new(ErrorKind::Unavailable, "the adapter service sent a malformed ID number"))?;
         Ok(Principal { citizen_id, identity_level: r.identity_level(), token: token.clone() })
@@ -28,6 +27,6 @@ impl IdentityAdapter for RemoteAdapter {
     async fn profile(&self, ctx: &CallContext, principal: &Principal) -> Result<api::CitizenProfile, AdapterError> {
         let mut client = self.client.clone();
         let req = self.request(ctx, proto::GetProfileRequest { token: principal.token.expose().to_owned() })?;
-        client.get_profile(req).await.map(tonic::Response::into_inner).map_err(|s| status_to_error(&s))
+        client.get_profile(req).await.map(tonic::Response::into_inner).map_err(|s| self.fail(&s))
     }
 }

@@ -115,8 +115,13 @@ def near_filter(records, near, location_of, set_distance):
     return [set_distance(r, round(d, 1)) for d, r in out]
 
 
+# The version of lienthong.adapter.v1 this example implements.
+PROTOCOL_VERSION = "1.1"
+
+
 class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, protocol_version=PROTOCOL_VERSION):
+        self.protocol_version = protocol_version
         def load(name):
             with open(os.path.join(data_dir, name), encoding="utf-8") as f:
                 return json.load(f)
@@ -143,10 +148,12 @@ class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
             location=common_pb2.GeoPoint(latitude=r["lat"], longitude=r["lng"]), phone=r["phone"], website=r["website"])
 
     def GetCapabilities(self, request, context):
-        return adapter_pb2.GetCapabilitiesResponse(methods=[
-            "lienthong.v1.HealthcareService/ListFacilities", "lienthong.v1.HealthcareService/GetFacility",
-            "lienthong.v1.EducationService/ListSchools", "lienthong.v1.EducationService/GetSchool",
-        ])
+        return adapter_pb2.GetCapabilitiesResponse(
+            methods=[
+                "lienthong.v1.HealthcareService/ListFacilities", "lienthong.v1.HealthcareService/GetFacility",
+                "lienthong.v1.EducationService/ListSchools", "lienthong.v1.EducationService/GetSchool",
+            ],
+            protocol_version=self.protocol_version, adapter_name="lienthong-python-example", adapter_version="0.2.0")
 
     @staticmethod
     def _with_distance(message, d):
@@ -197,9 +204,11 @@ def main():
     parser.add_argument("--tls-cert", help="PEM certificate: serve TLS")
     parser.add_argument("--tls-key", help="PEM key of --tls-cert")
     parser.add_argument("--client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
+    parser.add_argument("--protocol-version", default=PROTOCOL_VERSION,
+                        help="the adapter protocol version announced (to see a gateway refuse another major)")
     args = parser.parse_args()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    adapter_pb2_grpc.add_AdapterServiceServicer_to_server(Adapter(args.data_dir), server)
+    adapter_pb2_grpc.add_AdapterServiceServicer_to_server(Adapter(args.data_dir, args.protocol_version), server)
     if args.tls_cert:
         read = lambda path: open(path, "rb").read()
         credentials = grpc.ssl_server_credentials(
