@@ -55,6 +55,34 @@ impl Call<'_> {
             .into_encoded_response())
     }
 
+    /// [`Call::answer`] for a list: the page is sealed by `paging` when it
+    /// is fetched, after a page longer than `page_size` (a contract
+    /// violation, counted) is cut to it.
+    pub async fn answer_page<A, R, T, F, Fut>(
+        &self,
+        routed: &Routed<A>,
+        request: R,
+        adapter_call: F,
+        paging: crate::gateway::page_tokens::Paging,
+    ) -> Result<tonic::Response<T>, Status>
+    where
+        A: ?Sized + Send + Sync + 'static,
+        R: Message + Clone + Send + Sync + 'static,
+        T: crate::gateway::page_tokens::Listing + Message + Default + Send + 'static,
+        F: Fn(Arc<A>, CallContext, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, AdapterError>> + Send + 'static,
+    {
+        let (metrics, instance) = (self.gateway.metrics.clone(), routed.instance.clone());
+        self.answer(routed, request, adapter_call, move |list| {
+            let (page, oversized) = paging.seal_page(list);
+            if oversized {
+                metrics.contract_violation(&instance, "PAGE-SIZE");
+            }
+            page
+        })
+        .await
+    }
+
     /// The decoded answer of `adapter_call` on the routed instance, through
     /// the cache like [`Call::answer`], for handlers whose response differs
     /// per caller (views of a record, audit of what was served).

@@ -219,6 +219,12 @@ impl<'g> Call<'g> {
         Ok(self.auditor_for(principal))
     }
 
+    /// Counts an answer of `instance` that broke contract rule `rule` (and
+    /// was mended before it went on).
+    pub fn contract_violation(&self, instance: &str, rule: &'static str) {
+        self.gateway.metrics.contract_violation(instance, rule);
+    }
+
     /// Maps an adapter error for the caller.
     pub fn fail<T: ?Sized>(&self, routed: &Routed<T>, err: lienthong_adapter_core::AdapterError) -> Status {
         errors::from_adapter(err, self.method, &routed.kind)

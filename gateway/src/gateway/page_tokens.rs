@@ -24,14 +24,18 @@ pub trait Paged: prost::Message + Clone {
     fn page_size_mut(&mut self) -> &mut i32;
 }
 
-/// A list answer: the token of its next page.
+/// A list answer: its records and the token of its next page.
 pub trait Listing {
     /// `next_page_token`.
     fn next_page_token_mut(&mut self) -> &mut String;
+    /// How many records the page holds.
+    fn records(&self) -> usize;
+    /// Keeps the first `n` records.
+    fn truncate_records(&mut self, n: usize);
 }
 
 macro_rules! paged {
-    ($($request:ident => $response:ident),* $(,)?) => {
+    ($($request:ident => $response:ident . $records:ident),* $(,)?) => {
         $(impl Paged for api::$request {
             fn page_token_mut(&mut self) -> &mut String {
                 &mut self.page_token
@@ -44,20 +48,26 @@ macro_rules! paged {
             fn next_page_token_mut(&mut self) -> &mut String {
                 &mut self.next_page_token
             }
+            fn records(&self) -> usize {
+                self.$records.len()
+            }
+            fn truncate_records(&mut self, n: usize) {
+                self.$records.truncate(n);
+            }
         })*
     };
 }
 
 paged!(
-    ListFacilitiesRequest => ListFacilitiesResponse,
-    ListSchoolsRequest => ListSchoolsResponse,
-    ListBusRoutesRequest => ListBusRoutesResponse,
-    ListNearbyStopsRequest => ListNearbyStopsResponse,
-    ListTrafficCamerasRequest => ListTrafficCamerasResponse,
-    ListHousingProjectsRequest => ListHousingProjectsResponse,
-    ListAgenciesRequest => ListAgenciesResponse,
-    ListProceduresRequest => ListProceduresResponse,
-    ListMyDossiersRequest => ListMyDossiersResponse,
+    ListFacilitiesRequest => ListFacilitiesResponse.facilities,
+    ListSchoolsRequest => ListSchoolsResponse.schools,
+    ListBusRoutesRequest => ListBusRoutesResponse.routes,
+    ListNearbyStopsRequest => ListNearbyStopsResponse.stops,
+    ListTrafficCamerasRequest => ListTrafficCamerasResponse.cameras,
+    ListHousingProjectsRequest => ListHousingProjectsResponse.projects,
+    ListAgenciesRequest => ListAgenciesResponse.agencies,
+    ListProceduresRequest => ListProceduresResponse.procedures,
+    ListMyDossiersRequest => ListMyDossiersResponse.dossiers,
 );
 
 /// The gateway's page token sealer (cloned cheaply: one key, shared).
@@ -80,6 +90,10 @@ impl PageTokens {
         citizen: Option<&CitizenId>,
     ) -> Result<Paging, Status> {
         let context = context(province, method, req, citizen);
+        let size = match *req.page_size_mut() {
+            n if n <= 0 => lienthong_adapter_core::paging::DEFAULT_PAGE_SIZE,
+            n => usize::try_from(n).unwrap_or(usize::MAX).min(lienthong_adapter_core::paging::MAX_PAGE_SIZE),
+        };
         let token = req.page_token_mut();
         if !token.is_empty() {
             let inner = self.0.open(&context, token).and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
@@ -93,7 +107,7 @@ impl PageTokens {
             })?;
             *token = inner;
         }
-        Ok(Paging { tokens: self.clone(), context })
+        Ok(Paging { tokens: self.clone(), context, size })
     }
 }
 
@@ -103,9 +117,22 @@ impl PageTokens {
 pub struct Paging {
     tokens: PageTokens,
     context: Vec<u8>,
+    /// The most records the page may hold (`page_size`, or its default).
+    size: usize,
 }
 
 impl Paging {
+    /// [`Paging::seal`], after cutting a page longer than the caller asked
+    /// for to `page_size` (an adapter's contract violation); says whether it
+    /// was cut.
+    pub fn seal_page<T: Listing>(&self, mut answer: T) -> (T, bool) {
+        let oversized = answer.records() > self.size;
+        if oversized {
+            answer.truncate_records(self.size);
+        }
+        (self.seal(answer), oversized)
+    }
+
     /// `answer` with the adapter's `next_page_token` sealed (empty stays
     /// empty: the last page).
     pub fn seal<T: Listing>(&self, mut answer: T) -> T {

@@ -32,11 +32,11 @@ impl ConstructionService for ConstructionApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.construction()?;
-        call.answer(
+        call.answer_page(
             a,
             req,
             |adapter, ctx, req| async move { adapter.list_housing_projects(&ctx, req).await },
-            move |list| paging.seal(list),
+            paging,
         )
         .await
     }

@@ -33,13 +33,7 @@ impl EducationService for EducationApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.education()?;
-        call.answer(
-            a,
-            req,
-            |adapter, ctx, req| async move { adapter.list_schools(&ctx, req).await },
-            move |list| paging.seal(list),
-        )
-        .await
+        call.answer_page(a, req, |adapter, ctx, req| async move { adapter.list_schools(&ctx, req).await }, paging).await
     }
 
     async fn get_school(

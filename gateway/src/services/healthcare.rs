@@ -32,13 +32,8 @@ impl HealthcareService for HealthcareApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.healthcare()?;
-        call.answer(
-            a,
-            req,
-            |adapter, ctx, req| async move { adapter.list_facilities(&ctx, req).await },
-            move |list| paging.seal(list),
-        )
-        .await
+        call.answer_page(a, req, |adapter, ctx, req| async move { adapter.list_facilities(&ctx, req).await }, paging)
+            .await
     }
 
     async fn get_facility(

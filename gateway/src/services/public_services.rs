@@ -97,13 +97,8 @@ impl PublicServicesService for PublicServicesApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
-        call.answer(
-            a,
-            req,
-            |adapter, ctx, req| async move { adapter.list_agencies(&ctx, req).await },
-            move |list| paging.seal(list),
-        )
-        .await
+        call.answer_page(a, req, |adapter, ctx, req| async move { adapter.list_agencies(&ctx, req).await }, paging)
+            .await
     }
 
     async fn get_agency(
@@ -141,13 +136,8 @@ impl PublicServicesService for PublicServicesApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.public_services()?;
-        call.answer(
-            a,
-            req,
-            |adapter, ctx, req| async move { adapter.list_procedures(&ctx, req).await },
-            move |list| paging.seal(list),
-        )
-        .await
+        call.answer_page(a, req, |adapter, ctx, req| async move { adapter.list_procedures(&ctx, req).await }, paging)
+            .await
     }
 
     async fn get_procedure(
@@ -223,7 +213,13 @@ impl PublicServicesService for PublicServicesApi {
         let answer = call
             .fetch(a, req, |adapter, ctx, req| async move { adapter.list_my_dossiers(&ctx, req).await })
             .await?
-            .map(|list| paging.seal(list));
+            .map(|list| {
+                let (page, oversized) = paging.seal_page(list);
+                if oversized {
+                    call.contract_violation(&a.instance, "PAGE-SIZE");
+                }
+                page
+            });
         let codes = answer.value.dossiers.iter().map(|d| d.dossier_code.clone()).collect();
         // Recorded before the answer leaves.
         call.audit(codes, tonic::Code::Ok).await?;

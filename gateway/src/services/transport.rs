@@ -34,13 +34,8 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        call.answer(
-            a,
-            req,
-            |adapter, ctx, req| async move { adapter.list_bus_routes(&ctx, req).await },
-            move |list| paging.seal(list),
-        )
-        .await
+        call.answer_page(a, req, |adapter, ctx, req| async move { adapter.list_bus_routes(&ctx, req).await }, paging)
+            .await
     }
 
     async fn get_bus_route(
@@ -75,13 +70,8 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        call.answer(
-            a,
-            req,
-            |adapter, ctx, req| async move { adapter.list_nearby_stops(&ctx, req).await },
-            move |list| paging.seal(list),
-        )
-        .await
+        call.answer_page(a, req, |adapter, ctx, req| async move { adapter.list_nearby_stops(&ctx, req).await }, paging)
+            .await
     }
 
     async fn list_arrivals(
@@ -120,11 +110,11 @@ impl TransportService for TransportApi {
         v.into_result()?;
         let paging = call.paging(&mut req)?;
         let a = call.transport()?;
-        call.answer(
+        call.answer_page(
             a,
             req,
             |adapter, ctx, req| async move { adapter.list_traffic_cameras(&ctx, req).await },
-            move |list| paging.seal(list),
+            paging,
         )
         .await
     }

@@ -118,6 +118,13 @@ pub const METRICS: &[MetricDoc] = &[
         "Failed adapter attempts, and calls the guard refused (breaker_open, bulkhead_full), by instance and error kind.",
     ),
     doc(
+        "lienthong.adapter.contract_violations",
+        "lienthong_adapter_contract_violations_total",
+        "counter",
+        &["lienthong_adapter_instance", "lienthong_rule"],
+        "Answers an adapter got wrong and the gateway mended before passing them on, by instance and contract rule (PAGE-SIZE: more records than page_size).",
+    ),
+    doc(
         "lienthong.breaker.state",
         "lienthong_breaker_state",
         "gauge",
@@ -194,6 +201,7 @@ pub struct Metrics {
     limiter_rejections: Counter<u64>,
     adapter_duration: Histogram<f64>,
     adapter_errors: Counter<u64>,
+    contract_violations: Counter<u64>,
     in_flight: Arc<AtomicI64>,
     /// Rejections by limit (app, citizen, upstream), for the status page.
     rejected: [AtomicU64; 3],
@@ -248,6 +256,7 @@ impl Metrics {
             limiter_rejections: counter("lienthong.limiter.rejections"),
             adapter_duration: seconds("lienthong.adapter.call.duration"),
             adapter_errors: counter("lienthong.adapter.errors"),
+            contract_violations: counter("lienthong.adapter.contract_violations"),
             in_flight: Arc::new(AtomicI64::new(0)),
             rejected: Default::default(),
             registry,
@@ -414,6 +423,16 @@ impl Metrics {
         if let (Some(error), true) = (outcome, failed) {
             self.adapter_errors.add(1, &[instance, kind, KeyValue::new("error.type", error)]);
         }
+    }
+
+    /// An answer of `instance` that broke contract rule `rule` and was
+    /// mended (logged once per answer).
+    pub fn contract_violation(&self, instance: &str, rule: &'static str) {
+        tracing::warn!(instance, rule, "an adapter's answer broke the contract; the gateway mended it");
+        self.contract_violations.add(
+            1,
+            &[KeyValue::new("lienthong.adapter.instance", instance.to_owned()), KeyValue::new("lienthong.rule", rule)],
+        );
     }
 
     /// A call the guard refused before the upstream (`breaker_open`,

@@ -178,3 +178,54 @@ async fn an_adapter_is_called_only_for_the_methods_it_declares() {
     );
     assert_eq!(adapter.gets.load(std::sync::atomic::Ordering::SeqCst), 0, "the undeclared method reached the adapter");
 }
+
+/// A healthcare adapter that answers every list with 8 records, whatever
+/// `page_size` says.
+#[derive(Debug)]
+struct EightRecords;
+
+#[async_trait]
+impl lienthong_adapter_core::HealthcareAdapter for EightRecords {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::family(Family::Healthcare)
+    }
+
+    async fn list_facilities(
+        &self,
+        _: &lienthong_adapter_core::CallContext,
+        _: lienthong_adapter_core::api::ListFacilitiesRequest,
+    ) -> Result<lienthong_adapter_core::api::ListFacilitiesResponse, AdapterError> {
+        let facility = |i: usize| lienthong_adapter_core::api::Facility {
+            facility_code: format!("7900{i}"),
+            ..Default::default()
+        };
+        Ok(lienthong_adapter_core::api::ListFacilitiesResponse {
+            facilities: (0..8).map(facility).collect(),
+            total_size: 20,
+            next_page_token: "8".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_page_longer_than_page_size_is_cut_and_counted() {
+    use lienthong_proto::v1::ListFacilitiesRequest;
+    use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
+    let gw = common::with_healthcare("eight", Arc::new(EightRecords), "").await;
+    let mut c = HealthcareServiceClient::new(gw.channel.clone());
+    let page = c.list_facilities(ListFacilitiesRequest { page_size: 7, ..Default::default() }).await.unwrap();
+    let page = page.into_inner();
+    assert_eq!(page.facilities.len(), 7);
+    assert!(!page.next_page_token.is_empty());
+    // Within page_size, nothing is cut.
+    let whole = c.list_facilities(ListFacilitiesRequest { page_size: 8, ..Default::default() }).await.unwrap();
+    assert_eq!(whole.into_inner().facilities.len(), 8);
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.ops_addr)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("lienthong_adapter_contract_violations_total")
+            && l.contains("lienthong_adapter_instance=\"eight\"")
+            && l.contains("lienthong_rule=\"PAGE-SIZE\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
