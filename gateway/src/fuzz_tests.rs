@@ -43,6 +43,24 @@ fn violated(v: Violations) -> Option<Vec<String>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// An adapter's answer is walked for its text whatever its bytes: any
+    /// input gives an answer or none, never a panic; a rewritten answer
+    /// decodes and is in NFC.
+    #[test]
+    fn the_nfc_walk_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), nfd in nasty()) {
+        let name = crate::call::nfc::output_of(lienthong_adapter_core::Method::ListFacilities).unwrap();
+        let _ = crate::call::nfc::normalize(&bytes, name);
+        let answer = lienthong_adapter_core::api::ListFacilitiesResponse {
+            facilities: vec![lienthong_adapter_core::api::Facility { name: nfd, ..Default::default() }],
+            ..Default::default()
+        };
+        use prost::Message;
+        if let Some(fixed) = crate::call::nfc::normalize(&answer.encode_to_vec(), name) {
+            let fixed = lienthong_adapter_core::api::ListFacilitiesResponse::decode(&*fixed).unwrap();
+            prop_assert!(unicode_normalization::is_nfc(&fixed.facilities[0].name));
+        }
+    }
+
     #[test]
     fn request_validators_answer_with_field_violations(
         value in nasty(),

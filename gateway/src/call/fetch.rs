@@ -44,12 +44,29 @@ impl Call<'_> {
         Fut: Future<Output = Result<T, AdapterError>> + Send + 'static,
         S: FnOnce(T) -> U + Send + 'static,
     {
+        // What goes on: the shaped answer, framed, its text in NFC.
+        let (metrics, instance, method) = (self.gateway.metrics.clone(), routed.instance.clone(), self.method);
+        let frame = move |value| {
+            let encoded = Encoded::frame(&shape(value));
+            let fixed = encoded
+                .0
+                .get(5..)
+                .zip(crate::call::nfc::output_of(method))
+                .and_then(|(m, n)| crate::call::nfc::normalize(m, n));
+            match fixed {
+                Some(fixed) => {
+                    metrics.contract_violation(&instance, "NFC");
+                    Encoded::frame_bytes(&fixed)
+                }
+                None => encoded,
+            }
+        };
         let Some(policy) = self.gateway.cache_config.policy(self.method) else {
             let value = self.uncached(routed, request, adapter_call).await?;
-            return Ok(Answer { value: shape(value), freshness: None }.into_response());
+            return Ok(Answer { value: frame(value), freshness: None }.into_encoded_response());
         };
         let key = self.cache_key(routed, &request)?;
-        let fill = self.fill(routed, request, adapter_call, move |value| Encoded::frame(&shape(value)));
+        let fill = self.fill(routed, request, adapter_call, frame);
         let cached = self.lookup(routed, key, &policy, fill).await?;
         Ok(Answer { value: Encoded(cached.value), freshness: Some((cached.freshness, cached.age)) }
             .into_encoded_response())

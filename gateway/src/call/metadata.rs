@@ -64,6 +64,15 @@ impl Encoded {
         Self(buf.into())
     }
 
+    /// An encoded message, framed.
+    pub fn frame_bytes(message: &[u8]) -> Self {
+        let mut buf = Vec::with_capacity(5 + message.len());
+        buf.push(0);
+        buf.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+        buf.extend_from_slice(message);
+        Self(buf.into())
+    }
+
     /// The message, decoded; `None` when these bytes are not a frame of a `T`.
     pub fn decode<T: prost::Message + Default>(&self) -> Option<T> {
         T::decode(self.0.get(5..)?).ok()

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod fetch;
 pub mod metadata;
+pub mod nfc;
 pub mod route;
 
 use std::time::Duration;

@@ -122,7 +122,7 @@ pub const METRICS: &[MetricDoc] = &[
         "lienthong_adapter_contract_violations_total",
         "counter",
         &["lienthong_adapter_instance", "lienthong_rule"],
-        "Answers an adapter got wrong and the gateway mended before passing them on, by instance and contract rule (PAGE-SIZE: more records than page_size).",
+        "Answers an adapter got wrong and the gateway mended before passing them on, by instance and contract rule (PAGE-SIZE: more records than page_size; NFC: text not in Unicode NFC).",
     ),
     doc(
         "lienthong.breaker.state",

@@ -229,3 +229,54 @@ async fn a_page_longer_than_page_size_is_cut_and_counted() {
         "{metrics}"
     );
 }
+
+/// A healthcare adapter that writes its names decomposed (NFD).
+#[derive(Debug)]
+struct Decomposed;
+
+#[async_trait]
+impl lienthong_adapter_core::HealthcareAdapter for Decomposed {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::family(Family::Healthcare)
+    }
+
+    async fn get_facility(
+        &self,
+        _: &lienthong_adapter_core::CallContext,
+        req: lienthong_adapter_core::api::GetFacilityRequest,
+    ) -> Result<lienthong_adapter_core::api::Facility, AdapterError> {
+        use unicode_normalization::UnicodeNormalization;
+        Ok(lienthong_adapter_core::api::Facility {
+            facility_code: req.facility_code,
+            name: "Bệnh viện Chợ Rẫy".nfd().collect(),
+            address: Some(lienthong_adapter_core::api::Address {
+                street: "201B Nguyễn Chí Thanh".nfd().collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+#[tokio::test]
+async fn text_reaches_apps_in_nfc_whatever_the_adapter_sent() {
+    use lienthong_proto::v1::GetFacilityRequest;
+    use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
+    let gw = common::with_healthcare("nfd", Arc::new(Decomposed), "").await;
+    let mut c = HealthcareServiceClient::new(gw.channel.clone());
+    // Fetched, then served from the cache: composed both times.
+    for _ in 0..2 {
+        let f = c.get_facility(GetFacilityRequest { facility_code: "79001".into() }).await.unwrap();
+        let f = f.into_inner().facility.unwrap();
+        assert_eq!(f.name, "Bệnh viện Chợ Rẫy");
+        assert_eq!(f.address.unwrap().street, "201B Nguyễn Chí Thanh");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.ops_addr)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("lienthong_adapter_contract_violations_total")
+            && l.contains("lienthong_adapter_instance=\"nfd\"")
+            && l.contains("lienthong_rule=\"NFC\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
