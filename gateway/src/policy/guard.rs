@@ -137,23 +137,40 @@ impl UpstreamGuard {
     {
         self.budget.deposit();
         let mut last: Option<AdapterError> = None;
+        // The permit of a failed attempt being retried: the breaker counts
+        // calls, not attempts, so it records the call's failure only if no
+        // later attempt answers.
+        let mut held: Option<crate::policy::breaker::BreakerPermit> = None;
+        let give_up = |held: Option<crate::policy::breaker::BreakerPermit>, last: &Option<AdapterError>| {
+            if let (Some(permit), Some(e)) = (held, last) {
+                permit.record(Err(e));
+            }
+        };
         let attempts = self.retry.max_attempts.max(1);
         for n in 1..=attempts {
             if !self.adapter_budgets
                 && let Err(wait) = self.limits.check_upstream(&self.instance, method)
             {
                 let refusal = self.refused("rate_limited", self.refusal(ErrorKind::RateLimited, wait));
+                give_up(held, &last);
                 return Err(last.unwrap_or(refusal));
             }
             let permit = match self.breaker.admit() {
                 Ok(p) => p,
                 Err(wait) => {
                     let refusal = self.refused("breaker_open", self.refusal(ErrorKind::Unavailable, wait));
+                    give_up(held, &last);
                     return Err(last.unwrap_or(refusal));
                 }
             };
+            // This attempt now stands for the call.
+            drop(held.take());
             let Some(place) = self.bulkhead.enter(deadline).await else {
                 let refusal = self.refused("bulkhead_full", self.bulkhead_full());
+                // The call's earlier failure, if it had one, is its outcome.
+                if let Some(e) = &last {
+                    permit.record(Err(e));
+                }
                 return Err(last.unwrap_or(refusal));
             };
             let span = tracing::info_span!(
@@ -192,18 +209,24 @@ impl UpstreamGuard {
             if let Some(m) = &self.metrics {
                 m.adapter_attempt(&self.instance, &self.kind, elapsed, outcome, failed);
             }
-            permit.record(result.as_ref().map(|_| ()));
+            // The breaker counts calls, not attempts: only the call's last
+            // attempt is recorded (a retried failure is not yet the call's).
             let e = match result {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    permit.record(Ok(()));
+                    return Ok(v);
+                }
                 Err(e) => e,
             };
-            if !idempotent || n == attempts || !is_retryable(&e) {
+            let wait = (idempotent && n < attempts && is_retryable(&e))
+                .then(|| self.retry.backoff(n, e.retry_after(), self.budget.random()))
+                .flatten()
+                .filter(|wait| Instant::now() + *wait < deadline && self.budget.withdraw());
+            let Some(wait) = wait else {
+                permit.record(Err(&e));
                 return Err(e);
-            }
-            let Some(wait) = self.retry.backoff(n, e.retry_after(), self.budget.random()) else { return Err(e) };
-            if Instant::now() + wait >= deadline || !self.budget.withdraw() {
-                return Err(e);
-            }
+            };
+            held = Some(permit);
             tracing::debug!(instance = %self.instance, rpc = method.rpc_name(), attempt = n, ?wait, kind = e.kind().as_str(), "retrying");
             tokio::time::sleep(wait).await;
             last = Some(e);
@@ -345,7 +368,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retries_spend_the_upstream_budget_and_feed_the_breaker() {
+    async fn retries_spend_the_upstream_budget_and_the_breaker_counts_calls() {
         let g = guard(
             RetryConfig { min_per_second: 100.0, ..Default::default() },
             BreakerConfig { failures_to_open: 4, ..Default::default() },
@@ -363,13 +386,28 @@ mod tests {
             None,
         );
         let calls = AtomicUsize::new(0);
-        g.call(Method::GetSchool, far(), true, flaky(&calls, 9, ErrorKind::Unavailable)).await.unwrap_err();
-        g.call(Method::GetSchool, far(), true, flaky(&calls, 9, ErrorKind::Unavailable)).await.unwrap_err();
-        // Four failed attempts opened the breaker: the rest fail fast.
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // The breaker counts calls, not attempts: two failed calls of three
+        // attempts each leave it closed.
+        for _ in 0..2 {
+            g.call(Method::GetSchool, far(), true, flaky(&calls, usize::MAX, ErrorKind::Unavailable)).await.unwrap_err();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        assert_eq!(g.snapshot().breaker.state, BreakerState::Closed);
+        // A call that fails once and then answers is no failure either.
+        let answered = AtomicUsize::new(0);
+        assert_eq!(
+            g.call(Method::GetSchool, far(), true, flaky(&answered, 1, ErrorKind::Unavailable)).await.unwrap(),
+            7
+        );
+        assert_eq!(g.snapshot().breaker.state, BreakerState::Closed);
+        // Four failed calls in a row open it: the rest fail fast.
+        for _ in 0..4 {
+            g.call(Method::GetSchool, far(), true, flaky(&calls, usize::MAX, ErrorKind::Unavailable)).await.unwrap_err();
+        }
         assert_eq!(g.snapshot().breaker.state, BreakerState::Open);
+        let before = calls.load(Ordering::SeqCst);
         let e = g.call(Method::GetSchool, far(), true, flaky(&calls, 0, ErrorKind::Unavailable)).await.unwrap_err();
         assert!(e.message().contains("circuit breaker is open"), "{}", e.message());
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(calls.load(Ordering::SeqCst), before);
     }
 }
