@@ -139,7 +139,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
-    /// Consecutive upstream failures that open the breaker.
+    /// Consecutive failed calls (each counted once, retries included) that
+    /// open the breaker.
     pub failures_to_open: u32,
     /// Failure rate (0 < rate ≤ 1) over `window` that opens the breaker.
     pub failure_rate: f64,

@@ -1,7 +1,8 @@
 //! A circuit breaker per adapter instance.
 //!
-//! Closed, it counts outcomes: `failures_to_open` consecutive upstream
-//! failures (unavailable, deadline exceeded, unexpected), or a failure rate of
+//! Closed, it counts the outcomes of calls (not attempts: a call retried after
+//! a failure counts once, as its last outcome): `failures_to_open` consecutive
+//! failed calls (unavailable, deadline exceeded, unexpected), or a failure rate of
 //! at least `failure_rate` over the last `window` once `min_calls` calls were
 //! seen there, open it. Open, calls fail fast with UNAVAILABLE for `open_for`.
 //! Then up to `half_open_probes` probes are let through (half-open): as many

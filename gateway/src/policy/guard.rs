@@ -389,7 +389,9 @@ mod tests {
         // The breaker counts calls, not attempts: two failed calls of three
         // attempts each leave it closed.
         for _ in 0..2 {
-            g.call(Method::GetSchool, far(), true, flaky(&calls, usize::MAX, ErrorKind::Unavailable)).await.unwrap_err();
+            g.call(Method::GetSchool, far(), true, flaky(&calls, usize::MAX, ErrorKind::Unavailable))
+                .await
+                .unwrap_err();
         }
         assert_eq!(calls.load(Ordering::SeqCst), 6);
         assert_eq!(g.snapshot().breaker.state, BreakerState::Closed);
@@ -402,7 +404,9 @@ mod tests {
         assert_eq!(g.snapshot().breaker.state, BreakerState::Closed);
         // Four failed calls in a row open it: the rest fail fast.
         for _ in 0..4 {
-            g.call(Method::GetSchool, far(), true, flaky(&calls, usize::MAX, ErrorKind::Unavailable)).await.unwrap_err();
+            g.call(Method::GetSchool, far(), true, flaky(&calls, usize::MAX, ErrorKind::Unavailable))
+                .await
+                .unwrap_err();
         }
         assert_eq!(g.snapshot().breaker.state, BreakerState::Open);
         let before = calls.load(Ordering::SeqCst);
