@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 
-use lienthong_adapter_core::{AdapterError, CallContext, ErrorKind, Method, api, geo, text};
+use lienthong_adapter_core::{AdapterError, ErrorKind, Method, api, geo, text};
 
 use crate::{Case, CaseFuture, Target, Violation, ensure};
 
@@ -12,16 +12,20 @@ use crate::{Case, CaseFuture, Target, Violation, ensure};
 const PAGE: i32 = 7;
 /// A walk longer than this is taken as an endless loop.
 const MAX_PAGES: usize = 2_000;
-/// Near searches happen around Bến Thành market, within 2 km.
-const CENTER: (f64, f64) = (10.7725, 106.6980);
+/// Near searches happen within 2 km of one of the adapter's own records
+/// (wherever its province is), which must then come first, at 0 m.
 const RADIUS_M: f64 = 2_000.0;
 
-fn ctx() -> CallContext {
-    CallContext::anonymous("79")
+fn near(center: &api::GeoPoint) -> Option<api::NearFilter> {
+    Some(api::NearFilter { center: Some(center.clone()), radius_meters: RADIUS_M })
 }
 
-fn near() -> Option<api::NearFilter> {
-    Some(api::NearFilter { center: Some(geo::point(CENTER.0, CENTER.1)), radius_meters: RADIUS_M })
+/// The first located record of a listing: where near searches look.
+fn center_of(what: &str, located: impl IntoIterator<Item = Option<api::GeoPoint>>) -> Result<api::GeoPoint, Violation> {
+    located.into_iter().flatten().next().ok_or_else(|| Violation {
+        rule: "NEAR-SORTED",
+        detail: format!("{what}: no listed record has a location to search around; the case cannot check anything"),
+    })
 }
 
 fn adapter_failed(e: AdapterError) -> Violation {
@@ -82,10 +86,16 @@ macro_rules! family {
 
 macro_rules! paged {
     ($adapters:expr, $family:ident, $method:ident, $req:ident, $items:ident, $id:ident) => {{
-        let a = family!($adapters, $family);
-        walk_twice(|token| async move {
-            let r = a.$method(&ctx(), api::$req { page_size: PAGE, page_token: token, ..Default::default() }).await?;
-            Ok((r.$items.into_iter().map(|x| x.$id).collect(), r.next_page_token, r.total_size))
+        let adapter = family!($adapters, $family);
+        let ctx = $adapters.ctx();
+        walk_twice(|token| {
+            let ctx = ctx.clone();
+            async move {
+                let r = adapter
+                    .$method(&ctx, api::$req { page_size: PAGE, page_token: token, ..Default::default() })
+                    .await?;
+                Ok((r.$items.into_iter().map(|x| x.$id).collect(), r.next_page_token, r.total_size))
+            }
         })
         .await
     }};
@@ -105,12 +115,17 @@ fn expect_not_found<T>(what: &str, result: Result<T, AdapterError>) -> Result<()
     }
 }
 
-/// NEAR-SORTED over (location, distance) pairs.
-fn check_near(what: &str, found: Vec<(Option<api::GeoPoint>, Option<f64>)>) -> Result<(), Violation> {
+/// NEAR-SORTED over (location, distance) pairs found around `center`, one
+/// of the adapter's own records (so at least that one is found).
+fn check_near(
+    what: &str,
+    center: &api::GeoPoint,
+    found: Vec<(Option<api::GeoPoint>, Option<f64>)>,
+) -> Result<(), Violation> {
     ensure(!found.is_empty(), "NEAR-SORTED", || {
-        format!("{what}: nothing within {RADIUS_M} m of Bến Thành; the case cannot check anything")
+        format!("{what}: nothing within {RADIUS_M} m of one of its own records, at the record's own coordinates")
     })?;
-    let center = geo::point(CENTER.0, CENTER.1);
+    let center = center.clone();
     let mut last = 0.0;
     for (location, distance) in found {
         let d = distance.ok_or_else(|| Violation {
@@ -174,7 +189,7 @@ fn page_size_capped(a: &Target) -> CaseFuture<'_> {
         let h = family!(a, healthcare);
         for (asked, most) in [(1000, 100), (0, 20), (1, 1)] {
             let r = h
-                .list_facilities(&ctx(), api::ListFacilitiesRequest { page_size: asked, ..Default::default() })
+                .list_facilities(&a.ctx(), api::ListFacilitiesRequest { page_size: asked, ..Default::default() })
                 .await
                 .map_err(adapter_failed)?;
             ensure(r.facilities.len() <= most, "PAGE-SIZE", || {
@@ -187,7 +202,7 @@ fn page_size_capped(a: &Target) -> CaseFuture<'_> {
 
 fn gets_not_found(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
-        let c = ctx();
+        let c = a.ctx();
         // Each get is checked only where the adapter says it supports it.
         let can = |m: Method| crate::supports(a, m);
         if let Some(h) = a.healthcare.as_ref().filter(|_| can(Method::GetFacility)) {
@@ -232,34 +247,68 @@ fn gets_not_found(a: &Target) -> CaseFuture<'_> {
 
 fn facilities_near(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
-        let r = family!(a, healthcare)
-            .list_facilities(&ctx(), api::ListFacilitiesRequest { near: near(), page_size: 100, ..Default::default() })
+        let h = family!(a, healthcare);
+        let listed = h
+            .list_facilities(&a.ctx(), api::ListFacilitiesRequest { page_size: 100, ..Default::default() })
             .await
             .map_err(adapter_failed)?;
-        check_near("list_facilities", r.facilities.into_iter().map(|f| (f.location, f.distance_meters)).collect())
+        let center = center_of("list_facilities", listed.facilities.into_iter().map(|f| f.location))?;
+        let near = near(&center);
+        let r = h
+            .list_facilities(&a.ctx(), api::ListFacilitiesRequest { near, page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        check_near(
+            "list_facilities",
+            &center,
+            r.facilities.into_iter().map(|f| (f.location, f.distance_meters)).collect(),
+        )
     })
 }
 
 fn schools_near(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
-        let r = family!(a, education)
-            .list_schools(&ctx(), api::ListSchoolsRequest { near: near(), page_size: 100, ..Default::default() })
+        let e = family!(a, education);
+        let listed = e
+            .list_schools(&a.ctx(), api::ListSchoolsRequest { page_size: 100, ..Default::default() })
             .await
             .map_err(adapter_failed)?;
-        check_near("list_schools", r.schools.into_iter().map(|s| (s.location, s.distance_meters)).collect())
+        let center = center_of("list_schools", listed.schools.into_iter().map(|s| s.location))?;
+        let near = near(&center);
+        let r = e
+            .list_schools(&a.ctx(), api::ListSchoolsRequest { near, page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        check_near("list_schools", &center, r.schools.into_iter().map(|s| (s.location, s.distance_meters)).collect())
     })
 }
 
 fn stops_near(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
-        let r = family!(a, transport)
-            .list_nearby_stops(
-                &ctx(),
-                api::ListNearbyStopsRequest { near: near(), page_size: 100, ..Default::default() },
-            )
+        let t = family!(a, transport);
+        // Stops are only listed near a point: a route's first stop is one.
+        let routes = t
+            .list_bus_routes(&a.ctx(), api::ListBusRoutesRequest { page_size: 100, ..Default::default() })
             .await
             .map_err(adapter_failed)?;
-        check_near("list_nearby_stops", r.stops.into_iter().map(|s| (s.location, s.distance_meters)).collect())
+        let mut located = Vec::new();
+        for route in routes.routes.iter().take(3) {
+            let got = t
+                .get_bus_route(
+                    &a.ctx(),
+                    api::GetBusRouteRequest { route_number: route.route_number.clone(), ..Default::default() },
+                )
+                .await
+                .map_err(adapter_failed)?;
+            located.extend(got.directions.into_iter().flat_map(|d| d.stops).map(|s| s.location));
+        }
+        let center = center_of("list_nearby_stops (from its routes' stops)", located)?;
+        let near = near(&center);
+        let r = t
+            .list_nearby_stops(&a.ctx(), api::ListNearbyStopsRequest { near, page_size: 100, ..Default::default() })
+            .await
+            .map_err(adapter_failed)?;
+        check_near("list_nearby_stops", &center, r.stops.into_iter().map(|s| (s.location, s.distance_meters)).collect())
     })
 }
 
@@ -268,7 +317,7 @@ fn facility_type_filter(a: &Target) -> CaseFuture<'_> {
         let wanted = api::FacilityType::GeneralHospital as i32;
         let r = family!(a, healthcare)
             .list_facilities(
-                &ctx(),
+                &a.ctx(),
                 api::ListFacilitiesRequest { r#type: wanted, page_size: 100, ..Default::default() },
             )
             .await
@@ -283,7 +332,7 @@ fn facility_type_filter(a: &Target) -> CaseFuture<'_> {
 fn procedure_names_nfc(a: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let r = family!(a, public_services)
-            .list_procedures(&ctx(), api::ListProceduresRequest { page_size: 100, ..Default::default() })
+            .list_procedures(&a.ctx(), api::ListProceduresRequest { page_size: 100, ..Default::default() })
             .await
             .map_err(adapter_failed)?;
         check_nfc("list_procedures", r.procedures.iter().map(|p| p.name.as_str()))
@@ -294,7 +343,7 @@ fn procedure_names_nfc(a: &Target) -> CaseFuture<'_> {
 macro_rules! concurrent {
     ($a:expr, $family:ident, $method:ident, $req:ident, $items:ident) => {{
         let adapter = family!($a, $family);
-        let c = ctx();
+        let c = $a.ctx();
         let one = || adapter.$method(&c, api::$req { page_size: PAGE, ..Default::default() });
         let expected = one().await.map_err(adapter_failed)?.$items;
         let all = futures_util::future::join_all((0..16).map(|_| one())).await;
@@ -323,7 +372,7 @@ fn agencies_concurrent(a: &Target) -> CaseFuture<'_> {
 macro_rules! deadline_and_errors {
     ($a:expr, $family:ident, $method:ident, $req:ident) => {{
         let adapter = family!($a, $family);
-        let mut late = ctx();
+        let mut late = $a.ctx();
         late.deadline = Some(tokio::time::Instant::now());
         let answer =
             tokio::time::timeout(std::time::Duration::from_secs(5), adapter.$method(&late, api::$req::default()))
@@ -338,7 +387,7 @@ macro_rules! deadline_and_errors {
             })?;
         }
         let forged = api::$req { page_token: "0123456789abcdefXYZ".into(), ..Default::default() };
-        match adapter.$method(&ctx(), forged).await {
+        match adapter.$method(&$a.ctx(), forged).await {
             Err(e) if e.kind() == ErrorKind::InvalidArgument && e.field() == Some("page_token") => Ok(()),
             Err(e) => Err(Violation {
                 rule: "ERROR-KINDS",
@@ -369,7 +418,7 @@ fn watch_ordered(a: &Target) -> CaseFuture<'_> {
         let p = family!(a, public_services);
         let code = a.dossier_code.clone().unwrap_or_default();
         let mut stream = p
-            .watch_dossier(&ctx(), api::WatchDossierRequest { dossier_code: code })
+            .watch_dossier(&a.ctx(), api::WatchDossierRequest { dossier_code: code })
             .await
             .map_err(|e| Violation { rule: "WATCH-ORDERED", detail: format!("watching failed: {e}") })?;
         let mut last_len = 0;

@@ -23,6 +23,21 @@ pub struct Target {
     /// A dossier that will reach a final status while watched (for the
     /// WatchDossier case); without it that case is skipped.
     pub dossier_code: Option<String>,
+    /// The province every call is made for (`x-lienthong-province`):
+    /// the one whose data the adapter holds.
+    pub province: String,
+}
+
+impl Target {
+    /// `adapters` for province `province`, without a dossier to watch.
+    pub fn new(adapters: AdapterSet, province: impl Into<String>) -> Self {
+        Self { adapters, dossier_code: None, province: province.into() }
+    }
+
+    /// A call's context: anonymous, for the target's province.
+    pub fn ctx(&self) -> lienthong_adapter_core::CallContext {
+        lienthong_adapter_core::CallContext::anonymous(self.province.clone())
+    }
 }
 
 impl std::ops::Deref for Target {
@@ -141,9 +156,10 @@ pub(crate) fn supports(adapters: &AdapterSet, method: Method) -> bool {
     }
 }
 
-/// Runs every case against `adapters`.
+/// Runs every case against `adapters`, holding Ho Chi Minh City's (79)
+/// data.
 pub async fn run(adapters: &AdapterSet) -> Report {
-    run_target(&Target { adapters: adapters.clone(), dossier_code: None }).await
+    run_target(&Target::new(adapters.clone(), "79")).await
 }
 
 /// Runs every case against `target`.

@@ -26,6 +26,10 @@ struct Cli {
     /// WatchDossier (the case is skipped without it).
     #[arg(long)]
     dossier_code: Option<String>,
+    /// The 2-digit province whose data the adapter holds: every call is made
+    /// for it (`x-lienthong-province`), for example 01 for Hà Nội.
+    #[arg(long, default_value = "79")]
+    province: String,
 }
 
 #[tokio::main]
@@ -67,7 +71,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let target = lienthong_contract_tests::Target { adapters, dossier_code: cli.dossier_code };
+    let target = lienthong_contract_tests::Target { adapters, dossier_code: cli.dossier_code, province: cli.province };
     let report = lienthong_contract_tests::run_target(&target).await;
     println!("contract suite against adapter kind {:?}\n{report}", cli.adapter);
     if report.counts().1 == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }

@@ -20,7 +20,7 @@ async fn the_sandbox_passes_every_case() {
     // Dossiers move every 100 ms, so the watched one reaches its final status fast.
     let config = SandboxConfig { dossier_pace: std::time::Duration::from_millis(100), ..Default::default() };
     let adapters = Sandbox::new(config).unwrap().into_set();
-    let target = Target { adapters, dossier_code: Some("000.30.67.H29-251114-0001".into()) };
+    let target = Target { adapters, dossier_code: Some("000.30.67.H29-251114-0001".into()), province: "79".into() };
     let report = run_target(&target).await;
     let (passed, failed, skipped) = report.counts();
     assert_eq!((failed, skipped), (0, 0), "{report}");
