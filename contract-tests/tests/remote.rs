@@ -525,3 +525,22 @@ async fn a_watch_carries_the_callers_deadline_and_a_service_dying_mid_stream_is_
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }
+
+#[tokio::test]
+async fn a_correct_adapter_holding_hanoi_data_passes_the_suite_for_province_01() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hanoi");
+    let python = python_adapter_with(&["--data-dir", data, "--province", "01"]).await;
+    let options = serde_json::json!({"endpoint": python.endpoint, "timeout": "5s"});
+    let set = RemoteFactory.build(BuildContext::new("hanoi", options)).await.unwrap();
+    let report = lienthong_contract_tests::run_target(&lienthong_contract_tests::Target::new(set, "01")).await;
+    let (passed, failed, _) = report.counts();
+    assert_eq!(failed, 0, "{report}");
+    // The near searches ran around Hà Nội's own records, not Bến Thành.
+    for near in ["healthcare/list_facilities near search", "education/list_schools near search"] {
+        assert!(
+            report.outcomes.iter().any(|(n, o)| *n == near && matches!(o, Outcome::Passed)),
+            "{near} did not pass:\n{report}"
+        );
+    }
+    assert!(passed >= 7, "{report}");
+}

@@ -120,8 +120,9 @@ PROTOCOL_VERSION = "1.1"
 
 
 class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
-    def __init__(self, data_dir, protocol_version=PROTOCOL_VERSION):
+    def __init__(self, data_dir, protocol_version=PROTOCOL_VERSION, province="79"):
         self.protocol_version = protocol_version
+        self.province = province
         def load(name):
             with open(os.path.join(data_dir, name), encoding="utf-8") as f:
                 return json.load(f)
@@ -130,9 +131,8 @@ class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
                                  key=lambda f: (fold(f.name), f.facility_code))
         self.schools = sorted((self.school(r) for r in load("schools.json")), key=lambda s: (fold(s.name), s.school_id))
 
-    @staticmethod
-    def address(r):
-        return common_pb2.Address(street=r["street"], ward_code=r["ward_code"], province_code="79")
+    def address(self, r):
+        return common_pb2.Address(street=r["street"], ward_code=r["ward_code"], province_code=self.province)
 
     def facility(self, r):
         return health_pb2.Facility(
@@ -204,11 +204,12 @@ def main():
     parser.add_argument("--tls-cert", help="PEM certificate: serve TLS")
     parser.add_argument("--tls-key", help="PEM key of --tls-cert")
     parser.add_argument("--client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
+    parser.add_argument("--province", default="79", help="the 2-digit province whose data --data-dir holds")
     parser.add_argument("--protocol-version", default=PROTOCOL_VERSION,
                         help="the adapter protocol version announced (to see a gateway refuse another major)")
     args = parser.parse_args()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    adapter_pb2_grpc.add_AdapterServiceServicer_to_server(Adapter(args.data_dir, args.protocol_version), server)
+    adapter_pb2_grpc.add_AdapterServiceServicer_to_server(Adapter(args.data_dir, args.protocol_version, args.province), server)
     if args.tls_cert:
         read = lambda path: open(path, "rb").read()
         credentials = grpc.ssl_server_credentials(
