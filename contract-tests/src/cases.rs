@@ -17,7 +17,7 @@ const MAX_PAGES: usize = 2_000;
 const RADIUS_M: f64 = 2_000.0;
 
 fn near(center: &api::GeoPoint) -> Option<api::NearFilter> {
-    Some(api::NearFilter { center: Some(center.clone()), radius_meters: RADIUS_M })
+    Some(api::NearFilter { center: Some(*center), radius_meters: RADIUS_M })
 }
 
 /// The first located record of a listing: where near searches look.
@@ -125,7 +125,7 @@ fn check_near(
     ensure(!found.is_empty(), "NEAR-SORTED", || {
         format!("{what}: nothing within {RADIUS_M} m of one of its own records, at the record's own coordinates")
     })?;
-    let center = center.clone();
+    let center = *center;
     let mut last = 0.0;
     for (location, distance) in found {
         let d = distance.ok_or_else(|| Violation {
