@@ -28,8 +28,21 @@ fn center_of(what: &str, located: impl IntoIterator<Item = Option<api::GeoPoint>
     })
 }
 
+/// An adapter call that failed where the case needed an answer. Out of
+/// reach is not a rule broken ([`crate::UNREACHABLE`]: the suite stops), and
+/// out of time is DEADLINE; anything else breaks the case's rule.
+fn failed_under(rule: &'static str, e: AdapterError) -> Violation {
+    match e.kind() {
+        ErrorKind::Unavailable => Violation { rule: crate::UNREACHABLE, detail: e.to_string() },
+        ErrorKind::DeadlineExceeded => {
+            Violation { rule: "DEADLINE", detail: format!("the adapter did not answer in time: {e}") }
+        }
+        _ => Violation { rule, detail: format!("the adapter failed: {e}") },
+    }
+}
+
 fn adapter_failed(e: AdapterError) -> Violation {
-    Violation { rule: "PAGE-COMPLETE", detail: format!("the adapter failed: {e}") }
+    failed_under("PAGE-COMPLETE", e)
 }
 
 type Page = (Vec<String>, String, i32);
@@ -348,8 +361,7 @@ macro_rules! concurrent {
         let expected = one().await.map_err(adapter_failed)?.$items;
         let all = futures_util::future::join_all((0..16).map(|_| one())).await;
         for r in all {
-            let got =
-                r.map_err(|e| Violation { rule: "CONCURRENT-SAFE", detail: format!("a concurrent call failed: {e}") })?;
+            let got = r.map_err(|e| failed_under("CONCURRENT-SAFE", e))?;
             ensure(got.$items == expected, "CONCURRENT-SAFE", || {
                 "concurrent calls returned different pages".to_owned()
             })?;
@@ -420,7 +432,7 @@ fn watch_ordered(a: &Target) -> CaseFuture<'_> {
         let mut stream = p
             .watch_dossier(&a.ctx(), api::WatchDossierRequest { dossier_code: code })
             .await
-            .map_err(|e| Violation { rule: "WATCH-ORDERED", detail: format!("watching failed: {e}") })?;
+            .map_err(|e| failed_under("WATCH-ORDERED", e))?;
         let mut last_len = 0;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
@@ -433,9 +445,7 @@ fn watch_ordered(a: &Target) -> CaseFuture<'_> {
                     detail: "the stream ended before a final status".to_owned(),
                 });
             };
-            let d = item
-                .map_err(|e| Violation { rule: "WATCH-ORDERED", detail: format!("the stream failed: {e}") })?
-                .dossier;
+            let d = item.map_err(|e| failed_under("WATCH-ORDERED", e))?.dossier;
             ensure(d.history.len() > last_len, "WATCH-ORDERED", || "a message without a new status change".to_owned())?;
             ensure(d.history.last().map(|h| h.status) == Some(d.status), "WATCH-ORDERED", || {
                 "status differs from the last history entry".to_owned()
@@ -466,6 +476,9 @@ fn identity_refuses_bad_tokens(a: &Target) -> CaseFuture<'_> {
             match idp.authenticate(&lienthong_adapter_core::BearerToken::new(token)).await {
                 Ok(_) => {
                     return Err(Violation { rule: "AUTH-REFUSES", detail: "a forged token was accepted".to_owned() });
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::DeadlineExceeded) => {
+                    return Err(failed_under("AUTH-REFUSES", e));
                 }
                 Err(e) => {
                     ensure(e.kind() == ErrorKind::Unauthenticated, "AUTH-REFUSES", || {

@@ -65,6 +65,11 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Not a rule: the adapter could not be reached (connection refused, TLS
+/// refused, the service down). The suite reports it once and runs nothing
+/// more, rather than blame every rule.
+pub const UNREACHABLE: &str = "UNREACHABLE";
+
 /// Fails with `rule` unless `ok`.
 pub fn ensure(ok: bool, rule: &'static str, detail: impl FnOnce() -> String) -> Result<(), Violation> {
     if ok { Ok(()) } else { Err(Violation { rule, detail: detail() }) }
@@ -173,6 +178,16 @@ pub async fn run_target(target: &Target) -> Report {
         } else {
             match (case.run)(target).await {
                 Ok(()) => Outcome::Passed,
+                Err(v) if v.rule == UNREACHABLE => {
+                    report.outcomes.push((
+                        "the adapter is reachable",
+                        Outcome::Failed(Violation {
+                            rule: UNREACHABLE,
+                            detail: format!("cannot reach the adapter: {}", v.detail),
+                        }),
+                    ));
+                    return report;
+                }
                 Err(v) => Outcome::Failed(v),
             }
         };

@@ -544,3 +544,17 @@ async fn a_correct_adapter_holding_hanoi_data_passes_the_suite_for_province_01()
     }
     assert!(passed >= 7, "{report}");
 }
+
+#[tokio::test]
+async fn an_adapter_out_of_reach_is_one_clear_failure_not_every_rule() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = serde_json::json!({"endpoint": format!("http://127.0.0.1:{port}"), "connect_timeout": "1s"});
+    let set = RemoteFactory.build(BuildContext::new("down", options)).await.unwrap();
+    let report = run(&set).await;
+    let (_, failed, _) = report.counts();
+    assert_eq!(failed, 1, "{report}");
+    let (name, violation) = report.violations().next().unwrap();
+    assert_eq!((name, violation.rule), ("the adapter is reachable", lienthong_contract_tests::UNREACHABLE));
+    assert!(violation.detail.starts_with("cannot reach the adapter"), "{report}");
+}
