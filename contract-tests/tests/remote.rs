@@ -230,7 +230,7 @@ mod recorder {
     }
 
     #[derive(Debug, Default, Clone)]
-    pub struct Recorder(pub Arc<Mutex<Seen>>);
+    pub struct Recorder(pub Arc<Mutex<Seen>>, pub bool);
 
     impl Recorder {
         fn saw<T>(&self, method: &'static str, req: &Request<T>) {
@@ -254,6 +254,9 @@ mod recorder {
             &self,
             _: Request<proto::GetCapabilitiesRequest>,
         ) -> Result<Response<proto::GetCapabilitiesResponse>, Status> {
+            if self.1 {
+                return Err(Status::unimplemented("GetCapabilities"));
+            }
             Ok(Response::new(proto::GetCapabilitiesResponse {
                 methods: vec![
                     "lienthong.v1.PublicServicesService/ListMyDossiers".into(),
@@ -557,4 +560,17 @@ async fn an_adapter_out_of_reach_is_one_clear_failure_not_every_rule() {
     let (name, violation) = report.violations().next().unwrap();
     assert_eq!((name, violation.rule), ("the adapter is reachable", lienthong_contract_tests::UNREACHABLE));
     assert!(violation.detail.starts_with("cannot reach the adapter"), "{report}");
+}
+
+#[tokio::test]
+async fn a_service_without_get_capabilities_is_refused_with_the_reason() {
+    let (endpoint, _relay) = recorder::serve(recorder::Recorder(Default::default(), true)).await;
+    let options = serde_json::json!({"endpoint": endpoint});
+    let e = RemoteFactory.build(BuildContext::new("partial", options)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.message().contains("\"partial\"") && e.message().contains("does not implement GetCapabilities"),
+        "{}",
+        e.message()
+    );
 }

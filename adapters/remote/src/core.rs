@@ -64,7 +64,16 @@ async fn ask_capabilities(
 ) -> Result<Capabilities, NotAsked> {
     let mut req = tonic::Request::new(proto::GetCapabilitiesRequest {});
     req.set_timeout(timeout);
-    let answer = client.get_capabilities(req).await.map_err(NotAsked::Status)?.into_inner();
+    let answer = match client.get_capabilities(req).await {
+        Ok(answer) => answer.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            return Err(NotAsked::Incompatible(format!(
+                "the adapter service of instance {instance:?} does not implement GetCapabilities, which every \
+                 lienthong.adapter.v1 service must: list the methods it serves there"
+            )));
+        }
+        Err(status) => return Err(NotAsked::Status(status)),
+    };
     let version = if answer.protocol_version.is_empty() { "1.0" } else { answer.protocol_version.as_str() };
     let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
     if major != Some(PROTOCOL_MAJOR) {
