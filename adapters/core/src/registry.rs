@@ -81,6 +81,13 @@ pub trait AdapterFactory: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The provinces an instance with `options` may be routed for, when it
+    /// holds one province's data (the sandbox); `None`: any. Config
+    /// validation refuses a route for another province, with `why`.
+    fn instance_provinces(&self, _options: &serde_json::Value) -> Option<(Vec<String>, String)> {
+        None
+    }
+
     /// Builds an instance: may read files and reach the network.
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError>;
 

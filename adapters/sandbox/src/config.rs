@@ -29,6 +29,16 @@ pub struct SandboxConfig {
     /// hot-link the city's live portal.
     #[serde(default = "default_snapshot_url")]
     pub camera_snapshot_url: String,
+    /// The provinces this instance serves its data as. The data is Ho Chi
+    /// Minh City's (79); listing another province is a deliberate choice to
+    /// demo with it there (check-config refuses a route to a province not
+    /// listed).
+    #[serde(default = "default_provinces")]
+    pub provinces: Vec<String>,
+}
+
+fn default_provinces() -> Vec<String> {
+    vec!["79".to_owned()]
 }
 
 fn default_pace() -> Duration {
@@ -51,6 +61,7 @@ impl Default for SandboxConfig {
             token_ttl: default_token_ttl(),
             token_secret: None,
             camera_snapshot_url: default_snapshot_url(),
+            provinces: default_provinces(),
         }
     }
 }
@@ -71,6 +82,11 @@ impl SandboxConfig {
     /// Checks the options without I/O; returns every problem.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        for (i, code) in self.provinces.iter().enumerate() {
+            if lienthong_adapter_core::admin::province(code).is_none() {
+                problems.push(format!("provinces[{i}]: {code:?} is not a province code (for example \"79\")"));
+            }
+        }
         if self.dossier_pace < Duration::from_millis(100) {
             problems.push("dossier_pace: must be at least 100ms".to_owned());
         }

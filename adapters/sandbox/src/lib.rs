@@ -106,6 +106,16 @@ impl AdapterFactory for SandboxFactory {
         &Family::ALL
     }
 
+    fn instance_provinces(&self, options: &serde_json::Value) -> Option<(Vec<String>, String)> {
+        let config = SandboxConfig::deserialize(options).ok()?;
+        Some((
+            config.provinces,
+            "the sandbox holds Ho Chi Minh City's data (province 79); to demo with it for another province \
+             anyway, list that province in the instance's `provinces`"
+                .to_owned(),
+        ))
+    }
+
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
         match SandboxConfig::deserialize(options) {
             Ok(c) => c.validate(),

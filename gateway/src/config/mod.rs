@@ -577,6 +577,14 @@ impl Config {
                                     path,
                                     format!("adapter kind {:?} does not serve {family}", a.kind),
                                 ));
+                            } else if let Some((provinces, why)) =
+                                factory.instance_provinces(&serde_json::Value::Object(a.options.clone()))
+                                && !provinces.contains(code)
+                            {
+                                errors.push(ConfigError::new(
+                                    path,
+                                    format!("adapter instance {instance:?} does not serve province {code}: {why}"),
+                                ));
                             } else if let Some(served) =
                                 factory.instance_families(&serde_json::Value::Object(a.options.clone()))
                                 && !served.contains(&family)

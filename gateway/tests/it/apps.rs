@@ -43,6 +43,8 @@ public_services = "sandbox"
 
 [adapters.sandbox]
 kind = "sandbox"
+# Hà Nội's app is tested against the sandbox's data, deliberately.
+provinces = ["79", "01"]
 
 [apps.city-app]
 provinces = ["79"]

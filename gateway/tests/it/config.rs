@@ -212,3 +212,18 @@ families = ["public_services"]
 "#;
     assert_eq!(problems(&fine), Vec::<String>::new());
 }
+
+#[test]
+fn the_sandbox_serves_its_own_province_unless_told_otherwise() {
+    let routed = |extra: &str| {
+        lienthong::config::SANDBOX_DEFAULT.replace(
+            "[adapters.sandbox]",
+            &format!("[provinces.\"01\"]\nhealthcare = \"sandbox\"\n\n[adapters.sandbox]\n{extra}"),
+        )
+    };
+    let errors = problems(&routed(""));
+    has(&errors, "provinces.01.healthcare", "holds Ho Chi Minh City's data");
+    // Listed, it is a deliberate demo.
+    assert_eq!(problems(&routed("provinces = [\"79\", \"01\"]\n")), Vec::<String>::new());
+    has(&problems(&routed("provinces = [\"79\", \"100\"]\n")), "adapters.sandbox", "provinces[1]");
+}
