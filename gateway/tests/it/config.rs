@@ -192,24 +192,22 @@ fn check_config_command_reports_and_exits_non_zero() {
 
 #[test]
 fn a_route_to_a_family_the_instance_does_not_serve_is_refused() {
-    let toml = lienthong::config::SANDBOX_DEFAULT.replace("education = \"sandbox\"", "education = \"province_ps\"")
-        + r#"
+    // The sandbox default with `family` routed to a remote instance serving
+    // public services only.
+    let routed = |family: &str| {
+        lienthong::config::SANDBOX_DEFAULT
+            .replace(&format!("{family} = \"sandbox\""), &format!("{family} = \"province_ps\""))
+            + r#"
 [adapters.province_ps]
 kind = "remote"
 endpoint = "http://127.0.0.1:50061"
 families = ["public_services"]
-"#;
-    let errors = problems(&toml);
+"#
+    };
+    let errors = problems(&routed("education"));
     has(&errors, "provinces.79.education", "serves only families = [\"public_services\"]");
     // Its own family may be routed to it.
-    let fine = lienthong::config::SANDBOX_DEFAULT
-        .replace("public_services = \"sandbox\"", "public_services = \"province_ps\"")
-        + r#"
-[adapters.province_ps]
-kind = "remote"
-endpoint = "http://127.0.0.1:50061"
-families = ["public_services"]
-"#;
+    let fine = routed("public_services");
     assert_eq!(problems(&fine), Vec::<String>::new());
 }
 

@@ -220,14 +220,7 @@ async fn a_page_longer_than_page_size_is_cut_and_counted() {
     // Within page_size, nothing is cut.
     let whole = c.list_facilities(ListFacilitiesRequest { page_size: 8, ..Default::default() }).await.unwrap();
     assert_eq!(whole.into_inner().facilities.len(), 8);
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.ops_addr)).await.unwrap().text().await.unwrap();
-    assert!(
-        metrics.lines().any(|l| l.starts_with("lienthong_adapter_contract_violations_total")
-            && l.contains("lienthong_adapter_instance=\"eight\"")
-            && l.contains("lienthong_rule=\"PAGE-SIZE\"")
-            && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    assert_eq!(contract_violations(&gw, "eight", "PAGE-SIZE").await, 1);
 }
 
 /// A healthcare adapter that writes its names decomposed (NFD).
@@ -271,12 +264,18 @@ async fn text_reaches_apps_in_nfc_whatever_the_adapter_sent() {
         assert_eq!(f.name, "Bệnh viện Chợ Rẫy");
         assert_eq!(f.address.unwrap().street, "201B Nguyễn Chí Thanh");
     }
+    assert_eq!(contract_violations(&gw, "nfd", "NFC").await, 1);
+}
+
+/// How many answers of `instance` broke contract rule `rule`, as the
+/// gateway's /metrics counts them.
+async fn contract_violations(gw: &TestGateway, instance: &str, rule: &str) -> u64 {
     let metrics = reqwest::get(format!("http://{}/metrics", gw.ops_addr)).await.unwrap().text().await.unwrap();
-    assert!(
-        metrics.lines().any(|l| l.starts_with("lienthong_adapter_contract_violations_total")
-            && l.contains("lienthong_adapter_instance=\"nfd\"")
-            && l.contains("lienthong_rule=\"NFC\"")
-            && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    let labels = [format!("lienthong_adapter_instance=\"{instance}\""), format!("lienthong_rule=\"{rule}\"")];
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("lienthong_adapter_contract_violations_total"))
+        .find(|l| labels.iter().all(|label| l.contains(label.as_str())))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {rule} violations of {instance} in:\n{metrics}"))
 }
