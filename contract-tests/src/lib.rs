@@ -61,6 +61,10 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.rule == UNREACHABLE {
+            // Not a rule broken: say what happened.
+            return f.write_str(&self.detail);
+        }
         write!(f, "violates {}: {}", self.rule, self.detail)
     }
 }

@@ -74,5 +74,9 @@ async fn main() -> ExitCode {
     let target = lienthong_contract_tests::Target { adapters, dossier_code: cli.dossier_code, province: cli.province };
     let report = lienthong_contract_tests::run_target(&target).await;
     println!("contract suite against adapter kind {:?}\n{report}", cli.adapter);
+    if report.violations().any(|(_, v)| v.rule == lienthong_contract_tests::UNREACHABLE) {
+        let at = cli.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
+        eprintln!("cannot reach the adapter{at}: is it running, and is the endpoint (and its TLS) right?");
+    }
     if report.counts().1 == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
