@@ -24,7 +24,8 @@ impl Call<'_> {
     /// The gRPC response of `adapter_call` on the routed instance, shaped by
     /// `shape`: through the cache when this RPC has a policy (a hit is the
     /// stored frame, written as it is) and, on a miss only, the instance's
-    /// guard. `shape` runs once per fetch, so what it does (sealing page
+    /// guard. The shaped answer's text is put in NFC (an adapter's
+    /// contract violation, counted). `shape` runs once per fetch, so what it does (sealing page
     /// tokens, wrapping a record) must be the same for every caller sharing
     /// the cache key. `adapter_call` gets its own copies of the adapter, the
     /// context and the request each time it runs (a retry runs it again).
@@ -45,22 +46,8 @@ impl Call<'_> {
         S: FnOnce(T) -> U + Send + 'static,
     {
         // What goes on: the shaped answer, framed, its text in NFC.
-        let (metrics, instance, method) = (self.gateway.metrics.clone(), routed.instance.clone(), self.method);
-        let frame = move |value| {
-            let encoded = Encoded::frame(&shape(value));
-            let fixed = encoded
-                .0
-                .get(5..)
-                .zip(crate::call::nfc::output_of(method))
-                .and_then(|(m, n)| crate::call::nfc::normalize(m, n));
-            match fixed {
-                Some(fixed) => {
-                    metrics.contract_violation(&instance, "NFC");
-                    Encoded::frame_bytes(&fixed)
-                }
-                None => encoded,
-            }
-        };
+        let (composer, output) = (self.composer(routed), crate::call::nfc::output_of(self.method));
+        let frame = move |value| composer.frame(&shape(value), output);
         let Some(policy) = self.gateway.cache_config.policy(self.method) else {
             let value = self.uncached(routed, request, adapter_call).await?;
             return Ok(Answer { value: frame(value), freshness: None }.into_encoded_response());
@@ -102,7 +89,8 @@ impl Call<'_> {
 
     /// The decoded answer of `adapter_call` on the routed instance, through
     /// the cache like [`Call::answer`], for handlers whose response differs
-    /// per caller (views of a record, audit of what was served).
+    /// per caller (views of a record, audit of what was served). Such a
+    /// handler puts the adapter's answer in NFC itself ([`Call::composer`]).
     pub async fn fetch<A, R, T, F, Fut>(
         &self,
         routed: &Routed<A>,
@@ -138,6 +126,12 @@ impl Call<'_> {
         Fut: Future<Output = Result<T, AdapterError>>,
     {
         routed.guard.call(self.method, self.deadline(), true, attempt).await.map_err(|e| self.fail(routed, e))
+    }
+
+    /// What puts `routed`'s answers in NFC (counting those it mends), for
+    /// handlers that shape answers per caller ([`Call::fetch`]).
+    pub fn composer<A: ?Sized>(&self, routed: &Routed<A>) -> crate::call::nfc::Composer {
+        crate::call::nfc::Composer::new(self.gateway.metrics.clone(), &routed.instance)
     }
 
     /// The cache key of this call's `request` to `routed`, scoped to the

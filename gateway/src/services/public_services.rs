@@ -170,9 +170,15 @@ impl PublicServicesService for PublicServicesApi {
         let req = request.into_inner();
         // Cached by dossier code alone: the record is the same for everyone;
         // what each caller sees of it is decided here, per call.
-        let answer =
-            call.fetch(a, req, |adapter, ctx, req| async move {
-                adapter.get_dossier(&ctx, req).await.map(CachedDossier::from)
+        let composer = call.composer(a);
+        let answer = call
+            .fetch(a, req, move |adapter, ctx, req| {
+                let composer = composer.clone();
+                async move {
+                    let mut owned = adapter.get_dossier(&ctx, req).await?;
+                    owned.dossier = composer.compose(owned.dossier, "lienthong.v1.Dossier");
+                    Ok(CachedDossier::from(owned))
+                }
             })
             .await?;
         let Answer { value, freshness } = answer;
@@ -210,8 +216,15 @@ impl PublicServicesService for PublicServicesApi {
         // Its page tokens are the citizen's alone.
         let paging = call.paging(&mut req)?;
         // Cached under the citizen's pseudonym: only ever their own.
+        let composer = call.composer(a);
         let answer = call
-            .fetch(a, req, |adapter, ctx, req| async move { adapter.list_my_dossiers(&ctx, req).await })
+            .fetch(a, req, move |adapter, ctx, req| {
+                let composer = composer.clone();
+                async move {
+                    let page = adapter.list_my_dossiers(&ctx, req).await?;
+                    Ok(composer.compose(page, "lienthong.v1.ListMyDossiersResponse"))
+                }
+            })
             .await?
             .map(|list| {
                 let (page, oversized) = paging.seal_page(list);
