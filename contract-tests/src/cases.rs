@@ -197,20 +197,45 @@ fn procedures_pages(a: &Target) -> CaseFuture<'_> {
     )
 }
 
-fn page_size_capped(a: &Target) -> CaseFuture<'_> {
-    Box::pin(async move {
-        let h = family!(a, healthcare);
-        for (asked, most) in [(1000, 100), (0, 20), (1, 1)] {
-            let r = h
-                .list_facilities(&a.ctx(), api::ListFacilitiesRequest { page_size: asked, ..Default::default() })
+/// PAGE-SIZE for one list method: 0 means 20, above 100 means 100, and a
+/// page followed by more (a next token) is full at that size.
+macro_rules! page_sizes {
+    ($a:expr, $family:ident, $method:ident, $req:ident, $items:ident) => {{
+        let adapter = family!($a, $family);
+        for (asked, size) in [(0, 20), (1, 1), (100, 100), (101, 100), (1000, 100)] {
+            let r = adapter
+                .$method(&$a.ctx(), api::$req { page_size: asked, ..Default::default() })
                 .await
                 .map_err(adapter_failed)?;
-            ensure(r.facilities.len() <= most, "PAGE-SIZE", || {
-                format!("page_size {asked} gave {} records (at most {most})", r.facilities.len())
+            let got = r.$items.len();
+            ensure(got <= size, "PAGE-SIZE", || {
+                format!("{}: page_size {asked} gave {got} records (at most {size})", stringify!($method))
+            })?;
+            ensure(r.next_page_token.is_empty() || got == size, "PAGE-SIZE", || {
+                format!(
+                    "{}: page_size {asked} gave {got} records and a next page: a page followed by more holds {size}",
+                    stringify!($method)
+                )
             })?;
         }
         Ok(())
-    })
+    }};
+}
+
+fn page_size_capped(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { page_sizes!(a, healthcare, list_facilities, ListFacilitiesRequest, facilities) })
+}
+
+fn agencies_page_sizes(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { page_sizes!(a, public_services, list_agencies, ListAgenciesRequest, agencies) })
+}
+
+fn procedures_page_sizes(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { page_sizes!(a, public_services, list_procedures, ListProceduresRequest, procedures) })
+}
+
+fn schools_page_sizes(a: &Target) -> CaseFuture<'_> {
+    Box::pin(async move { page_sizes!(a, education, list_schools, ListSchoolsRequest, schools) })
 }
 
 fn gets_not_found(a: &Target) -> CaseFuture<'_> {
@@ -504,21 +529,24 @@ pub fn all_cases() -> Vec<Case> {
     vec![
         case("identity/authenticate refuses forged tokens", GetMyProfile, identity_refuses_bad_tokens),
         case("healthcare/list_facilities pages completely and stably", ListFacilities, facilities_pages),
-        case("healthcare/list_facilities caps page_size", ListFacilities, page_size_capped),
+        case("healthcare/list_facilities page sizes", ListFacilities, page_size_capped),
         case("healthcare/list_facilities near search", ListFacilities, facilities_near),
         case("healthcare/list_facilities type filter, NFC names", ListFacilities, facility_type_filter),
         case("healthcare/list_facilities concurrent calls", ListFacilities, facilities_concurrent),
         case("healthcare/list_facilities deadline and error kinds", ListFacilities, facilities_deadline_and_errors),
         case("education/list_schools pages completely and stably", ListSchools, schools_pages),
         case("education/list_schools near search", ListSchools, schools_near),
+        case("education/list_schools page sizes", ListSchools, schools_page_sizes),
         case("transport/list_bus_routes pages completely and stably", ListBusRoutes, routes_pages),
         case("transport/list_traffic_cameras pages completely and stably", ListTrafficCameras, cameras_pages),
         case("transport/list_nearby_stops near search", ListNearbyStops, stops_near),
         case("construction/list_housing_projects pages completely and stably", ListHousingProjects, housing_pages),
         case("public_services/list_agencies pages completely and stably", ListAgencies, agencies_pages),
+        case("public_services/list_agencies page sizes", ListAgencies, agencies_page_sizes),
         case("public_services/list_agencies concurrent calls", ListAgencies, agencies_concurrent),
         case("public_services/list_agencies deadline and error kinds", ListAgencies, agencies_deadline_and_errors),
         case("public_services/list_procedures pages completely and stably", ListProcedures, procedures_pages),
+        case("public_services/list_procedures page sizes", ListProcedures, procedures_page_sizes),
         case("public_services/list_procedures NFC names", ListProcedures, procedure_names_nfc),
         Case {
             needs_dossier: true,

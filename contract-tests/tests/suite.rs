@@ -82,3 +82,43 @@ async fn a_broken_adapter_fails_naming_the_rules() {
     assert!(skipped >= 10, "{text}");
     assert!(text.contains("FAILED") && text.contains("violates PAGE-SIZE"), "{text}");
 }
+
+/// Reads `page_size` 0 as 10 (the contract says 20).
+#[derive(Debug)]
+struct ShortDefault(Arc<dyn HealthcareAdapter>);
+
+#[async_trait]
+impl HealthcareAdapter for ShortDefault {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::family(Family::Healthcare)
+    }
+
+    async fn list_facilities(
+        &self,
+        ctx: &CallContext,
+        mut req: api::ListFacilitiesRequest,
+    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
+        if req.page_size == 0 {
+            req.page_size = 10;
+        }
+        self.0.list_facilities(ctx, req).await
+    }
+
+    async fn get_facility(
+        &self,
+        ctx: &CallContext,
+        req: api::GetFacilityRequest,
+    ) -> Result<api::Facility, AdapterError> {
+        self.0.get_facility(ctx, req).await
+    }
+}
+
+#[tokio::test]
+async fn a_default_page_size_other_than_20_is_a_page_size_violation() {
+    let healthcare = sandbox().healthcare.unwrap();
+    let short = AdapterSet { healthcare: Some(Arc::new(ShortDefault(healthcare))), ..Default::default() };
+    let report = run(&short).await;
+    let violations: Vec<(&str, &str)> = report.violations().map(|(n, v)| (n, v.rule)).collect();
+    assert_eq!(violations, [("healthcare/list_facilities page sizes", "PAGE-SIZE")], "{report}");
+    assert!(report.to_string().contains("page_size 0 gave 10 records and a next page"), "{report}");
+}
