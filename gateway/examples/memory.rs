@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         let fill = move || -> FillFuture { Box::pin(std::future::ready(Ok(stored))) };
         cache.get_or_fill(k, &policy, None, fill).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let (cached, weighted) = cache.usage().await;
+    let (cached, weighted) = cache.usage_now();
     let cache_kib = status_kib("VmRSS:");
 
     let limiters = Limiters::new(&LimitsConfig::default());

@@ -46,8 +46,8 @@ impl Call<'_> {
         S: FnOnce(T) -> U + Send + 'static,
     {
         // What goes on: the shaped answer, framed, its text in NFC.
-        let (composer, output) = (self.composer(routed), crate::call::nfc::output_of(self.method));
-        let frame = move |value| composer.frame(&shape(value), output);
+        let (mender, output) = (self.mender(routed), crate::call::nfc::output_of(self.method));
+        let frame = move |value| mender.frame(&shape(value), output);
         let Some(policy) = self.gateway.cache_config.policy(self.method) else {
             let value = self.uncached(routed, request, adapter_call).await?;
             return Ok(Answer { value: frame(value), freshness: None }.into_encoded_response());
@@ -76,21 +76,14 @@ impl Call<'_> {
         F: Fn(Arc<A>, CallContext, R) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, AdapterError>> + Send + 'static,
     {
-        let (metrics, instance) = (self.gateway.metrics.clone(), routed.instance.clone());
-        self.answer(routed, request, adapter_call, move |list| {
-            let (page, oversized) = paging.seal_page(list);
-            if oversized {
-                metrics.contract_violation(&instance, "PAGE-SIZE");
-            }
-            page
-        })
-        .await
+        let mender = self.mender(routed);
+        self.answer(routed, request, adapter_call, move |list| mender.page(&paging, list)).await
     }
 
     /// The decoded answer of `adapter_call` on the routed instance, through
     /// the cache like [`Call::answer`], for handlers whose response differs
     /// per caller (views of a record, audit of what was served). Such a
-    /// handler puts the adapter's answer in NFC itself ([`Call::composer`]).
+    /// handler mends the adapter's answer itself ([`Call::mender`]).
     pub async fn fetch<A, R, T, F, Fut>(
         &self,
         routed: &Routed<A>,
@@ -128,10 +121,11 @@ impl Call<'_> {
         routed.guard.call(self.method, self.deadline(), true, attempt).await.map_err(|e| self.fail(routed, e))
     }
 
-    /// What puts `routed`'s answers in NFC (counting those it mends), for
-    /// handlers that shape answers per caller ([`Call::fetch`]).
-    pub fn composer<A: ?Sized>(&self, routed: &Routed<A>) -> crate::call::nfc::Composer {
-        crate::call::nfc::Composer::new(self.gateway.metrics.clone(), &routed.instance)
+    /// What mends `routed`'s answers (NFC text, oversized pages), counting
+    /// each mend, for handlers that shape answers per caller
+    /// ([`Call::fetch`]).
+    pub fn mender<A: ?Sized>(&self, routed: &Routed<A>) -> crate::call::mend::Mender {
+        crate::call::mend::Mender::new(self.gateway.metrics.clone(), &routed.instance)
     }
 
     /// The cache key of this call's `request` to `routed`, scoped to the

@@ -54,11 +54,7 @@ pub struct Encoded(pub bytes::Bytes);
 impl Encoded {
     /// `message`, framed.
     pub fn frame(message: &impl prost::Message) -> Self {
-        let len = message.encoded_len();
-        let mut buf = Vec::with_capacity(5 + len);
-        buf.push(0);
-        // Longer than u32 cannot be encoded by prost either.
-        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        let mut buf = header(message.encoded_len());
         // A Vec grows as needed: encoding into it cannot fail.
         let _ = message.encode(&mut buf);
         Self(buf.into())
@@ -66,9 +62,7 @@ impl Encoded {
 
     /// An encoded message, framed.
     pub fn frame_bytes(message: &[u8]) -> Self {
-        let mut buf = Vec::with_capacity(5 + message.len());
-        buf.push(0);
-        buf.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+        let mut buf = header(message.len());
         buf.extend_from_slice(message);
         Self(buf.into())
     }
@@ -77,6 +71,16 @@ impl Encoded {
     pub fn decode<T: prost::Message + Default>(&self) -> Option<T> {
         T::decode(self.0.get(5..)?).ok()
     }
+}
+
+/// A frame's prefix (flag 0, then the length), in a buffer with room for
+/// the `len` bytes of its message.
+fn header(len: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(5 + len);
+    buf.push(0);
+    // Longer than u32 cannot be encoded by prost either.
+    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    buf
 }
 
 fn with_freshness<T>(

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod fetch;
+pub mod mend;
 pub mod metadata;
 pub mod nfc;
 pub mod route;
@@ -218,12 +219,6 @@ impl<'g> Call<'g> {
                 Status::internal("an access was about to be audited without a citizen; this is a bug")
             })?;
         Ok(self.auditor_for(principal))
-    }
-
-    /// Counts an answer of `instance` that broke contract rule `rule` (and
-    /// was mended before it went on).
-    pub fn contract_violation(&self, instance: &str, rule: &'static str) {
-        self.gateway.metrics.contract_violation(instance, rule);
     }
 
     /// Maps an adapter error for the caller.

@@ -72,52 +72,6 @@ fn add(index: &mut Index, scope: &str, message: &prost_types::DescriptorProto) {
     index.messages.insert(name, fields);
 }
 
-/// Puts adapters' answers in NFC, counting each one mended against its
-/// instance (rule NFC). Cheap to clone, for fills that outlive the call.
-#[derive(Clone)]
-pub struct Composer {
-    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
-    instance: String,
-}
-
-impl std::fmt::Debug for Composer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Composer").field("instance", &self.instance).finish_non_exhaustive()
-    }
-}
-
-impl Composer {
-    /// For the answers of `instance`.
-    pub fn new(metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>, instance: &str) -> Self {
-        Self { metrics, instance: instance.to_owned() }
-    }
-
-    /// `message` (an encoded `name`, when known), framed for the wire, its
-    /// text in NFC.
-    pub fn frame(&self, message: &impl Message, name: Option<&str>) -> crate::call::metadata::Encoded {
-        let encoded = crate::call::metadata::Encoded::frame(message);
-        match encoded.0.get(5..).zip(name).and_then(|(bytes, name)| normalize(bytes, name)) {
-            Some(fixed) => {
-                self.metrics.contract_violation(&self.instance, "NFC");
-                crate::call::metadata::Encoded::frame_bytes(&fixed)
-            }
-            None => encoded,
-        }
-    }
-
-    /// `value` (a `name`) with its text in NFC: re-encoded only when some is
-    /// not.
-    pub fn compose<T: Message + Default>(&self, value: T, name: &str) -> T {
-        match normalize(&value.encode_to_vec(), name).map(|fixed| T::decode(&*fixed)) {
-            Some(Ok(fixed)) => {
-                self.metrics.contract_violation(&self.instance, "NFC");
-                fixed
-            }
-            _ => value,
-        }
-    }
-}
-
 /// The full name of the message `method` answers with.
 pub fn output_of(method: Method) -> Option<&'static str> {
     INDEX.outputs.get(method.full_name()).map(String::as_str)
@@ -250,27 +204,6 @@ mod tests {
         want.facilities[0].name = COMPOSED.into();
         want.facilities[0].address.as_mut().unwrap().street = "Đường Nguyễn Chí Thanh".into();
         assert_eq!(fixed, want);
-    }
-
-    #[test]
-    fn a_composer_mends_a_decoded_record_and_counts_it() {
-        let metrics = std::sync::Arc::new(
-            crate::telemetry::metrics::Metrics::new(&crate::telemetry::TelemetryConfig::default()).unwrap(),
-        );
-        let composer = Composer::new(metrics.clone(), "portal");
-        let dossier = api::Dossier { procedure_name: decomposed("Đăng ký kết hôn"), ..Default::default() };
-        let fixed = composer.compose(dossier, "lienthong.v1.Dossier");
-        assert_eq!(fixed.procedure_name, "Đăng ký kết hôn");
-        // Already composed: left as it is, not counted.
-        let again = composer.compose(fixed.clone(), "lienthong.v1.Dossier");
-        assert_eq!(again, fixed);
-        let scraped = metrics.scrape().unwrap();
-        let counted = scraped
-            .lines()
-            .find(|l| l.starts_with("lienthong_adapter_contract_violations_total") && l.contains("NFC"))
-            .unwrap_or_default()
-            .to_owned();
-        assert!(counted.ends_with(" 1"), "{scraped}");
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl PageTokens {
 
 /// One list call's paging: seals the token of its next page. It owns what
 /// it needs, so an answer can be sealed when it is fetched and cached.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Paging {
     tokens: PageTokens,
     context: Vec<u8>,

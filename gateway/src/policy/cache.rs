@@ -285,11 +285,6 @@ impl ResponseCache {
         ]
     }
 
-    /// Entries and weighted bytes held now.
-    pub async fn usage(&self) -> (u64, u64) {
-        self.usage_now()
-    }
-
     /// The stored entry of `key`, unless it has outlived its lifetime (then
     /// it is dropped).
     fn lookup(&self, key: &[u8]) -> Option<Entry> {
@@ -593,7 +588,7 @@ mod tests {
             .invalidate(|p| p.method == Method::GetFacility.rpc_name().as_bytes() && p.request == one.as_slice())
             .await;
         assert_eq!(removed, 1);
-        assert_eq!(cache.usage().await.0, 2);
+        assert_eq!(cache.usage_now().0, 2);
         let again = cache.get_or_fill(
             key("79", "sandbox", Method::GetFacility, b"", &facility("79001")),
             &POLICY,
@@ -609,7 +604,7 @@ mod tests {
         );
         assert_eq!(refetched.await.unwrap().freshness, Freshness::Miss);
         assert_eq!(cache.invalidate(|p| p.province == b"79").await, 3);
-        assert_eq!(cache.usage().await.0, 0);
+        assert_eq!(cache.usage_now().0, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -170,13 +170,13 @@ impl PublicServicesService for PublicServicesApi {
         let req = request.into_inner();
         // Cached by dossier code alone: the record is the same for everyone;
         // what each caller sees of it is decided here, per call.
-        let composer = call.composer(a);
+        let mender = call.mender(a);
         let answer = call
             .fetch(a, req, move |adapter, ctx, req| {
-                let composer = composer.clone();
+                let mender = mender.clone();
                 async move {
                     let mut owned = adapter.get_dossier(&ctx, req).await?;
-                    owned.dossier = composer.compose(owned.dossier, "lienthong.v1.Dossier");
+                    owned.dossier = mender.compose(owned.dossier, "lienthong.v1.Dossier");
                     Ok(CachedDossier::from(owned))
                 }
             })
@@ -215,24 +215,18 @@ impl PublicServicesService for PublicServicesApi {
         let mut req = request.into_inner();
         // Its page tokens are the citizen's alone.
         let paging = call.paging(&mut req)?;
-        // Cached under the citizen's pseudonym: only ever their own.
-        let composer = call.composer(a);
+        // Cached under the citizen's pseudonym: only ever their own. Mended
+        // and sealed once, when fetched.
+        let mender = call.mender(a);
         let answer = call
             .fetch(a, req, move |adapter, ctx, req| {
-                let composer = composer.clone();
+                let (mender, paging) = (mender.clone(), paging.clone());
                 async move {
                     let page = adapter.list_my_dossiers(&ctx, req).await?;
-                    Ok(composer.compose(page, "lienthong.v1.ListMyDossiersResponse"))
+                    Ok(mender.page(&paging, mender.compose(page, "lienthong.v1.ListMyDossiersResponse")))
                 }
             })
-            .await?
-            .map(|list| {
-                let (page, oversized) = paging.seal_page(list);
-                if oversized {
-                    call.contract_violation(&a.instance, "PAGE-SIZE");
-                }
-                page
-            });
+            .await?;
         let codes = answer.value.dossiers.iter().map(|d| d.dossier_code.clone()).collect();
         // Recorded before the answer leaves.
         call.audit(codes, tonic::Code::Ok).await?;
