@@ -27,9 +27,49 @@ struct Cli {
     #[arg(long)]
     dossier_code: Option<String>,
     /// The 2-digit province whose data the adapter holds: every call is made
-    /// for it (`x-lienthong-province`), for example 01 for Hà Nội.
-    #[arg(long, default_value = "79")]
-    province: String,
+    /// for it (`x-lienthong-province`), for example 01 for Hà Nội. Default:
+    /// the first the adapter says it holds, else 79.
+    #[arg(long)]
+    province: Option<String>,
+    /// A test citizen's bearer token, for the personal cases (ListMyDossiers,
+    /// OWNERSHIP, watching a citizen's dossier); with --other-citizen-token.
+    /// Verified by --identity. Without them an adapter that mints demo tokens
+    /// (the sandbox) is checked with two of its demo citizens.
+    #[arg(long, requires = "other_citizen_token")]
+    citizen_token: Option<String>,
+    /// A second test citizen's token: OWNERSHIP checks neither sees the
+    /// other's dossiers.
+    #[arg(long, requires = "citizen_token")]
+    other_citizen_token: Option<String>,
+    /// The adapter kind that verifies the citizen tokens, when the adapter
+    /// under test has no identity family (default: the sandbox's demo
+    /// identity).
+    #[arg(long, default_value = "sandbox")]
+    identity: String,
+    /// The options of the --identity adapter, as JSON.
+    #[arg(long, default_value = "{}")]
+    identity_options: String,
+}
+
+/// Builds an adapter instance of `kind` from JSON `options`.
+async fn build(
+    registry: &AdapterRegistry,
+    kind: &str,
+    options: &str,
+    endpoint: Option<&str>,
+) -> Result<lienthong_adapter_core::AdapterSet, String> {
+    let factory = registry.get(kind).map_err(|e| e.to_string())?;
+    let mut options: serde_json::Value =
+        serde_json::from_str(options).map_err(|e| format!("the options of {kind:?} are not JSON: {e}"))?;
+    if let (Some(endpoint), Some(map)) = (endpoint, options.as_object_mut()) {
+        map.insert("endpoint".into(), serde_json::Value::String(endpoint.to_owned()));
+    }
+    let problems = factory.validate(&options);
+    if !problems.is_empty() {
+        return Err(format!("invalid options for {kind:?}:\n  {}", problems.join("\n  ")));
+    }
+    let ctx = lienthong_adapter_core::BuildContext::new("under-test", options);
+    factory.build(ctx).await.map_err(|e| format!("building the {kind} adapter failed: {e}"))
 }
 
 #[tokio::main]
@@ -41,37 +81,39 @@ async fn main() -> ExitCode {
     lienthong_adapter_warehouse_http::register(&mut registry);
     lienthong_adapter_registry_http::register(&mut registry);
     lienthong_adapter_remote::register(&mut registry);
-    let factory = match registry.get(&cli.adapter) {
-        Ok(f) => f,
+    let adapters = match build(&registry, &cli.adapter, &cli.options, cli.endpoint.as_deref()).await {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let mut options: serde_json::Value = match serde_json::from_str(&cli.options) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("--options is not JSON: {e}");
-            return ExitCode::from(2);
+    let province = cli.province.clone().or_else(|| adapters.provinces.first().cloned()).unwrap_or_else(|| "79".into());
+    let mut target = lienthong_contract_tests::Target::new(adapters, province);
+    target.dossier_code = cli.dossier_code.clone();
+    let target = match (&cli.citizen_token, &cli.other_citizen_token) {
+        (Some(first), Some(second)) => {
+            let verifier = if target.adapters.identity.is_some() {
+                target.adapters.clone()
+            } else {
+                match build(&registry, &cli.identity, &cli.identity_options, None).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            match target.with_citizen_tokens(&verifier, first, second).await {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
         }
+        _ => target.with_demo_citizens().await,
     };
-    if let (Some(endpoint), Some(map)) = (&cli.endpoint, options.as_object_mut()) {
-        map.insert("endpoint".into(), serde_json::Value::String(endpoint.clone()));
-    }
-    let problems = factory.validate(&options);
-    if !problems.is_empty() {
-        eprintln!("invalid options:\n  {}", problems.join("\n  "));
-        return ExitCode::from(2);
-    }
-    let ctx = lienthong_adapter_core::BuildContext::new("under-test", options);
-    let adapters = match factory.build(ctx).await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("building the {} adapter failed: {e}", cli.adapter);
-            return ExitCode::FAILURE;
-        }
-    };
-    let target = lienthong_contract_tests::Target { adapters, dossier_code: cli.dossier_code, province: cli.province };
     let report = lienthong_contract_tests::run_target(&target).await;
     println!("contract suite against adapter kind {:?}\n{report}", cli.adapter);
     if report.violations().any(|(_, v)| v.rule == lienthong_contract_tests::UNREACHABLE) {

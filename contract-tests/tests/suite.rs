@@ -1,124 +1,74 @@
-//! The suite passes the sandbox, and catches a deliberately broken adapter,
-//! naming the rules it breaks.
+//! The suite passes the sandbox (of any province it is given), and its
+//! SPEC.md names exactly the rules and cases it runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use lienthong_adapter_core::{
-    AdapterError, AdapterSet, CallContext, Capabilities, ErrorKind, Family, HealthcareAdapter, api,
-};
 use lienthong_adapter_sandbox::{Sandbox, SandboxConfig};
-use lienthong_contract_tests::{Outcome, Target, run, run_target};
-
-fn sandbox() -> AdapterSet {
-    Sandbox::new(SandboxConfig::default()).unwrap().into_set()
-}
+use lienthong_contract_tests::{Level, Outcome, RULES, Target, all_cases, run_target};
 
 #[tokio::test]
-async fn the_sandbox_passes_every_case() {
+async fn the_sandbox_passes_every_case_with_no_warning_and_nothing_skipped() {
     // Dossiers move every 100 ms, so the watched one reaches its final status fast.
     let config = SandboxConfig { dossier_pace: std::time::Duration::from_millis(100), ..Default::default() };
     let adapters = Sandbox::new(config).unwrap().into_set();
-    let target = Target { adapters, dossier_code: Some("000.30.67.H29-251114-0001".into()), province: "79".into() };
+    let mut target = Target::new(adapters, "79").with_demo_citizens().await;
+    assert!(target.citizens.is_some(), "the sandbox mints tokens for its demo citizens");
+    target.dossier_code = Some("000.30.67.H29-251114-0001".into());
     let report = run_target(&target).await;
     let (passed, failed, skipped) = report.counts();
-    assert_eq!((failed, skipped), (0, 0), "{report}");
-    assert_eq!(passed, lienthong_contract_tests::all_cases().len());
-}
-
-/// Breaks three rules on purpose: later pages repeat the very first record
-/// (PAGE-COMPLETE), page_size is not capped at 100 (PAGE-SIZE), and unknown
-/// ids are "unavailable" (NOT-FOUND).
-#[derive(Debug)]
-struct Broken(Arc<dyn HealthcareAdapter>);
-
-#[async_trait]
-impl HealthcareAdapter for Broken {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::family(Family::Healthcare)
-    }
-
-    async fn list_facilities(
-        &self,
-        ctx: &CallContext,
-        req: api::ListFacilitiesRequest,
-    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
-        let mut r = self.0.list_facilities(ctx, req.clone()).await?;
-        if !req.page_token.is_empty() && req.near.is_none() {
-            let first =
-                self.0.list_facilities(ctx, api::ListFacilitiesRequest { page_size: 1, ..Default::default() }).await?;
-            r.facilities[0] = first.facilities[0].clone();
-        }
-        if req.page_size > 100 {
-            let more = api::ListFacilitiesRequest {
-                page_size: 100,
-                page_token: r.next_page_token.clone(),
-                ..Default::default()
-            };
-            r.facilities.extend(self.0.list_facilities(ctx, more).await?.facilities);
-        }
-        Ok(r)
-    }
-
-    async fn get_facility(&self, _: &CallContext, _: api::GetFacilityRequest) -> Result<api::Facility, AdapterError> {
-        Err(AdapterError::new(ErrorKind::Unavailable, "upstream down"))
-    }
+    assert_eq!((failed, skipped, report.warnings().count()), (0, 0, 0), "{report}");
+    assert_eq!(passed, all_cases().len());
 }
 
 #[tokio::test]
-async fn a_broken_adapter_fails_naming_the_rules() {
-    let healthcare = sandbox().healthcare.unwrap();
-    let broken = AdapterSet { healthcare: Some(Arc::new(Broken(healthcare))), ..Default::default() };
-    let report = run(&broken).await;
-    let text = report.to_string();
-    let rules: Vec<&str> = report.violations().map(|(_, v)| v.rule).collect();
-    assert!(rules.contains(&"PAGE-SIZE"), "{text}");
-    assert!(rules.contains(&"NOT-FOUND"), "{text}");
-    assert!(rules.contains(&"PAGE-COMPLETE"), "{text}");
-    assert!(text.contains("duplicate records across pages"), "{text}");
-    // Families the set does not serve are skipped, never passed.
-    let skipped = report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Skipped(_))).count();
-    assert!(skipped >= 10, "{text}");
-    assert!(text.contains("FAILED") && text.contains("violates PAGE-SIZE"), "{text}");
-}
-
-/// Reads `page_size` 0 as 10 (the contract says 20).
-#[derive(Debug)]
-struct ShortDefault(Arc<dyn HealthcareAdapter>);
-
-#[async_trait]
-impl HealthcareAdapter for ShortDefault {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::family(Family::Healthcare)
-    }
-
-    async fn list_facilities(
-        &self,
-        ctx: &CallContext,
-        mut req: api::ListFacilitiesRequest,
-    ) -> Result<api::ListFacilitiesResponse, AdapterError> {
-        if req.page_size == 0 {
-            req.page_size = 10;
-        }
-        self.0.list_facilities(ctx, req).await
-    }
-
-    async fn get_facility(
-        &self,
-        ctx: &CallContext,
-        req: api::GetFacilityRequest,
-    ) -> Result<api::Facility, AdapterError> {
-        self.0.get_facility(ctx, req).await
+async fn without_test_citizens_the_personal_cases_are_skipped_naming_the_flags() {
+    let adapters = Sandbox::new(SandboxConfig::default()).unwrap().into_set();
+    let report = run_target(&Target::new(adapters, "79")).await;
+    assert_eq!(report.counts().1, 0, "{report}");
+    let skipped: Vec<(&str, &str)> = report
+        .outcomes
+        .iter()
+        .filter_map(|(n, o)| match o {
+            Outcome::Skipped(why) => Some((n.as_str(), why.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert!(skipped.iter().any(|(n, _)| n.contains("only the citizen's own")), "{report}");
+    assert!(skipped.iter().any(|(n, _)| n.contains("watch_dossier")), "{report}");
+    for (name, why) in skipped {
+        assert!(why.contains("--citizen-token") && why.contains("--other-citizen-token"), "{name}: {why}");
     }
 }
 
-#[tokio::test]
-async fn a_default_page_size_other_than_20_is_a_page_size_violation() {
-    let healthcare = sandbox().healthcare.unwrap();
-    let short = AdapterSet { healthcare: Some(Arc::new(ShortDefault(healthcare))), ..Default::default() };
-    let report = run(&short).await;
-    let violations: Vec<(&str, &str)> = report.violations().map(|(n, v)| (n, v.rule)).collect();
-    assert_eq!(violations, [("healthcare/list_facilities page sizes", "PAGE-SIZE")], "{report}");
-    assert!(report.to_string().contains("page_size 0 gave 10 records and a next page"), "{report}");
+/// The rules table of SPEC.md: id, level, and the case kinds it names.
+fn spec_rules() -> Vec<(String, String, Vec<String>)> {
+    let spec = include_str!("../SPEC.md");
+    spec.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| id") && !l.starts_with("|---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            let kinds = cells.last().unwrap().split(", ").map(|k| k.trim_matches('`').to_owned()).collect();
+            (cells[0].to_owned(), cells[1].to_owned(), kinds)
+        })
+        .collect()
+}
+
+#[test]
+fn spec_md_names_every_rule_with_its_level_and_the_cases_that_check_it() {
+    let spec = spec_rules();
+    let ids: Vec<&str> = spec.iter().map(|(id, _, _)| id.as_str()).collect();
+    let known: Vec<&str> = RULES.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, known, "SPEC.md's rules and the suite's RULES, in the same order");
+    let cases = all_cases();
+    for (id, level, kinds) in &spec {
+        let want = if lienthong_contract_tests::level_of(id) == Level::Must { "MUST" } else { "SHOULD" };
+        assert_eq!(level, want, "{id}'s level");
+        let mut checked_by: Vec<&str> =
+            cases.iter().filter(|c| c.rules.contains(&id.as_str())).map(|c| c.kind).collect();
+        checked_by.sort_unstable();
+        checked_by.dedup();
+        let mut named: Vec<&str> = kinds.iter().map(String::as_str).collect();
+        named.sort_unstable();
+        assert_eq!(named, checked_by, "the cases SPEC.md says check {id}");
+    }
+    assert!(!include_str!("../SPEC.md").contains("first part"));
 }

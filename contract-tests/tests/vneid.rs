@@ -550,6 +550,13 @@ async fn the_vneid_adapter_passes_the_contract_suite() {
     let report = lienthong_contract_tests::run(&set).await;
     let (passed, failed, _) = report.counts();
     assert_eq!((passed, failed), (1, 0), "{report}");
+    // GetMyProfile needs a citizen: skipped, naming the flags.
+    assert!(
+        report
+            .to_string()
+            .contains("skipped  identity/get_my_profile declared honestly (a personal method: give --citizen-token"),
+        "{report}"
+    );
 }
 
 /// Arbitrary and adversarial tokens (any bytes; JWT-shaped with any header:

@@ -48,14 +48,14 @@ proptest! {
     /// decodes and is in NFC.
     #[test]
     fn the_nfc_walk_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), nfd in nasty()) {
-        let name = crate::call::nfc::output_of(lienthong_adapter_core::Method::ListFacilities).unwrap();
-        let _ = crate::call::nfc::normalize(&bytes, name);
+        let name = lienthong_adapter_core::nfc::output_of(lienthong_adapter_core::Method::ListFacilities).unwrap();
+        let _ = lienthong_adapter_core::nfc::normalize(&bytes, name);
         let answer = lienthong_adapter_core::api::ListFacilitiesResponse {
             facilities: vec![lienthong_adapter_core::api::Facility { name: nfd, ..Default::default() }],
             ..Default::default()
         };
         use prost::Message;
-        if let Some(fixed) = crate::call::nfc::normalize(&answer.encode_to_vec(), name) {
+        if let Some(fixed) = lienthong_adapter_core::nfc::normalize(&answer.encode_to_vec(), name) {
             let fixed = lienthong_adapter_core::api::ListFacilitiesResponse::decode(&*fixed).unwrap();
             prop_assert!(unicode_normalization::is_nfc(&fixed.facilities[0].name));
         }

@@ -389,6 +389,10 @@ pub struct AdapterSet {
     /// on each request that reaches the upstream (the gateway then charges
     /// none of their calls): for adapters that answer most calls locally.
     pub budgets_itself: bool,
+    /// The 2-digit provinces whose data the instance says it holds (a remote
+    /// service's GetCapabilities, the sandbox's `provinces`); empty when it
+    /// does not say. The contract suite checks the first by default.
+    pub provinces: Vec<String>,
 }
 
 impl AdapterSet {

@@ -23,6 +23,7 @@ mod citizen;
 mod error;
 mod families;
 pub mod geo;
+pub mod nfc;
 pub mod paging;
 mod registry;
 pub mod telemetry;

@@ -32,6 +32,8 @@ pub struct RemoteAdapter {
     forward_citizen_token: bool,
     /// The instance's name in config, as logs name it.
     pub(crate) instance: std::sync::Arc<str>,
+    /// The provinces the service said (at start) it holds data for.
+    pub(crate) provinces: Vec<String>,
 }
 
 impl fmt::Debug for RemoteAdapter {
@@ -61,7 +63,7 @@ async fn ask_capabilities(
     timeout: Duration,
     instance: &str,
     log: bool,
-) -> Result<Capabilities, NotAsked> {
+) -> Result<(Capabilities, Vec<String>), NotAsked> {
     let mut req = tonic::Request::new(proto::GetCapabilitiesRequest {});
     req.set_timeout(timeout);
     let answer = match client.get_capabilities(req).await {
@@ -98,7 +100,8 @@ async fn ask_capabilities(
             "the adapter service declared its methods"
         );
     }
-    Ok(capabilities)
+    let provinces = answer.provinces.iter().filter(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
+    Ok((capabilities, provinces.cloned().collect()))
 }
 
 /// Keeps `declared` current for as long as the adapter lives: asks again
@@ -121,7 +124,7 @@ fn keep_learning(
             let asked = ask_capabilities(&mut client, &allowed, timeout, &instance, !known).await;
             let Some(bits) = declared.upgrade() else { return };
             match asked {
-                Ok(capabilities) => {
+                Ok((capabilities, _)) => {
                     let before = bits.swap(capabilities.bits(), Ordering::Relaxed);
                     if known && before != capabilities.bits() {
                         tracing::info!(
@@ -154,6 +157,21 @@ impl RemoteAdapter {
     /// The service's status as an adapter error, logged under the instance.
     pub(crate) fn fail(&self, status: &tonic::Status) -> AdapterError {
         crate::error::map_status(status, &self.instance)
+    }
+
+    /// As [`Self::fail`], for a call made for `ctx`: once the caller's
+    /// deadline has passed, a call cut short (cancelled, reset) is
+    /// `DeadlineExceeded`, whatever the transport made of it.
+    pub(crate) fn fail_for(&self, ctx: &CallContext, status: &tonic::Status) -> AdapterError {
+        let e = self.fail(status);
+        let late = ctx.deadline.is_some_and(|d| d <= tokio::time::Instant::now());
+        if late && matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Unexpected) {
+            return AdapterError::new(
+                ErrorKind::DeadlineExceeded,
+                "the caller's deadline passed while the adapter service was asked",
+            );
+        }
+        e
     }
 
     /// Whether ListMyDossiers carries the citizen's token (config).
@@ -204,9 +222,16 @@ impl RemoteAdapter {
         }
         let mut client = AdapterServiceClient::new(endpoint.connect_lazy());
         let allowed = config.allowed_families().unwrap_or_else(|| Family::ALL.to_vec());
-        let (capabilities, known) = match ask_capabilities(&mut client, &allowed, config.timeout, instance, true).await
+        let (capabilities, known, provinces) = match ask_capabilities(
+            &mut client,
+            &allowed,
+            config.timeout,
+            instance,
+            true,
+        )
+        .await
         {
-            Ok(capabilities) => (capabilities, true),
+            Ok((capabilities, provinces)) => (capabilities, true, provinces),
             Err(NotAsked::Incompatible(why)) => return Err(AdapterError::new(ErrorKind::InvalidArgument, why)),
             Err(NotAsked::Status(status)) => {
                 // Start anyway: calls fail with UNAVAILABLE until it answers;
@@ -215,6 +240,7 @@ impl RemoteAdapter {
                 (
                     allowed.iter().flat_map(|f| Method::of_family(*f)).fold(Capabilities::none(), Capabilities::with),
                     false,
+                    Vec::new(),
                 )
             }
         };
@@ -227,6 +253,7 @@ impl RemoteAdapter {
             endpoint: config.endpoint,
             forward_citizen_token: config.forward_citizen_token,
             instance: instance.into(),
+            provinces,
         })
     }
 
@@ -286,7 +313,7 @@ macro_rules! forwarding_impl {
             $(
                 async fn $name(&self, ctx: &CallContext, req: $req) -> Result<$resp, AdapterError> {
                     let mut client = self.client.clone();
-                    client.$name(self.request(ctx, req)?).await.map(tonic::Response::into_inner).map_err(|s| self.fail(&s))
+                    client.$name(self.request(ctx, req)?).await.map(tonic::Response::into_inner).map_err(|s| self.fail_for(ctx, &s))
                 }
             )*
             $($extra)*

@@ -27,6 +27,6 @@ impl IdentityAdapter for RemoteAdapter {
     async fn profile(&self, ctx: &CallContext, principal: &Principal) -> Result<api::CitizenProfile, AdapterError> {
         let mut client = self.client.clone();
         let req = self.request(ctx, proto::GetProfileRequest { token: principal.token.expose().to_owned() })?;
-        client.get_profile(req).await.map(tonic::Response::into_inner).map_err(|s| self.fail(&s))
+        client.get_profile(req).await.map(tonic::Response::into_inner).map_err(|s| self.fail_for(ctx, &s))
     }
 }

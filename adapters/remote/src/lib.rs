@@ -72,6 +72,7 @@ impl AdapterFactory for RemoteFactory {
             transport: serves(Family::Transport).then(|| a.clone() as _),
             construction: serves(Family::Construction).then(|| a.clone() as _),
             public_services: serves(Family::PublicServices).then(|| a.clone() as _),
+            provinces: a.provinces.clone(),
             ..Default::default()
         })
     }

@@ -18,7 +18,7 @@ forwarding_impl!(PublicServicesAdapter {
 }
     async fn get_dossier(&self, ctx: &CallContext, req: api::GetDossierRequest) -> Result<OwnedDossier, AdapterError> {
         let mut client = self.client.clone();
-        owned(client.get_dossier(self.request(ctx, req)?).await.map_err(|s| self.fail(&s))?.into_inner())
+        owned(client.get_dossier(self.request(ctx, req)?).await.map_err(|s| self.fail_for(ctx, &s))?.into_inner())
     }
 
     async fn list_my_dossiers(&self, ctx: &CallContext, req: api::ListMyDossiersRequest) -> Result<api::ListMyDossiersResponse, AdapterError> {
@@ -29,7 +29,7 @@ forwarding_impl!(PublicServicesAdapter {
             request: Some(req),
         };
         let mut client = self.client.clone();
-        client.list_my_dossiers(self.request(ctx, message)?).await.map(tonic::Response::into_inner).map_err(|s| self.fail(&s))
+        client.list_my_dossiers(self.request(ctx, message)?).await.map(tonic::Response::into_inner).map_err(|s| self.fail_for(ctx, &s))
     }
 
     async fn watch_dossier(&self, ctx: &CallContext, req: api::WatchDossierRequest) -> Result<DossierStream, AdapterError> {
@@ -51,7 +51,7 @@ forwarding_impl!(PublicServicesAdapter {
             request.metadata_mut().insert("x-lienthong-province", p);
         }
         trace_context(request.metadata_mut());
-        let stream = client.watch_dossier(request).await.map_err(|s| self.fail(&s))?.into_inner();
+        let stream = client.watch_dossier(request).await.map_err(|s| self.fail_for(ctx, &s))?.into_inner();
         let instance = self.instance.clone();
         Ok(Box::pin(stream.map(move |item| item.map_err(|s| map_status(&s, &instance)).and_then(owned))))
     }

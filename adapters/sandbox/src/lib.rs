@@ -65,6 +65,7 @@ impl Sandbox {
 
     /// Every family, served by one shared instance.
     pub fn into_set(self) -> AdapterSet {
+        let provinces = self.config.provinces.clone();
         let this = Arc::new(self);
         AdapterSet {
             identity: Some(this.clone()),
@@ -76,6 +77,7 @@ impl Sandbox {
             demo_issuer: Some(this),
             webhook: None,
             budgets_itself: false,
+            provinces,
         }
     }
 

@@ -191,11 +191,17 @@ fn select(name: &str, ds: &Dataset, q: &HashMap<String, String>) -> Vec<Value> {
         param(q, field).is_none_or(|want| r.pointer(ptr).and_then(Value::as_str) == Some(want))
     };
     let needle = param(q, "q").map(text::fold);
+    // Each dataset keeps its ward code somewhere else.
+    let ward = match name {
+        "truong-hoc" => "/ma_phuong_xa",
+        "du-an-nha-o" => "/dia_diem/ma_xa",
+        _ => "/dia_chi/ma_xa",
+    };
     let mut out: Vec<(f64, Value)> = ds
         .records
         .iter()
         .filter(|r| {
-            eq(r, "ma_xa", "/dia_chi/ma_xa")
+            eq(r, "ma_xa", ward)
                 && eq(r, "loai", "/loai")
                 && eq(r, "cap_hoc", "/cap_hoc")
                 && eq(r, "loai_hinh", "/loai_hinh")

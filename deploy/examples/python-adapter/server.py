@@ -2,9 +2,11 @@
 """An example out-of-process Lienthong adapter, in Python.
 
 It implements the adapter protocol (proto/lienthong/adapter/v1/adapter.proto)
-for healthcare and education, serving facilities and schools from JSON files
+for healthcare, education and public services (agencies, procedures, a
+citizen's dossiers and a streaming WatchDossier), serving them from JSON files
 (by default the sandbox's), to show that the protocol is language-neutral.
-A province replaces the JSON with calls to its own systems.
+A province replaces the JSON with calls to its own systems. Dossiers move on
+a clock (--dossier-pace) so that watching one shows changes.
 
     pip install -r requirements.txt        # grpcio, grpcio-tools, grpcio-status
     python3 server.py --port 50061            # then point a `remote` adapter at it
@@ -21,6 +23,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 import unicodedata
 from concurrent import futures
 
@@ -49,7 +52,13 @@ def generate_stubs():
 
 generate_stubs()
 from lienthong.adapter.v1 import adapter_pb2, adapter_pb2_grpc  # noqa: E402
-from lienthong.v1 import common_pb2, education_pb2, health_pb2  # noqa: E402
+from google.protobuf import timestamp_pb2  # noqa: E402
+from lienthong.v1 import common_pb2, education_pb2, health_pb2, public_services_pb2 as ps  # noqa: E402
+
+# National dossier statuses after which nothing changes: rejected, withdrawn,
+# stopped, result returned.
+FINAL_STATUSES = {3, 7, 8, 10}
+DAY = 86_400
 
 
 def fold(text):
@@ -65,12 +74,13 @@ def distance_m(lat1, lng1, lat2, lng2):
     return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(h)))
 
 
-def fingerprint(request):
-    """Binds page tokens to the request's filters."""
+def fingerprint(request, caller=""):
+    """Binds page tokens to the request's filters (and to the citizen, for a
+    personal list)."""
     copy = type(request)()
     copy.CopyFrom(request)
     copy.page_size, copy.page_token = 0, ""
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:16]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True) + caller.encode()).hexdigest()[:16]
 
 
 def invalid_field(context, field, message):
@@ -83,7 +93,7 @@ def invalid_field(context, field, message):
     context.abort_with_status(rpc_status.to_status(status))
 
 
-def page(items, request, context):
+def page(items, request, context, caller=""):
     """One page of `items` per page_size / page_token."""
     if request.page_size < 0:
         invalid_field(context, "page_size", "page_size must not be negative")
@@ -91,12 +101,12 @@ def page(items, request, context):
     offset = 0
     if request.page_token:
         fp, _, off = request.page_token.partition(":")
-        if fp != fingerprint(request) or not off.isdigit():
+        if fp != fingerprint(request, caller) or not off.isdigit():
             invalid_field(context, "page_token", "page_token was not issued for these filters")
         offset = int(off)
     chunk = items[offset:offset + size]
     end = offset + len(chunk)
-    token = f"{fingerprint(request)}:{end}" if end < len(items) else ""
+    token = f"{fingerprint(request, caller)}:{end}" if end < len(items) else ""
     return chunk, token
 
 
@@ -115,14 +125,57 @@ def near_filter(records, near, location_of, set_distance):
     return [set_distance(r, round(d, 1)) for d, r in out]
 
 
+def public_services(method):
+    """A public-services method: UNIMPLEMENTED when the data dir has none, as
+    for any method the adapter does not declare."""
+    def serve(self, request, context):
+        if not self.serves_public_services:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method.__name__} is not served here")
+        return method(self, request, context)
+    serve.__name__ = method.__name__
+    return serve
+
+
+def timestamp(seconds):
+    return timestamp_pb2.Timestamp(seconds=int(seconds))
+
+
+class DossierClock:
+    """Moves each dossier along its timeline: the statuses up to `done`
+    happened before start (a day apart), the rest one every `pace` seconds
+    after start, dossiers staggered by a quarter of the pace."""
+
+    def __init__(self, pace):
+        self.pace = pace
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+
+    def step_at(self, plan, j):
+        """Monotonic time of live step j (0: the first after `done`)."""
+        return self.started + self.pace * (plan["seq"] % 4) / 4 + self.pace * (j + 1)
+
+    def steps_done(self, plan, now=None):
+        now = time.monotonic() if now is None else now
+        live = 0
+        while plan["done"] + live < len(plan["timeline"]) and self.step_at(plan, live) <= now:
+            live += 1
+        return plan["done"] + live
+
+    def status_time(self, plan, i):
+        if i < plan["done"]:
+            return self.started_wall - (plan["done"] - i) * DAY + plan["seq"] * 1_800
+        return self.started_wall + (self.step_at(plan, i - plan["done"]) - self.started)
+
+
 # The version of lienthong.adapter.v1 this example implements.
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 
 
 class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
-    def __init__(self, data_dir, protocol_version=PROTOCOL_VERSION, province="79"):
+    def __init__(self, data_dir, protocol_version=PROTOCOL_VERSION, province="79", dossier_pace=30.0):
         self.protocol_version = protocol_version
         self.province = province
+        self.clock = DossierClock(dossier_pace)
         def load(name):
             with open(os.path.join(data_dir, name), encoding="utf-8") as f:
                 return json.load(f)
@@ -130,6 +183,28 @@ class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
         self.facilities = sorted((self.facility(r) for r in load("health-facilities.json")),
                                  key=lambda f: (fold(f.name), f.facility_code))
         self.schools = sorted((self.school(r) for r in load("schools.json")), key=lambda s: (fold(s.name), s.school_id))
+        # Public services only when the data dir has them.
+        self.serves_public_services = os.path.exists(os.path.join(data_dir, "agencies.json"))
+        if not self.serves_public_services:
+            self.agencies, self.procedures, self.dossiers = [], [], []
+            return
+        self.agencies = sorted((self.agency(r) for r in load("agencies.json")), key=lambda a: a.agency_code)
+        communes = [a.agency_code for a in self.agencies if a.level == ps.ADMINISTRATIVE_LEVEL_COMMUNE]
+        self.procedures = sorted((self.procedure(r, communes) for r in load("procedures.json")),
+                                 key=lambda p: p.procedure_code)
+        citizens = {c["handle"]: c for c in load("citizens.json")}
+        agencies = {a.agency_code: a for a in self.agencies}
+        procedures = {p.procedure_code: p for p in self.procedures}
+        self.dossiers = []
+        for r in load("dossiers.json"):
+            owner, procedure = citizens[r["owner"]], procedures[r["procedure_code"]]
+            self.dossiers.append({
+                "code": r["code"], "seq": r["seq"], "done": r["done"], "timeline": r["timeline"],
+                "submitted": r["submitted"], "owner": owner["id_number"], "owner_name": owner["full_name"],
+                "procedure": procedure, "agency": agencies[r["agency"]],
+            })
+        # Newest first: by submission date, then code.
+        self.dossiers.sort(key=lambda d: (d["submitted"], d["code"]), reverse=True)
 
     def address(self, r):
         return common_pb2.Address(street=r["street"], ward_code=r["ward_code"], province_code=self.province)
@@ -147,13 +222,59 @@ class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
             ownership=common_pb2.Ownership.Value(f"OWNERSHIP_{r['ownership']}"), address=self.address(r),
             location=common_pb2.GeoPoint(latitude=r["lat"], longitude=r["lng"]), phone=r["phone"], website=r["website"])
 
+    def agency(self, r):
+        return ps.Agency(
+            agency_code=r["agency_code"], name=r["name"],
+            level=ps.AdministrativeLevel.Value(f"ADMINISTRATIVE_LEVEL_{r['level']}"), address=self.address(r),
+            location=common_pb2.GeoPoint(latitude=r["lat"], longitude=r["lng"]),
+            phone=r.get("phone", ""), email=r.get("email", ""), website=r.get("website", ""))
+
+    @staticmethod
+    def procedure(r, communes):
+        agencies = communes if r["agencies"] == "EVERY_COMMUNE" else r["agencies"]
+        return ps.Procedure(
+            procedure_code=r["procedure_code"], national_code=r["national_code"], name=r["name"], field=r["field"],
+            level=ps.AdministrativeLevel.Value(f"ADMINISTRATIVE_LEVEL_{r['level']}"), agency_codes=agencies,
+            processing_time=r["processing_time"], processing_days=r["processing_days"],
+            fees=[ps.Fee(description=f["description"], amount_vnd=f["amount_vnd"]) for f in r["fees"]],
+            required_documents=[ps.RequiredDocument(name=d["name"], copies=d["copies"]) for d in r["documents"]],
+            online_level=ps.OnlineLevel.Value(f"ONLINE_LEVEL_{r['online_level']}"),
+            decision_number=r["decision_number"], legal_bases=r["legal_bases"])
+
+    def dossier(self, plan, steps=None):
+        """The dossier as it stands after `steps` statuses (default: now),
+        with its owner."""
+        steps = self.clock.steps_done(plan) if steps is None else steps
+        statuses = plan["timeline"][:steps]
+        d = ps.Dossier(
+            dossier_code=plan["code"], procedure_code=plan["procedure"].procedure_code,
+            procedure_name=plan["procedure"].name, status=statuses[-1],
+            handling_agency_code=plan["agency"].agency_code, handling_agency_name=plan["agency"].name,
+            view=ps.DOSSIER_VIEW_OWNER, final=statuses[-1] in FINAL_STATUSES,
+            applicant=ps.Applicant(full_name=plan["owner_name"], masked_id_number="********" + plan["owner"][-4:]))
+        for i, status in enumerate(statuses):
+            d.history.add(status=status, change_time=timestamp(self.clock.status_time(plan, i)))
+        if 2 in statuses:  # received
+            received = self.clock.status_time(plan, statuses.index(2))
+            d.received_time.CopyFrom(timestamp(received))
+            d.due_time.CopyFrom(timestamp(received + plan["procedure"].processing_days * DAY))
+        return adapter_pb2.OwnedDossier(dossier=d, owner_id_number=plan["owner"])
+
     def GetCapabilities(self, request, context):
+        methods = [
+            "lienthong.v1.HealthcareService/ListFacilities", "lienthong.v1.HealthcareService/GetFacility",
+            "lienthong.v1.EducationService/ListSchools", "lienthong.v1.EducationService/GetSchool",
+        ]
+        if self.serves_public_services:
+            methods += [
+                "lienthong.v1.PublicServicesService/ListAgencies", "lienthong.v1.PublicServicesService/GetAgency",
+                "lienthong.v1.PublicServicesService/ListProcedures", "lienthong.v1.PublicServicesService/GetProcedure",
+                "lienthong.v1.PublicServicesService/GetDossier", "lienthong.v1.PublicServicesService/ListMyDossiers",
+                "lienthong.v1.PublicServicesService/WatchDossier",
+            ]
         return adapter_pb2.GetCapabilitiesResponse(
-            methods=[
-                "lienthong.v1.HealthcareService/ListFacilities", "lienthong.v1.HealthcareService/GetFacility",
-                "lienthong.v1.EducationService/ListSchools", "lienthong.v1.EducationService/GetSchool",
-            ],
-            protocol_version=self.protocol_version, adapter_name="lienthong-python-example", adapter_version="0.2.0")
+            methods=methods, protocol_version=self.protocol_version, adapter_name="lienthong-python-example", adapter_version="0.3.0",
+            provinces=[self.province])
 
     @staticmethod
     def _with_distance(message, d):
@@ -196,6 +317,82 @@ class Adapter(adapter_pb2_grpc.AdapterServiceServicer):
         context.abort(grpc.StatusCode.NOT_FOUND, "no such school")
 
 
+    @public_services
+    def ListAgencies(self, request, context):
+        needle = fold(request.text.strip())
+        found = [a for a in self.agencies
+                 if (request.level == 0 or a.level == request.level)
+                 and (not request.ward_code or a.address.ward_code == request.ward_code)
+                 and (not needle or needle in fold(a.name))]
+        items, token = page(found, request, context)
+        return ps.ListAgenciesResponse(agencies=items, next_page_token=token, total_size=len(found))
+
+    @public_services
+    def GetAgency(self, request, context):
+        for a in self.agencies:
+            if a.agency_code == request.agency_code:
+                return a
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such agency")
+
+    @public_services
+    def ListProcedures(self, request, context):
+        needle = fold(request.text.strip())
+        found = [p for p in self.procedures
+                 if (not request.field or p.field == request.field)
+                 and (not request.agency_code or request.agency_code in p.agency_codes)
+                 and (request.level == 0 or p.level == request.level)
+                 and (request.online_level == 0 or p.online_level == request.online_level)
+                 and (not needle or needle in fold(p.name + " " + p.procedure_code))]
+        items, token = page(found, request, context)
+        return ps.ListProceduresResponse(procedures=items, next_page_token=token, total_size=len(found))
+
+    @public_services
+    def GetProcedure(self, request, context):
+        for p in self.procedures:
+            if request.procedure_code in (p.procedure_code, p.national_code):
+                return p
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such procedure")
+
+    def _plan(self, code, context):
+        for plan in self.dossiers:
+            if plan["code"] == code:
+                return plan
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such dossier")
+
+    @public_services
+    def GetDossier(self, request, context):
+        return self.dossier(self._plan(request.dossier_code, context))
+
+    @public_services
+    def ListMyDossiers(self, request, context):
+        # The gateway verified the citizen and sends their ID number; the
+        # token comes only with `forward_citizen_token = true` (unused here).
+        if not request.id_number:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "this call needs a citizen")
+        wanted = request.request.status
+        found = [d.dossier for d in (self.dossier(p) for p in self.dossiers if p["owner"] == request.id_number)
+                 if wanted == 0 or d.dossier.status == wanted]
+        items, token = page(found, request.request, context, caller=request.id_number)
+        return ps.ListMyDossiersResponse(dossiers=items, next_page_token=token, total_size=len(found))
+
+    def WatchDossier(self, request, context):
+        """The dossier now, then at each change, ending after a final status
+        (or when the caller goes away or its deadline passes)."""
+        if not self.serves_public_services:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchDossier is not served here")
+        plan = self._plan(request.dossier_code, context)
+        steps = self.clock.steps_done(plan)
+        yield self.dossier(plan, steps)
+        while steps < len(plan["timeline"]) and plan["timeline"][steps - 1] not in FINAL_STATUSES:
+            due = self.clock.step_at(plan, steps - plan["done"])
+            while time.monotonic() < due:
+                if not context.is_active():
+                    return
+                time.sleep(min(0.5, max(0.0, due - time.monotonic())))
+            steps += 1
+            yield self.dossier(plan, steps)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -205,11 +402,16 @@ def main():
     parser.add_argument("--tls-key", help="PEM key of --tls-cert")
     parser.add_argument("--client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
     parser.add_argument("--province", default="79", help="the 2-digit province whose data --data-dir holds")
+    parser.add_argument("--dossier-pace", type=float, default=30.0,
+                        help="seconds between a dossier's status changes (the sandbox's pace)")
     parser.add_argument("--protocol-version", default=PROTOCOL_VERSION,
                         help="the adapter protocol version announced (to see a gateway refuse another major)")
     args = parser.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    adapter_pb2_grpc.add_AdapterServiceServicer_to_server(Adapter(args.data_dir, args.protocol_version, args.province), server)
+    # Each open WatchDossier holds a thread: size the pool for the watches
+    # expected at once.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    adapter = Adapter(args.data_dir, args.protocol_version, args.province, args.dossier_pace)
+    adapter_pb2_grpc.add_AdapterServiceServicer_to_server(adapter, server)
     if args.tls_cert:
         read = lambda path: open(path, "rb").read()
         credentials = grpc.ssl_server_credentials(

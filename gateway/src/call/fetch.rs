@@ -46,7 +46,7 @@ impl Call<'_> {
         S: FnOnce(T) -> U + Send + 'static,
     {
         // What goes on: the shaped answer, framed, its text in NFC.
-        let (mender, output) = (self.mender(routed), crate::call::nfc::output_of(self.method));
+        let (mender, output) = (self.mender(routed), lienthong_adapter_core::nfc::output_of(self.method));
         let frame = move |value| mender.frame(&shape(value), output);
         let Some(policy) = self.gateway.cache_config.policy(self.method) else {
             let value = self.uncached(routed, request, adapter_call).await?;

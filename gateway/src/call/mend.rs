@@ -1,6 +1,6 @@
 //! What the gateway mends in an adapter's answer before it is cached or
 //! sent, once per fetch: text not in Unicode NFC is composed
-//! ([`crate::call::nfc`]), a page longer than `page_size` is cut. Each mend
+//! ([`lienthong_adapter_core::nfc`]), a page longer than `page_size` is cut. Each mend
 //! is a contract violation of the adapter, counted against its instance
 //! (`lienthong_adapter_contract_violations_total`, by rule) and logged.
 
@@ -9,9 +9,9 @@ use std::sync::Arc;
 use prost::Message;
 
 use crate::call::metadata::Encoded;
-use crate::call::nfc::normalize;
 use crate::gateway::page_tokens::{Listing, Paging};
 use crate::telemetry::metrics::Metrics;
+use lienthong_adapter_core::nfc::normalize;
 
 /// Mends the answers of one adapter instance. Cheap to clone, for fills
 /// that outlive the call.

@@ -15,7 +15,6 @@ pub mod auth;
 pub mod fetch;
 pub mod mend;
 pub mod metadata;
-pub mod nfc;
 pub mod route;
 
 use std::time::Duration;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use lienthong_adapter_core::Method;
+use crate::Method;
 use prost::Message;
 use prost_types::field_descriptor_proto::Type;
 
@@ -81,6 +81,51 @@ pub fn output_of(method: Method) -> Option<&'static str> {
 /// already is (or cannot be read: then it is passed on as it is).
 pub fn normalize(bytes: &[u8], message: &str) -> Option<Vec<u8>> {
     walk(bytes, INDEX.messages.get(message)?, 0).ok().flatten()
+}
+
+/// Every string field of `bytes` (an encoded `message`), at every depth, in
+/// the order met: what a check of all of a record's text reads. Empty when
+/// the message is unknown or the bytes cannot be read.
+pub fn texts(bytes: &[u8], message: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(fields) = INDEX.messages.get(message) {
+        let _ = collect(bytes, fields, 0, &mut out);
+    }
+    out
+}
+
+fn collect(bytes: &[u8], fields: &HashMap<u32, Field>, depth: usize, out: &mut Vec<String>) -> Result<(), ()> {
+    if depth > MAX_DEPTH {
+        return Err(());
+    }
+    let mut at = 0;
+    while at < bytes.len() {
+        let tag = varint(bytes, &mut at)?;
+        match tag & 7 {
+            0 => {
+                varint(bytes, &mut at)?;
+            }
+            1 => at = at.checked_add(8).ok_or(())?,
+            5 => at = at.checked_add(4).ok_or(())?,
+            2 => {
+                let len = usize::try_from(varint(bytes, &mut at)?).map_err(|_| ())?;
+                let end = at.checked_add(len).filter(|e| *e <= bytes.len()).ok_or(())?;
+                let value = &bytes[at..end];
+                match u32::try_from(tag >> 3).ok().and_then(|n| fields.get(&n)) {
+                    Some(Field::Text) => out.push(String::from_utf8_lossy(value).into_owned()),
+                    Some(Field::Message(name)) => {
+                        if let Some(inner) = INDEX.messages.get(name) {
+                            collect(value, inner, depth + 1, out)?;
+                        }
+                    }
+                    None => {}
+                }
+                at = end;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(())
 }
 
 /// Nesting deeper than this is not walked (the API nests a few levels).
@@ -166,7 +211,7 @@ fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, ()> {
 
 #[cfg(test)]
 mod tests {
-    use lienthong_adapter_core::api;
+    use crate::api;
 
     use super::*;
 
@@ -204,6 +249,20 @@ mod tests {
         want.facilities[0].name = COMPOSED.into();
         want.facilities[0].address.as_mut().unwrap().street = "Đường Nguyễn Chí Thanh".into();
         assert_eq!(fixed, want);
+    }
+
+    #[test]
+    fn texts_reads_every_string_at_every_depth() {
+        let facility = api::Facility {
+            facility_code: "79001".into(),
+            name: COMPOSED.into(),
+            address: Some(api::Address { street: "201B Nguyễn Chí Thanh".into(), ..Default::default() }),
+            specialties: vec!["Nhi".into(), "Ngoại".into()],
+            ..Default::default()
+        };
+        let all = texts(&facility.encode_to_vec(), "lienthong.v1.Facility");
+        assert_eq!(all, ["79001", COMPOSED, "201B Nguyễn Chí Thanh", "Nhi", "Ngoại"]);
+        assert!(texts(&facility.encode_to_vec(), "lienthong.v1.NoSuchMessage").is_empty());
     }
 
     #[test]
