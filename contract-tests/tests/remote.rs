@@ -588,3 +588,25 @@ async fn a_service_without_get_capabilities_is_refused_with_the_reason() {
         e.message()
     );
 }
+
+#[tokio::test]
+async fn the_services_health_check_is_read_when_it_offers_one() {
+    // The Python example serves grpc.health.v1: it says it serves.
+    let python = python_adapter().await;
+    let options = serde_json::json!({"endpoint": python.endpoint});
+    let set = RemoteFactory.build(BuildContext::new("python", options)).await.unwrap();
+    let health = set.health.clone().expect("a remote instance can be asked");
+    assert_eq!(health.serving().await, Some(true));
+    // Gone: not serving.
+    drop(python);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health.serving().await != Some(false) {
+        assert!(tokio::time::Instant::now() < deadline, "a stopped service still reads as serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A service without a health check: nothing to ask (the gateway stops).
+    let (endpoint, _relay) = recorder::serve(recorder::Recorder::default()).await;
+    let set =
+        RemoteFactory.build(BuildContext::new("recorder", serde_json::json!({"endpoint": endpoint}))).await.unwrap();
+    assert_eq!(set.health.unwrap().serving().await, None);
+}

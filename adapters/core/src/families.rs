@@ -366,6 +366,17 @@ pub trait WebhookReceiver: Send + Sync + Debug {
     ) -> Result<(), AdapterError>;
 }
 
+/// Asks an adapter's upstream whether it serves again, so that a breaker
+/// opened by its failures can close as soon as it does (a remote service's
+/// `grpc.health.v1`), rather than when its open time runs out.
+#[async_trait]
+pub trait HealthProbe: Send + Sync + Debug {
+    /// `Some(true)` when the upstream says it serves, `Some(false)` when it
+    /// does not or cannot be reached, `None` when it offers no health check
+    /// (the gateway then stops asking).
+    async fn serving(&self) -> Option<bool>;
+}
+
 /// What one adapter instance provides: one entry per family it serves.
 #[derive(Debug, Clone, Default)]
 pub struct AdapterSet {
@@ -393,6 +404,8 @@ pub struct AdapterSet {
     /// service's GetCapabilities, the sandbox's `provinces`); empty when it
     /// does not say. The contract suite checks the first by default.
     pub provinces: Vec<String>,
+    /// How to ask the upstream whether it serves (see [`HealthProbe`]).
+    pub health: Option<Arc<dyn HealthProbe>>,
 }
 
 impl AdapterSet {

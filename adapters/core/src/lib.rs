@@ -35,8 +35,8 @@ pub use citizen::{BearerToken, CitizenId, Principal};
 pub use error::{AdapterError, ErrorKind};
 pub use families::{
     AdapterSet, CallContext, ConstructionAdapter, DemoCitizen, DemoIdentityIssuer, DossierStream, EducationAdapter,
-    HealthcareAdapter, IdentityAdapter, IssuedToken, OwnedDossier, PublicServicesAdapter, TransportAdapter,
-    WebhookReceiver, is_final_status,
+    HealthProbe, HealthcareAdapter, IdentityAdapter, IssuedToken, OwnedDossier, PublicServicesAdapter,
+    TransportAdapter, WebhookReceiver, is_final_status,
 };
 pub use registry::{AdapterFactory, AdapterRegistry, BuildContext, UnknownAdapterKind, Unlimited, UpstreamBudget};
 

@@ -34,6 +34,8 @@ pub struct RemoteAdapter {
     pub(crate) instance: std::sync::Arc<str>,
     /// The provinces the service said (at start) it holds data for.
     pub(crate) provinces: Vec<String>,
+    /// Its standard health check, on the same connection.
+    health: tonic_health::pb::health_client::HealthClient<Channel>,
 }
 
 impl fmt::Debug for RemoteAdapter {
@@ -220,7 +222,9 @@ impl RemoteAdapter {
             }
             endpoint = endpoint.tls_config(tls).map_err(|e| bad("tls", &e))?;
         }
-        let mut client = AdapterServiceClient::new(endpoint.connect_lazy());
+        let channel = endpoint.connect_lazy();
+        let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let mut client = AdapterServiceClient::new(channel);
         let allowed = config.allowed_families().unwrap_or_else(|| Family::ALL.to_vec());
         let (capabilities, known, provinces) = match ask_capabilities(
             &mut client,
@@ -254,6 +258,7 @@ impl RemoteAdapter {
             forward_citizen_token: config.forward_citizen_token,
             instance: instance.into(),
             provinces,
+            health,
         })
     }
 
@@ -321,3 +326,22 @@ macro_rules! forwarding_impl {
     };
 }
 pub(crate) use forwarding_impl;
+
+/// The service's standard health check (`grpc.health.v1.Health/Check`, the
+/// server as a whole): asked by the gateway while the instance's breaker is
+/// open, so a service that is back is used again at once.
+#[async_trait::async_trait]
+impl lienthong_adapter_core::HealthProbe for RemoteAdapter {
+    async fn serving(&self) -> Option<bool> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let mut client = self.health.clone();
+        let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+        req.set_timeout(self.timeout);
+        match client.check(req).await {
+            Ok(answer) => Some(answer.into_inner().status() == ServingStatus::Serving),
+            // No health service here: nothing to ask.
+            Err(status) if status.code() == tonic::Code::Unimplemented => None,
+            Err(_) => Some(false),
+        }
+    }
+}

@@ -73,6 +73,7 @@ impl AdapterFactory for RemoteFactory {
             construction: serves(Family::Construction).then(|| a.clone() as _),
             public_services: serves(Family::PublicServices).then(|| a.clone() as _),
             provinces: a.provinces.clone(),
+            health: Some(a.clone() as _),
             ..Default::default()
         })
     }

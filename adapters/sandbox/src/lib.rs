@@ -78,6 +78,7 @@ impl Sandbox {
             webhook: None,
             budgets_itself: false,
             provinces,
+            health: None,
         }
     }
 

@@ -8,7 +8,7 @@ citizen's dossiers and a streaming WatchDossier), serving them from JSON files
 A province replaces the JSON with calls to its own systems. Dossiers move on
 a clock (--dossier-pace) so that watching one shows changes.
 
-    pip install -r requirements.txt        # grpcio, grpcio-tools, grpcio-status
+    pip install -r requirements.txt        # grpcio, grpcio-tools, grpcio-status, grpcio-health-checking
     python3 server.py --port 50061            # then point a `remote` adapter at it
     python3 server.py --port 50061 --tls-cert server.pem --tls-key server.key --client-ca ca.pem   # mutual TLS
     cargo run -p lienthong-contract-tests -- --adapter remote --endpoint http://127.0.0.1:50061
@@ -30,6 +30,8 @@ from concurrent import futures
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health as health_checks, health_pb2 as health_check_pb2
+from grpc_health.v1 import health_pb2_grpc as health_check_pb2_grpc
 from grpc_status import rpc_status
 from grpc_tools import protoc
 
@@ -412,6 +414,11 @@ def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
     adapter = Adapter(args.data_dir, args.protocol_version, args.province, args.dossier_pace)
     adapter_pb2_grpc.add_AdapterServiceServicer_to_server(adapter, server)
+    # The standard health check: the gateway asks it while the instance's
+    # breaker is open, and uses the adapter again as soon as it serves.
+    checks = health_checks.HealthServicer()
+    checks.set("", health_check_pb2.HealthCheckResponse.SERVING)
+    health_check_pb2_grpc.add_HealthServicer_to_server(checks, server)
     if args.tls_cert:
         read = lambda path: open(path, "rb").read()
         credentials = grpc.ssl_server_credentials(

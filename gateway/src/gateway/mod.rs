@@ -94,7 +94,8 @@ impl Gateway {
                     crate::policy::bulkhead::Bulkhead::new(config.bulkhead.limit(name), config.bulkhead.max_wait);
                 let guard = UpstreamGuard::new(name, config.breaker, bulkhead, config.retry, limits.clone())
                     .observed(kind, metrics.clone())
-                    .budgeted_by_adapter(set.budgets_itself);
+                    .budgeted_by_adapter(set.budgets_itself)
+                    .watched_by(set.health.clone());
                 ((*name).to_owned(), Arc::new(guard))
             })
             .collect();

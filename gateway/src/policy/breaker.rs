@@ -263,6 +263,20 @@ impl Breaker {
         inner.times_opened += 1;
     }
 
+    /// The upstream says it serves again (its health check): an open
+    /// breaker lets its probes through now rather than when `open_for` runs
+    /// out. Whether it closes is still for the probes to say.
+    pub fn recovered(&self) {
+        let mut inner = self.lock();
+        if let State::Open { until } = &mut inner.state {
+            let now = Instant::now();
+            if *until > now {
+                tracing::info!(instance = %self.name, "the upstream's health check says it serves again: probing it now");
+                *until = now;
+            }
+        }
+    }
+
     fn release_probe(&self) {
         let mut inner = self.lock();
         if let State::HalfOpen { out, .. } = &mut inner.state {
@@ -322,6 +336,19 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.admit().is_ok());
         assert_eq!(b.snapshot().times_opened, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_upstream_is_probed_at_once_and_closes_it() {
+        let b = breaker(BreakerConfig { failures_to_open: 1, half_open_probes: 1, ..Default::default() });
+        b.recovered();
+        assert_eq!(b.state(), BreakerState::Closed, "a closed breaker stays closed");
+        fail(&b);
+        assert!(b.admit().is_err(), "open: calls fail fast");
+        b.recovered();
+        let probe = b.admit().expect("the upstream serves again: a probe goes through at once");
+        probe.record(Ok(()));
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

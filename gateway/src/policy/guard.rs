@@ -8,15 +8,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lienthong_adapter_core::{AdapterError, ErrorKind, Method};
+use lienthong_adapter_core::{AdapterError, ErrorKind, HealthProbe, Method};
 use tokio::time::Instant;
 
-use crate::policy::breaker::{Breaker, BreakerConfig, BreakerSnapshot};
+use crate::policy::breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState};
 use crate::policy::bulkhead::Bulkhead;
 use crate::policy::limits::Limiters;
 use crate::policy::retry::{RetryBudget, RetryConfig, is_retryable};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::InstanceStats;
+
+/// How often an open breaker's upstream is asked whether it serves again.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
 /// What operators see of one instance's guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,36 @@ impl UpstreamGuard {
     /// [`lienthong_adapter_core::AdapterSet::budgets_itself`]).
     pub fn budgeted_by_adapter(mut self, yes: bool) -> Self {
         self.adapter_budgets = yes;
+        self
+    }
+
+    /// While its breaker is open, asks the upstream's health check (when the
+    /// adapter has one) every [`HEALTH_EVERY`]: an upstream that says it
+    /// serves again is probed at once, so a recovered adapter is used again
+    /// within a couple of seconds rather than after `open_for`. An upstream
+    /// without a health check is left to `open_for`.
+    pub fn watched_by(self, probe: Option<Arc<dyn HealthProbe>>) -> Self {
+        if let Some(probe) = probe {
+            let breaker = Arc::downgrade(&self.breaker);
+            let instance = self.instance.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEALTH_EVERY).await;
+                    let Some(breaker) = breaker.upgrade() else { return };
+                    if breaker.state() != BreakerState::Open {
+                        continue;
+                    }
+                    match probe.serving().await {
+                        Some(true) => breaker.recovered(),
+                        Some(false) => {}
+                        None => {
+                            tracing::info!(instance = %instance, "the upstream offers no health check: its breaker waits out open_for");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
         self
     }
 
@@ -283,6 +316,53 @@ mod tests {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             std::future::ready(if n < failures { Err(AdapterError::new(kind, "flaky")) } else { Ok(7) })
         }
+    }
+
+    /// An upstream's health check, as the test sets it.
+    #[derive(Debug, Default)]
+    struct Health(std::sync::Mutex<Option<bool>>, AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl HealthProbe for Health {
+        async fn serving(&self) -> Option<bool> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_whose_health_check_says_it_serves_is_used_again_within_two_seconds() {
+        let open_for = Duration::from_secs(30);
+        let config = BreakerConfig { failures_to_open: 1, half_open_probes: 1, open_for, ..Default::default() };
+        let health = Arc::new(Health(std::sync::Mutex::new(Some(false)), AtomicUsize::new(0)));
+        let g =
+            guard(RetryConfig { max_attempts: 1, ..Default::default() }, config, None).watched_by(Some(health.clone()));
+        let calls = AtomicUsize::new(0);
+        assert!(g.call(Method::GetSchool, far(), true, flaky(&calls, 1, ErrorKind::Unavailable)).await.is_err());
+        assert_eq!(g.snapshot().breaker.state, BreakerState::Open);
+        // Down: asked every second, still open.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(g.snapshot().breaker.state, BreakerState::Open);
+        assert!(health.1.load(Ordering::SeqCst) >= 4);
+        // Back: within two seconds a call goes through and closes it,
+        // though open_for has 25 s to run.
+        *health.0.lock().unwrap() = Some(true);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(g.call(Method::GetSchool, far(), true, flaky(&calls, 0, ErrorKind::Unavailable)).await, Ok(7));
+        assert_eq!(g.snapshot().breaker.state, BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_without_a_health_check_is_not_asked_again() {
+        let config = BreakerConfig { failures_to_open: 1, ..Default::default() };
+        let health = Arc::new(Health::default());
+        let g =
+            guard(RetryConfig { max_attempts: 1, ..Default::default() }, config, None).watched_by(Some(health.clone()));
+        let calls = AtomicUsize::new(0);
+        assert!(g.call(Method::GetSchool, far(), true, flaky(&calls, 1, ErrorKind::Unavailable)).await.is_err());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(health.1.load(Ordering::SeqCst), 1, "asked once, then left to open_for");
+        assert_eq!(g.snapshot().breaker.state, BreakerState::Open);
     }
 
     #[tokio::test(start_paused = true)]
