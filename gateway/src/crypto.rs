@@ -4,6 +4,8 @@
 //! (`lienthong secret-key` makes one); replicas that share a key accept each
 //! other's tokens.
 
+pub mod dev_certs;
+
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};

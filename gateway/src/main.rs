@@ -56,6 +56,26 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Make a development PKI for mutual TLS with an adapter service: a CA,
+    /// the gateway's client certificate and the adapter's server certificate
+    /// (for localhost, 127.0.0.1, ::1 and each --name), and print how to use
+    /// them. For development and tests; production certificates come from
+    /// the province's own PKI.
+    DevCerts {
+        /// The directory to write them into.
+        #[arg(long, default_value = "dev-certs")]
+        out: PathBuf,
+        /// A host name or address the adapter service is reached at (may be
+        /// repeated).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// How long they are valid, for example 30d.
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
+        /// Replace files already there.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the SHA-256 fingerprint of the first certificate in a PEM file,
     /// for `[apps.<id>] client_cert_sha256`.
     CertFingerprint {
@@ -135,6 +155,30 @@ fn new_secret(key: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn dev_certs(out: &std::path::Path, names: &[String], valid_for: std::time::Duration, force: bool) -> ExitCode {
+    use lienthong::crypto::dev_certs::{CA, CLIENT, CLIENT_KEY, DevCerts, SERVER, SERVER_KEY};
+    let written = DevCerts::make(names, valid_for).and_then(|certs| certs.write(out, force));
+    if let Err(e) = written {
+        eprintln!("lienthong: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let at = |name: &str| out.join(name).display().to_string();
+    let host = names.first().map(String::as_str).unwrap_or("localhost");
+    println!("wrote a development CA, the gateway's client certificate and the adapter's server certificate to {}", out.display());
+    println!("valid for {} days; for development only\n", valid_for.as_secs() / 86_400);
+    println!("# the adapter service (here the Python example) serves TLS and asks for the gateway's certificate:");
+    println!(
+        "python3 deploy/examples/python-adapter/server.py --port 50061 --tls-cert {} --tls-key {} --client-ca {}\n",
+        at(SERVER),
+        at(SERVER_KEY),
+        at(CA)
+    );
+    println!("# the gateway's config: the remote instance trusts the CA and presents its certificate");
+    println!("[adapters.my-adapter]\nkind = \"remote\"\nendpoint = \"https://{host}:50061\"\ntls_ca_file = \"{}\"", at(CA));
+    println!("[adapters.my-adapter.tls]\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"", at(CLIENT), at(CLIENT_KEY));
+    ExitCode::SUCCESS
 }
 
 fn new_key() -> ExitCode {
@@ -251,6 +295,7 @@ async fn main() -> ExitCode {
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::SecretKey) => return new_key(),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
+        Some(Command::DevCerts { out, names, valid_for, force }) => return dev_certs(&out, &names, valid_for, force),
         Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head } }) => {
             init_telemetry(&TelemetryConfig { ops_listen: None, ..Default::default() }, cli.log);
             // The chain key of a keyed chain comes from the environment only:

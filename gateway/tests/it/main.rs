@@ -22,4 +22,5 @@ mod registry;
 mod resilience;
 mod routing;
 mod server;
+mod starter;
 mod vneid;
