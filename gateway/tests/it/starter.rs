@@ -121,3 +121,71 @@ client_key_file = "{key}"
     assert!(mine.dossiers.iter().all(|d| d.applicant.as_ref().is_some_and(|a| a.masked_id_number.ends_with("2345"))));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Copies `from` (a file or a directory) to `to`.
+fn copy(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            copy(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_container_recipe_runs_the_adapter_from_what_it_copies_and_the_compose_gateway_routes_to_it() {
+    // No image can be built here (no registry): the Dockerfile's layout is
+    // rebuilt from its COPY lines, and its ENTRYPOINT run in it.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = root.join("deploy/examples/python-adapter");
+    let dockerfile = std::fs::read_to_string(example.join("Dockerfile")).unwrap();
+    let app = temp_dir("python-image");
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (source, target) = (parts[1], parts[2]);
+        assert!(root.join(source).exists(), "the Dockerfile copies {source}, which is not in the repository");
+        copy(&root.join(source), &app.join(target));
+    }
+    let entrypoint = dockerfile.lines().find_map(|l| l.strip_prefix("ENTRYPOINT ")).unwrap();
+    let argv: Vec<String> = serde_json::from_str(entrypoint).unwrap();
+    assert_eq!(&argv[..2], ["python3", "deploy/examples/python-adapter/server.py"]);
+    // As compose runs it, on a free port of this machine (argparse: the last wins).
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .args(["--province", "79", "--host", "127.0.0.1", "--port", "0"])
+        .current_dir(&app)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _running = Python(child);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(60), line).await.unwrap().unwrap().unwrap();
+    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+
+    // The compose gateway's config, checked, then served with the adapter's
+    // address for `adapter:50061`.
+    let config = example.join("gateway.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_lienthong")).arg("check-config").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("adapter:50061", &format!("127.0.0.1:{port}"))
+        .replace("0.0.0.0:50051", "127.0.0.1:0");
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let mut health = HealthcareServiceClient::new(gw.channel.clone());
+    let listed = health
+        .list_facilities(request(ListFacilitiesRequest { page_size: 3, ..Default::default() }, &[]))
+        .await
+        .expect("the compose gateway answers from the adapter container")
+        .into_inner();
+    assert_eq!(listed.facilities.len(), 3);
+    std::fs::remove_dir_all(app).ok();
+}
