@@ -13,13 +13,13 @@ use lienthong_adapter_core::{AdapterFactory, BuildContext, CallContext, ErrorKin
 use lienthong_adapter_remote::RemoteFactory;
 use lienthong_contract_tests::{Outcome, run};
 
-/// The Python adapter, killed when dropped.
-struct PythonAdapter {
+/// An example adapter's process (Python or Node.js), killed when dropped.
+struct AdapterProcess {
     child: Child,
     endpoint: String,
 }
 
-impl Drop for PythonAdapter {
+impl Drop for AdapterProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -28,14 +28,14 @@ impl Drop for PythonAdapter {
 
 /// Starts the example on a free port and waits (up to 60 s) for its
 /// "listening on" line.
-async fn python_adapter() -> PythonAdapter {
+async fn python_adapter() -> AdapterProcess {
     python_adapter_with(&[]).await
 }
 
 const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
 
 /// As [`python_adapter`], with extra arguments.
-async fn python_adapter_with(extra: &[&str]) -> PythonAdapter {
+async fn python_adapter_with(extra: &[&str]) -> AdapterProcess {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/python-adapter/server.py");
     let mut child = Command::new("python3")
         .args([script, "--port", "0"])
@@ -61,7 +61,7 @@ async fn python_adapter_with(extra: &[&str]) -> PythonAdapter {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    PythonAdapter { child, endpoint: format!("http://{addr}") }
+    AdapterProcess { child, endpoint: format!("http://{addr}") }
 }
 
 #[tokio::test]
@@ -609,4 +609,35 @@ async fn the_services_health_check_is_read_when_it_offers_one() {
     let set =
         RemoteFactory.build(BuildContext::new("recorder", serde_json::json!({"endpoint": endpoint}))).await.unwrap();
     assert_eq!(set.health.unwrap().serving().await, None);
+}
+
+#[tokio::test]
+async fn the_node_example_passes_the_contract_suite_for_its_family() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/node-adapter/server.js");
+    let mut child = Command::new("node")
+        .args([script, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (tools/test installs it and the example's packages)");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), line).await.unwrap().unwrap().unwrap();
+    let node = AdapterProcess {
+        endpoint: format!("http://{}", line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}"))),
+        child,
+    };
+    let options = serde_json::json!({"endpoint": node.endpoint, "families": ["construction"]});
+    let set = RemoteFactory.build(BuildContext::new("node", options)).await.unwrap();
+    let report = run(&set).await;
+    let (passed, failed, _) = report.counts();
+    assert_eq!((failed, report.warnings().count()), (0, 0), "{report}");
+    // Every construction case ran.
+    let skipped =
+        report.outcomes.iter().filter(|(n, o)| n.starts_with("construction") && matches!(o, Outcome::Skipped(_)));
+    assert_eq!(skipped.count(), 0, "{report}");
+    assert!(passed >= 14, "{report}");
 }

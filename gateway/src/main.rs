@@ -166,7 +166,10 @@ fn dev_certs(out: &std::path::Path, names: &[String], valid_for: std::time::Dura
     }
     let at = |name: &str| out.join(name).display().to_string();
     let host = names.first().map(String::as_str).unwrap_or("localhost");
-    println!("wrote a development CA, the gateway's client certificate and the adapter's server certificate to {}", out.display());
+    println!(
+        "wrote a development CA, the gateway's client certificate and the adapter's server certificate to {}",
+        out.display()
+    );
     println!("valid for {} days; for development only\n", valid_for.as_secs() / 86_400);
     println!("# the adapter service (here the Python example) serves TLS and asks for the gateway's certificate:");
     println!(
@@ -176,8 +179,15 @@ fn dev_certs(out: &std::path::Path, names: &[String], valid_for: std::time::Dura
         at(CA)
     );
     println!("# the gateway's config: the remote instance trusts the CA and presents its certificate");
-    println!("[adapters.my-adapter]\nkind = \"remote\"\nendpoint = \"https://{host}:50061\"\ntls_ca_file = \"{}\"", at(CA));
-    println!("[adapters.my-adapter.tls]\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"", at(CLIENT), at(CLIENT_KEY));
+    println!(
+        "[adapters.my-adapter]\nkind = \"remote\"\nendpoint = \"https://{host}:50061\"\ntls_ca_file = \"{}\"",
+        at(CA)
+    );
+    println!(
+        "[adapters.my-adapter.tls]\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"",
+        at(CLIENT),
+        at(CLIENT_KEY)
+    );
     ExitCode::SUCCESS
 }
 

@@ -72,7 +72,8 @@ impl DevCerts {
         names.extend(server_names.iter().filter(|n| !names.contains(n)).cloned().collect::<Vec<_>>());
         let server_key = KeyPair::generate()?;
         let first = server_names.first().map(String::as_str).unwrap_or("localhost");
-        let mut server = dated(CertificateParams::new(names).context("a server name is not a host name or address")?, first);
+        let mut server =
+            dated(CertificateParams::new(names).context("a server name is not a host name or address")?, first);
         server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server.signed_by(&server_key, &issuer)?;
