@@ -104,10 +104,8 @@ impl DevCerts {
     /// owner only. Refuses to replace an existing file unless `force`.
     pub fn write(&self, dir: &Path, force: bool) -> anyhow::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
-        if !force {
-            if let Some((name, _, _)) = self.files.iter().find(|(n, _, _)| dir.join(n).exists()) {
-                anyhow::bail!("{} exists: give --force to replace it, or another --out", dir.join(name).display());
-            }
+        if let Some((name, _, _)) = self.files.iter().find(|(n, _, _)| !force && dir.join(n).exists()) {
+            anyhow::bail!("{} exists: give --force to replace it, or another --out", dir.join(name).display());
         }
         let mut written = Vec::new();
         for (name, pem, secret) in &self.files {
