@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod cases;
+pub mod examples;
 pub mod fakes;
 pub mod interop;
 
@@ -330,9 +331,30 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A family not served at all is one line, not one per case.
+        let mut unserved: Vec<(&str, usize)> = Vec::new();
+        for (_, outcome) in &self.outcomes {
+            if let Outcome::Skipped(why) = outcome
+                && why.starts_with(cases::NOT_SERVED)
+            {
+                match unserved.iter_mut().find(|(w, _)| *w == why.as_str()) {
+                    Some((_, n)) => *n += 1,
+                    None => unserved.push((why.as_str(), 1)),
+                }
+            }
+        }
+        let mut said = Vec::new();
         for (name, outcome) in &self.outcomes {
             match outcome {
                 Outcome::Passed => writeln!(f, "ok       {name}")?,
+                Outcome::Skipped(why) if why.starts_with(cases::NOT_SERVED) => {
+                    if !said.contains(&why.as_str()) {
+                        said.push(why.as_str());
+                        let n = unserved.iter().find(|(w, _)| *w == why.as_str()).map_or(0, |(_, n)| *n);
+                        let family = why.trim_start_matches(cases::NOT_SERVED).trim();
+                        writeln!(f, "skipped  {family}: {n} cases ({why})")?;
+                    }
+                }
                 Outcome::Skipped(why) => writeln!(f, "skipped  {name} ({why})")?,
                 Outcome::Warned(v) => writeln!(f, "WARNING  {name}: {v} (a SHOULD)")?,
                 Outcome::Failed(v) => writeln!(f, "FAILED   {name}: {v}")?,

@@ -88,7 +88,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let province = cli.province.clone().or_else(|| adapters.provinces.first().cloned()).unwrap_or_else(|| "79".into());
+    let (province, said) = match (&cli.province, adapters.provinces.first()) {
+        (Some(p), _) => (p.clone(), "--province"),
+        (None, Some(p)) => (p.clone(), "what the adapter says it holds"),
+        (None, None) => ("79".to_owned(), "the default; the adapter does not say"),
+    };
+    let for_province = format!("province {province} ({said})");
     let mut target = lienthong_contract_tests::Target::new(adapters, province);
     target.dossier_code = cli.dossier_code.clone();
     let target = match (&cli.citizen_token, &cli.other_citizen_token) {
@@ -115,7 +120,7 @@ async fn main() -> ExitCode {
         _ => target.with_demo_citizens().await,
     };
     let report = lienthong_contract_tests::run_target(&target).await;
-    println!("contract suite against adapter kind {:?}\n{report}", cli.adapter);
+    println!("contract suite against adapter kind {:?}, {for_province}\n{report}", cli.adapter);
     if report.violations().any(|(_, v)| v.rule == lienthong_contract_tests::UNREACHABLE) {
         let at = cli.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
         eprintln!("cannot reach the adapter{at}: is it running, and is the endpoint (and its TLS) right?");

@@ -5,70 +5,31 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use lienthong_adapter_core::{AdapterFactory, BuildContext, CallContext, ErrorKind, api};
 use lienthong_adapter_remote::RemoteFactory;
+use lienthong_contract_tests::examples::{self, ExampleAdapter};
 use lienthong_contract_tests::{Outcome, run};
 
-/// An example adapter's process (Python or Node.js), killed when dropped.
-struct AdapterProcess {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for AdapterProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the example on a free port and waits (up to 60 s) for its
-/// "listening on" line.
-async fn python_adapter() -> AdapterProcess {
+/// The Python example on a free port.
+async fn python_adapter() -> ExampleAdapter {
     python_adapter_with(&[]).await
 }
 
 const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
 
 /// As [`python_adapter`], with extra arguments.
-async fn python_adapter_with(extra: &[&str]) -> AdapterProcess {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/python-adapter/server.py");
-    let mut child = Command::new("python3")
-        .args([script, "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs (CI installs it with grpcio; see tools/test)");
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        }),
-    )
-    .await
-    .expect("the Python adapter started within 60 s")
-    .unwrap()
-    .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    AdapterProcess { child, endpoint: format!("http://{addr}") }
+async fn python_adapter_with(extra: &[&str]) -> ExampleAdapter {
+    examples::python(extra).await.unwrap()
 }
 
 #[tokio::test]
 async fn the_python_adapter_passes_the_contract_suite_through_the_remote_adapter() {
     // Dossiers move every 200 ms, so a watched one changes within the case.
     let python = python_adapter_with(&["--dossier-pace", "0.2"]).await;
-    let options = serde_json::json!({"endpoint": python.endpoint, "timeout": "5s"});
+    let options = serde_json::json!({"endpoint": python.endpoint(), "timeout": "5s"});
     let set = RemoteFactory.build(BuildContext::new("python", options)).await.unwrap();
     assert_eq!(set.provinces, ["79"], "the service says which province's data it holds");
     // Its dossiers belong to the sandbox's demo citizens: two of them test
@@ -112,7 +73,7 @@ async fn a_province_validates_its_endpoint_with_one_command() {
     let python = python_adapter().await;
     let out = tokio::task::spawn_blocking(move || {
         let out = Command::new(env!("CARGO_BIN_EXE_lienthong-contract-tests"))
-            .args(["--adapter", "remote", "--endpoint", &python.endpoint])
+            .args(["--adapter", "remote", "--endpoint", &python.endpoint()])
             .output()
             .unwrap();
         drop(python);
@@ -151,7 +112,7 @@ async fn first_failure(name: &str, options: serde_json::Value) -> lienthong_adap
 async fn mutual_tls_is_required_and_works() {
     let (cert, key, ca) = (format!("{TLS}/server.pem"), format!("{TLS}/server.key"), format!("{TLS}/ca.pem"));
     let python = python_adapter_with(&["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca]).await;
-    let endpoint = python.endpoint.replace("http://", "https://");
+    let endpoint = python.endpoint().replace("http://", "https://");
     let with_client_cert = serde_json::json!({
         "endpoint": endpoint, "timeout": "5s",
         "tls": {"ca_file": ca, "client_cert_file": format!("{TLS}/client.pem"), "client_key_file": format!("{TLS}/client.key"), "domain_name": "localhost"},
@@ -209,7 +170,7 @@ async fn what_a_service_declares_is_learned_when_it_comes_up_after_the_gateway()
 #[tokio::test]
 async fn a_service_speaking_another_major_version_of_the_protocol_is_refused_at_start() {
     let python = python_adapter_with(&["--protocol-version", "2.0"]).await;
-    let options = serde_json::json!({"endpoint": python.endpoint});
+    let options = serde_json::json!({"endpoint": python.endpoint()});
     let e = RemoteFactory.build(BuildContext::new("future", options)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(
@@ -219,7 +180,7 @@ async fn a_service_speaking_another_major_version_of_the_protocol_is_refused_at_
     );
     // The version it was written for is accepted.
     let python = python_adapter_with(&["--protocol-version", "1.4"]).await;
-    let options = serde_json::json!({"endpoint": python.endpoint});
+    let options = serde_json::json!({"endpoint": python.endpoint()});
     assert!(RemoteFactory.build(BuildContext::new("current", options)).await.is_ok());
 }
 
@@ -547,7 +508,7 @@ async fn a_watch_carries_the_callers_deadline_and_a_service_dying_mid_stream_is_
 async fn a_correct_adapter_holding_hanoi_data_passes_the_suite_for_province_01() {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hanoi");
     let python = python_adapter_with(&["--data-dir", data, "--province", "01"]).await;
-    let options = serde_json::json!({"endpoint": python.endpoint, "timeout": "5s"});
+    let options = serde_json::json!({"endpoint": python.endpoint(), "timeout": "5s"});
     let set = RemoteFactory.build(BuildContext::new("hanoi", options)).await.unwrap();
     let report = lienthong_contract_tests::run_target(&lienthong_contract_tests::Target::new(set, "01")).await;
     let (passed, failed, _) = report.counts();
@@ -560,6 +521,27 @@ async fn a_correct_adapter_holding_hanoi_data_passes_the_suite_for_province_01()
         );
     }
     assert!(passed >= 7, "{report}");
+
+    // From the command line, without --province: the suite takes the
+    // province the service says it holds (GetCapabilities), and says so.
+    let endpoint = python.endpoint();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_lienthong-contract-tests"))
+            .args(["--adapter", "remote", "--endpoint", &endpoint])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("province 01 (what the adapter says it holds)"), "{stdout}");
+    // Families it does not serve are one line each.
+    assert!(
+        stdout.contains("skipped  transport: ") && stdout.contains("(this adapter does not serve transport)"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("does not serve transport").count(), 1, "{stdout}");
 }
 
 #[tokio::test]
@@ -593,7 +575,7 @@ async fn a_service_without_get_capabilities_is_refused_with_the_reason() {
 async fn the_services_health_check_is_read_when_it_offers_one() {
     // The Python example serves grpc.health.v1: it says it serves.
     let python = python_adapter().await;
-    let options = serde_json::json!({"endpoint": python.endpoint});
+    let options = serde_json::json!({"endpoint": python.endpoint()});
     let set = RemoteFactory.build(BuildContext::new("python", options)).await.unwrap();
     let health = set.health.clone().expect("a remote instance can be asked");
     assert_eq!(health.serving().await, Some(true));
@@ -613,24 +595,8 @@ async fn the_services_health_check_is_read_when_it_offers_one() {
 
 #[tokio::test]
 async fn the_node_example_passes_the_contract_suite_for_its_family() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/node-adapter/server.js");
-    let mut child = Command::new("node")
-        .args([script, "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node runs (tools/test installs it and the example's packages)");
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), line).await.unwrap().unwrap().unwrap();
-    let node = AdapterProcess {
-        endpoint: format!("http://{}", line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}"))),
-        child,
-    };
-    let options = serde_json::json!({"endpoint": node.endpoint, "families": ["construction"]});
+    let node = examples::node(&[]).await.unwrap();
+    let options = serde_json::json!({"endpoint": node.endpoint(), "families": ["construction"]});
     let set = RemoteFactory.build(BuildContext::new("node", options)).await.unwrap();
     let report = run(&set).await;
     let (passed, failed, _) = report.counts();

@@ -176,6 +176,30 @@ fn enum_value(n: i32) -> Vec<Value> {
     if n == 0 { Vec::new() } else { vec![Value::Int(n)] }
 }
 
+/// The `ward_code` filter of records with an `address`.
+macro_rules! ward_filter {
+    ($ty:ty) => {
+        Filter {
+            field: "ward_code",
+            how: Match::Exact,
+            values: |r: &$ty| ward_of(&r.address),
+            matches: |r: &$ty, v| ward_is(&r.address, v),
+        }
+    };
+}
+
+/// An exact filter on an enum field of the record.
+macro_rules! enum_filter {
+    ($field:literal, $ty:ty, $member:ident) => {
+        Filter {
+            field: $field,
+            how: Match::Exact,
+            values: |r: &$ty| enum_value(r.$member),
+            matches: |r: &$ty, v| r.$member == v.int(),
+        }
+    };
+}
+
 macro_rules! text_filter {
     ($record:literal, $ty:ty, $name:ident) => {
         Filter {
@@ -214,18 +238,8 @@ impl Listing for Facilities {
 
     fn filters(&self) -> Vec<Filter<api::Facility>> {
         vec![
-            Filter {
-                field: "ward_code",
-                how: Match::Exact,
-                values: |r| ward_of(&r.address),
-                matches: |r, v| ward_is(&r.address, v),
-            },
-            Filter {
-                field: "type",
-                how: Match::Exact,
-                values: |r| enum_value(r.r#type),
-                matches: |r, v| r.r#type == v.int(),
-            },
+            ward_filter!(api::Facility),
+            enum_filter!("type", api::Facility, r#type),
             text_filter!("lienthong.v1.Facility", api::Facility, name),
         ]
     }
@@ -272,24 +286,9 @@ impl Listing for Schools {
 
     fn filters(&self) -> Vec<Filter<api::School>> {
         vec![
-            Filter {
-                field: "level",
-                how: Match::Exact,
-                values: |r| enum_value(r.level),
-                matches: |r, v| r.level == v.int(),
-            },
-            Filter {
-                field: "ownership",
-                how: Match::Exact,
-                values: |r| enum_value(r.ownership),
-                matches: |r, v| r.ownership == v.int(),
-            },
-            Filter {
-                field: "ward_code",
-                how: Match::Exact,
-                values: |r| ward_of(&r.address),
-                matches: |r, v| ward_is(&r.address, v),
-            },
+            enum_filter!("level", api::School, level),
+            enum_filter!("ownership", api::School, ownership),
+            ward_filter!(api::School),
             text_filter!("lienthong.v1.School", api::School, name),
         ]
     }
@@ -471,18 +470,8 @@ impl Listing for Housing {
 
     fn filters(&self) -> Vec<Filter<api::HousingProject>> {
         vec![
-            Filter {
-                field: "ward_code",
-                how: Match::Exact,
-                values: |r| ward_of(&r.address),
-                matches: |r, v| ward_is(&r.address, v),
-            },
-            Filter {
-                field: "status",
-                how: Match::Exact,
-                values: |r| enum_value(r.status),
-                matches: |r, v| r.status == v.int(),
-            },
+            ward_filter!(api::HousingProject),
+            enum_filter!("status", api::HousingProject, status),
             Filter {
                 field: "investor",
                 how: Match::Contains,
@@ -534,18 +523,8 @@ impl Listing for Agencies {
 
     fn filters(&self) -> Vec<Filter<api::Agency>> {
         vec![
-            Filter {
-                field: "level",
-                how: Match::Exact,
-                values: |r| enum_value(r.level),
-                matches: |r, v| r.level == v.int(),
-            },
-            Filter {
-                field: "ward_code",
-                how: Match::Exact,
-                values: |r| ward_of(&r.address),
-                matches: |r, v| ward_is(&r.address, v),
-            },
+            enum_filter!("level", api::Agency, level),
+            ward_filter!(api::Agency),
             text_filter!("lienthong.v1.Agency", api::Agency, name),
         ]
     }
@@ -598,18 +577,8 @@ impl Listing for Procedures {
                 values: |r| r.agency_codes.iter().cloned().map(Value::Text).collect(),
                 matches: |r, v| r.agency_codes.iter().any(|a| Value::Text(a.clone()) == *v),
             },
-            Filter {
-                field: "level",
-                how: Match::Exact,
-                values: |r| enum_value(r.level),
-                matches: |r, v| r.level == v.int(),
-            },
-            Filter {
-                field: "online_level",
-                how: Match::Exact,
-                values: |r| enum_value(r.online_level),
-                matches: |r, v| r.online_level == v.int(),
-            },
+            enum_filter!("level", api::Procedure, level),
+            enum_filter!("online_level", api::Procedure, online_level),
             text_filter!("lienthong.v1.Procedure", api::Procedure, name),
         ]
     }
@@ -652,12 +621,7 @@ impl Listing for MyDossiers {
     }
 
     fn filters(&self) -> Vec<Filter<api::Dossier>> {
-        vec![Filter {
-            field: "status",
-            how: Match::Exact,
-            values: |r| enum_value(r.status),
-            matches: |r, v| r.status == v.int(),
-        }]
+        vec![enum_filter!("status", api::Dossier, status)]
     }
 
     async fn list(&self, t: &Target, ctx: &CallContext, q: Query) -> Result<Page<api::Dossier>, AdapterError> {

@@ -54,11 +54,17 @@ pub(crate) fn expect_not_found<T>(what: &str, result: Result<T, AdapterError>) -
     }
 }
 
+/// How a case of a family the adapter does not serve is skipped.
+pub(crate) const NOT_SERVED: &str = "this adapter does not serve";
+
 /// Why `case` cannot run against `target`, naming what would run it.
 pub(crate) fn cannot_run(case: &Case, target: &Target) -> Option<String> {
     let family = case.method.family();
-    if !target.adapters.serves(family) {
-        return Some(format!("this adapter does not serve {}", family.as_str()));
+    // A family it declares nothing of (a remote service's unlisted families)
+    // is not served either.
+    let declares_any = crate::declared(target, family).is_some_and(|c| c.methods().any(|m| m.family() == family));
+    if !target.adapters.serves(family) || !declares_any {
+        return Some(format!("{} {}", NOT_SERVED, family.as_str()));
     }
     if case.needs != Needs::Served && !crate::supports(target, case.method) {
         return Some(format!("{} is not among the methods the adapter declares", case.method.rpc_name()));

@@ -3,52 +3,15 @@
 //! routes a province's families to it and answers apps through it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use lienthong_proto::v1::healthcare_service_client::HealthcareServiceClient;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
 use lienthong_proto::v1::{ListFacilitiesRequest, ListMyDossiersRequest};
 
+use lienthong_contract_tests::examples;
+
 use crate::common::{TestGateway, authed, request, temp_dir};
-
-/// The Python example adapter, stopped on drop.
-struct Python(Child);
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the Python example with `args`; returns it and its port.
-async fn python(args: Vec<String>) -> (Python, u16) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/python-adapter/server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(["--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs (tools/test installs it with grpcio)");
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        }),
-    )
-    .await
-    .expect("the Python adapter started within 60 s")
-    .unwrap()
-    .unwrap();
-    let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
-    (Python(child), port)
-}
 
 #[tokio::test]
 async fn dev_certs_let_the_gateway_reach_the_python_example_over_mutual_tls() {
@@ -65,17 +28,9 @@ async fn dev_certs_let_the_gateway_reach_the_python_example_over_mutual_tls() {
     let file = |name: &str| dir.join(name).display().to_string();
 
     // The adapter serves TLS and requires the gateway's client certificate.
-    let (_python, port) = python(vec![
-        "--tls-cert".into(),
-        file("adapter-server.pem"),
-        "--tls-key".into(),
-        file("adapter-server.key"),
-        "--client-ca".into(),
-        file("ca.pem"),
-        "--dossier-pace".into(),
-        "60".into(),
-    ])
-    .await;
+    let (cert, key, ca) = (file("adapter-server.pem"), file("adapter-server.key"), file("ca.pem"));
+    let python = examples::python(&["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca]).await.unwrap();
+    let port = python.port;
 
     // Healthcare and public services of province 79 go to it; identity
     // stays with the sandbox (whose demo citizens own the example's dossiers).
@@ -154,22 +109,10 @@ async fn the_container_recipe_runs_the_adapter_from_what_it_copies_and_the_compo
     let argv: Vec<String> = serde_json::from_str(entrypoint).unwrap();
     assert_eq!(&argv[..2], ["python3", "deploy/examples/python-adapter/server.py"]);
     // As compose runs it, on a free port of this machine (argparse: the last wins).
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .args(["--province", "79", "--host", "127.0.0.1", "--port", "0"])
-        .current_dir(&app)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _running = Python(child);
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(60), line).await.unwrap().unwrap().unwrap();
-    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]).args(["--province", "79", "--host", "127.0.0.1", "--port", "0"]).current_dir(&app);
+    let running = examples::start(command, "the image's entrypoint").await.unwrap();
+    let port = running.port;
 
     // The compose gateway's config, checked, then served with the adapter's
     // address for `adapter:50061`.
