@@ -108,6 +108,14 @@ impl Target {
         ctx
     }
 
+    /// `ctx` with a new [`Target::call_deadline`] from now: each call of a
+    /// case gets the whole deadline, however many calls came before.
+    pub fn renewed(&self, ctx: &CallContext) -> CallContext {
+        let mut ctx = ctx.clone();
+        ctx.deadline = Some(tokio::time::Instant::now() + self.call_deadline);
+        ctx
+    }
+
     /// A call's context for test citizen `which` (0 or 1), when given.
     pub fn citizen_ctx(&self, which: usize) -> Option<CallContext> {
         let (a, b) = self.citizens.as_ref()?;

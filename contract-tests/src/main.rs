@@ -23,7 +23,8 @@ struct Cli {
     #[arg(long)]
     endpoint: Option<String>,
     /// A dossier that reaches a final status while watched, to check
-    /// WatchDossier (the case is skipped without it).
+    /// WatchDossier to the end; without it a test citizen's dossiers are
+    /// watched (and without those, the case is skipped).
     #[arg(long)]
     dossier_code: Option<String>,
     /// The 2-digit province whose data the adapter holds: every call is made

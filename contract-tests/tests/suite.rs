@@ -7,16 +7,28 @@ use lienthong_contract_tests::{Level, Outcome, RULES, Target, all_cases, run_tar
 
 #[tokio::test]
 async fn the_sandbox_passes_every_case_with_no_warning_and_nothing_skipped() {
-    // Dossiers move every 100 ms, so the watched one reaches its final status fast.
-    let config = SandboxConfig { dossier_pace: std::time::Duration::from_millis(100), ..Default::default() };
-    let adapters = Sandbox::new(config).unwrap().into_set();
-    let mut target = Target::new(adapters, "79").with_demo_citizens().await;
+    // At the sandbox's own pace dossiers are still moving while the suite
+    // runs: the citizens' dossiers differ in status, and one is watched move.
+    let adapters = Sandbox::new(SandboxConfig::default()).unwrap().into_set();
+    let target = Target::new(adapters, "79").with_demo_citizens().await;
     assert!(target.citizens.is_some(), "the sandbox mints tokens for its demo citizens");
-    target.dossier_code = Some("000.30.67.H29-251114-0001".into());
     let report = run_target(&target).await;
     let (passed, failed, skipped) = report.counts();
     assert_eq!((failed, skipped, report.warnings().count()), (0, 0, 0), "{report}");
     assert_eq!(passed, all_cases().len());
+}
+
+#[tokio::test]
+async fn a_dossier_given_is_watched_to_its_final_status() {
+    // Dossiers move every 100 ms, so the watched one reaches its final status fast.
+    let config = SandboxConfig { dossier_pace: std::time::Duration::from_millis(100), ..Default::default() };
+    let adapters = Sandbox::new(config).unwrap().into_set();
+    let mut target = Target::new(adapters, "79").with_demo_citizens().await;
+    target.dossier_code = Some("000.30.67.H29-251114-0001".into());
+    let report = run_target(&target).await;
+    assert_eq!(report.counts().1, 0, "{report}");
+    let watch = report.outcomes.iter().find(|(n, _)| n.contains("watch_dossier ordered")).unwrap();
+    assert_eq!(watch.1, Outcome::Passed, "{report}");
 }
 
 #[tokio::test]

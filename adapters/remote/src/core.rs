@@ -167,7 +167,12 @@ impl RemoteAdapter {
     pub(crate) fn fail_for(&self, ctx: &CallContext, status: &tonic::Status) -> AdapterError {
         let e = self.fail(status);
         let late = ctx.deadline.is_some_and(|d| d <= tokio::time::Instant::now());
-        if late && matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Unexpected) {
+        // Only a call cut short: a refused handshake or a service error keeps
+        // its own cause.
+        let cut_short =
+            matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown)
+                && std::error::Error::source(status).and_then(lienthong_adapter_core::tls::cause).is_none();
+        if late && cut_short {
             return AdapterError::new(
                 ErrorKind::DeadlineExceeded,
                 "the caller's deadline passed while the adapter service was asked",

@@ -120,6 +120,9 @@ pub(crate) trait Listing: Default + Send + Sync + 'static {
     const NEEDS_NEAR: bool = false;
     /// Whether it is a citizen's own list (called as a test citizen).
     const PERSONAL: bool = false;
+    /// Fields of the record that move on their own (a dossier's status):
+    /// not compared between a list and a get made moments apart.
+    const VOLATILE: &'static [u32] = &[];
 
     /// A record's id.
     fn id(&self, r: &Self::Record) -> String;
@@ -615,6 +618,8 @@ impl Listing for MyDossiers {
     const GET: Option<Method> = Some(Method::GetDossier);
     const UNKNOWN_ID: &'static str = "999.99.99.Z99-990101-9999";
     const PERSONAL: bool = true;
+    /// status, received_time, due_time, history, final.
+    const VOLATILE: &'static [u32] = &[4, 5, 6, 9, 12];
 
     fn id(&self, r: &api::Dossier) -> String {
         r.dossier_code.clone()

@@ -190,7 +190,7 @@ pub(crate) fn routes_by_stop(t: &Target) -> CaseFuture<'_> {
         let ctx = t.ctx();
         let transport = family(t.transport.as_ref()).map_err(|e| failed_under("FILTER-EXACT", e))?;
         let full = |number: String| {
-            let ctx = ctx.clone();
+            let ctx = t.renewed(&ctx);
             async move {
                 let req = api::GetBusRouteRequest { route_number: number, view: api::BusRouteView::Full as i32 };
                 bounded(&ctx, transport.get_bus_route(&ctx, req)).await.map_err(|e| failed_under("FILTER-EXACT", e))
@@ -280,6 +280,7 @@ pub(crate) fn ownership(t: &Target) -> CaseFuture<'_> {
             let services = family(t.public_services.as_ref()).map_err(|e| failed_under("OWNERSHIP", e))?;
             for dossier in first.iter().take(10) {
                 let req = api::GetDossierRequest { dossier_code: dossier.dossier_code.clone() };
+                let a = t.renewed(&a);
                 let got = bounded(&a, services.get_dossier(&a, req)).await.map_err(|e| failed_under("OWNERSHIP", e))?;
                 ensure(got.owner == owner, "OWNERSHIP", || {
                     format!(
@@ -363,13 +364,19 @@ async fn follow(mut stream: DossierStream, budget: Duration, to_the_end: bool) -
 pub(crate) fn watch_ordered(t: &Target) -> CaseFuture<'_> {
     Box::pin(async move {
         let services = family(t.public_services.as_ref()).map_err(|e| failed_under("WATCH-ORDERED", e))?;
+        // A watch has no deadline (it lasts until the final status), but it
+        // must open in time.
         let watch = |ctx: lienthong_adapter_core::CallContext, code: String| async move {
             let mut ctx = ctx;
             ctx.deadline = None;
-            services
-                .watch_dossier(&ctx, api::WatchDossierRequest { dossier_code: code })
-                .await
-                .map_err(|e| failed_under("WATCH-ORDERED", e))
+            let opening = services.watch_dossier(&ctx, api::WatchDossierRequest { dossier_code: code });
+            match tokio::time::timeout(crate::CALL_DEADLINE, opening).await {
+                Ok(opened) => opened.map_err(|e| failed_under("WATCH-ORDERED", e)),
+                Err(_) => Err(Violation {
+                    rule: "DEADLINE",
+                    detail: format!("a watch did not open within {} s", crate::CALL_DEADLINE.as_secs()),
+                }),
+            }
         };
         if let Some(code) = &t.dossier_code {
             return follow(watch(t.ctx(), code.clone()).await?, Duration::from_secs(120), true).await;

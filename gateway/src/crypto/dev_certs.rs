@@ -120,9 +120,12 @@ impl DevCerts {
 #[cfg(unix)]
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mode = if secret { 0o600 } else { 0o644 };
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+    // `mode` applies only to a file created here: one replaced keeps its
+    // own, so set it.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.write_all(bytes)
 }
 
@@ -159,13 +162,18 @@ mod tests {
         assert_eq!(certs.write(&dir, false).unwrap().len(), 6);
         let e = certs.write(&dir, false).unwrap_err().to_string();
         assert!(e.contains("exists: give --force"), "{e}");
-        assert_eq!(certs.write(&dir, true).unwrap().len(), 6);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(CA_KEY)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "a key is for its owner only");
+            // A key someone made readable to all, replaced: owner-only again.
+            std::fs::set_permissions(dir.join(CA_KEY), std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(certs.write(&dir, true).unwrap().len(), 6);
+            for key in [CA_KEY, CLIENT_KEY, SERVER_KEY] {
+                let mode = std::fs::metadata(dir.join(key)).unwrap().permissions().mode();
+                assert_eq!(mode & 0o077, 0, "{key} is for its owner only");
+            }
         }
+        assert_eq!(certs.write(&dir, true).unwrap().len(), 6);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

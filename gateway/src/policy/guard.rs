@@ -88,24 +88,32 @@ impl UpstreamGuard {
     }
 
     /// While its breaker is open, asks the upstream's health check (when the
-    /// adapter has one) every [`HEALTH_EVERY`]: an upstream that says it
-    /// serves again is probed at once, so a recovered adapter is used again
-    /// within a couple of seconds rather than after `open_for`. An upstream
-    /// without a health check is left to `open_for`.
+    /// adapter has one) every [`HEALTH_EVERY`]: an upstream seen not serving
+    /// (or out of reach) and then serving again is probed at once, so a
+    /// recovered adapter is used again within a couple of seconds rather
+    /// than after `open_for`. One that says it serves all along, and one
+    /// without a health check, are left to `open_for`.
     pub fn watched_by(self, probe: Option<Arc<dyn HealthProbe>>) -> Self {
         if let Some(probe) = probe {
             let breaker = Arc::downgrade(&self.breaker);
             let instance = self.instance.clone();
             tokio::spawn(async move {
+                // Which opening of the breaker the upstream was seen down in:
+                // only a service seen down, then serving, is probed early. A
+                // process that says SERVING while its calls fail (its own
+                // upstream down) is left to `open_for`.
+                let mut down_in: Option<u64> = None;
                 loop {
                     tokio::time::sleep(HEALTH_EVERY).await;
                     let Some(breaker) = breaker.upgrade() else { return };
-                    if breaker.state() != BreakerState::Open {
+                    let now = breaker.snapshot();
+                    if now.state != BreakerState::Open {
                         continue;
                     }
                     match probe.serving().await {
-                        Some(true) => breaker.recovered(),
-                        Some(false) => {}
+                        Some(true) if down_in == Some(now.times_opened) => breaker.recovered(),
+                        Some(true) => {}
+                        Some(false) => down_in = Some(now.times_opened),
                         None => {
                             tracing::info!(instance = %instance, "the upstream offers no health check: its breaker waits out open_for");
                             return;
@@ -350,6 +358,21 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(g.call(Method::GetSchool, far(), true, flaky(&calls, 0, ErrorKind::Unavailable)).await, Ok(7));
         assert_eq!(g.snapshot().breaker.state, BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_that_says_it_serves_while_its_calls_fail_waits_out_open_for() {
+        let open_for = Duration::from_secs(30);
+        let config = BreakerConfig { failures_to_open: 1, half_open_probes: 1, open_for, ..Default::default() };
+        let health = Arc::new(Health(std::sync::Mutex::new(Some(true)), AtomicUsize::new(0)));
+        let g =
+            guard(RetryConfig { max_attempts: 1, ..Default::default() }, config, None).watched_by(Some(health.clone()));
+        let calls = AtomicUsize::new(0);
+        assert!(g.call(Method::GetSchool, far(), true, flaky(&calls, 1, ErrorKind::Unavailable)).await.is_err());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = g.snapshot().breaker;
+        assert_eq!((now.state, now.times_opened), (BreakerState::Open, 1), "not probed every second");
+        assert!(health.1.load(Ordering::SeqCst) >= 9, "asked all along");
     }
 
     #[tokio::test(start_paused = true)]
