@@ -134,7 +134,8 @@ async fn upstream_faults_become_clear_error_kinds() {
         (Fault::Status(503), ErrorKind::Unavailable, true),
         (Fault::Status(400), ErrorKind::Unavailable, false),
         (Fault::TooManyRequests { retry_after_secs: 9 }, ErrorKind::RateLimited, true),
-        (Fault::MalformedJson, ErrorKind::Unavailable, true),
+        // It answered: a data problem, not retried, not held against it.
+        (Fault::MalformedJson, ErrorKind::Unavailable, false),
         (Fault::Truncated, ErrorKind::Unavailable, true),
         (Fault::Reset, ErrorKind::Unavailable, true),
         (Fault::Latency(Duration::from_secs(4)), ErrorKind::DeadlineExceeded, true),
@@ -203,26 +204,33 @@ fn config_problems_are_all_reported() {
 }
 
 #[tokio::test]
-async fn garbage_records_are_unavailable_with_a_message_naming_the_field() {
+async fn a_garbage_record_is_skipped_in_a_list_and_named_in_a_get() {
     let wh = FakeWarehouse::start().await.unwrap();
     let h = adapter(&wh).await.healthcare.unwrap();
-    let cases = [
-        (r#"{"data": {"items": [{"ma": "79001"}], "total": 1}}"#, "name"),
-        (
-            r#"{"data": {"items": [{"ma": "79001", "ten": "X", "toa_do": {"vi_do": "north", "kinh_do": 106.7}}], "total": 1}}"#,
-            "latitude",
-        ),
-        (
-            r#"{"data": {"items": [{"ma": "79001", "ten": "X", "toa_do": {"vi_do": 95.0, "kinh_do": 106.7}}], "total": 1}}"#,
-            "latitude",
-        ),
-        (r#"{"data": {"items": {"ma": "79001"}, "total": 1}}"#, "no records array"),
-        (r#"[1, 2, 3]"#, "no records array"),
+    let good = r#"{"ma": "79002", "ten": "Bệnh viện Nhân dân 115", "toa_do": {"vi_do": 10.77, "kinh_do": 106.66}}"#;
+    let bad = [
+        (r#"{"ma": "79001"}"#, "name"),
+        (r#"{"ma": "79001", "ten": "X", "toa_do": {"vi_do": "north", "kinh_do": 106.7}}"#, "latitude"),
+        (r#"{"ma": "79001", "ten": "X", "toa_do": {"vi_do": 95.0, "kinh_do": 106.7}}"#, "latitude"),
     ];
-    for (body, words) in cases {
+    for (record, field) in bad {
+        // In a list: skipped, the rest served.
+        let body = format!(r#"{{"data": {{"items": [{record}, {good}], "total": 2}}}}"#);
+        wh.faults.inject("/api/co-so-y-te", Fault::Body(body));
+        let page = h.list_facilities(&ctx(), api::ListFacilitiesRequest::default()).await.unwrap();
+        let codes: Vec<&str> = page.facilities.iter().map(|f| f.facility_code.as_str()).collect();
+        assert_eq!(codes, ["79002"], "{record}");
+        // Got alone: unavailable, naming the field, not held against the upstream.
+        wh.faults.inject("/api/co-so-y-te/79001", Fault::Body(format!(r#"{{"data": {record}}}"#)));
+        let e = h.get_facility(&ctx(), api::GetFacilityRequest { facility_code: "79001".into() }).await.unwrap_err();
+        assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, false), "{record}: {e}");
+        assert!(e.message().contains(field), "{record}: {e}");
+        wh.faults.clear();
+    }
+    for body in [r#"{"data": {"items": {"ma": "79001"}, "total": 1}}"#, r#"[1, 2, 3]"#] {
         wh.faults.inject("/api/co-so-y-te", Fault::Body(body.to_owned()));
         let e = h.list_facilities(&ctx(), api::ListFacilitiesRequest::default()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{body}: {e}");
-        assert!(e.message().contains(words), "{body}: {e}");
+        assert!(e.message().contains("no records array"), "{body}: {e}");
     }
 }

@@ -270,10 +270,13 @@ impl Upstream {
         }
         serde_json::from_slice(&body).map_err(|e| {
             tracing::warn!(upstream = self.log_name, what, error = %e, "upstream answered malformed JSON");
+            // It answered: a data problem, not an outage (not retried, not
+            // held against its breaker).
             AdapterError::new(
                 ErrorKind::Unavailable,
                 format!("{} answered the {what} request with malformed JSON", self.label),
             )
+            .with_temporary(false)
         })
     }
 

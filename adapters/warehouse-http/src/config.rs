@@ -82,6 +82,9 @@ pub enum PagingStyle {
     Page,
     /// `?cursor=<opaque>&limit=20`, the next cursor in the answer.
     Cursor,
+    /// The answer carries the URL of the next page (OData's
+    /// `@odata.nextLink`), followed as it is (on the warehouse's host only).
+    NextLink,
 }
 
 /// Pagination parameters; only those of the chosen style are used.
@@ -102,7 +105,14 @@ pub struct PagingConfig {
     pub cursor_param: String,
     /// Where the next cursor is in the answer, as a dotted path (`cursor`).
     pub next_cursor: String,
-    /// The largest page the upstream serves.
+    /// Where the next page's URL is in the answer, as a path (`next_link`).
+    pub next_link: String,
+    /// Where a "there is more" flag is in the answer (ArcGIS's
+    /// `exceededTransferLimit`), for the offset and page styles without a
+    /// total: a short page with the flag set is not the end.
+    pub more: Option<String>,
+    /// The largest page the upstream serves (its own cap, or less): pages
+    /// of the page, cursor and next-link styles are asked at this size.
     pub max_limit: u32,
 }
 
@@ -116,6 +126,8 @@ impl Default for PagingConfig {
             first_page: 1,
             cursor_param: "cursor".into(),
             next_cursor: "next_cursor".into(),
+            next_link: "@odata.nextLink".into(),
+            more: None,
             max_limit: 100,
         }
     }

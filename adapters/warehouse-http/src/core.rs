@@ -42,11 +42,59 @@ pub(crate) struct PageAsk<'a> {
     pub fingerprint: u64,
 }
 
-/// A page of upstream records and where the next one starts.
-pub(crate) struct UpstreamPage {
-    pub records: Vec<Value>,
+/// A page of records and where the next one starts.
+pub(crate) struct Filled<T> {
+    pub items: Vec<T>,
     pub next_page_token: String,
     pub total: i32,
+}
+
+/// The most upstream requests one page may take (an upstream that serves
+/// small pages, records dropped as invalid or not matching).
+const MAX_REQUESTS_PER_PAGE: usize = 20;
+
+/// Where a walk of the upstream stands: the index of the next record (offset
+/// and page styles), or the upstream page's cursor or link and how many of
+/// its records were already served (cursor and next-link styles).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    Index(u64),
+    Within { skip: usize, at: String },
+}
+
+impl Position {
+    fn start(style: PagingStyle) -> Self {
+        match style {
+            PagingStyle::Offset | PagingStyle::Page => Position::Index(0),
+            PagingStyle::Cursor | PagingStyle::NextLink => Position::Within { skip: 0, at: String::new() },
+        }
+    }
+
+    fn encode(&self) -> String {
+        match self {
+            Position::Index(i) => format!("i{i}"),
+            Position::Within { skip, at } => format!("w{skip}:{at}"),
+        }
+    }
+
+    fn decode(text: &str, style: PagingStyle) -> Option<Self> {
+        let position = match text.split_at_checked(1)? {
+            ("i", i) => Position::Index(i.parse().ok()?),
+            ("w", rest) => {
+                let (skip, at) = rest.split_once(':')?;
+                Position::Within { skip: skip.parse().ok()?, at: at.to_owned() }
+            }
+            _ => return None,
+        };
+        (Position::start(style).same_kind(&position)).then_some(position)
+    }
+
+    fn same_kind(&self, other: &Position) -> bool {
+        matches!(
+            (self, other),
+            (Position::Index(_), Position::Index(_)) | (Position::Within { .. }, Position::Within { .. })
+        )
+    }
 }
 
 /// Talks to the warehouse.
@@ -99,8 +147,8 @@ impl Warehouse {
         Ok(Some(answer.access_token))
     }
 
-    /// GETs `path` with `query`, within the deadline; a 401 gets one retry
-    /// with a fresh token.
+    /// GETs `path` (under `base_url`) with `query`, within the deadline; a
+    /// 401 gets one retry with a fresh token.
     pub(crate) async fn get_json(
         &self,
         what: &str,
@@ -108,14 +156,25 @@ impl Warehouse {
         query: &[(String, String)],
         deadline: Option<Instant>,
     ) -> Result<Value, AdapterError> {
-        let timeout = self.upstream.timeout_for(deadline)?;
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
+        self.get_url(what, &url, query, deadline).await
+    }
+
+    /// GETs `url` with `query`; see [`Self::get_json`].
+    pub(crate) async fn get_url(
+        &self,
+        what: &str,
+        url: &str,
+        query: &[(String, String)],
+        deadline: Option<Instant>,
+    ) -> Result<Value, AdapterError> {
+        let timeout = self.upstream.timeout_for(deadline)?;
         let mut token = self.access_token(None, timeout).await?;
         for attempt in 0..2 {
             let mut req = self
                 .upstream
                 .client()
-                .get(&url)
+                .get(url)
                 .query(query)
                 .timeout(timeout)
                 .header(reqwest::header::ACCEPT, "application/json");
@@ -140,69 +199,209 @@ impl Warehouse {
             .with_temporary(false))
     }
 
-    /// One page of a dataset. `filters` are upstream query parameters;
-    /// `fingerprint` binds the page token to them.
-    pub(crate) async fn list(
+    /// One page of a dataset: `page_size` records that `take` keeps (it
+    /// builds each upstream record, or drops it: invalid, or not matching
+    /// the request), read from as many upstream pages as that takes. The
+    /// upstream's own signals say whether there is more (a total, a "more"
+    /// flag, a next cursor or link); a short upstream page is never taken
+    /// for the end while they say otherwise.
+    pub(crate) async fn list<T>(
         &self,
         name: &str,
         ds: &DatasetConfig,
         ask: PageAsk<'_>,
         deadline: Option<Instant>,
-    ) -> Result<UpstreamPage, AdapterError> {
-        let PageAsk { mut query, page_size, page_token, fingerprint } = ask;
+        mut take: impl FnMut(&Value) -> Option<T>,
+    ) -> Result<Filled<T>, AdapterError> {
+        let PageAsk { query, page_size, page_token, fingerprint } = ask;
         let p = &ds.paging;
-        let limit = page_size.min(p.max_limit as usize).max(1);
-        let position = decode_token(page_token, fingerprint)?;
-        query.push((p.limit_param.clone(), limit.to_string()));
-        match p.style {
-            PagingStyle::Offset => query.push((p.offset_param.clone(), position.clone().unwrap_or_else(|| "0".into()))),
-            PagingStyle::Page => {
-                query.push((p.page_param.clone(), position.clone().unwrap_or_else(|| p.first_page.to_string())))
-            }
-            PagingStyle::Cursor => {
-                if let Some(c) = &position {
-                    query.push((p.cursor_param.clone(), c.clone()));
+        let mut position = match decode_token(page_token, fingerprint)? {
+            None => Position::start(p.style),
+            Some(text) => Position::decode(&text, p.style).ok_or_else(|| {
+                AdapterError::invalid_field("page_token", "page_token is not a token this server issued")
+            })?,
+        };
+        let mut items = Vec::with_capacity(page_size);
+        let mut total = None;
+        for _ in 0..MAX_REQUESTS_PER_PAGE {
+            let wanted = page_size - items.len();
+            let (body, limit, skip) = self.fetch(name, ds, &query, &position, wanted, deadline).await?;
+            let records = match at(&body, &ds.items) {
+                Some(Value::Array(records)) => records,
+                _ => {
+                    tracing::warn!(upstream = UPSTREAM, dataset = name, items = %ds.items, "no records array in the answer");
+                    return Err(AdapterError::new(
+                        ErrorKind::Unavailable,
+                        format!("the city data warehouse's {name} answer has no records array at {:?}", ds.items),
+                    )
+                    .with_temporary(false));
                 }
+            };
+            if let Some(t) = ds.total.as_deref().and_then(|t| at(&body, t)).and_then(number) {
+                total = Some(t.max(0));
             }
-        }
-        let body = self.get_json(name, &ds.path, &query, deadline).await?;
-        let records = match at(&body, &ds.items) {
-            Some(Value::Array(items)) => items.clone(),
-            _ => {
-                tracing::warn!(upstream = UPSTREAM, dataset = name, items = %ds.items, "no records array in the answer");
+            let got = records.len();
+            // Read from `skip`; stop when the page is full.
+            let mut read = skip;
+            while read < got && items.len() < page_size {
+                if let Some(item) = take(&records[read]) {
+                    items.push(item);
+                }
+                read += 1;
+            }
+            let more_here = read < got;
+            let next = match &position {
+                Position::Index(i) => {
+                    let next_index = i + (read - skip) as u64;
+                    let more = more_here || self.more_after(ds, &body, total, next_index, got, limit);
+                    more.then_some(Position::Index(next_index))
+                }
+                Position::Within { at: here, .. } if more_here => {
+                    Some(Position::Within { skip: read, at: here.clone() })
+                }
+                Position::Within { .. } => self.next_place(ds, &body)?.map(|at| Position::Within { skip: 0, at }),
+            };
+            let Some(next) = next else {
+                return Ok(Filled { items, next_page_token: String::new(), total: total.unwrap_or(0) as i32 });
+            };
+            if items.len() == page_size {
+                return Ok(Filled {
+                    items,
+                    next_page_token: encode_token(&next.encode(), fingerprint),
+                    total: total.unwrap_or(0) as i32,
+                });
+            }
+            if next == position {
+                // The upstream gave nothing and says there is more: it would
+                // loop forever.
                 return Err(AdapterError::new(
                     ErrorKind::Unavailable,
-                    format!("the city data warehouse's {name} answer has no records array"),
-                ));
+                    format!("the city data warehouse's {name} paging does not advance"),
+                )
+                .with_temporary(false));
             }
+            position = next;
+        }
+        Err(AdapterError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the city data warehouse's {name} needed more than {MAX_REQUESTS_PER_PAGE} requests for one page: \
+                 its pages are too small, or most records are invalid or do not match the filters"
+            ),
+        ))
+    }
+
+    /// One upstream request at `position`: the answer, the page size asked,
+    /// and how many of its records were already served.
+    async fn fetch(
+        &self,
+        name: &str,
+        ds: &DatasetConfig,
+        filters: &[(String, String)],
+        position: &Position,
+        wanted: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(Value, usize, usize), AdapterError> {
+        let p = &ds.paging;
+        let max = p.max_limit as usize;
+        let mut query = filters.to_vec();
+        let (limit, skip) = match (p.style, position) {
+            (PagingStyle::Offset, Position::Index(i)) => {
+                let limit = wanted.clamp(1, max);
+                query.push((p.offset_param.clone(), i.to_string()));
+                query.push((p.limit_param.clone(), limit.to_string()));
+                (limit, 0)
+            }
+            (PagingStyle::Page, Position::Index(i)) => {
+                // Pages of a fixed size, so that page numbers hold between calls.
+                let page = p.first_page + i / max as u64;
+                query.push((p.page_param.clone(), page.to_string()));
+                query.push((p.limit_param.clone(), max.to_string()));
+                (max, (i % max as u64) as usize)
+            }
+            (PagingStyle::Cursor, Position::Within { skip, at }) => {
+                query.push((p.limit_param.clone(), max.to_string()));
+                if !at.is_empty() {
+                    query.push((p.cursor_param.clone(), at.clone()));
+                }
+                (max, *skip)
+            }
+            (PagingStyle::NextLink, Position::Within { skip, at }) if !at.is_empty() => {
+                // The link carries every parameter; it must stay on the
+                // warehouse (the token goes with it).
+                let url = self.same_origin(at)?;
+                return Ok((self.get_url(name, &url, &[], deadline).await?, max, *skip));
+            }
+            (PagingStyle::NextLink, Position::Within { skip, .. }) => {
+                query.push((p.limit_param.clone(), max.to_string()));
+                (max, *skip)
+            }
+            _ => return Err(AdapterError::invalid_field("page_token", "page_token is not a token this server issued")),
         };
-        let total = ds.total.as_deref().and_then(|t| at(&body, t)).and_then(Value::as_i64).map(|t| t.max(0) as i32);
-        let got = records.len();
-        let next = match p.style {
-            PagingStyle::Offset | PagingStyle::Page => {
-                let start: u64 = position.as_deref().and_then(|s| s.parse().ok()).unwrap_or(match p.style {
-                    PagingStyle::Page => p.first_page,
-                    _ => 0,
-                });
-                let (next_pos, seen) = match p.style {
-                    PagingStyle::Page => (start + 1, (start + 1 - p.first_page) as usize * limit),
-                    _ => (start + got as u64, start as usize + got),
-                };
-                let more = match total {
-                    Some(t) => seen < t as usize && got > 0,
-                    None => got == limit,
-                };
-                more.then(|| next_pos.to_string())
-            }
-            PagingStyle::Cursor => {
-                at(&body, &p.next_cursor).and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_owned)
-            }
+        let body = self.get_json(name, &ds.path, &query, deadline).await?;
+        Ok((body, limit, skip))
+    }
+
+    /// Whether more records follow `next_index` (offset and page styles):
+    /// the total says so, else the "more" flag, else a full page.
+    fn more_after(
+        &self,
+        ds: &DatasetConfig,
+        body: &Value,
+        total: Option<i64>,
+        next_index: u64,
+        got: usize,
+        limit: usize,
+    ) -> bool {
+        if got == 0 {
+            return false;
+        }
+        if let Some(t) = total {
+            return (next_index as i64) < t;
+        }
+        if let Some(flag) = ds.paging.more.as_deref() {
+            return at(body, flag).and_then(Value::as_bool).unwrap_or(false);
+        }
+        got >= limit
+    }
+
+    /// The next cursor or link in `body`, if the upstream gave one.
+    fn next_place(&self, ds: &DatasetConfig, body: &Value) -> Result<Option<String>, AdapterError> {
+        let p = &ds.paging;
+        let path = match p.style {
+            PagingStyle::NextLink => &p.next_link,
+            _ => &p.next_cursor,
         };
-        Ok(UpstreamPage {
-            records,
-            next_page_token: next.map(|n| encode_token(&n, fingerprint)).unwrap_or_default(),
-            total: total.unwrap_or(0),
-        })
+        Ok(at(body, path).and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_owned))
+    }
+
+    /// `link` (absolute, or relative to `base_url`) as a URL on the
+    /// warehouse's own origin, or an error.
+    fn same_origin(&self, link: &str) -> Result<String, AdapterError> {
+        let base = reqwest::Url::parse(&self.config.base_url)
+            .map_err(|_| AdapterError::new(ErrorKind::Unexpected, "base_url is not a URL"))?;
+        let url = base.join(link).map_err(|_| {
+            AdapterError::new(ErrorKind::Unavailable, "the city data warehouse sent a next link that is not a URL")
+                .with_temporary(false)
+        })?;
+        if url.origin() != base.origin() {
+            tracing::warn!(upstream = UPSTREAM, "a next link to another origin was not followed");
+            return Err(AdapterError::new(
+                ErrorKind::Unavailable,
+                "the city data warehouse sent a next link to another host; it is not followed",
+            )
+            .with_temporary(false));
+        }
+        Ok(url.to_string())
+    }
+}
+
+/// A number, or a string holding one.
+fn number(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -233,6 +432,21 @@ fn decode_token(token: &str, fingerprint: u64) -> Result<Option<String>, Adapter
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_round_trip_and_keep_to_their_style() {
+        for (p, style) in [
+            (Position::Index(40), PagingStyle::Offset),
+            (Position::Index(0), PagingStyle::Page),
+            (Position::Within { skip: 3, at: "https://x/y?$skip=50&a=b:c".into() }, PagingStyle::NextLink),
+            (Position::Within { skip: 0, at: String::new() }, PagingStyle::Cursor),
+        ] {
+            assert_eq!(Position::decode(&p.encode(), style), Some(p));
+        }
+        assert_eq!(Position::decode("i40", PagingStyle::Cursor), None);
+        assert_eq!(Position::decode("x", PagingStyle::Offset), None);
+        assert_eq!(Position::decode("", PagingStyle::Offset), None);
+    }
 
     #[test]
     fn tokens_round_trip_and_bind_to_filters() {

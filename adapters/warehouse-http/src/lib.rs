@@ -124,25 +124,27 @@ impl WarehouseAdapter {
             n => (n.max(1) as usize).min(paging::MAX_PAGE_SIZE),
         };
         let ask = PageAsk { query, page_size: size, page_token: call.page_token, fingerprint: call.fingerprint };
-        let page = self.warehouse.list(call.dataset, ds, ask, ctx.deadline).await?;
         let schema =
             schema(call.dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;
-        let mut items = Vec::with_capacity(page.records.len());
-        for json in &page.records {
-            let mut item = (call.build)(&Record { json, dataset: ds, schema }, &ctx.province)?;
-            if let (Some(near), Some(located)) = (call.near, call.located) {
+        let (build, located, near, province) = (call.build, call.located, call.near, ctx.province.as_str());
+        // A record that fails validation is skipped (logged with the field at
+        // fault by `build`), not the whole page; one outside the circle too.
+        let take = |json: &serde_json::Value| {
+            let mut item = build(&Record { json, dataset: ds, schema }, province).ok()?;
+            if let (Some(near), Some(located)) = (near, located) {
                 let center = near.center.unwrap_or_default();
                 let (location, distance) = located(&mut item);
-                let Some(d) = location.map(|l| geo::distance_m(&center, &l)) else { continue };
+                let d = location.map(|l| geo::distance_m(&center, &l))?;
                 // The warehouse's idea of the circle may be looser than ours.
                 if d > near.radius_meters {
-                    continue;
+                    return None;
                 }
                 *distance = Some((d * 10.0).round() / 10.0);
             }
-            items.push(item);
-        }
-        Ok((items, page.next_page_token, page.total))
+            Some(item)
+        };
+        let page = self.warehouse.list(call.dataset, ds, ask, ctx.deadline, take).await?;
+        Ok((page.items, page.next_page_token, page.total))
     }
 
     async fn get<T>(
@@ -157,11 +159,10 @@ impl WarehouseAdapter {
         let path = ds.get_path.as_deref().ok_or_else(|| AdapterError::unsupported(method))?;
         let path = path.replace("{id}", &Upstream::segment(id));
         let body = self.warehouse.get_json(dataset, &path, &[], ctx.deadline).await?;
-        let json = records::at(&body, &ds.record).ok_or_else(|| {
-            AdapterError::new(
-                ErrorKind::Unavailable,
-                format!("the city data warehouse's {dataset} answer has no record at {:?}", ds.record),
-            )
+        // A get that is a search (`filters={"id": …}`, `where=id='…'`) finds
+        // nothing for an unknown id: that is NOT_FOUND, not an outage.
+        let json = records::at(&body, &ds.record).filter(|v| !v.is_null()).ok_or_else(|| {
+            AdapterError::new(ErrorKind::NotFound, format!("the city data warehouse has no such {dataset} record"))
         })?;
         let schema =
             schema(dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;

@@ -112,17 +112,30 @@ pub(crate) fn schema(name: &str) -> Option<&'static Schema> {
     DATASETS.iter().find(|s| s.name == name)
 }
 
-/// The value at a dotted path (`data.items`, `vi_tri.lat`); the empty path is
-/// the value itself.
+/// The value at a dotted path (`data.items`, `vi_tri.lat`, `features.0`);
+/// the empty path is the value itself. A key may itself hold dots
+/// (`@odata.count`, `@odata.nextLink`): at each object the longest run of
+/// segments that is a key there is taken.
 pub(crate) fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     if path.is_empty() {
         return Some(value);
     }
-    path.split('.').try_fold(value, |v, key| match v {
-        Value::Object(map) => map.get(key),
-        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+    let segments: Vec<&str> = path.split('.').collect();
+    walk(value, &segments)
+}
+
+fn walk<'a>(value: &'a Value, segments: &[&str]) -> Option<&'a Value> {
+    let Some(first) = segments.first() else { return Some(value) };
+    match value {
+        Value::Object(map) => (1..=segments.len()).rev().find_map(|n| {
+            let key = if n == 1 { (*first).to_owned() } else { segments[..n].join(".") };
+            map.get(&key).and_then(|inner| walk(inner, &segments[n..]))
+        }),
+        Value::Array(items) => {
+            first.parse::<usize>().ok().and_then(|i| items.get(i)).and_then(|v| walk(v, &segments[1..]))
+        }
         _ => None,
-    })
+    }
 }
 
 /// One upstream record read through a dataset's mapping.
@@ -327,4 +340,21 @@ pub(crate) fn traffic_camera(r: &Record<'_>, _province: &str) -> Result<api::Tra
         ptz: r.flag("ptz"),
         distance_meters: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_reach_keys_that_hold_dots() {
+        let v = serde_json::json!({"@odata.count": 60, "value": [{"a": {"b.c": 1}}], "a": {"b": 2}, "a.b": 3});
+        assert_eq!(at(&v, "@odata.count"), Some(&serde_json::json!(60)));
+        assert_eq!(at(&v, "value.0.a.b.c"), Some(&serde_json::json!(1)));
+        // The longest key wins; a shorter one is tried when it leads nowhere.
+        assert_eq!(at(&v, "a.b"), Some(&serde_json::json!(3)));
+        assert_eq!(at(&v, "value.0.a.x"), None);
+        assert_eq!(at(&v, "value.1"), None);
+        assert_eq!(at(&v, ""), Some(&v));
+    }
 }

@@ -3,6 +3,7 @@
 
 mod faults;
 pub mod oidc;
+pub mod portals;
 pub mod registry;
 pub mod warehouse;
 

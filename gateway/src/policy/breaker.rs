@@ -58,9 +58,16 @@ pub struct BreakerSnapshot {
     pub times_opened: u64,
 }
 
-/// Whether an error says the upstream is unwell.
+/// Whether an error says the upstream is unwell. An upstream that answered,
+/// but with something unusable (malformed JSON, a record that fails
+/// validation, a client error: `Unavailable` that no retry mends) has a data
+/// problem, not an availability one: it does not count.
 pub fn is_upstream_failure(e: &AdapterError) -> bool {
-    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::DeadlineExceeded | ErrorKind::Unexpected)
+    match e.kind() {
+        ErrorKind::Unavailable => e.is_temporary(),
+        ErrorKind::DeadlineExceeded | ErrorKind::Unexpected => true,
+        _ => false,
+    }
 }
 
 const SLOTS: usize = 10;
@@ -336,6 +343,15 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.admit().is_ok());
         assert_eq!(b.snapshot().times_opened, 2);
+    }
+
+    #[test]
+    fn an_upstream_that_answered_with_bad_data_is_not_counted_as_down() {
+        assert!(is_upstream_failure(&AdapterError::new(ErrorKind::Unavailable, "connection refused")));
+        let malformed = AdapterError::new(ErrorKind::Unavailable, "malformed JSON").with_temporary(false);
+        assert!(!is_upstream_failure(&malformed));
+        assert!(!is_upstream_failure(&AdapterError::new(ErrorKind::NotFound, "no such school")));
+        assert!(is_upstream_failure(&AdapterError::new(ErrorKind::DeadlineExceeded, "slow")));
     }
 
     #[tokio::test(start_paused = true)]

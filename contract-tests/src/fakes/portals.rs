@@ -1,0 +1,526 @@
+//! Fakes of the three platforms city data portals most often run on, each
+//! serving the same 60 schools the way its documentation says it answers:
+//!
+//! | platform | path | paging | a missing record |
+//! |---|---|---|---|
+//! | CKAN DataStore | `/ckan/api/3/action/datastore_search?resource_id=truong-hoc` | `limit`/`offset` (at most 100), `result.total` | a search finding nothing |
+//! | ArcGIS REST FeatureServer | `/arcgis/rest/services/Schools/FeatureServer/0/query` | `resultOffset`/`resultRecordCount` (at most 25), `exceededTransferLimit` | a `where` finding nothing |
+//! | OData v4 | `/odata/Schools` | `$top`/`$skip`, server pages of 50 with `@odata.nextLink`, `@odata.count` | `/odata/Schools('…')` answers 404 |
+//!
+//! As the platforms do: CKAN answers 409 `success: false` to a parameter or
+//! filter it does not know and holds coordinates as strings; ArcGIS ignores
+//! parameters it does not know, reports errors inside HTTP 200 bodies
+//! (`{"error": {"code": 400}}`) and gives coordinates in Web Mercator metres
+//! unless asked for `outSR=4326`; OData answers 400 to a query option it does
+//! not support, and nests the address and the location (GeoJSON).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use lienthong_adapter_core::geo;
+use serde_json::{Value, json};
+
+use super::{Faults, serve};
+
+/// How many schools each platform serves.
+pub const SCHOOLS: usize = 60;
+/// ArcGIS's `maxRecordCount` here.
+pub const ARCGIS_MAX: usize = 25;
+/// The OData server's page size.
+pub const ODATA_PAGE: usize = 50;
+/// CKAN's `ckan.datastore.search.rows_max` here.
+pub const CKAN_MAX: usize = 100;
+
+/// One school, as all three platforms hold it.
+#[derive(Debug, Clone)]
+struct School {
+    id: String,
+    name: String,
+    level: String,
+    public: bool,
+    street: String,
+    ward: String,
+    lat: f64,
+    lng: f64,
+    phone: String,
+}
+
+#[derive(Debug, Default)]
+struct PortalState {
+    schools: Vec<School>,
+    /// Answer every request with a body that is not JSON.
+    malformed: AtomicBool,
+    /// ArcGIS: the third school's geometry in Web Mercator metres even when
+    /// degrees were asked (a broken record).
+    broken_geometry: AtomicBool,
+    /// Requests served, per platform.
+    requests: [AtomicUsize; 3],
+}
+
+/// The running fakes.
+#[derive(Debug)]
+pub struct FakePortals {
+    /// Where they listen.
+    pub addr: SocketAddr,
+    /// The fault injector.
+    pub faults: Faults,
+    state: Arc<PortalState>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn schools() -> Vec<School> {
+    let all: Vec<Value> =
+        serde_json::from_str(include_str!("../../../adapters/sandbox/data/schools.json")).unwrap_or_default();
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    all.iter()
+        .take(SCHOOLS)
+        .map(|r| School {
+            id: text(r, "school_id"),
+            name: text(r, "name"),
+            level: text(r, "level"),
+            public: r["ownership"] == "PUBLIC",
+            street: text(r, "street"),
+            ward: text(r, "ward_code"),
+            lat: r["lat"].as_f64().unwrap_or_default(),
+            lng: r["lng"].as_f64().unwrap_or_default(),
+            phone: text(r, "phone"),
+        })
+        .collect()
+}
+
+/// The Vietnamese label the portals use for a school level.
+fn level_label(level: &str) -> &'static str {
+    match level {
+        "PRESCHOOL" => "Mầm non",
+        "PRIMARY" => "Tiểu học",
+        "LOWER_SECONDARY" => "Trung học cơ sở",
+        "UPPER_SECONDARY" => "Trung học phổ thông",
+        "MULTI_LEVEL" => "Nhiều cấp",
+        _ => "Khác",
+    }
+}
+
+fn ownership_label(public: bool) -> &'static str {
+    if public { "Công lập" } else { "Ngoài công lập" }
+}
+
+fn malformed() -> Response {
+    (StatusCode::OK, [("content-type", "application/json")], "{\"result\": [").into_response()
+}
+
+// ----- CKAN --------------------------------------------------------------
+
+const CKAN_PARAMS: &[&str] =
+    &["resource_id", "filters", "q", "limit", "offset", "fields", "sort", "include_total", "plain", "distinct"];
+
+fn ckan_record(i: usize, s: &School) -> Value {
+    json!({
+        "_id": i + 1, "ma_truong": s.id, "ten_truong": s.name, "cap_hoc": level_label(&s.level),
+        "loai_hinh": ownership_label(s.public), "dia_chi": s.street, "ma_phuong_xa": s.ward,
+        // The DataStore holds what the CSV held: text.
+        "vi_do": s.lat.to_string(), "kinh_do": s.lng.to_string(), "dien_thoai": s.phone,
+    })
+}
+
+fn ckan_error(kind: &str, field: &str, message: &str) -> Response {
+    let body = json!({
+        "help": "http://ckan/api/3/action/help_show?name=datastore_search",
+        "success": false,
+        "error": {"__type": kind, field: [message]},
+    });
+    (StatusCode::CONFLICT, Json(body)).into_response()
+}
+
+async fn ckan_search(State(state): State<Arc<PortalState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    state.requests[0].fetch_add(1, Ordering::SeqCst);
+    if state.malformed.load(Ordering::SeqCst) {
+        return malformed();
+    }
+    if let Some(unknown) = q.keys().find(|k| !CKAN_PARAMS.contains(&k.as_str())) {
+        return ckan_error("Validation Error", unknown, "The input field was not expected.");
+    }
+    if q.get("resource_id").map(String::as_str) != Some("truong-hoc") {
+        let body = json!({"success": false, "error": {"__type": "Not Found Error", "message": "Not found: Resource was not found."}});
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    }
+    let records: Vec<Value> = state.schools.iter().enumerate().map(|(i, s)| ckan_record(i, s)).collect();
+    let mut matching: Vec<&Value> = records.iter().collect();
+    if let Some(filters) = q.get("filters") {
+        let Ok(Value::Object(filters)) = serde_json::from_str::<Value>(filters) else {
+            return ckan_error("Validation Error", "filters", "Not a json object");
+        };
+        for (field, wanted) in &filters {
+            if !records.first().is_some_and(|r| r.get(field).is_some()) {
+                return ckan_error("Validation Error", "filters", &format!("field \"{field}\" not in resource"));
+            }
+            let wanted: Vec<&Value> = match wanted {
+                Value::Array(values) => values.iter().collect(),
+                one => vec![one],
+            };
+            // DataStore compares as text.
+            matching.retain(|r| wanted.iter().any(|w| text_of(&r[field.as_str()]) == text_of(w)));
+        }
+    }
+    if let Some(words) = q.get("q").filter(|w| !w.trim().is_empty()) {
+        // PostgreSQL full text search: case-insensitive, accents kept.
+        let words: Vec<String> = words.split_whitespace().map(str::to_lowercase).collect();
+        matching.retain(|r| {
+            let all = r.as_object().map(|o| o.values().map(text_of).collect::<Vec<_>>().join(" ").to_lowercase());
+            all.is_some_and(|all| words.iter().all(|w| all.contains(w.as_str())))
+        });
+    }
+    let number = |k: &str, default: usize| q.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(default);
+    let (offset, limit) = (number("offset", 0), number("limit", 100).min(CKAN_MAX));
+    let page: Vec<&Value> = matching.iter().skip(offset).take(limit).copied().collect();
+    let next = format!("/api/3/action/datastore_search?offset={}&resource_id=truong-hoc", offset + limit);
+    let body = json!({
+        "help": "http://ckan/api/3/action/help_show?name=datastore_search",
+        "success": true,
+        "result": {
+            "include_total": true, "resource_id": "truong-hoc", "records_format": "objects",
+            "fields": [{"id": "_id", "type": "int"}, {"id": "ma_truong", "type": "text"}, {"id": "ten_truong", "type": "text"}],
+            "records": page, "limit": limit, "offset": offset,
+            "_links": {"start": "/api/3/action/datastore_search?resource_id=truong-hoc", "next": next},
+            "total": matching.len(), "total_was_estimated": false,
+        },
+    });
+    Json(body).into_response()
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+// ----- ArcGIS ------------------------------------------------------------
+
+/// Web Mercator (EPSG:3857) metres of a WGS 84 point.
+fn web_mercator(lat: f64, lng: f64) -> (f64, f64) {
+    const R: f64 = 6_378_137.0;
+    let x = R * lng.to_radians();
+    let y = R * ((std::f64::consts::FRAC_PI_4 + lat.to_radians() / 2.0).tan()).ln();
+    (x, y)
+}
+
+fn arcgis_feature(i: usize, s: &School, degrees: bool) -> Value {
+    let (x, y) = if degrees { (s.lng, s.lat) } else { web_mercator(s.lat, s.lng) };
+    json!({
+        "attributes": {
+            "OBJECTID": i + 1, "MA_TRUONG": s.id, "TEN_TRUONG": s.name, "CAP_HOC": level_label(&s.level),
+            "LOAI_HINH": ownership_label(s.public), "DIA_CHI": s.street, "MA_XA": s.ward, "DIEN_THOAI": s.phone,
+        },
+        "geometry": {"x": x, "y": y},
+    })
+}
+
+/// ArcGIS reports failures inside an HTTP 200 answer.
+fn arcgis_error(code: u16, message: &str, details: &str) -> Response {
+    Json(json!({"error": {"code": code, "message": message, "details": [details]}})).into_response()
+}
+
+/// The `where` clauses this fake understands: `1=1`, `FIELD = 'text'`
+/// (quotes doubled inside), `FIELD = 12`, `UPPER(FIELD) LIKE '%TEXT%'`,
+/// joined by `AND`. Anything else is the 400 ArcGIS gives.
+fn arcgis_where(clause: &str) -> Option<Vec<(String, String, bool)>> {
+    let mut out = Vec::new();
+    for part in split_and(clause)? {
+        let part = part.trim();
+        if part == "1=1" {
+            continue;
+        }
+        if let Some(rest) = part.strip_prefix("UPPER(") {
+            let (field, pattern) = rest.split_once(") LIKE ")?;
+            let pattern = unquote(pattern.trim())?;
+            let needle = pattern.strip_prefix('%')?.strip_suffix('%')?;
+            out.push((field.trim().to_owned(), needle.to_owned(), true));
+            continue;
+        }
+        let (field, value) = part.split_once('=')?;
+        let value = value.trim();
+        let value = if value.starts_with('\'') { unquote(value)? } else { value.to_owned() };
+        out.push((field.trim().to_owned(), value, false));
+    }
+    Some(out)
+}
+
+/// Splits on ` AND ` (any case) outside quotes.
+fn split_and(clause: &str) -> Option<Vec<String>> {
+    let upper = clause.to_ascii_uppercase();
+    let (bytes, upper) = (clause.as_bytes(), upper.as_bytes());
+    let (mut parts, mut start, mut quoted, mut i) = (Vec::new(), 0, false, 0);
+    while i < bytes.len() {
+        if bytes[i] == b'\'' {
+            quoted = !quoted;
+        } else if !quoted && upper[i..].starts_with(b" AND ") {
+            parts.push(clause[start..i].to_owned());
+            i += 5;
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    if quoted {
+        return None;
+    }
+    parts.push(clause[start..].to_owned());
+    Some(parts)
+}
+
+/// `'it''s'` → `it's`; `None` unless one quoted string.
+fn unquote(quoted: &str) -> Option<String> {
+    let inner = quoted.strip_prefix('\'')?.strip_suffix('\'')?;
+    let mut out = String::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            if chars.next() != Some('\'') {
+                return None;
+            }
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
+async fn arcgis_query(State(state): State<Arc<PortalState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    state.requests[1].fetch_add(1, Ordering::SeqCst);
+    if state.malformed.load(Ordering::SeqCst) {
+        return malformed();
+    }
+    let Some(clauses) = arcgis_where(q.get("where").map(String::as_str).unwrap_or("1=1")) else {
+        return arcgis_error(400, "Unable to complete operation.", "Invalid or missing input parameters.");
+    };
+    let degrees = q.get("outSR").is_some_and(|sr| sr == "4326");
+    let features: Vec<(usize, &School, Value)> =
+        state.schools.iter().enumerate().map(|(i, s)| (i, s, arcgis_feature(i, s, degrees))).collect();
+    let mut matching: Vec<&(usize, &School, Value)> = Vec::new();
+    'features: for f in &features {
+        for (field, value, like) in &clauses {
+            let Some(actual) = f.2["attributes"].get(field.as_str()) else {
+                return arcgis_error(400, "Unable to complete operation.", &format!("'{field}' is not a field"));
+            };
+            let actual = text_of(actual);
+            let ok = if *like { actual.to_uppercase().contains(value.as_str()) } else { actual == *value };
+            if !ok {
+                continue 'features;
+            }
+        }
+        matching.push(f);
+    }
+    if let (Some(point), Some(distance)) = (q.get("geometry"), q.get("distance")) {
+        let parsed = point
+            .split_once(',')
+            .and_then(|(x, y)| Some((x.trim().parse::<f64>().ok()?, y.trim().parse::<f64>().ok()?)));
+        let (Some((lng, lat)), Ok(radius)) = (parsed, distance.parse::<f64>()) else {
+            return arcgis_error(400, "Unable to complete operation.", "Invalid geometry.");
+        };
+        if q.get("units").map(String::as_str) != Some("esriSRUnit_Meter") {
+            return arcgis_error(400, "Unable to complete operation.", "units must be given with distance.");
+        }
+        let centre = geo::point(lat, lng);
+        matching.retain(|f| geo::distance_m(&centre, &geo::point(f.1.lat, f.1.lng)) <= radius);
+    }
+    if q.get("returnCountOnly").is_some_and(|v| v == "true") {
+        return Json(json!({"count": matching.len()})).into_response();
+    }
+    let number = |k: &str, default: usize| q.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(default);
+    let offset = number("resultOffset", 0);
+    let count = number("resultRecordCount", ARCGIS_MAX).min(ARCGIS_MAX);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(count)
+        .map(|f| {
+            let mut feature = f.2.clone();
+            if f.0 == 2 && state.broken_geometry.load(Ordering::SeqCst) {
+                let (x, y) = web_mercator(f.1.lat, f.1.lng);
+                feature["geometry"] = json!({"x": x, "y": y});
+            }
+            feature
+        })
+        .collect();
+    let exceeded = offset + page.len() < matching.len();
+    let wkid = if degrees { 4326 } else { 102_100 };
+    let mut body = json!({
+        "objectIdFieldName": "OBJECTID",
+        "geometryType": "esriGeometryPoint",
+        "spatialReference": {"wkid": wkid, "latestWkid": if degrees { 4326 } else { 3857 }},
+        "fields": [{"name": "OBJECTID", "type": "esriFieldTypeOID"}, {"name": "MA_TRUONG", "type": "esriFieldTypeString"}],
+        "features": page,
+    });
+    if exceeded {
+        body["exceededTransferLimit"] = json!(true);
+    }
+    Json(body).into_response()
+}
+
+// ----- OData -------------------------------------------------------------
+
+const ODATA_OPTIONS: &[&str] = &["$top", "$skip", "$count", "$filter", "$orderby", "$select"];
+
+fn odata_entity(s: &School) -> Value {
+    json!({
+        "SchoolId": s.id, "Name": s.name, "Level": s.level, "Ownership": if s.public { "Public" } else { "Private" },
+        "Address": {"Street": s.street, "WardCode": s.ward},
+        "Location": {"type": "Point", "coordinates": [s.lng, s.lat]},
+        "Phone": s.phone,
+    })
+}
+
+fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+/// The `$filter` expressions this fake understands: `Path eq 'text'` (quotes
+/// doubled inside) and `contains(Path,'text')`, joined by `and`.
+fn odata_filter(expr: &str) -> Option<Vec<(String, String, bool)>> {
+    let mut out = Vec::new();
+    for part in split_and(expr)? {
+        let part = part.trim();
+        if let Some(rest) = part.strip_prefix("contains(") {
+            let (path, quoted) = rest.strip_suffix(')')?.split_once(',')?;
+            out.push((path.trim().to_owned(), unquote(quoted.trim())?, true));
+            continue;
+        }
+        let (path, quoted) = part.split_once(" eq ")?;
+        out.push((path.trim().to_owned(), unquote(quoted.trim())?, false));
+    }
+    Some(out)
+}
+
+async fn odata_list(
+    State(state): State<Arc<PortalState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    state.requests[2].fetch_add(1, Ordering::SeqCst);
+    if state.malformed.load(Ordering::SeqCst) {
+        return malformed();
+    }
+    if let Some(unknown) = q.keys().find(|k| k.starts_with('$') && !ODATA_OPTIONS.contains(&k.as_str())) {
+        return odata_error(StatusCode::BAD_REQUEST, "", &format!("The query parameter '{unknown}' is not supported."));
+    }
+    let entities: Vec<Value> = state.schools.iter().map(odata_entity).collect();
+    let mut matching: Vec<&Value> = entities.iter().collect();
+    if let Some(expr) = q.get("$filter") {
+        let Some(clauses) = odata_filter(expr) else {
+            return odata_error(StatusCode::BAD_REQUEST, "", "The query specified in the URI is not valid.");
+        };
+        for (path, value, contains) in clauses {
+            let pointer = format!("/{path}");
+            matching.retain(|e| {
+                let actual = e.pointer(&pointer).map(text_of).unwrap_or_default();
+                // OData string functions are case- and accent-sensitive.
+                if contains { actual.contains(value.as_str()) } else { actual == value }
+            });
+        }
+    }
+    let number = |k: &str| q.get(k).and_then(|v| v.parse::<usize>().ok());
+    let skip = number("$skip").unwrap_or(0);
+    let top = number("$top");
+    let wanted = top.unwrap_or(usize::MAX);
+    let size = wanted.min(ODATA_PAGE);
+    let page: Vec<&Value> = matching.iter().skip(skip).take(size).copied().collect();
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let mut body = json!({"@odata.context": format!("http://{host}/odata/$metadata#Schools"), "value": page});
+    if q.get("$count").is_some_and(|c| c == "true") {
+        body["@odata.count"] = json!(matching.len());
+    }
+    let served = skip + page.len();
+    if served < matching.len() && page.len() < wanted {
+        // Server-driven paging: the rest of what was asked, from here.
+        let mut next: Vec<(String, String)> = vec![("$skip".into(), served.to_string())];
+        if let Some(top) = top {
+            next.push(("$top".into(), (top - page.len()).to_string()));
+        }
+        for key in ["$filter", "$count", "$orderby", "$select"] {
+            if let Some(v) = q.get(key) {
+                next.push((key.into(), v.clone()));
+            }
+        }
+        let query: String = next.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&");
+        body["@odata.nextLink"] = json!(format!("http://{host}/odata/Schools?{query}"));
+    }
+    Json(body).into_response()
+}
+
+async fn odata_one(State(state): State<Arc<PortalState>>, Path(key): Path<String>) -> Response {
+    state.requests[2].fetch_add(1, Ordering::SeqCst);
+    // `Schools('79-THPT-0001')`: the key in quotes, quotes doubled inside.
+    let Some(id) = key.strip_prefix("Schools(").and_then(|k| k.strip_suffix(')')).and_then(unquote) else {
+        return odata_error(StatusCode::NOT_FOUND, "NotFound", "No resource at this path.");
+    };
+    match state.schools.iter().find(|s| s.id == id) {
+        Some(s) => {
+            let mut entity = odata_entity(s);
+            entity["@odata.context"] = json!("http://localhost/odata/$metadata#Schools/$entity");
+            Json(entity).into_response()
+        }
+        None => odata_error(StatusCode::NOT_FOUND, "NotFound", "The school was not found."),
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'$') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl FakePortals {
+    /// Starts the three fakes on one port.
+    pub async fn start() -> std::io::Result<Self> {
+        let state = Arc::new(PortalState { schools: schools(), ..Default::default() });
+        let faults = Faults::default();
+        let router = axum::Router::new()
+            .route("/ckan/api/3/action/datastore_search", get(ckan_search))
+            .route("/arcgis/rest/services/Schools/FeatureServer/0/query", get(arcgis_query))
+            .route("/odata/Schools", get(odata_list))
+            .route("/odata/{key}", get(odata_one))
+            .with_state(state.clone())
+            .layer(axum::middleware::from_fn_with_state(faults.clone(), super::faults::apply));
+        let (addr, task) = serve(router).await?;
+        Ok(Self { addr, faults, state, _task: task })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every answer from now on is not JSON (or, off, JSON again).
+    pub fn answer_malformed(&self, on: bool) {
+        self.state.malformed.store(on, Ordering::SeqCst);
+    }
+
+    /// ArcGIS gives the third school in Web Mercator metres whatever was
+    /// asked (a record that fails validation).
+    pub fn break_one_geometry(&self, on: bool) {
+        self.state.broken_geometry.store(on, Ordering::SeqCst);
+    }
+
+    /// Requests served so far: CKAN, ArcGIS, OData.
+    pub fn requests(&self) -> [usize; 3] {
+        [0, 1, 2].map(|i| self.state.requests[i].load(Ordering::SeqCst))
+    }
+
+    /// The school ids, in the platforms' order.
+    pub fn school_ids(&self) -> Vec<String> {
+        self.state.schools.iter().map(|s| s.id.clone()).collect()
+    }
+}
