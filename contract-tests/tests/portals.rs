@@ -157,7 +157,7 @@ async fn a_missing_record_is_not_found_on_every_platform_and_a_present_one_match
                 .unwrap();
             assert_eq!(got, school, "{platform}");
             assert!(got.location.is_some_and(|l| (10.0..11.5).contains(&l.latitude)), "{platform}: degrees");
-            assert_eq!(got.level == 0, false, "{platform}: the level was mapped");
+            assert_ne!(got.level, 0, "{platform}: the level was mapped");
         }
     }
 }

@@ -156,7 +156,7 @@ async fn ckan_search(State(state): State<Arc<PortalState>>, Query(q): Query<Hash
             return ckan_error("Validation Error", "filters", "Not a json object");
         };
         for (field, wanted) in &filters {
-            if !records.first().is_some_and(|r| r.get(field).is_some()) {
+            if records.first().is_none_or(|r| r.get(field).is_none()) {
                 return ckan_error("Validation Error", "filters", &format!("field \"{field}\" not in resource"));
             }
             let wanted: Vec<&Value> = match wanted {
@@ -281,10 +281,8 @@ fn unquote(quoted: &str) -> Option<String> {
     let mut out = String::new();
     let mut chars = inner.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\'' {
-            if chars.next() != Some('\'') {
-                return None;
-            }
+        if c == '\'' && chars.next() != Some('\'') {
+            return None;
         }
         out.push(c);
     }
