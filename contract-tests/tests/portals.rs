@@ -4,7 +4,7 @@
 //! platform's total, a missing record that is NOT_FOUND, and a bad record
 //! skipped rather than failing the list.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
 
@@ -194,4 +194,147 @@ async fn a_record_that_fails_validation_is_skipped_and_the_rest_served() {
     let broken = &portals.school_ids()[2];
     assert_eq!(ids.len(), SCHOOLS - 1);
     assert!(!ids.contains(broken), "the record in Web Mercator metres is left out");
+}
+
+/// The worked configuration of `platform` in the adapter's README, pointed at
+/// the fake: the instance's options as JSON.
+fn preset(portals: &FakePortals, platform: &str) -> Value {
+    let readme = include_str!("../../adapters/warehouse-http/README.md");
+    let marker = format!("# worked: {platform}\n");
+    let start = readme.find(&marker).unwrap_or_else(|| panic!("no worked configuration for {platform}")) + marker.len();
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    let parsed: toml::Table = toml::from_str(block).unwrap_or_else(|e| panic!("{platform}: {e}"));
+    let (_, instance) = parsed["adapters"].as_table().unwrap().iter().next().unwrap();
+    let mut options = serde_json::to_value(instance).unwrap();
+    options.as_object_mut().unwrap().remove("kind");
+    // The fake's address for the documented host.
+    let base = options["base_url"].as_str().unwrap().to_owned();
+    let path = base.splitn(4, '/').nth(3).unwrap_or_default();
+    let prefix = if platform == "ckan" { "/ckan" } else { "" };
+    options["base_url"] = json!(format!("{}{prefix}/{path}", portals.url()));
+    options["allow_insecure_http"] = json!(true);
+    options
+}
+
+#[tokio::test]
+async fn with_a_platform_preset_each_passes_the_contract_suite() {
+    let portals = FakePortals::start().await.unwrap();
+    for platform in PLATFORMS {
+        let set = WarehouseFactory.build(BuildContext::new(platform, preset(&portals, platform))).await.unwrap();
+        let report = lienthong_contract_tests::run(&set).await;
+        let (passed, failed, _) = report.counts();
+        assert_eq!((failed, report.warnings().count()), (0, 0), "{platform}:\n{report}");
+        assert!(passed >= 13, "{platform}:\n{report}");
+        // Every education case ran: pages, filters by ward, level,
+        // ownership and text (diacritics ignored), near, gets.
+        let skipped = report
+            .outcomes
+            .iter()
+            .filter(|(n, o)| n.starts_with("education") && matches!(o, lienthong_contract_tests::Outcome::Skipped(_)));
+        assert_eq!(skipped.count(), 0, "{platform}:\n{report}");
+    }
+}
+
+#[tokio::test]
+async fn a_value_cannot_break_out_of_its_quotes_on_any_platform() {
+    let portals = FakePortals::start().await.unwrap();
+    for platform in PLATFORMS {
+        let set = WarehouseFactory.build(BuildContext::new(platform, preset(&portals, platform))).await.unwrap();
+        let schools = set.education.unwrap();
+        for hostile in ["26740' OR '1'='1", "x\" , \"ma_truong\": \"79-THPT-0001", "') or true or ('"] {
+            let req = api::ListSchoolsRequest { ward_code: hostile.into(), page_size: 100, ..Default::default() };
+            match schools.list_schools(&ctx(), req).await {
+                Ok(page) => assert!(page.schools.is_empty(), "{platform}: {hostile:?} matched records"),
+                Err(e) => assert_ne!(e.kind(), ErrorKind::Unexpected, "{platform}: {e}"),
+            }
+            let e = schools.get_school(&ctx(), api::GetSchoolRequest { school_id: hostile.into() }).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{platform}: {hostile:?}: {e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_filter_the_platform_ignores_is_applied_here_and_counted() {
+    let portals = FakePortals::start().await.unwrap();
+    // ArcGIS ignores a parameter it does not know: the ward filter mapped to
+    // one reaches it and filters nothing.
+    let mut options = options(&portals, "arcgis");
+    options["datasets"]["schools"]["filters"] = json!({"ward_code": "maXa"});
+    let schools = WarehouseFactory.build(BuildContext::new("arcgis", options)).await.unwrap().education.unwrap();
+    let all =
+        schools.list_schools(&ctx(), api::ListSchoolsRequest { page_size: 100, ..Default::default() }).await.unwrap();
+    let ward = all.schools[0].address.as_ref().unwrap().ward_code.clone();
+    let want: Vec<&str> = all
+        .schools
+        .iter()
+        .filter(|s| s.address.as_ref().is_some_and(|a| a.ward_code == ward))
+        .map(|s| s.school_id.as_str())
+        .collect();
+    assert!(want.len() < all.schools.len());
+    let before = dropped("schools", "ward_code");
+    let req = api::ListSchoolsRequest { ward_code: ward.clone(), page_size: 100, ..Default::default() };
+    let got = schools.list_schools(&ctx(), req).await.unwrap();
+    let got: Vec<&str> = got.schools.iter().map(|s| s.school_id.as_str()).collect();
+    assert_eq!(got, want, "only the ward's schools, though the platform sent them all");
+    assert_eq!(dropped("schools", "ward_code") - before, (SCHOOLS - want.len()) as u64, "each dropped record counted");
+}
+
+fn dropped(dataset: &str, filter: &str) -> u64 {
+    lienthong_adapter_core::telemetry::dropped_counts()
+        .into_iter()
+        .find(|((d, f), _)| d == dataset && f == filter)
+        .map(|(_, n)| n)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn arcgis_credentials_go_in_the_form_the_token_in_the_query_and_a_revoked_one_is_renewed_once() {
+    let portals = FakePortals::start().await.unwrap();
+    portals.secure_arcgis(true);
+    let mut options = preset(&portals, "arcgis");
+    let auth = |secret: &str| {
+        json!({
+            "token_url": format!("{}/arcgis/sharing/rest/oauth2/token", portals.url()),
+            "client_id": lienthong_contract_tests::fakes::portals::ARCGIS_CLIENT_ID,
+            "client_secret": secret,
+        })
+    };
+    options["auth"] = auth(lienthong_contract_tests::fakes::portals::ARCGIS_CLIENT_SECRET);
+    let schools = WarehouseFactory.build(BuildContext::new("gis", options.clone())).await.unwrap().education.unwrap();
+    let c = ctx();
+    let list = || schools.list_schools(&c, api::ListSchoolsRequest { page_size: 30, ..Default::default() });
+    assert_eq!(list().await.unwrap().schools.len(), 30);
+    assert_eq!(portals.arcgis_tokens_issued(), 1);
+    list().await.unwrap();
+    assert_eq!(portals.arcgis_tokens_issued(), 1, "the token is kept");
+    // Revoked: ArcGIS says 498 inside an HTTP 200 answer; one new token.
+    portals.revoke_arcgis_tokens();
+    assert_eq!(list().await.unwrap().schools.len(), 30);
+    assert_eq!(portals.arcgis_tokens_issued(), 2);
+
+    // Wrong credentials: refused for good, not retried, not an outage.
+    options["auth"] = auth("wrong");
+    let wrong = WarehouseFactory.build(BuildContext::new("gis", options)).await.unwrap().education.unwrap();
+    let e = wrong.list_schools(&ctx(), api::ListSchoolsRequest::default()).await.unwrap_err();
+    assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, false), "{e}");
+    assert!(!e.message().contains("wrong"));
+
+    // Without credentials: ArcGIS's 499, unavailable.
+    let mut bare = preset(&portals, "arcgis");
+    bare.as_object_mut().unwrap().remove("auth");
+    let bare = WarehouseFactory.build(BuildContext::new("gis", bare)).await.unwrap().education.unwrap();
+    let e = bare.list_schools(&ctx(), api::ListSchoolsRequest::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+}
+
+#[tokio::test]
+async fn an_arcgis_error_inside_a_200_answer_is_an_error() {
+    let portals = FakePortals::start().await.unwrap();
+    // A field the layer does not have: ArcGIS's 400, in an HTTP 200 body.
+    let mut options = preset(&portals, "arcgis");
+    options["datasets"]["schools"]["filters"] = json!({"ward_code": "NO_SUCH_FIELD"});
+    let schools = WarehouseFactory.build(BuildContext::new("gis", options)).await.unwrap().education.unwrap();
+    let req = api::ListSchoolsRequest { ward_code: "26740".into(), ..Default::default() };
+    let e = schools.list_schools(&ctx(), req).await.unwrap_err();
+    assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, false), "{e}");
 }

@@ -379,9 +379,15 @@ async fn metrics_count_a_known_sequence_of_calls() {
         }
         assert!(documented.contains(&name), "{name} is not in the METRICS table");
     }
-    // (Like the failure counter, the contract-violation counter appears with its first.)
+    // (Like the failure counter, the contract-violation and dropped-record
+    // counters appear with their first.)
     for m in lienthong::telemetry::metrics::METRICS.iter().filter(|m| {
-        !matches!(m.prometheus, "lienthong_adapter_errors_total" | "lienthong_adapter_contract_violations_total")
+        !matches!(
+            m.prometheus,
+            "lienthong_adapter_errors_total"
+                | "lienthong_adapter_contract_violations_total"
+                | "lienthong_adapter_records_dropped_total"
+        )
     }) {
         assert!(text.contains(&format!("# TYPE {} ", m.prometheus)), "{} is missing from the scrape", m.prometheus);
     }

@@ -31,3 +31,21 @@ pub fn inject(span: &tracing::Span, mut set: impl FnMut(&str, String)) {
         set("traceparent", traceparent);
     }
 }
+
+/// Records adapters dropped because they did not match a filter the
+/// upstream was asked to apply (a mapping that does not filter), by
+/// dataset and filter. The gateway exports them as a metric.
+static DROPPED: std::sync::LazyLock<std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Counts one record dropped by `dataset`'s check of `filter`.
+pub fn count_dropped(dataset: &str, filter: &str) {
+    if let Ok(mut counts) = DROPPED.lock() {
+        *counts.entry((dataset.to_owned(), filter.to_owned())).or_insert(0) += 1;
+    }
+}
+
+/// The records dropped so far: ((dataset, filter), count).
+pub fn dropped_counts() -> Vec<((String, String), u64)> {
+    DROPPED.lock().map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default()
+}

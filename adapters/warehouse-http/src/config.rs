@@ -12,6 +12,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarehouseConfig {
+    /// The platform the warehouse runs on: `rest` (described key by key),
+    /// or a preset, `ckan`, `arcgis` or `odata`, which knows the platform's
+    /// paths, paging, query language and answers.
+    #[serde(default)]
+    pub platform: Platform,
     /// The warehouse API's base URL; dataset paths are appended to it.
     pub base_url: String,
     /// Timeout of each request (also capped by the caller's deadline).
@@ -27,6 +32,12 @@ pub struct WarehouseConfig {
     /// upstream whose certificate a private CA signed.
     #[serde(default)]
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Where an error sits in an answer that came with HTTP 200 (ArcGIS:
+    /// `error.code`): its code is read as an HTTP status (498 and 499, an
+    /// invalid or missing token, refresh the token once). A preset sets its
+    /// platform's.
+    #[serde(default)]
+    pub error_code: Option<String>,
     /// The datasets this warehouse publishes, by name: `facilities`,
     /// `schools`, `housing_projects`, `traffic_cameras`.
     #[serde(default)]
@@ -51,9 +62,32 @@ pub struct OAuthConfig {
     /// The scope to ask for, if the warehouse wants one.
     #[serde(default)]
     pub scope: Option<String>,
-    /// Refresh the token this long before it expires.
+    /// Refresh the token this long before it expires (or at half its
+    /// lifetime, when that comes first).
     #[serde(default = "default_refresh_before", with = "humantime_serde")]
     pub refresh_before: Duration,
+    /// How the client credentials reach the token endpoint: `basic` (HTTP
+    /// Basic authentication) or `body` (`client_id` and `client_secret` as
+    /// form fields, as ArcGIS wants). A preset chooses its platform's.
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+    /// Extra form fields for the token request (ArcGIS: `f = "json"`).
+    #[serde(default)]
+    pub form: BTreeMap<String, String>,
+    /// Send the token as this query parameter (ArcGIS: `token`) rather than
+    /// in `Authorization: Bearer`.
+    #[serde(default)]
+    pub token_param: Option<String>,
+}
+
+/// How client credentials are sent to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credentials {
+    /// HTTP Basic authentication.
+    Basic,
+    /// Form fields `client_id` and `client_secret`.
+    Body,
 }
 
 fn default_refresh_before() -> Duration {
@@ -69,6 +103,26 @@ impl fmt::Debug for OAuthConfig {
             .field("scope", &self.scope)
             .finish()
     }
+}
+
+/// The platform a warehouse runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    /// Any REST/JSON API, described key by key; each filter is one query
+    /// parameter, its value sent as it is.
+    #[default]
+    Rest,
+    /// CKAN's DataStore (`datastore_search`): `resource` is the resource
+    /// id; filters go in its JSON `filters` object.
+    Ckan,
+    /// ArcGIS REST FeatureServer (`query`): `resource` is the layer
+    /// (`Schools/FeatureServer/0`); filters go in a SQL `where`, near
+    /// searches in `geometry`/`distance`.
+    Arcgis,
+    /// OData v4: `resource` is the entity set (`Schools`); filters go in
+    /// `$filter`, a record is got by its key (`Schools('…')`).
+    Odata,
 }
 
 /// How the upstream pages a list.
@@ -88,7 +142,7 @@ pub enum PagingStyle {
 }
 
 /// Pagination parameters; only those of the chosen style are used.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PagingConfig {
     /// The style.
@@ -137,8 +191,24 @@ impl Default for PagingConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
-    /// The list endpoint, relative to `base_url`, for example `/health/facilities`.
+    /// The list endpoint, relative to `base_url`, for example
+    /// `/health/facilities`; it may carry fixed query parameters. Required
+    /// for `platform = "rest"`; a preset derives it from `resource`.
+    #[serde(default)]
     pub path: String,
+    /// For a platform preset: the CKAN resource id, the ArcGIS layer
+    /// (`Schools/FeatureServer/0`) or the OData entity set (`Schools`).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Query parameters sent with every request of this dataset.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// The most records a search done here may read: a text search where
+    /// the platform cannot ignore diacritics, a near search where it cannot
+    /// search by distance (or to sort by distance). Beyond it the search is
+    /// refused, asking for a narrower filter.
+    #[serde(default = "default_local_limit")]
+    pub local_limit: u32,
     /// The single-record endpoint with `{id}`, for example
     /// `/health/facilities/{id}`; the id is percent-encoded. Without it the
     /// dataset has no get.
@@ -166,9 +236,109 @@ pub struct DatasetConfig {
     /// Our filter → the upstream query parameter (`ward_code`, `type`,
     /// `text`, `level`, `ownership`, `status`, `investor`, and for near
     /// searches `near.latitude`, `near.longitude`, `near.radius_meters`). A
-    /// filter without a parameter is refused with INVALID_ARGUMENT.
+    /// filter without a parameter is refused with INVALID_ARGUMENT. With a
+    /// platform preset: our filter → the upstream *field* it compares (by
+    /// default the field's own mapping in `fields`); `text` and `near` are
+    /// searched here unless mapped.
     #[serde(default)]
     pub filters: BTreeMap<String, String>,
+}
+
+fn default_local_limit() -> u32 {
+    5_000
+}
+
+impl DatasetConfig {
+    /// The field `ours` upstream (its path in `fields`), as a preset's query
+    /// language names it.
+    pub(crate) fn upstream_field(&self, platform: Platform, ours: &str) -> Option<String> {
+        let path = self.filters.get(ours).or_else(|| self.fields.get(ours))?;
+        Some(match platform {
+            Platform::Arcgis => path.strip_prefix("attributes.").unwrap_or(path).to_owned(),
+            Platform::Odata => path.replace('.', "/"),
+            Platform::Ckan | Platform::Rest => path.clone(),
+        })
+    }
+}
+
+impl WarehouseConfig {
+    /// Fills in what a platform preset knows (paths, where records and
+    /// totals are, paging) wherever the dataset left it unset.
+    pub fn apply_platform(&mut self) {
+        let platform = self.platform;
+        if platform == Platform::Rest {
+            return;
+        }
+        if platform == Platform::Arcgis {
+            // ArcGIS reports failures in HTTP 200 bodies, takes credentials
+            // as form fields and the token as a query parameter.
+            self.error_code.get_or_insert_with(|| "error.code".to_owned());
+            if let Some(auth) = &mut self.auth {
+                auth.credentials.get_or_insert(Credentials::Body);
+                auth.form.entry("f".to_owned()).or_insert_with(|| "json".to_owned());
+                auth.token_param.get_or_insert_with(|| "token".to_owned());
+            }
+        }
+        for ds in self.datasets.values_mut() {
+            let resource = ds.resource.clone().unwrap_or_default();
+            let preset_paging = PagingConfig::default() == ds.paging;
+            let (path, items, record, total) = match platform {
+                Platform::Ckan => {
+                    ("/datastore_search".to_owned(), "result.records", "result.records.0", Some("result.total"))
+                }
+                Platform::Arcgis => (format!("/{}/query", resource.trim_matches('/')), "features", "features.0", None),
+                Platform::Odata | Platform::Rest => {
+                    (format!("/{}", resource.trim_matches('/')), "value", "", Some("@odata.count"))
+                }
+            };
+            if ds.path.is_empty() {
+                ds.path = path;
+            }
+            if ds.items.is_empty() {
+                ds.items = items.to_owned();
+            }
+            if ds.record.is_empty() {
+                ds.record = record.to_owned();
+            }
+            if ds.total.is_none() {
+                ds.total = total.map(str::to_owned);
+            }
+            let fixed = |ds: &mut DatasetConfig, k: &str, v: &str| {
+                ds.params.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+            };
+            match platform {
+                Platform::Ckan => fixed(ds, "resource_id", &resource),
+                Platform::Arcgis => {
+                    for (k, v) in [("f", "json"), ("outFields", "*"), ("outSR", "4326"), ("returnGeometry", "true")] {
+                        fixed(ds, k, v);
+                    }
+                    for (ours, default) in [("latitude", "geometry.y"), ("longitude", "geometry.x")] {
+                        ds.fields.entry(ours.to_owned()).or_insert_with(|| default.to_owned());
+                    }
+                }
+                Platform::Odata => fixed(ds, "$count", "true"),
+                Platform::Rest => {}
+            }
+            if preset_paging {
+                ds.paging = match platform {
+                    Platform::Ckan => PagingConfig { max_limit: 1000, ..PagingConfig::default() },
+                    Platform::Arcgis => PagingConfig {
+                        offset_param: "resultOffset".into(),
+                        limit_param: "resultRecordCount".into(),
+                        more: Some("exceededTransferLimit".into()),
+                        max_limit: 1000,
+                        ..PagingConfig::default()
+                    },
+                    Platform::Odata | Platform::Rest => PagingConfig {
+                        style: PagingStyle::NextLink,
+                        limit_param: "$top".into(),
+                        max_limit: 1000,
+                        ..PagingConfig::default()
+                    },
+                };
+            }
+        }
+    }
 }
 
 impl WarehouseConfig {
@@ -207,8 +377,15 @@ impl WarehouseConfig {
                 ));
                 continue;
             };
-            if !d.path.starts_with('/') {
-                problems.push(format!("datasets.{name}.path: must start with '/'"));
+            if self.platform == Platform::Rest {
+                if !d.path.starts_with('/') {
+                    problems.push(format!("datasets.{name}.path: required, starting with '/'"));
+                }
+            } else if d.resource.as_deref().is_none_or(str::is_empty) {
+                problems.push(format!(
+                    "datasets.{name}.resource: required with platform = {:?} (the CKAN resource id, the ArcGIS layer or the OData entity set)",
+                    self.platform
+                ));
             }
             if let Some(g) = &d.get_path
                 && (!g.starts_with('/') || !g.contains("{id}"))
@@ -242,8 +419,12 @@ impl WarehouseConfig {
                     }
                 }
             }
+            let near = ["near.latitude", "near.longitude", "near.radius_meters"];
             for filter in d.filters.keys() {
-                if !schema.filters.contains(&filter.as_str()) {
+                // A preset maps filters to fields; `near` to the location field.
+                let preset_ok =
+                    self.platform != Platform::Rest && (filter == "near" || near.contains(&filter.as_str()));
+                if !schema.filters.contains(&filter.as_str()) && !preset_ok {
                     problems.push(format!(
                         "datasets.{name}.filters.{filter}: unknown filter; known: {}",
                         schema.filters.join(", ")

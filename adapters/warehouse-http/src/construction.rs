@@ -36,6 +36,7 @@ impl ConstructionAdapter for WarehouseAdapter {
             page_token: &req.page_token,
             fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::housing_project,
+            matches: records::housing_matches,
             located: None,
         };
         let (projects, next_page_token, total_size) = self.list(ctx, Method::ListHousingProjects, call).await?;

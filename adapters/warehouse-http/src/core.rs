@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{DatasetConfig, PagingStyle, WarehouseConfig};
+use crate::config::{Credentials, DatasetConfig, PagingStyle, WarehouseConfig};
 use crate::records::at;
 
 /// The name logs give this upstream.
@@ -127,21 +127,34 @@ impl Warehouse {
         {
             return Ok(Some(t.value.clone()));
         }
-        let mut form = vec![("grant_type", "client_credentials")];
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         if let Some(scope) = &auth.scope {
             form.push(("scope", scope));
         }
-        let req = self
-            .upstream
-            .client()
-            .post(&auth.token_url)
-            .basic_auth(&auth.client_id, Some(&auth.client_secret))
-            .form(&form)
-            .timeout(timeout);
+        form.extend(auth.form.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let body_credentials = auth.credentials == Some(Credentials::Body);
+        if body_credentials {
+            form.push(("client_id", &auth.client_id));
+            form.push(("client_secret", &auth.client_secret));
+        }
+        let mut req = self.upstream.client().post(&auth.token_url).timeout(timeout);
+        if !body_credentials {
+            req = req.basic_auth(&auth.client_id, Some(&auth.client_secret));
+        }
+        let req = req.form(&form);
         let resp = self.upstream.send("token", req, |s, r| self.upstream.status_error("token", s, r)).await?;
-        let answer: TokenAnswer = self.upstream.json("token", resp).await?;
+        let answer: Value = self.upstream.json("token", resp).await?;
+        // ArcGIS answers a refused client with HTTP 200 and an error.
+        let Ok(answer) = serde_json::from_value::<TokenAnswer>(answer) else {
+            tracing::warn!(upstream = UPSTREAM, "the token endpoint gave no access token");
+            return Err(AdapterError::new(
+                ErrorKind::Unavailable,
+                "the city data warehouse's token endpoint refused our credentials",
+            )
+            .with_temporary(false));
+        };
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));
-        let refresh_at = Instant::now() + lifetime.saturating_sub(auth.refresh_before);
+        let refresh_at = Instant::now() + refresh_after(lifetime, auth.refresh_before);
         tracing::debug!(upstream = UPSTREAM, lifetime_s = lifetime.as_secs(), "warehouse token refreshed");
         *slot = Some(Token { value: answer.access_token.clone(), refresh_at });
         Ok(Some(answer.access_token))
@@ -179,24 +192,58 @@ impl Warehouse {
                 .timeout(timeout)
                 .header(reqwest::header::ACCEPT, "application/json");
             if let Some(t) = &token {
-                req = req.bearer_auth(t);
+                req = match self.config.auth.as_ref().and_then(|a| a.token_param.as_deref()) {
+                    Some(param) => req.query(&[(param, t.as_str())]),
+                    None => req.bearer_auth(t),
+                };
             }
             let resp = self.upstream.execute(what, req).await?;
-            let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 && token.is_some() {
+            let mut status = resp.status();
+            let retry = retry_after(resp.headers());
+            let body = if status.is_success() { Some(self.upstream.json::<Value>(what, resp).await?) } else { None };
+            // An error inside an HTTP 200 answer (ArcGIS) counts as its code.
+            if let Some(code) = body.as_ref().and_then(|b| self.answered_error(b)) {
+                status = code;
+            }
+            let refused = matches!(status.as_u16(), 401 | 498 | 499);
+            if refused && attempt == 0 && token.is_some() {
                 token = self.access_token(token.as_deref(), timeout).await?;
                 continue;
             }
-            if !status.is_success() {
-                if status != reqwest::StatusCode::NOT_FOUND {
-                    tracing::warn!(upstream = UPSTREAM, what, status = status.as_u16(), "warehouse answered an error");
-                }
-                return Err(parse_error(&self.upstream, what, status, retry_after(resp.headers())));
+            if refused {
+                break;
             }
-            return self.upstream.json(what, resp).await;
+            match body {
+                Some(body) if status.is_success() => return Ok(body),
+                _ => {
+                    if status != reqwest::StatusCode::NOT_FOUND {
+                        tracing::warn!(
+                            upstream = UPSTREAM,
+                            what,
+                            status = status.as_u16(),
+                            "warehouse answered an error"
+                        );
+                    }
+                    return Err(parse_error(&self.upstream, what, status, retry));
+                }
+            }
         }
         Err(AdapterError::new(ErrorKind::Unavailable, "the city data warehouse refused our credentials")
             .with_temporary(false))
+    }
+
+    /// The status an answer that came with HTTP 200 stands for, when it
+    /// holds an error (`error_code`): ArcGIS's `{"error": {"code": 498}}`.
+    fn answered_error(&self, body: &Value) -> Option<reqwest::StatusCode> {
+        let path = self.config.error_code.as_deref()?;
+        let code = at(body, path).and_then(number)?;
+        // A code that is no HTTP status is an upstream failure.
+        Some(
+            u16::try_from(code)
+                .ok()
+                .and_then(|c| reqwest::StatusCode::from_u16(c).ok())
+                .unwrap_or(reqwest::StatusCode::BAD_GATEWAY),
+        )
     }
 
     /// One page of a dataset: `page_size` records that `take` keeps (it
@@ -289,6 +336,65 @@ impl Warehouse {
                  its pages are too small, or most records are invalid or do not match the filters"
             ),
         ))
+    }
+
+    /// Every record of a dataset (for the query) that `take` keeps, in the
+    /// upstream's order, reading at most `local_limit` records: for a search
+    /// done here. `InvalidArgument` (no field) when there are more.
+    pub(crate) async fn scan<T>(
+        &self,
+        name: &str,
+        ds: &DatasetConfig,
+        query: Vec<(String, String)>,
+        deadline: Option<Instant>,
+        mut take: impl FnMut(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, AdapterError> {
+        let limit = ds.local_limit as usize;
+        let mut position = Position::start(ds.paging.style);
+        let (mut kept, mut read) = (Vec::new(), 0usize);
+        loop {
+            let (body, asked, skip) =
+                self.fetch(name, ds, &query, &position, ds.paging.max_limit as usize, deadline).await?;
+            let Some(Value::Array(records)) = at(&body, &ds.items) else {
+                return Err(AdapterError::new(
+                    ErrorKind::Unavailable,
+                    format!("the city data warehouse's {name} answer has no records array at {:?}", ds.items),
+                )
+                .with_temporary(false));
+            };
+            let total = ds.total.as_deref().and_then(|t| at(&body, t)).and_then(number);
+            let got = records.len();
+            for record in records.iter().skip(skip) {
+                read += 1;
+                if read > limit {
+                    return Err(AdapterError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("this search is done here over at most {limit} {name} records, and there are more"),
+                    ));
+                }
+                if let Some(item) = take(record) {
+                    kept.push(item);
+                }
+            }
+            let next = match &position {
+                Position::Index(i) => {
+                    let next_index = i + (got - skip.min(got)) as u64;
+                    self.more_after(ds, &body, total, next_index, got, asked).then_some(Position::Index(next_index))
+                }
+                Position::Within { .. } => self.next_place(ds, &body)?.map(|at| Position::Within { skip: 0, at }),
+            };
+            match next {
+                Some(next) if next != position => position = next,
+                Some(_) => {
+                    return Err(AdapterError::new(
+                        ErrorKind::Unavailable,
+                        format!("the city data warehouse's {name} paging does not advance"),
+                    )
+                    .with_temporary(false));
+                }
+                None => return Ok(kept),
+            }
+        }
     }
 
     /// One upstream request at `position`: the answer, the page size asked,
@@ -405,6 +511,29 @@ fn number(v: &Value) -> Option<i64> {
     }
 }
 
+/// When a token of `lifetime` is refreshed: `refresh_before` its expiry,
+/// but never sooner than half its life (a token shorter-lived than
+/// `refresh_before` is not fetched again for every call).
+fn refresh_after(lifetime: Duration, refresh_before: Duration) -> Duration {
+    lifetime - refresh_before.min(lifetime / 2)
+}
+
+/// The offset a page token of a search done here stands for (0 for none).
+pub(crate) fn local_offset(token: &str, fingerprint: u64) -> Result<usize, AdapterError> {
+    match decode_token(token, fingerprint)? {
+        None => Ok(0),
+        Some(text) => text
+            .strip_prefix('l')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| AdapterError::invalid_field("page_token", "page_token is not a token this server issued")),
+    }
+}
+
+/// The page token of a search done here, from `offset`.
+pub(crate) fn local_token(offset: usize, fingerprint: u64) -> String {
+    encode_token(&format!("l{offset}"), fingerprint)
+}
+
 fn encode_token(position: &str, fingerprint: u64) -> String {
     let hex: String = position.bytes().map(|b| format!("{b:02x}")).collect();
     format!("{fingerprint:016x}{hex}")
@@ -446,6 +575,14 @@ mod tests {
         assert_eq!(Position::decode("i40", PagingStyle::Cursor), None);
         assert_eq!(Position::decode("x", PagingStyle::Offset), None);
         assert_eq!(Position::decode("", PagingStyle::Offset), None);
+    }
+
+    #[test]
+    fn a_token_is_refreshed_before_its_expiry_but_not_before_half_its_life() {
+        let s = Duration::from_secs;
+        assert_eq!(refresh_after(s(3600), s(60)), s(3540));
+        assert_eq!(refresh_after(s(30), s(60)), s(15));
+        assert_eq!(refresh_after(s(0), s(60)), s(0));
     }
 
     #[test]

@@ -33,6 +33,7 @@ impl EducationAdapter for WarehouseAdapter {
             page_token: &req.page_token,
             fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::school,
+            matches: records::school_matches,
             located: Some(|s| (s.location, &mut s.distance_meters)),
         };
         let (schools, next_page_token, total_size) = self.list(ctx, Method::ListSchools, call).await?;

@@ -32,6 +32,7 @@ impl HealthcareAdapter for WarehouseAdapter {
             page_token: &req.page_token,
             fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::facility,
+            matches: records::facility_matches,
             located: Some(|f| (f.location, &mut f.distance_meters)),
         };
         let (facilities, next_page_token, total_size) = self.list(ctx, Method::ListFacilities, call).await?;

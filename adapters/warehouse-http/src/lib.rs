@@ -14,6 +14,7 @@
 mod config;
 mod core;
 mod error;
+mod platform;
 mod records;
 
 mod construction;
@@ -31,9 +32,7 @@ use lienthong_adapter_core::{
 };
 use serde::Deserialize;
 
-pub use config::{DatasetConfig, OAuthConfig, PagingConfig, PagingStyle, WarehouseConfig};
-
-use lienthong_adapter_http::Upstream;
+pub use config::{DatasetConfig, OAuthConfig, PagingConfig, PagingStyle, Platform, WarehouseConfig};
 
 use crate::core::{PageAsk, Warehouse};
 use crate::records::{Record, schema};
@@ -58,19 +57,23 @@ type Locate<T> = fn(&mut T) -> (Option<api::GeoPoint>, &mut Option<f64>);
 /// What a list call asks of one dataset.
 struct ListCall<'a, T> {
     dataset: &'static str,
+    /// Our filter → the value as our API names it (`text` as given).
     filters: Vec<(&'static str, String)>,
     near: Option<&'a api::NearFilter>,
     page_size: i32,
     page_token: &'a str,
     fingerprint: u64,
     build: fn(&Record<'_>, &str) -> Result<T, AdapterError>,
+    /// Whether a built record matches one of the filters.
+    matches: records::Matches<T>,
     /// The record's location and distance slot, for datasets with near search.
     located: Option<Locate<T>>,
 }
 
 impl WarehouseAdapter {
     /// An adapter for `config`; no I/O until the first call.
-    pub fn new(config: WarehouseConfig) -> Result<Self, AdapterError> {
+    pub fn new(mut config: WarehouseConfig) -> Result<Self, AdapterError> {
+        config.apply_platform();
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
@@ -83,59 +86,62 @@ impl WarehouseAdapter {
     }
 
     fn supports(&self, lists: &[(&str, Method, Method)]) -> Capabilities {
+        let preset = self.warehouse.config().platform != Platform::Rest;
         lists.iter().fold(Capabilities::none(), |caps, (name, list, get)| {
             match self.warehouse.config().datasets.get(*name) {
                 None => caps,
-                Some(ds) if ds.get_path.is_some() => caps.with(*list).with(*get),
+                Some(ds) if preset || ds.get_path.is_some() => caps.with(*list).with(*get),
                 Some(_) => caps.with(*list),
             }
         })
     }
 
-    async fn list<T>(
+    async fn list<T: Send>(
         &self,
         ctx: &CallContext,
         method: Method,
         call: ListCall<'_, T>,
     ) -> Result<(Vec<T>, String, i32), AdapterError> {
         let ds = self.dataset(call.dataset, method)?;
-        let mut query = Vec::new();
-        let mut wanted: Vec<(&str, String)> = call.filters.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        if let Some(near) = call.near {
-            let c = near.center.unwrap_or_default();
-            wanted.push(("near.latitude", c.latitude.to_string()));
-            wanted.push(("near.longitude", c.longitude.to_string()));
-            wanted.push(("near.radius_meters", near.radius_meters.to_string()));
-        }
-        for (filter, value) in wanted {
-            let param = ds.filters.get(filter).ok_or_else(|| {
-                AdapterError::invalid_field(
-                    filter.split('.').next().unwrap_or(filter),
-                    format!("this province's data warehouse cannot filter {} by {filter}", call.dataset),
-                )
-            })?;
-            // Enum filters travel as the upstream's own value when mapped.
-            let upstream =
-                ds.values.get(filter).and_then(|m| m.iter().find(|(_, ours)| **ours == value)).map(|(u, _)| u.clone());
-            query.push((param.clone(), upstream.unwrap_or(value)));
-        }
+        let platform = self.warehouse.config().platform;
+        let ours: Vec<(&str, String)> = call.filters.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        // Enum filters travel as the upstream's own value when mapped.
+        let upstream: Vec<(&str, String)> = ours
+            .iter()
+            .map(|(filter, value)| {
+                let mapped =
+                    ds.values.get(*filter).and_then(|m| m.iter().find(|(_, o)| *o == value)).map(|(u, _)| u.clone());
+                (*filter, mapped.unwrap_or_else(|| value.clone()))
+            })
+            .collect();
+        let asked = platform::list_query(platform, call.dataset, ds, &upstream, call.near)?;
         let size = match call.page_size {
             0 => paging::DEFAULT_PAGE_SIZE,
             n => (n.max(1) as usize).min(paging::MAX_PAGE_SIZE),
         };
-        let ask = PageAsk { query, page_size: size, page_token: call.page_token, fingerprint: call.fingerprint };
         let schema =
             schema(call.dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;
-        let (build, located, near, province) = (call.build, call.located, call.near, ctx.province.as_str());
-        // A record that fails validation is skipped (logged with the field at
-        // fault by `build`), not the whole page; one outside the circle too.
+        let (build, matches, located, near, province) =
+            (call.build, call.matches, call.located, call.near, ctx.province.as_str());
+        let dataset = call.dataset;
+        // Every record is built and checked here: one that fails validation
+        // is skipped (logged with the field at fault by `build`), and so is
+        // one the warehouse should not have given (a filter it ignored, a
+        // circle looser than ours), counted as dropped.
         let take = |json: &serde_json::Value| {
             let mut item = build(&Record { json, dataset: ds, schema }, province).ok()?;
+            if let Some((filter, _)) = ours.iter().find(|(f, v)| !matches(&item, f, v)) {
+                // An upstream's text search may read other fields than ours
+                // (name and address): not a mapping that does not filter.
+                if !TEXT_FILTERS.contains(filter) {
+                    dropped(dataset, filter);
+                }
+                return None;
+            }
             if let (Some(near), Some(located)) = (near, located) {
                 let center = near.center.unwrap_or_default();
                 let (location, distance) = located(&mut item);
                 let d = location.map(|l| geo::distance_m(&center, &l))?;
-                // The warehouse's idea of the circle may be looser than ours.
                 if d > near.radius_meters {
                     return None;
                 }
@@ -143,8 +149,39 @@ impl WarehouseAdapter {
             }
             Some(item)
         };
-        let page = self.warehouse.list(call.dataset, ds, ask, ctx.deadline, take).await?;
-        Ok((page.items, page.next_page_token, page.total))
+        // A search the warehouse cannot do (text ignoring diacritics), or an
+        // order it cannot give (nearest first), is done here over every
+        // candidate, up to `local_limit`.
+        if asked.local_text.is_some() || near.is_some() {
+            let mut found = self.warehouse.scan(dataset, ds, asked.query, ctx.deadline, take).await.map_err(|e| {
+                if e.kind() == ErrorKind::InvalidArgument && e.field().is_none() {
+                    let what = if near.is_some() { "near" } else { "text" };
+                    AdapterError::invalid_field(what, format!("{e}: add a ward or another filter"))
+                } else {
+                    e
+                }
+            })?;
+            if let Some(located) = located.filter(|_| near.is_some()) {
+                let mut keyed: Vec<(f64, T)> =
+                    found.into_iter().map(|mut item| (located(&mut item).1.unwrap_or(f64::INFINITY), item)).collect();
+                // Stable: equal distances keep the warehouse's order.
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+                found = keyed.into_iter().map(|(_, item)| item).collect();
+            }
+            let offset = core::local_offset(call.page_token, call.fingerprint)?;
+            let total = found.len();
+            let items: Vec<T> = found.into_iter().skip(offset).take(size).collect();
+            let end = offset + items.len();
+            let next = if end < total { core::local_token(end, call.fingerprint) } else { String::new() };
+            return Ok((items, next, total as i32));
+        }
+        let ask =
+            PageAsk { query: asked.query, page_size: size, page_token: call.page_token, fingerprint: call.fingerprint };
+        let page = self.warehouse.list(dataset, ds, ask, ctx.deadline, take).await?;
+        // The upstream's total counts what its text search found, which ours
+        // narrows: with a text filter the total is not known.
+        let texts = ours.iter().any(|(f, _)| TEXT_FILTERS.contains(f));
+        Ok((page.items, page.next_page_token, if texts { 0 } else { page.total }))
     }
 
     async fn get<T>(
@@ -156,18 +193,38 @@ impl WarehouseAdapter {
         build: fn(&Record<'_>, &str) -> Result<T, AdapterError>,
     ) -> Result<T, AdapterError> {
         let ds = self.dataset(dataset, method)?;
-        let path = ds.get_path.as_deref().ok_or_else(|| AdapterError::unsupported(method))?;
-        let path = path.replace("{id}", &Upstream::segment(id));
-        let body = self.warehouse.get_json(dataset, &path, &[], ctx.deadline).await?;
+        let schema =
+            schema(dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;
+        let id_field = schema.required.first().copied().unwrap_or("id");
+        let (path, query) = platform::get_request(self.warehouse.config().platform, ds, id_field, id)
+            .ok_or_else(|| AdapterError::unsupported(method))?;
+        let body = self.warehouse.get_json(dataset, &path, &query, ctx.deadline).await?;
         // A get that is a search (`filters={"id": …}`, `where=id='…'`) finds
         // nothing for an unknown id: that is NOT_FOUND, not an outage.
         let json = records::at(&body, &ds.record).filter(|v| !v.is_null()).ok_or_else(|| {
             AdapterError::new(ErrorKind::NotFound, format!("the city data warehouse has no such {dataset} record"))
         })?;
-        let schema =
-            schema(dataset).ok_or_else(|| AdapterError::new(ErrorKind::Unexpected, "dataset without schema"))?;
-        build(&Record { json, dataset: ds, schema }, &ctx.province)
+        let record = Record { json, dataset: ds, schema };
+        // A search may answer a near match: only the record asked for is it.
+        let built = build(&record, &ctx.province)?;
+        if record.text(id_field) != id {
+            return Err(AdapterError::new(
+                ErrorKind::NotFound,
+                format!("the city data warehouse has no such {dataset} record"),
+            ));
+        }
+        Ok(built)
     }
+}
+
+/// Filters that match text, which upstreams read in their own ways.
+const TEXT_FILTERS: [&str; 2] = ["text", "investor"];
+
+/// Counts a record the warehouse gave although it does not match `filter`:
+/// a mapping that does not filter.
+fn dropped(dataset: &str, filter: &str) {
+    tracing::debug!(upstream = crate::core::UPSTREAM, dataset, filter, "a record not matching the filter was dropped");
+    lienthong_adapter_core::telemetry::count_dropped(dataset, filter);
 }
 
 /// Builds warehouse adapters.

@@ -342,6 +342,100 @@ pub(crate) fn traffic_camera(r: &Record<'_>, _province: &str) -> Result<api::Tra
     })
 }
 
+/// Whether a record built from the warehouse matches one of the request's
+/// filters (ours: the value as our API names it; `text` as the caller gave
+/// it): every record is checked here, whatever the warehouse did with the
+/// filter, so a mapping that does not filter shows as records dropped
+/// rather than wrong answers.
+pub(crate) type Matches<T> = fn(&T, &str, &str) -> bool;
+
+fn ward_is(address: &Option<api::Address>, ward: &str) -> bool {
+    address.as_ref().is_some_and(|a| a.ward_code == ward)
+}
+
+/// `text` (folded) in any of `fields` (folded): case and diacritics ignored.
+pub(crate) fn text_in(fields: &[&str], text: &str) -> bool {
+    let needle = lienthong_adapter_core::text::fold(text);
+    fields.iter().any(|f| lienthong_adapter_core::text::contains_folded(f, &needle))
+}
+
+fn address_texts(a: &Option<api::Address>) -> [&str; 2] {
+    a.as_ref().map(|a| [a.street.as_str(), a.ward_name.as_str()]).unwrap_or(["", ""])
+}
+
+fn enum_is(number: i32, name: Option<&str>, prefix: &str, ours: &str) -> bool {
+    name.and_then(|n| n.strip_prefix(prefix)).is_some_and(|n| n == ours) && number != 0
+}
+
+/// See [`Matches`].
+pub(crate) fn facility_matches(f: &api::Facility, filter: &str, value: &str) -> bool {
+    match filter {
+        "ward_code" => ward_is(&f.address, value),
+        "type" => enum_is(
+            f.r#type,
+            api::FacilityType::try_from(f.r#type).ok().map(|t| t.as_str_name()),
+            "FACILITY_TYPE_",
+            value,
+        ),
+        "text" => {
+            let [street, ward] = address_texts(&f.address);
+            text_in(&[&f.name, street, ward], value)
+        }
+        _ => true,
+    }
+}
+
+/// See [`Matches`].
+pub(crate) fn school_matches(s: &api::School, filter: &str, value: &str) -> bool {
+    match filter {
+        "ward_code" => ward_is(&s.address, value),
+        "level" => {
+            enum_is(s.level, api::SchoolLevel::try_from(s.level).ok().map(|l| l.as_str_name()), "SCHOOL_LEVEL_", value)
+        }
+        "ownership" => enum_is(
+            s.ownership,
+            api::Ownership::try_from(s.ownership).ok().map(|o| o.as_str_name()),
+            "OWNERSHIP_",
+            value,
+        ),
+        "text" => {
+            let [street, ward] = address_texts(&s.address);
+            text_in(&[&s.name, street, ward], value)
+        }
+        _ => true,
+    }
+}
+
+/// See [`Matches`].
+pub(crate) fn housing_matches(p: &api::HousingProject, filter: &str, value: &str) -> bool {
+    match filter {
+        "ward_code" => ward_is(&p.address, value),
+        "status" => enum_is(
+            p.status,
+            api::HousingProjectStatus::try_from(p.status).ok().map(|s| s.as_str_name()),
+            "HOUSING_PROJECT_STATUS_",
+            value,
+        ),
+        "investor" => text_in(&[&p.investor], value),
+        "text" => {
+            let [street, ward] = address_texts(&p.address);
+            text_in(&[&p.name, street, ward], value)
+        }
+        _ => true,
+    }
+}
+
+/// See [`Matches`].
+pub(crate) fn camera_matches(c: &api::TrafficCamera, filter: &str, value: &str) -> bool {
+    match filter {
+        "text" => {
+            let streets: Vec<&str> = c.streets.iter().map(String::as_str).collect();
+            text_in(&[&[c.name.as_str(), c.code.as_str()][..], &streets[..]].concat(), value)
+        }
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ impl TransportAdapter for WarehouseAdapter {
             page_token: &req.page_token,
             fingerprint: paging::filters_fingerprint(&filters_of!(req)),
             build: records::traffic_camera,
+            matches: records::camera_matches,
             located: Some(|c| (c.location, &mut c.distance_meters)),
         };
         let (cameras, next_page_token, total_size) = self.list(ctx, Method::ListTrafficCameras, call).await?;

@@ -61,7 +61,18 @@ struct PortalState {
     broken_geometry: AtomicBool,
     /// Requests served, per platform.
     requests: [AtomicUsize; 3],
+    /// ArcGIS: queries need a token from its token endpoint.
+    secured: AtomicBool,
+    /// ArcGIS tokens valid now.
+    tokens: std::sync::Mutex<Vec<String>>,
+    /// ArcGIS tokens issued.
+    issued: AtomicUsize,
 }
+
+/// The ArcGIS client id the fake accepts.
+pub const ARCGIS_CLIENT_ID: &str = "lienthong-gis";
+/// Its client secret.
+pub const ARCGIS_CLIENT_SECRET: &str = "s3cret-gis-key";
 
 /// The running fakes.
 #[derive(Debug)]
@@ -289,10 +300,54 @@ fn unquote(quoted: &str) -> Option<String> {
     Some(out)
 }
 
-async fn arcgis_query(State(state): State<Arc<PortalState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+/// ArcGIS's OAuth2 token endpoint: client credentials as form fields, the
+/// answer (and a refusal) as JSON with HTTP 200.
+async fn arcgis_token(State(state): State<Arc<PortalState>>, body: String) -> Response {
+    let form: HashMap<String, String> =
+        body.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.replace('+', " "))).collect();
+    let field = |k: &str| form.get(k).map(String::as_str);
+    if field("f") != Some("json") {
+        return (StatusCode::OK, [("content-type", "text/html")], "<html>f=json was not given</html>").into_response();
+    }
+    if field("client_id") != Some(ARCGIS_CLIENT_ID)
+        || field("client_secret") != Some(ARCGIS_CLIENT_SECRET)
+        || field("grant_type") != Some("client_credentials")
+    {
+        return Json(
+            json!({"error": {"code": 400, "error": "invalid_request", "message": "Invalid client_id", "details": []}}),
+        )
+        .into_response();
+    }
+    let n = state.issued.fetch_add(1, Ordering::SeqCst);
+    let token = format!("esri-{n}");
+    if let Ok(mut tokens) = state.tokens.lock() {
+        tokens.push(token.clone());
+    }
+    Json(json!({"access_token": token, "expires_in": 7200})).into_response()
+}
+
+async fn arcgis_query(
+    State(state): State<Arc<PortalState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     state.requests[1].fetch_add(1, Ordering::SeqCst);
     if state.malformed.load(Ordering::SeqCst) {
         return malformed();
+    }
+    if state.secured.load(Ordering::SeqCst) {
+        let header = headers
+            .get("x-esri-authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        match q.get("token").cloned().or(header) {
+            None => return arcgis_error(499, "Token Required", ""),
+            Some(t) if !state.tokens.lock().is_ok_and(|tokens| tokens.contains(&t)) => {
+                return arcgis_error(498, "Invalid Token", "");
+            }
+            Some(_) => {}
+        }
     }
     let Some(clauses) = arcgis_where(q.get("where").map(String::as_str).unwrap_or("1=1")) else {
         return arcgis_error(400, "Unable to complete operation.", "Invalid or missing input parameters.");
@@ -488,6 +543,7 @@ impl FakePortals {
         let router = axum::Router::new()
             .route("/ckan/api/3/action/datastore_search", get(ckan_search))
             .route("/arcgis/rest/services/Schools/FeatureServer/0/query", get(arcgis_query))
+            .route("/arcgis/sharing/rest/oauth2/token", axum::routing::post(arcgis_token))
             .route("/odata/Schools", get(odata_list))
             .route("/odata/{key}", get(odata_one))
             .with_state(state.clone())
@@ -510,6 +566,23 @@ impl FakePortals {
     /// asked (a record that fails validation).
     pub fn break_one_geometry(&self, on: bool) {
         self.state.broken_geometry.store(on, Ordering::SeqCst);
+    }
+
+    /// ArcGIS queries need a token (or, off, not).
+    pub fn secure_arcgis(&self, on: bool) {
+        self.state.secured.store(on, Ordering::SeqCst);
+    }
+
+    /// Forgets every ArcGIS token issued (as after a revocation).
+    pub fn revoke_arcgis_tokens(&self) {
+        if let Ok(mut tokens) = self.state.tokens.lock() {
+            tokens.clear();
+        }
+    }
+
+    /// How many ArcGIS tokens were issued.
+    pub fn arcgis_tokens_issued(&self) -> usize {
+        self.state.issued.load(Ordering::SeqCst)
     }
 
     /// Requests served so far: CKAN, ArcGIS, OData.

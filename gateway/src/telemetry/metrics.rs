@@ -125,6 +125,13 @@ pub const METRICS: &[MetricDoc] = &[
         "Answers an adapter got wrong and the gateway mended before passing them on, by instance and contract rule (PAGE-SIZE: more records than page_size; NFC: text not in Unicode NFC).",
     ),
     doc(
+        "lienthong.adapter.records_dropped",
+        "lienthong_adapter_records_dropped_total",
+        "counter",
+        &["lienthong_dataset", "lienthong_filter"],
+        "Records a warehouse adapter received although they do not match a filter the upstream was asked to apply, dropped before the answer, by dataset and filter: a mapping that does not filter.",
+    ),
+    doc(
         "lienthong.breaker.state",
         "lienthong_breaker_state",
         "gauge",
@@ -309,6 +316,18 @@ impl Metrics {
             .with_callback(move |o| {
                 for (cause, n) in seen.cache().evictions {
                     o.observe(n, &[KeyValue::new("lienthong.cache.cause", cause)]);
+                }
+            })
+            .build();
+        self.meter
+            .u64_observable_counter("lienthong.adapter.records_dropped")
+            .with_description(help("lienthong.adapter.records_dropped"))
+            .with_callback(|o| {
+                for ((dataset, filter), n) in lienthong_adapter_core::telemetry::dropped_counts() {
+                    o.observe(
+                        n,
+                        &[KeyValue::new("lienthong.dataset", dataset), KeyValue::new("lienthong.filter", filter)],
+                    );
                 }
             })
             .build();
