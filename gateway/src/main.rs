@@ -41,6 +41,12 @@ enum Command {
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
+        /// Then call each adapter instance that can be probed (a warehouse's
+        /// datasets) a few times, and report what in its mapping finds
+        /// nothing or does not filter. Needs the network. Exits 1 when
+        /// anything is found.
+        #[arg(long)]
+        probe: bool,
     },
     /// Make a new admin token: prints the token (give it to the operator) and
     /// its SHA-256 digest (put it in `[admin] token_sha256`).
@@ -121,8 +127,9 @@ fn init_telemetry(config: &TelemetryConfig, format: LogFormat) -> Option<Tracing
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load_checked(Some(file), &adapter_registry()) {
+async fn check_config(file: &std::path::Path, probe: bool) -> ExitCode {
+    let registry = adapter_registry();
+    match Config::load_checked(Some(file), &registry) {
         Ok(config) => {
             println!(
                 "{}: OK ({} province(s), {} adapter instance(s))",
@@ -130,7 +137,26 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 config.provinces.len(),
                 config.adapters.len()
             );
-            ExitCode::SUCCESS
+            if !probe {
+                return ExitCode::SUCCESS;
+            }
+            let mut found = 0;
+            for (name, instance) in &config.adapters {
+                let Ok(factory) = registry.get(&instance.kind) else { continue };
+                let options = serde_json::Value::Object(instance.options.clone());
+                let Some(findings) = factory.probe(lienthong_adapter_core::BuildContext::new(name, options)).await
+                else {
+                    continue;
+                };
+                if findings.is_empty() {
+                    println!("adapters.{name}: probed, nothing found");
+                }
+                for finding in &findings {
+                    println!("adapters.{name}.{finding}");
+                }
+                found += findings.len();
+            }
+            if found == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(ConfigErrors(errors)) => {
             eprintln!("{}: {} problem(s)", file.display(), errors.len());
@@ -300,7 +326,7 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match cli.command {
-        Some(Command::CheckConfig { file }) => return check_config(&file),
+        Some(Command::CheckConfig { file, probe }) => return check_config(&file, probe).await,
         Some(Command::AdminToken) => return new_secret("[admin] token_sha256"),
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::SecretKey) => return new_key(),

@@ -91,6 +91,15 @@ pub trait AdapterFactory: Send + Sync + fmt::Debug {
     /// Builds an instance: may read files and reach the network.
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError>;
 
+    /// Calls an instance built from `ctx` a few times and reports what in its
+    /// mapping finds nothing or does not filter, each finding as `path:
+    /// what` (`lienthong check-config --probe`); `None`: this kind has
+    /// nothing to probe.
+    async fn probe(&self, ctx: BuildContext) -> Option<Vec<String>> {
+        let _ = ctx;
+        None
+    }
+
     /// Whether `token` claims to be one this kind issues (a demo identity
     /// provider's, say). It proves nothing; it lets a gateway configured with
     /// another identity provider say clearly why it refuses the token, before

@@ -15,6 +15,7 @@ mod config;
 mod core;
 mod error;
 mod platform;
+mod probe;
 mod records;
 
 mod construction;
@@ -262,6 +263,15 @@ impl AdapterFactory for WarehouseFactory {
             transport: Some(adapter.clone()),
             construction: Some(adapter),
             ..Default::default()
+        })
+    }
+    async fn probe(&self, ctx: BuildContext) -> Option<Vec<String>> {
+        let built = WarehouseConfig::deserialize(&ctx.options)
+            .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, e.to_string()))
+            .and_then(WarehouseAdapter::new);
+        Some(match built {
+            Ok(adapter) => adapter.probe().await,
+            Err(e) => vec![e.to_string()],
         })
     }
 }

@@ -225,3 +225,78 @@ fn the_sandbox_serves_its_own_province_unless_told_otherwise() {
     assert_eq!(problems(&routed("provinces = [\"79\", \"01\"]\n")), Vec::<String>::new());
     has(&problems(&routed("provinces = [\"79\", \"100\"]\n")), "adapters.sandbox", "provinces[1]");
 }
+
+/// `lienthong check-config --probe` on `toml`: its exit code and output.
+fn probe(toml_text: &str) -> (Option<i32>, String) {
+    let dir = crate::common::temp_dir("probe");
+    let file = dir.join("lienthong.toml");
+    std::fs::write(&file, toml_text).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lienthong")).args(["check-config", "--probe"]).arg(&file).output().unwrap();
+    std::fs::remove_dir_all(dir).ok();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The sandbox default with education routed to a warehouse instance.
+fn with_warehouse(instance: &str) -> String {
+    lienthong::config::SANDBOX_DEFAULT.replace("education = \"sandbox\"", "education = \"portal\"") + instance
+}
+
+#[tokio::test]
+async fn probe_finds_nothing_wrong_with_a_good_mapping_and_names_each_wrong_one() {
+    let portals = lienthong_contract_tests::fakes::portals::FakePortals::start().await.unwrap();
+    let url = portals.url();
+    let good = with_warehouse(&format!(
+        r#"
+[adapters.portal]
+kind = "warehouse-http"
+platform = "arcgis"
+base_url = "{url}/arcgis/rest/services"
+allow_insecure_http = true
+
+[adapters.portal.datasets.schools]
+resource = "Schools/FeatureServer/0"
+fields = {{ school_id = "attributes.MA_TRUONG", name = "attributes.TEN_TRUONG", level = "attributes.CAP_HOC", ownership = "attributes.LOAI_HINH", ward_code = "attributes.MA_XA" }}
+values.level = {{ "Tiểu học" = "PRIMARY", "Trung học cơ sở" = "LOWER_SECONDARY", "Trung học phổ thông" = "UPPER_SECONDARY" }}
+values.ownership = {{ "Công lập" = "PUBLIC", "Ngoài công lập" = "PRIVATE" }}
+"#
+    ));
+    let (code, out) = tokio::task::spawn_blocking(move || probe(&good)).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("adapters.portal: probed, nothing found"), "{out}");
+
+    // The same layer described by hand, with four mistakes.
+    let wrong = with_warehouse(&format!(
+        r#"
+[adapters.portal]
+kind = "warehouse-http"
+base_url = "{url}/arcgis/rest/services/Schools/FeatureServer/0"
+allow_insecure_http = true
+
+[adapters.portal.datasets.schools]
+path = "/query?where=1%3D1&outFields=*&f=json"
+get_path = "/query?where=MA_TRUONG%3D%27{{id}}%27x&outFields=*&f=json"
+items = "features"
+record = "features.0"
+total = "count"
+paging = {{ offset_param = "resultOffset", limit_param = "resultRecordCount", more = "exceededTransferLimit" }}
+fields = {{ school_id = "attributes.MA_TRUONG", name = "attributes.TEN_TRUONG", ward_code = "attributes.MA_XA", latitude = "geometry.y", longitude = "geometry.x" }}
+filters = {{ ward_code = "maXa" }}
+"#
+    ));
+    let (code, out) = tokio::task::spawn_blocking(move || probe(&wrong)).await.unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    for finding in [
+        // `total` points at nothing.
+        "adapters.portal.datasets.schools: total = \"count\" finds no count",
+        // No outSR=4326: Web Mercator metres.
+        "50 of 50 records fail validation",
+        "(coordinates not in degrees? ArcGIS: outSR = 4326)",
+        // The get's where has a stray character.
+        "a listed record, finds nothing",
+        // ArcGIS ignores a parameter it does not know.
+        "filter ward_code",
+    ] {
+        assert!(out.contains(finding), "{finding}:\n{out}");
+    }
+}
