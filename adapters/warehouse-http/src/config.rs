@@ -32,6 +32,12 @@ pub struct WarehouseConfig {
     /// upstream whose certificate a private CA signed.
     #[serde(default)]
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Headers sent with every request: a CKAN API token (`Authorization`),
+    /// an API gateway's key. Values are secrets: set them from the
+    /// environment (`LIENTHONG_ADAPTERS__<NAME>__HEADERS__AUTHORIZATION`);
+    /// they never reach logs or `Debug` output.
+    #[serde(default)]
+    pub headers: Headers,
     /// Where an error sits in an answer that came with HTTP 200 (ArcGIS:
     /// `error.code`): its code is read as an HTTP status (498 and 499, an
     /// invalid or missing token, refresh the token once). A preset sets its
@@ -102,6 +108,17 @@ impl fmt::Debug for OAuthConfig {
             .field("client_secret", &"<redacted>")
             .field("scope", &self.scope)
             .finish()
+    }
+}
+
+/// Headers by name; the values (secrets) are left out of `Debug`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Headers(pub BTreeMap<String, String>);
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
     }
 }
 
@@ -364,6 +381,13 @@ impl WarehouseConfig {
             }
             if auth.client_id.is_empty() || auth.client_secret.is_empty() {
                 problems.push("auth: client_id and client_secret are required".to_owned());
+            }
+        }
+        for (name, value) in &self.headers.0 {
+            let ok = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && reqwest::header::HeaderValue::from_str(value).is_ok();
+            if !ok {
+                problems.push(format!("headers.{name}: not a valid HTTP header name and value"));
             }
         }
         if self.datasets.is_empty() {

@@ -191,6 +191,9 @@ impl Warehouse {
                 .query(query)
                 .timeout(timeout)
                 .header(reqwest::header::ACCEPT, "application/json");
+            for (name, value) in &self.config.headers.0 {
+                req = req.header(name.as_str(), value.as_str());
+            }
             if let Some(t) = &token {
                 req = match self.config.auth.as_ref().and_then(|a| a.token_param.as_deref()) {
                     Some(param) => req.query(&[(param, t.as_str())]),

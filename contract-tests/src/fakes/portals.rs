@@ -1,11 +1,12 @@
 //! Fakes of the three platforms city data portals most often run on, each
-//! serving the same 60 schools the way its documentation says it answers:
+//! serving the same 60 schools and 60 health facilities the way its
+//! documentation says it answers:
 //!
-//! | platform | path | paging | a missing record |
+//! | platform | path (schools; facilities) | paging | a missing record |
 //! |---|---|---|---|
-//! | CKAN DataStore | `/ckan/api/3/action/datastore_search?resource_id=truong-hoc` | `limit`/`offset` (at most 100), `result.total` | a search finding nothing |
-//! | ArcGIS REST FeatureServer | `/arcgis/rest/services/Schools/FeatureServer/0/query` | `resultOffset`/`resultRecordCount` (at most 25), `exceededTransferLimit` | a `where` finding nothing |
-//! | OData v4 | `/odata/Schools` | `$top`/`$skip`, server pages of 50 with `@odata.nextLink`, `@odata.count` | `/odata/Schools('…')` answers 404 |
+//! | CKAN DataStore | `/ckan/api/3/action/datastore_search?resource_id=truong-hoc` (`co-so-y-te`) | `limit`/`offset` (at most 100), `result.total` | a search finding nothing |
+//! | ArcGIS REST FeatureServer | `/arcgis/rest/services/Schools/FeatureServer/0/query` (`Facilities`) | `resultOffset`/`resultRecordCount` (at most 25), `exceededTransferLimit` | a `where` finding nothing |
+//! | OData v4 | `/odata/Schools` (`Facilities`) | `$top`/`$skip`, server pages of 50 with `@odata.nextLink`, `@odata.count` | `/odata/Schools('…')` answers 404 |
 //!
 //! As the platforms do: CKAN answers 409 `success: false` to a parameter or
 //! filter it does not know and holds coordinates as strings; ArcGIS ignores
@@ -30,6 +31,8 @@ use super::{Faults, serve};
 
 /// How many schools each platform serves.
 pub const SCHOOLS: usize = 60;
+/// How many health facilities each platform serves.
+pub const FACILITIES: usize = 60;
 /// ArcGIS's `maxRecordCount` here.
 pub const ARCGIS_MAX: usize = 25;
 /// The OData server's page size.
@@ -37,23 +40,31 @@ pub const ODATA_PAGE: usize = 50;
 /// CKAN's `ckan.datastore.search.rows_max` here.
 pub const CKAN_MAX: usize = 100;
 
-/// One school, as all three platforms hold it.
+/// One record, as each platform holds it.
 #[derive(Debug, Clone)]
-struct School {
+struct Item {
     id: String,
-    name: String,
-    level: String,
-    public: bool,
-    street: String,
-    ward: String,
     lat: f64,
     lng: f64,
-    phone: String,
+    /// A CKAN DataStore row.
+    ckan: Value,
+    /// An ArcGIS feature's attributes.
+    arcgis: Value,
+    /// An OData entity.
+    odata: Value,
 }
+
+/// The datasets: (CKAN resource id, ArcGIS service, OData entity set, OData
+/// key property) → name.
+const DATASETS: &[(&str, &str, &str, &str, &str)] = &[
+    ("truong-hoc", "Schools", "Schools", "SchoolId", "schools"),
+    ("co-so-y-te", "Facilities", "Facilities", "FacilityCode", "facilities"),
+];
 
 #[derive(Debug, Default)]
 struct PortalState {
-    schools: Vec<School>,
+    /// By dataset name: `schools`, `facilities`.
+    sets: HashMap<&'static str, Vec<Item>>,
     /// Answer every request with a body that is not JSON.
     malformed: AtomicBool,
     /// ArcGIS: the third school's geometry in Web Mercator metres even when
@@ -67,7 +78,21 @@ struct PortalState {
     tokens: std::sync::Mutex<Vec<String>>,
     /// ArcGIS tokens issued.
     issued: AtomicUsize,
+    /// CKAN: requests need the API token in `Authorization`.
+    ckan_secured: AtomicBool,
+    /// OData: requests need a bearer token from its token endpoint.
+    odata_secured: AtomicBool,
+    /// OData bearer tokens valid now, and how many were issued.
+    odata_tokens: std::sync::Mutex<Vec<String>>,
+    odata_issued: AtomicUsize,
 }
+
+/// The CKAN API token the fake accepts.
+pub const CKAN_API_TOKEN: &str = "ckan-api-token-7f3a";
+/// The OData client id the fake accepts (HTTP Basic at `/odata/token`).
+pub const ODATA_CLIENT_ID: &str = "lienthong-odata";
+/// Its client secret.
+pub const ODATA_CLIENT_SECRET: &str = "s3cret-odata-key";
 
 /// The ArcGIS client id the fake accepts.
 pub const ARCGIS_CLIENT_ID: &str = "lienthong-gis";
@@ -85,22 +110,95 @@ pub struct FakePortals {
     _task: tokio::task::JoinHandle<()>,
 }
 
-fn schools() -> Vec<School> {
-    let all: Vec<Value> =
-        serde_json::from_str(include_str!("../../../adapters/sandbox/data/schools.json")).unwrap_or_default();
-    let text = |r: &Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+fn sandbox(text: &str) -> Vec<Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn schools() -> Vec<Item> {
+    let all = sandbox(include_str!("../../../adapters/sandbox/data/schools.json"));
     all.iter()
         .take(SCHOOLS)
-        .map(|r| School {
-            id: text(r, "school_id"),
-            name: text(r, "name"),
-            level: text(r, "level"),
-            public: r["ownership"] == "PUBLIC",
-            street: text(r, "street"),
-            ward: text(r, "ward_code"),
-            lat: r["lat"].as_f64().unwrap_or_default(),
-            lng: r["lng"].as_f64().unwrap_or_default(),
-            phone: text(r, "phone"),
+        .enumerate()
+        .map(|(i, r)| {
+            let t = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            let (lat, lng) = (r["lat"].as_f64().unwrap_or_default(), r["lng"].as_f64().unwrap_or_default());
+            let public = r["ownership"] == "PUBLIC";
+            let level = level_label(&t("level"));
+            Item {
+                id: t("school_id"),
+                lat,
+                lng,
+                ckan: json!({
+                    "_id": i + 1, "ma_truong": t("school_id"), "ten_truong": t("name"), "cap_hoc": level,
+                    "loai_hinh": ownership_label(public), "dia_chi": t("street"), "ma_phuong_xa": t("ward_code"),
+                    // The DataStore holds what the CSV held: text.
+                    "vi_do": lat.to_string(), "kinh_do": lng.to_string(), "dien_thoai": t("phone"),
+                }),
+                arcgis: json!({
+                    "OBJECTID": i + 1, "MA_TRUONG": t("school_id"), "TEN_TRUONG": t("name"), "CAP_HOC": level,
+                    "LOAI_HINH": ownership_label(public), "DIA_CHI": t("street"), "MA_XA": t("ward_code"),
+                    "DIEN_THOAI": t("phone"),
+                }),
+                odata: json!({
+                    "SchoolId": t("school_id"), "Name": t("name"), "Level": t("level"),
+                    "Ownership": if public { "Public" } else { "Private" },
+                    "Address": {"Street": t("street"), "WardCode": t("ward_code")},
+                    "Location": {"type": "Point", "coordinates": [lng, lat]},
+                    "Phone": t("phone"),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The labels the portals use for a facility type.
+pub const FACILITY_TYPES: &[(&str, &str)] = &[
+    ("GENERAL_HOSPITAL", "Bệnh viện đa khoa"),
+    ("SPECIALIZED_HOSPITAL", "Bệnh viện chuyên khoa"),
+    ("MEDICAL_CENTER", "Trung tâm y tế"),
+    ("HEALTH_STATION", "Trạm y tế"),
+    ("CLINIC", "Phòng khám"),
+    ("PHARMACY", "Nhà thuốc"),
+];
+
+fn facilities() -> Vec<Item> {
+    let all = sandbox(include_str!("../../../adapters/sandbox/data/health-facilities.json"));
+    all.iter()
+        .take(FACILITIES)
+        .enumerate()
+        .map(|(i, r)| {
+            let t = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            let (lat, lng) = (r["lat"].as_f64().unwrap_or_default(), r["lng"].as_f64().unwrap_or_default());
+            let public = r["ownership"] == "PUBLIC";
+            let kind = FACILITY_TYPES.iter().find(|(o, _)| *o == t("type")).map_or("Khác", |(_, l)| *l);
+            let specialties: Vec<&str> = r["specialties"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let (insurance, emergency) = (r["insurance"] == true, r["emergency"] == true);
+            Item {
+                id: t("facility_code"),
+                lat,
+                lng,
+                ckan: json!({
+                    "_id": i + 1, "ma_co_so": t("facility_code"), "ten_co_so": t("name"), "loai_hinh": kind,
+                    "so_huu": if public { "Công lập" } else { "Tư nhân" }, "dia_chi": t("street"),
+                    "ma_phuong_xa": t("ward_code"), "vi_do": lat.to_string(), "kinh_do": lng.to_string(),
+                    "dien_thoai": t("phone"), "bhyt": if insurance { "Có" } else { "Không" },
+                    "cap_cuu_24h": emergency.to_string(), "chuyen_khoa": specialties.join(";"),
+                }),
+                arcgis: json!({
+                    "OBJECTID": i + 1, "MA_CS": t("facility_code"), "TEN_CS": t("name"), "LOAI": kind,
+                    "SO_HUU": if public { "Công lập" } else { "Tư nhân" }, "DIA_CHI": t("street"), "MA_XA": t("ward_code"),
+                    "DIEN_THOAI": t("phone"), "BHYT": i32::from(insurance), "CAP_CUU": i32::from(emergency),
+                    "CHUYEN_KHOA": specialties.join(";"),
+                }),
+                odata: json!({
+                    "FacilityCode": t("facility_code"), "Name": t("name"), "Type": t("type"),
+                    "Ownership": if public { "Public" } else { "Private" },
+                    "Address": {"Street": t("street"), "WardCode": t("ward_code")},
+                    "Location": {"type": "Point", "coordinates": [lng, lat]},
+                    "Phone": t("phone"), "AcceptsInsurance": insurance, "Emergency24h": emergency,
+                    "Specialties": specialties,
+                }),
+            }
         })
         .collect()
 }
@@ -130,15 +228,6 @@ fn malformed() -> Response {
 const CKAN_PARAMS: &[&str] =
     &["resource_id", "filters", "q", "limit", "offset", "fields", "sort", "include_total", "plain", "distinct"];
 
-fn ckan_record(i: usize, s: &School) -> Value {
-    json!({
-        "_id": i + 1, "ma_truong": s.id, "ten_truong": s.name, "cap_hoc": level_label(&s.level),
-        "loai_hinh": ownership_label(s.public), "dia_chi": s.street, "ma_phuong_xa": s.ward,
-        // The DataStore holds what the CSV held: text.
-        "vi_do": s.lat.to_string(), "kinh_do": s.lng.to_string(), "dien_thoai": s.phone,
-    })
-}
-
 fn ckan_error(kind: &str, field: &str, message: &str) -> Response {
     let body = json!({
         "help": "http://ckan/api/3/action/help_show?name=datastore_search",
@@ -148,19 +237,30 @@ fn ckan_error(kind: &str, field: &str, message: &str) -> Response {
     (StatusCode::CONFLICT, Json(body)).into_response()
 }
 
-async fn ckan_search(State(state): State<Arc<PortalState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn ckan_search(
+    State(state): State<Arc<PortalState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     state.requests[0].fetch_add(1, Ordering::SeqCst);
     if state.malformed.load(Ordering::SeqCst) {
         return malformed();
     }
+    // A CKAN API token travels as it is in `Authorization`.
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if state.ckan_secured.load(Ordering::SeqCst) && token != Some(CKAN_API_TOKEN) {
+        let body = json!({"success": false, "error": {"__type": "Authorization Error", "message": "Access denied"}});
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
     if let Some(unknown) = q.keys().find(|k| !CKAN_PARAMS.contains(&k.as_str())) {
         return ckan_error("Validation Error", unknown, "The input field was not expected.");
     }
-    if q.get("resource_id").map(String::as_str) != Some("truong-hoc") {
+    let resource = q.get("resource_id").map(String::as_str).unwrap_or_default();
+    let Some(items) = DATASETS.iter().find(|d| d.0 == resource).and_then(|d| state.sets.get(d.4)) else {
         let body = json!({"success": false, "error": {"__type": "Not Found Error", "message": "Not found: Resource was not found."}});
         return (StatusCode::NOT_FOUND, Json(body)).into_response();
-    }
-    let records: Vec<Value> = state.schools.iter().enumerate().map(|(i, s)| ckan_record(i, s)).collect();
+    };
+    let records: Vec<Value> = items.iter().map(|item| item.ckan.clone()).collect();
     let mut matching: Vec<&Value> = records.iter().collect();
     if let Some(filters) = q.get("filters") {
         let Ok(Value::Object(filters)) = serde_json::from_str::<Value>(filters) else {
@@ -189,15 +289,15 @@ async fn ckan_search(State(state): State<Arc<PortalState>>, Query(q): Query<Hash
     let number = |k: &str, default: usize| q.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(default);
     let (offset, limit) = (number("offset", 0), number("limit", 100).min(CKAN_MAX));
     let page: Vec<&Value> = matching.iter().skip(offset).take(limit).copied().collect();
-    let next = format!("/api/3/action/datastore_search?offset={}&resource_id=truong-hoc", offset + limit);
+    let next = format!("/api/3/action/datastore_search?offset={}&resource_id={resource}", offset + limit);
     let body = json!({
         "help": "http://ckan/api/3/action/help_show?name=datastore_search",
         "success": true,
         "result": {
-            "include_total": true, "resource_id": "truong-hoc", "records_format": "objects",
+            "include_total": true, "resource_id": resource, "records_format": "objects",
             "fields": [{"id": "_id", "type": "int"}, {"id": "ma_truong", "type": "text"}, {"id": "ten_truong", "type": "text"}],
             "records": page, "limit": limit, "offset": offset,
-            "_links": {"start": "/api/3/action/datastore_search?resource_id=truong-hoc", "next": next},
+            "_links": {"start": format!("/api/3/action/datastore_search?resource_id={resource}"), "next": next},
             "total": matching.len(), "total_was_estimated": false,
         },
     });
@@ -222,15 +322,9 @@ fn web_mercator(lat: f64, lng: f64) -> (f64, f64) {
     (x, y)
 }
 
-fn arcgis_feature(i: usize, s: &School, degrees: bool) -> Value {
-    let (x, y) = if degrees { (s.lng, s.lat) } else { web_mercator(s.lat, s.lng) };
-    json!({
-        "attributes": {
-            "OBJECTID": i + 1, "MA_TRUONG": s.id, "TEN_TRUONG": s.name, "CAP_HOC": level_label(&s.level),
-            "LOAI_HINH": ownership_label(s.public), "DIA_CHI": s.street, "MA_XA": s.ward, "DIEN_THOAI": s.phone,
-        },
-        "geometry": {"x": x, "y": y},
-    })
+fn arcgis_feature(item: &Item, degrees: bool) -> Value {
+    let (x, y) = if degrees { (item.lng, item.lat) } else { web_mercator(item.lat, item.lng) };
+    json!({"attributes": item.arcgis, "geometry": {"x": x, "y": y}})
 }
 
 /// ArcGIS reports failures inside an HTTP 200 answer.
@@ -328,9 +422,13 @@ async fn arcgis_token(State(state): State<Arc<PortalState>>, body: String) -> Re
 
 async fn arcgis_query(
     State(state): State<Arc<PortalState>>,
+    Path(service): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    let Some(items) = DATASETS.iter().find(|d| d.1 == service).and_then(|d| state.sets.get(d.4)) else {
+        return arcgis_error(404, "Service not found.", "");
+    };
     state.requests[1].fetch_add(1, Ordering::SeqCst);
     if state.malformed.load(Ordering::SeqCst) {
         return malformed();
@@ -353,9 +451,9 @@ async fn arcgis_query(
         return arcgis_error(400, "Unable to complete operation.", "Invalid or missing input parameters.");
     };
     let degrees = q.get("outSR").is_some_and(|sr| sr == "4326");
-    let features: Vec<(usize, &School, Value)> =
-        state.schools.iter().enumerate().map(|(i, s)| (i, s, arcgis_feature(i, s, degrees))).collect();
-    let mut matching: Vec<&(usize, &School, Value)> = Vec::new();
+    let features: Vec<(usize, &Item, Value)> =
+        items.iter().enumerate().map(|(i, item)| (i, item, arcgis_feature(item, degrees))).collect();
+    let mut matching: Vec<&(usize, &Item, Value)> = Vec::new();
     'features: for f in &features {
         for (field, value, like) in &clauses {
             let Some(actual) = f.2["attributes"].get(field.as_str()) else {
@@ -420,15 +518,6 @@ async fn arcgis_query(
 
 const ODATA_OPTIONS: &[&str] = &["$top", "$skip", "$count", "$filter", "$orderby", "$select"];
 
-fn odata_entity(s: &School) -> Value {
-    json!({
-        "SchoolId": s.id, "Name": s.name, "Level": s.level, "Ownership": if s.public { "Public" } else { "Private" },
-        "Address": {"Street": s.street, "WardCode": s.ward},
-        "Location": {"type": "Point", "coordinates": [s.lng, s.lat]},
-        "Phone": s.phone,
-    })
-}
-
 fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
 }
@@ -450,19 +539,49 @@ fn odata_filter(expr: &str) -> Option<Vec<(String, String, bool)>> {
     Some(out)
 }
 
-async fn odata_list(
+/// `/odata/<EntitySet>` lists; `/odata/<EntitySet>('<key>')` gets.
+async fn odata(
     State(state): State<Arc<PortalState>>,
+    Path(segment): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     state.requests[2].fetch_add(1, Ordering::SeqCst);
+    if state.odata_secured.load(Ordering::SeqCst) {
+        let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !bearer.is_some_and(|t| state.odata_tokens.lock().is_ok_and(|tokens| tokens.iter().any(|x| x == t))) {
+            return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer error=\"invalid_token\"")])
+                .into_response();
+        }
+    }
+    let (set, key) = match segment.split_once('(') {
+        Some((set, key)) => (set, Some(key)),
+        None => (segment.as_str(), None),
+    };
+    let Some((dataset, key_name)) = DATASETS.iter().find(|d| d.2 == set).map(|d| (d.4, d.3)) else {
+        return odata_error(StatusCode::NOT_FOUND, "NotFound", "No resource at this path.");
+    };
+    let items = state.sets.get(dataset).map(Vec::as_slice).unwrap_or_default();
+    match key {
+        Some(key) => odata_one(items, key_name, set, key),
+        None => odata_list(&state, items, set, &q, &headers),
+    }
+}
+
+fn odata_list(
+    state: &PortalState,
+    items: &[Item],
+    set: &str,
+    q: &HashMap<String, String>,
+    headers: &axum::http::HeaderMap,
+) -> Response {
     if state.malformed.load(Ordering::SeqCst) {
         return malformed();
     }
     if let Some(unknown) = q.keys().find(|k| k.starts_with('$') && !ODATA_OPTIONS.contains(&k.as_str())) {
         return odata_error(StatusCode::BAD_REQUEST, "", &format!("The query parameter '{unknown}' is not supported."));
     }
-    let entities: Vec<Value> = state.schools.iter().map(odata_entity).collect();
+    let entities: Vec<Value> = items.iter().map(|item| item.odata.clone()).collect();
     let mut matching: Vec<&Value> = entities.iter().collect();
     if let Some(expr) = q.get("$filter") {
         let Some(clauses) = odata_filter(expr) else {
@@ -484,7 +603,7 @@ async fn odata_list(
     let size = wanted.min(ODATA_PAGE);
     let page: Vec<&Value> = matching.iter().skip(skip).take(size).copied().collect();
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let mut body = json!({"@odata.context": format!("http://{host}/odata/$metadata#Schools"), "value": page});
+    let mut body = json!({"@odata.context": format!("http://{host}/odata/$metadata#{set}"), "value": page});
     if q.get("$count").is_some_and(|c| c == "true") {
         body["@odata.count"] = json!(matching.len());
     }
@@ -501,24 +620,60 @@ async fn odata_list(
             }
         }
         let query: String = next.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&");
-        body["@odata.nextLink"] = json!(format!("http://{host}/odata/Schools?{query}"));
+        body["@odata.nextLink"] = json!(format!("http://{host}/odata/{set}?{query}"));
     }
     Json(body).into_response()
 }
 
-async fn odata_one(State(state): State<Arc<PortalState>>, Path(key): Path<String>) -> Response {
-    state.requests[2].fetch_add(1, Ordering::SeqCst);
-    // `Schools('79-THPT-0001')`: the key in quotes, quotes doubled inside.
-    let Some(id) = key.strip_prefix("Schools(").and_then(|k| k.strip_suffix(')')).and_then(unquote) else {
-        return odata_error(StatusCode::NOT_FOUND, "NotFound", "No resource at this path.");
+/// The OData service's OAuth2 token endpoint (client credentials, HTTP Basic).
+async fn odata_token(State(state): State<Arc<PortalState>>, headers: axum::http::HeaderMap, body: String) -> Response {
+    let expected = format!("{ODATA_CLIENT_ID}:{ODATA_CLIENT_SECRET}");
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64_decode(b.trim()));
+    if given.as_deref() != Some(expected.as_str()) || !body.contains("grant_type=client_credentials") {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client"}))).into_response();
+    }
+    let n = state.odata_issued.fetch_add(1, Ordering::SeqCst);
+    let token = format!("odata-{n}");
+    if let Ok(mut tokens) = state.odata_tokens.lock() {
+        tokens.push(token.clone());
+    }
+    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600})).into_response()
+}
+
+fn base64_decode(text: &str) -> Option<String> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|c| *c != b'=') {
+        bits = (bits << 6) | T.iter().position(|t| *t == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `'79-THPT-0001')`: the key in quotes, quotes doubled inside.
+fn odata_one(items: &[Item], key_name: &str, set: &str, key: &str) -> Response {
+    let Some(id) = key.strip_suffix(')').and_then(unquote) else {
+        return odata_error(StatusCode::BAD_REQUEST, "", "The key in the URI is not valid.");
     };
-    match state.schools.iter().find(|s| s.id == id) {
-        Some(s) => {
-            let mut entity = odata_entity(s);
-            entity["@odata.context"] = json!("http://localhost/odata/$metadata#Schools/$entity");
+    match items.iter().find(|item| item.id == id) {
+        Some(item) => {
+            let mut entity = item.odata.clone();
+            entity["@odata.context"] = json!(format!("http://localhost/odata/$metadata#{set}/$entity"));
+            debug_assert!(entity.get(key_name).is_some());
             Json(entity).into_response()
         }
-        None => odata_error(StatusCode::NOT_FOUND, "NotFound", "The school was not found."),
+        None => odata_error(StatusCode::NOT_FOUND, "NotFound", "No entity has this key."),
     }
 }
 
@@ -538,14 +693,15 @@ fn encode(v: &str) -> String {
 impl FakePortals {
     /// Starts the three fakes on one port.
     pub async fn start() -> std::io::Result<Self> {
-        let state = Arc::new(PortalState { schools: schools(), ..Default::default() });
+        let sets = HashMap::from([("schools", schools()), ("facilities", facilities())]);
+        let state = Arc::new(PortalState { sets, ..Default::default() });
         let faults = Faults::default();
         let router = axum::Router::new()
             .route("/ckan/api/3/action/datastore_search", get(ckan_search))
-            .route("/arcgis/rest/services/Schools/FeatureServer/0/query", get(arcgis_query))
+            .route("/arcgis/rest/services/{service}/FeatureServer/0/query", get(arcgis_query))
             .route("/arcgis/sharing/rest/oauth2/token", axum::routing::post(arcgis_token))
-            .route("/odata/Schools", get(odata_list))
-            .route("/odata/{key}", get(odata_one))
+            .route("/odata/token", axum::routing::post(odata_token))
+            .route("/odata/{segment}", get(odata))
             .with_state(state.clone())
             .layer(axum::middleware::from_fn_with_state(faults.clone(), super::faults::apply));
         let (addr, task) = serve(router).await?;
@@ -585,6 +741,28 @@ impl FakePortals {
         self.state.issued.load(Ordering::SeqCst)
     }
 
+    /// CKAN requests need its API token (or, off, not).
+    pub fn secure_ckan(&self, on: bool) {
+        self.state.ckan_secured.store(on, Ordering::SeqCst);
+    }
+
+    /// OData requests need a bearer token (or, off, not).
+    pub fn secure_odata(&self, on: bool) {
+        self.state.odata_secured.store(on, Ordering::SeqCst);
+    }
+
+    /// Forgets every OData token issued.
+    pub fn revoke_odata_tokens(&self) {
+        if let Ok(mut tokens) = self.state.odata_tokens.lock() {
+            tokens.clear();
+        }
+    }
+
+    /// How many OData tokens were issued.
+    pub fn odata_tokens_issued(&self) -> usize {
+        self.state.odata_issued.load(Ordering::SeqCst)
+    }
+
     /// Requests served so far: CKAN, ArcGIS, OData.
     pub fn requests(&self) -> [usize; 3] {
         [0, 1, 2].map(|i| self.state.requests[i].load(Ordering::SeqCst))
@@ -592,6 +770,11 @@ impl FakePortals {
 
     /// The school ids, in the platforms' order.
     pub fn school_ids(&self) -> Vec<String> {
-        self.state.schools.iter().map(|s| s.id.clone()).collect()
+        self.ids("schools")
+    }
+
+    /// The ids of `dataset` (`schools`, `facilities`), in the platforms' order.
+    pub fn ids(&self, dataset: &str) -> Vec<String> {
+        self.state.sets.get(dataset).into_iter().flatten().map(|item| item.id.clone()).collect()
     }
 }

@@ -133,3 +133,53 @@ async fn the_container_recipe_runs_the_adapter_from_what_it_copies_and_the_compo
     assert_eq!(listed.facilities.len(), 3);
     std::fs::remove_dir_all(app).ok();
 }
+
+#[tokio::test]
+async fn unknown_ids_on_a_portal_platform_are_not_found_and_leave_the_instance_ready() {
+    use lienthong_proto::v1::GetSchoolRequest;
+    use lienthong_proto::v1::education_service_client::EducationServiceClient;
+    let portals = lienthong_contract_tests::fakes::portals::FakePortals::start().await.unwrap();
+    // Education of province 79 on a CKAN portal, whose gets are searches;
+    // a breaker that opens after two failures.
+    let toml = lienthong::config::SANDBOX_DEFAULT.replace("education = \"sandbox\"", "education = \"portal\"")
+        + &format!(
+            r#"
+[breaker]
+failures_to_open = 2
+
+[adapters.portal]
+kind = "warehouse-http"
+platform = "ckan"
+base_url = "{}/ckan/api/3/action"
+allow_insecure_http = true
+
+[adapters.portal.datasets.schools]
+resource = "truong-hoc"
+fields = {{ school_id = "ma_truong", name = "ten_truong", ward_code = "ma_phuong_xa", latitude = "vi_do", longitude = "kinh_do" }}
+"#,
+            portals.url()
+        );
+    let gw = TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await;
+    let mut schools = EducationServiceClient::new(gw.channel.clone());
+    for n in 0..5 {
+        let id = format!("79-THPT-99{n:02}");
+        let e = schools.get_school(request(GetSchoolRequest { school_id: id }, &[])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    }
+    // Not held against the portal: the breaker is closed, lists answer, the
+    // gateway is ready.
+    let listed = schools
+        .list_schools(request(lienthong_proto::v1::ListSchoolsRequest { page_size: 5, ..Default::default() }, &[]))
+        .await
+        .expect("the portal still answers");
+    assert_eq!(listed.into_inner().schools.len(), 5);
+    let ready = reqwest::get(format!("http://{}/readyz", gw.ops_addr)).await.unwrap();
+    assert!(ready.status().is_success(), "{}", ready.status());
+    // A school that exists is got.
+    let got = schools
+        .get_school(request(GetSchoolRequest { school_id: portals.school_ids()[0].clone() }, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.school.map(|s| s.school_id), Some(portals.school_ids()[0].clone()));
+}
