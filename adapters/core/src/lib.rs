@@ -24,6 +24,7 @@ mod error;
 mod families;
 pub mod geo;
 pub mod nfc;
+pub mod options;
 pub mod paging;
 mod registry;
 pub mod telemetry;

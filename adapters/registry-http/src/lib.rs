@@ -138,9 +138,10 @@ impl AdapterFactory for RegistryFactory {
     }
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
-        match RegistryConfig::deserialize(options) {
+        // Every key at fault, each by its path.
+        match lienthong_adapter_core::options::read::<RegistryConfig>(options) {
             Ok(c) => c.validate(),
-            Err(e) => vec![e.to_string()],
+            Err(problems) => problems,
         }
     }
 

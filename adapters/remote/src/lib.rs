@@ -48,9 +48,10 @@ impl AdapterFactory for RemoteFactory {
     }
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
-        match RemoteConfig::deserialize(options) {
+        // Every key at fault, each by its path.
+        match lienthong_adapter_core::options::read::<RemoteConfig>(options) {
             Ok(c) => c.validate(),
-            Err(e) => vec![e.to_string()],
+            Err(problems) => problems,
         }
     }
 

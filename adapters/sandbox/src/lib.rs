@@ -120,9 +120,10 @@ impl AdapterFactory for SandboxFactory {
     }
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
-        match SandboxConfig::deserialize(options) {
+        // Every key at fault, each by its path.
+        match lienthong_adapter_core::options::read::<SandboxConfig>(options) {
             Ok(c) => c.validate(),
-            Err(e) => vec![e.to_string()],
+            Err(problems) => problems,
         }
     }
 

@@ -55,9 +55,10 @@ impl AdapterFactory for VneidFactory {
     }
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
-        match VneidConfig::deserialize(options) {
+        // Every key at fault, each by its path.
+        match lienthong_adapter_core::options::read::<VneidConfig>(options) {
             Ok(c) => c.validate(),
-            Err(e) => vec![e.to_string()],
+            Err(problems) => problems,
         }
     }
 

@@ -247,9 +247,13 @@ impl AdapterFactory for WarehouseFactory {
     }
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
-        match WarehouseConfig::deserialize(options) {
-            Ok(c) => c.validate(),
-            Err(e) => vec![e.to_string()],
+        // Every key at fault, each by its path.
+        match lienthong_adapter_core::options::read::<WarehouseConfig>(options) {
+            Ok(mut c) => {
+                c.apply_platform();
+                c.validate()
+            }
+            Err(problems) => problems,
         }
     }
 

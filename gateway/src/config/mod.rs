@@ -545,7 +545,14 @@ impl Config {
                 Ok(factory) => {
                     let options = serde_json::Value::Object(instance.options.clone());
                     for problem in factory.validate(&options) {
-                        errors.push(ConfigError::new(format!("adapters.{name}"), problem));
+                        // `key.sub: message` joins the instance's path.
+                        let (path, message) = match problem.split_once(": ") {
+                            Some((key, message)) if !key.is_empty() && !key.contains(' ') => {
+                                (format!("adapters.{name}.{key}"), message.to_owned())
+                            }
+                            _ => (format!("adapters.{name}"), problem),
+                        };
+                        errors.push(ConfigError::new(path, message));
                     }
                 }
             }

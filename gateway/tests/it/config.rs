@@ -112,11 +112,11 @@ fn every_problem_is_reported_with_its_path() {
     has(&errors, "telemtry", "unknown section");
     has(&errors, "provinces.74.helth", "unknown field");
     has(&errors, "provinces.74", "not a province code");
-    has(&errors, "adapters.typo", "dossier_pase");
+    has(&errors, "adapters.typo.dossier_pase", "unknown field");
     has(&errors, "provinces.99", "not a province code");
     has(&errors, "provinces.79.transport", "no adapter instance named \"missing\"");
     has(&errors, "adapters.vendor.kind", "known kinds: registry-http, remote, sandbox, vneid, warehouse-http");
-    has(&errors, "adapters.sandbox", "dossier_pace: must be at least 100ms");
+    has(&errors, "adapters.sandbox.dossier_pace", "must be at least 100ms");
     has(&errors, "anonymous.provinces[1]", "\"01\" is not configured");
     has(&errors, "anonymous.scopes[0]", "unknown scope");
     has(&errors, "server.cors_allowed_origins[0]", "is not an origin");
@@ -223,7 +223,7 @@ fn the_sandbox_serves_its_own_province_unless_told_otherwise() {
     has(&errors, "provinces.01.healthcare", "holds Ho Chi Minh City's data");
     // Listed, it is a deliberate demo.
     assert_eq!(problems(&routed("provinces = [\"79\", \"01\"]\n")), Vec::<String>::new());
-    has(&problems(&routed("provinces = [\"79\", \"100\"]\n")), "adapters.sandbox", "provinces[1]");
+    has(&problems(&routed("provinces = [\"79\", \"100\"]\n")), "adapters.sandbox.provinces[1]", "not a province code");
 }
 
 /// `lienthong check-config --probe` on `toml`: its exit code and output.
@@ -299,4 +299,28 @@ filters = {{ ward_code = "maXa" }}
     ] {
         assert!(out.contains(finding), "{finding}:\n{out}");
     }
+}
+
+#[test]
+fn every_key_at_fault_in_an_adapter_table_is_reported_by_its_path() {
+    let errors = problems(&with_warehouse(
+        r#"
+[adapters.portal]
+kind = "warehouse-http"
+platform = "odata"
+base_url = { host = "data.example" }
+timeout = "soon"
+
+[adapters.portal.datasets.schools]
+resource = "Schools"
+local_limit = "many"
+fields = { school_id = "SchoolId", name = { first = "Name" } }
+paging = { max_limit = "big" }
+"#,
+    ));
+    has(&errors, "adapters.portal.base_url", "invalid type: map");
+    has(&errors, "adapters.portal.timeout", "soon");
+    has(&errors, "adapters.portal.datasets.schools.local_limit", "invalid type: string");
+    has(&errors, "adapters.portal.datasets.schools.fields.name", "invalid type: map");
+    has(&errors, "adapters.portal.datasets.schools.paging.max_limit", "invalid type: string");
 }
