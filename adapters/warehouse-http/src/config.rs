@@ -241,6 +241,12 @@ pub struct DatasetConfig {
     /// Dotted path of the total count in a list answer, if there is one.
     #[serde(default)]
     pub total: Option<String>,
+    /// Where the total is asked by a request of its own (ArcGIS:
+    /// `returnCountOnly = "true"`, the count at `count`): these parameters
+    /// are added to the list's query, without paging, and `total` read from
+    /// that answer.
+    #[serde(default)]
+    pub count_params: BTreeMap<String, String>,
     /// How the upstream pages.
     #[serde(default)]
     pub paging: PagingConfig,
@@ -303,7 +309,9 @@ impl WarehouseConfig {
                 Platform::Ckan => {
                     ("/datastore_search".to_owned(), "result.records", "result.records.0", Some("result.total"))
                 }
-                Platform::Arcgis => (format!("/{}/query", resource.trim_matches('/')), "features", "features.0", None),
+                Platform::Arcgis => {
+                    (format!("/{}/query", resource.trim_matches('/')), "features", "features.0", Some("count"))
+                }
                 Platform::Odata | Platform::Rest => {
                     (format!("/{}", resource.trim_matches('/')), "value", "", Some("@odata.count"))
                 }
@@ -328,6 +336,10 @@ impl WarehouseConfig {
                 Platform::Arcgis => {
                     for (k, v) in [("f", "json"), ("outFields", "*"), ("outSR", "4326"), ("returnGeometry", "true")] {
                         fixed(ds, k, v);
+                    }
+                    // ArcGIS counts in a query of its own.
+                    if ds.count_params.is_empty() {
+                        ds.count_params.insert("returnCountOnly".to_owned(), "true".to_owned());
                     }
                     for (ours, default) in [("latitude", "geometry.y"), ("longitude", "geometry.x")] {
                         ds.fields.entry(ours.to_owned()).or_insert_with(|| default.to_owned());

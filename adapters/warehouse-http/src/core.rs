@@ -272,7 +272,17 @@ impl Warehouse {
             })?,
         };
         let mut items = Vec::with_capacity(page_size);
-        let mut total = None;
+        // A total asked by a request of its own (ArcGIS's returnCountOnly).
+        let mut total = match (&ds.total, ds.count_params.is_empty()) {
+            (Some(path), false) => {
+                let mut counting = query.clone();
+                counting.extend(ds.count_params.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let body = self.get_json(name, &ds.path, &counting, deadline).await?;
+                at(&body, path).and_then(number).map(|t| t.max(0))
+            }
+            _ => None,
+        };
+        let counted = total.is_some();
         for _ in 0..MAX_REQUESTS_PER_PAGE {
             let wanted = page_size - items.len();
             let (body, limit, skip) = self.fetch(name, ds, &query, &position, wanted, deadline).await?;
@@ -287,7 +297,7 @@ impl Warehouse {
                     .with_temporary(false));
                 }
             };
-            if let Some(t) = ds.total.as_deref().and_then(|t| at(&body, t)).and_then(number) {
+            if !counted && let Some(t) = ds.total.as_deref().and_then(|t| at(&body, t)).and_then(number) {
                 total = Some(t.max(0));
             }
             let got = records.len();
