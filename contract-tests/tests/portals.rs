@@ -195,6 +195,9 @@ async fn a_record_that_fails_validation_is_skipped_and_the_rest_served() {
     let broken = &portals.school_ids()[2];
     assert_eq!(ids.len(), SCHOOLS - 1);
     assert!(!ids.contains(broken), "the record in Web Mercator metres is left out");
+    // Counted, by the field at fault.
+    let invalid = lienthong_adapter_core::telemetry::invalid_counts();
+    assert!(invalid.iter().any(|((d, f), n)| d == "schools" && f == "latitude" && *n >= 1), "{invalid:?}");
 }
 
 /// The worked configuration of `platform` in the adapter's README, pointed at
@@ -419,4 +422,29 @@ async fn the_arcgis_preset_counts_with_a_query_of_its_own() {
     let filtered = schools.list_schools(&ctx(), req).await.unwrap();
     assert_eq!(filtered.total_size as usize, filtered.schools.len());
     assert!(filtered.schools.len() < SCHOOLS);
+}
+
+#[tokio::test]
+async fn a_rest_dataset_may_write_its_filters_in_a_platforms_language() {
+    let portals = FakePortals::start().await.unwrap();
+    // OData described key by key, its filters in one $filter.
+    let mut options = options(&portals, "odata");
+    options["datasets"]["schools"]["filter_language"] = json!("odata");
+    options["datasets"]["schools"]["filters"] = json!({"ward_code": "Address.WardCode", "ownership": "Ownership"});
+    let schools = WarehouseFactory.build(BuildContext::new("odata", options)).await.unwrap().education.unwrap();
+    let all =
+        schools.list_schools(&ctx(), api::ListSchoolsRequest { page_size: 100, ..Default::default() }).await.unwrap();
+    let ward = all.schools[0].address.as_ref().unwrap().ward_code.clone();
+    let before = portals.requests()[2];
+    let req = api::ListSchoolsRequest { ward_code: ward.clone(), ownership: 1, page_size: 100, ..Default::default() };
+    let got = schools.list_schools(&ctx(), req).await.unwrap().schools;
+    let want: Vec<&api::School> = all
+        .schools
+        .iter()
+        .filter(|s| s.address.as_ref().is_some_and(|a| a.ward_code == ward) && s.ownership == 1)
+        .collect();
+    assert_eq!(got.iter().collect::<Vec<_>>(), want);
+    assert_eq!(portals.requests()[2] - before, 1, "filtered by the platform, in one request");
+    let hostile = api::ListSchoolsRequest { ward_code: "x' or 'a' eq 'a".into(), ..Default::default() };
+    assert!(schools.list_schools(&ctx(), hostile).await.unwrap().schools.is_empty());
 }

@@ -387,6 +387,7 @@ async fn metrics_count_a_known_sequence_of_calls() {
             "lienthong_adapter_errors_total"
                 | "lienthong_adapter_contract_violations_total"
                 | "lienthong_adapter_records_dropped_total"
+                | "lienthong_adapter_records_invalid_total"
         )
     }) {
         assert!(text.contains(&format!("# TYPE {} ", m.prometheus)), "{} is missing from the scrape", m.prometheus);

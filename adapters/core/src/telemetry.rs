@@ -49,3 +49,20 @@ pub fn count_dropped(dataset: &str, filter: &str) {
 pub fn dropped_counts() -> Vec<((String, String), u64)> {
     DROPPED.lock().map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default()
 }
+
+/// Records adapters skipped because they failed validation, by dataset and
+/// field at fault. The gateway exports them as a metric.
+static INVALID: std::sync::LazyLock<std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Counts one record of `dataset` skipped for its `field`.
+pub fn count_invalid(dataset: &str, field: &str) {
+    if let Ok(mut counts) = INVALID.lock() {
+        *counts.entry((dataset.to_owned(), field.to_owned())).or_insert(0) += 1;
+    }
+}
+
+/// The records skipped as invalid so far: ((dataset, field), count).
+pub fn invalid_counts() -> Vec<((String, String), u64)> {
+    INVALID.lock().map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default()
+}

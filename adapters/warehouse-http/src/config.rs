@@ -220,6 +220,13 @@ pub struct DatasetConfig {
     /// Query parameters sent with every request of this dataset.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// For a `rest` dataset: write the filters in a platform's query
+    /// language, all in one parameter, each value quoted and escaped —
+    /// `"odata"` (`$filter`), `"arcgis"` (an SQL `where`) or `"ckan"` (a JSON
+    /// `filters` object) — with `filters` naming the upstream fields. A
+    /// preset uses its own.
+    #[serde(default)]
+    pub filter_language: Option<Platform>,
     /// The most records a search done here may read: a text search where
     /// the platform cannot ignore diacritics, a near search where it cannot
     /// search by distance (or to sort by distance). Beyond it the search is

@@ -130,7 +130,13 @@ impl WarehouseAdapter {
         // one the warehouse should not have given (a filter it ignored, a
         // circle looser than ours), counted as dropped.
         let take = |json: &serde_json::Value| {
-            let mut item = build(&Record { json, dataset: ds, schema }, province).ok()?;
+            let mut item = match build(&Record { json, dataset: ds, schema }, province) {
+                Ok(item) => item,
+                Err(e) => {
+                    lienthong_adapter_core::telemetry::count_invalid(dataset, e.field().unwrap_or("record"));
+                    return None;
+                }
+            };
             if let Some((filter, _)) = ours.iter().find(|(f, v)| !matches(&item, f, v)) {
                 // An upstream's text search may read other fields than ours
                 // (name and address): not a mapping that does not filter.

@@ -43,8 +43,10 @@ pub(crate) fn list_query(
     near: Option<&api::NearFilter>,
 ) -> Result<Asked, AdapterError> {
     let mut asked = Asked { query: ds.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), local_text: None };
-    let field = |ours: &str| ds.upstream_field(platform, ours).ok_or_else(|| cannot(dataset, ours));
-    match platform {
+    // A `rest` dataset may borrow a platform's query language.
+    let language = if platform == Platform::Rest { ds.filter_language.unwrap_or(platform) } else { platform };
+    let field = |ours: &str| ds.upstream_field(language, ours).ok_or_else(|| cannot(dataset, ours));
+    match language {
         Platform::Rest => {
             let mut wanted: Vec<(&str, String)> = filters.to_vec();
             if let Some(near) = near {

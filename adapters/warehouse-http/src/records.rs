@@ -169,6 +169,7 @@ impl Record<'_> {
             ),
         )
         .with_temporary(false)
+        .with_field(field)
     }
 
     /// A text field: strings as they are, numbers written out, else empty.

@@ -132,6 +132,13 @@ pub const METRICS: &[MetricDoc] = &[
         "Records a warehouse adapter received although they do not match a filter the upstream was asked to apply, dropped before the answer, by dataset and filter: a mapping that does not filter.",
     ),
     doc(
+        "lienthong.adapter.records_invalid",
+        "lienthong_adapter_records_invalid_total",
+        "counter",
+        &["lienthong_dataset", "lienthong_field"],
+        "Records a warehouse adapter skipped because they failed validation (a missing id, a non-number, coordinates off the globe), by dataset and field at fault; the rest of the answer is served.",
+    ),
+    doc(
         "lienthong.breaker.state",
         "lienthong_breaker_state",
         "gauge",
@@ -327,6 +334,18 @@ impl Metrics {
                     o.observe(
                         n,
                         &[KeyValue::new("lienthong.dataset", dataset), KeyValue::new("lienthong.filter", filter)],
+                    );
+                }
+            })
+            .build();
+        self.meter
+            .u64_observable_counter("lienthong.adapter.records_invalid")
+            .with_description(help("lienthong.adapter.records_invalid"))
+            .with_callback(|o| {
+                for ((dataset, field), n) in lienthong_adapter_core::telemetry::invalid_counts() {
+                    o.observe(
+                        n,
+                        &[KeyValue::new("lienthong.dataset", dataset), KeyValue::new("lienthong.field", field)],
                     );
                 }
             })

@@ -136,7 +136,7 @@ async fn prometheus_scrapes_the_gateway_and_every_dashboard_query_answers() {
         "Rate-limit rejections",
         "Adapter failures by instance",
         "Adapter answers mended by the gateway (contract violations)",
-        "Warehouse records dropped (a filter the upstream did not apply)",
+        "Warehouse records dropped (not matching a filter) or skipped (invalid)",
     ];
     let panels = panels();
     assert!(panels.len() >= 12);
