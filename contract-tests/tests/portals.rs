@@ -316,6 +316,13 @@ async fn arcgis_credentials_go_in_the_form_the_token_in_the_query_and_a_revoked_
     assert_eq!(list().await.unwrap().schools.len(), 30);
     assert_eq!(portals.arcgis_tokens_issued(), 2);
 
+    // The token in ArcGIS Enterprise's header instead of the query.
+    let mut header = options.clone();
+    header["auth"]["token_header"] = json!("X-Esri-Authorization");
+    let by_header = WarehouseFactory.build(BuildContext::new("gis", header)).await.unwrap().education.unwrap();
+    let page = by_header.list_schools(&ctx(), api::ListSchoolsRequest { page_size: 30, ..Default::default() }).await;
+    assert_eq!(page.unwrap().schools.len(), 30);
+
     // Wrong credentials: refused for good, not retried, not an outage.
     options["auth"] = auth("wrong");
     let wrong = WarehouseFactory.build(BuildContext::new("gis", options)).await.unwrap().education.unwrap();

@@ -84,6 +84,10 @@ pub struct OAuthConfig {
     /// in `Authorization: Bearer`.
     #[serde(default)]
     pub token_param: Option<String>,
+    /// Send the token as `Bearer <token>` in this header rather than in
+    /// `Authorization` (ArcGIS Enterprise: `X-Esri-Authorization`).
+    #[serde(default)]
+    pub token_header: Option<String>,
 }
 
 /// How client credentials are sent to the token endpoint.
@@ -306,7 +310,9 @@ impl WarehouseConfig {
             if let Some(auth) = &mut self.auth {
                 auth.credentials.get_or_insert(Credentials::Body);
                 auth.form.entry("f".to_owned()).or_insert_with(|| "json".to_owned());
-                auth.token_param.get_or_insert_with(|| "token".to_owned());
+                if auth.token_header.is_none() {
+                    auth.token_param.get_or_insert_with(|| "token".to_owned());
+                }
             }
         }
         for ds in self.datasets.values_mut() {

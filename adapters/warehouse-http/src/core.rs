@@ -194,10 +194,11 @@ impl Warehouse {
             for (name, value) in &self.config.headers.0 {
                 req = req.header(name.as_str(), value.as_str());
             }
-            if let Some(t) = &token {
-                req = match self.config.auth.as_ref().and_then(|a| a.token_param.as_deref()) {
-                    Some(param) => req.query(&[(param, t.as_str())]),
-                    None => req.bearer_auth(t),
+            if let (Some(t), Some(auth)) = (&token, &self.config.auth) {
+                req = match (&auth.token_param, &auth.token_header) {
+                    (Some(param), _) => req.query(&[(param.as_str(), t.as_str())]),
+                    (None, Some(header)) => req.header(header.as_str(), format!("Bearer {t}")),
+                    (None, None) => req.bearer_auth(t),
                 };
             }
             let resp = self.upstream.execute(what, req).await?;
