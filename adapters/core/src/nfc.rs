@@ -98,56 +98,31 @@ fn collect(bytes: &[u8], fields: &HashMap<u32, Field>, depth: usize, out: &mut V
     if depth > MAX_DEPTH {
         return Err(());
     }
-    let mut at = 0;
-    while at < bytes.len() {
-        let tag = varint(bytes, &mut at)?;
-        match tag & 7 {
-            0 => {
-                varint(bytes, &mut at)?;
-            }
-            1 => at = at.checked_add(8).ok_or(())?,
-            5 => at = at.checked_add(4).ok_or(())?,
-            2 => {
-                let len = usize::try_from(varint(bytes, &mut at)?).map_err(|_| ())?;
-                let end = at.checked_add(len).filter(|e| *e <= bytes.len()).ok_or(())?;
-                let value = &bytes[at..end];
-                match u32::try_from(tag >> 3).ok().and_then(|n| fields.get(&n)) {
-                    Some(Field::Text) => out.push(String::from_utf8_lossy(value).into_owned()),
-                    Some(Field::Message(name)) => {
-                        if let Some(inner) = INDEX.messages.get(name) {
-                            collect(value, inner, depth + 1, out)?;
-                        }
-                    }
-                    None => {}
+    length_delimited(bytes, |number, _, value| {
+        let value = &bytes[value];
+        match fields.get(&number) {
+            Some(Field::Text) => out.push(String::from_utf8_lossy(value).into_owned()),
+            Some(Field::Message(name)) => {
+                if let Some(inner) = INDEX.messages.get(name) {
+                    collect(value, inner, depth + 1, out)?;
                 }
-                at = end;
             }
-            _ => return Err(()),
+            None => {}
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// Nesting deeper than this is not walked (the API nests a few levels).
-const MAX_DEPTH: usize = 32;
-
-/// One length-delimited field met in a walk, and what replaces its value.
-struct Replaced {
-    /// Where the field starts (its tag) and where its value starts.
-    start: usize,
-    tag_end: usize,
-    end: usize,
-    value: Vec<u8>,
-}
-
-fn walk(bytes: &[u8], fields: &HashMap<u32, Field>, depth: usize) -> Result<Option<Vec<u8>>, ()> {
-    if depth > MAX_DEPTH {
-        return Err(());
-    }
-    let mut replaced: Vec<Replaced> = Vec::new();
+/// Reads `bytes` (an encoded message) field by field and calls `visit` with
+/// each length-delimited one: its number, where its tag ends, and where its
+/// value lies. Other fields are stepped over; bytes that do not read are
+/// `Err`.
+fn length_delimited(
+    bytes: &[u8],
+    mut visit: impl FnMut(u32, usize, std::ops::Range<usize>) -> Result<(), ()>,
+) -> Result<(), ()> {
     let mut at = 0;
     while at < bytes.len() {
-        let start = at;
         let tag = varint(bytes, &mut at)?;
         let tag_end = at;
         match tag & 7 {
@@ -159,24 +134,7 @@ fn walk(bytes: &[u8], fields: &HashMap<u32, Field>, depth: usize) -> Result<Opti
             2 => {
                 let len = usize::try_from(varint(bytes, &mut at)?).map_err(|_| ())?;
                 let end = at.checked_add(len).filter(|e| *e <= bytes.len()).ok_or(())?;
-                let value = &bytes[at..end];
-                let number = u32::try_from(tag >> 3).map_err(|_| ())?;
-                let fixed = match fields.get(&number) {
-                    Some(Field::Text) => match std::str::from_utf8(value) {
-                        Ok(text) if !unicode_normalization::is_nfc(text) => Some(
-                            unicode_normalization::UnicodeNormalization::nfc(text).collect::<String>().into_bytes(),
-                        ),
-                        _ => None,
-                    },
-                    Some(Field::Message(name)) => match INDEX.messages.get(name) {
-                        Some(inner) => walk(value, inner, depth + 1)?,
-                        None => None,
-                    },
-                    None => None,
-                };
-                if let Some(value) = fixed {
-                    replaced.push(Replaced { start, tag_end, end, value });
-                }
+                visit(u32::try_from(tag >> 3).map_err(|_| ())?, tag_end, at..end)?;
                 at = end;
             }
             _ => return Err(()),
@@ -185,6 +143,45 @@ fn walk(bytes: &[u8], fields: &HashMap<u32, Field>, depth: usize) -> Result<Opti
             return Err(());
         }
     }
+    Ok(())
+}
+
+/// Nesting deeper than this is not walked (the API nests a few levels).
+const MAX_DEPTH: usize = 32;
+
+/// One length-delimited field met in a walk, and what replaces its value.
+struct Replaced {
+    /// Where its tag ends (its length follows) and where its value ends.
+    tag_end: usize,
+    end: usize,
+    value: Vec<u8>,
+}
+
+fn walk(bytes: &[u8], fields: &HashMap<u32, Field>, depth: usize) -> Result<Option<Vec<u8>>, ()> {
+    if depth > MAX_DEPTH {
+        return Err(());
+    }
+    let mut replaced: Vec<Replaced> = Vec::new();
+    length_delimited(bytes, |number, tag_end, range| {
+        let value = &bytes[range.clone()];
+        let fixed = match fields.get(&number) {
+            Some(Field::Text) => match std::str::from_utf8(value) {
+                Ok(text) if !unicode_normalization::is_nfc(text) => {
+                    Some(unicode_normalization::UnicodeNormalization::nfc(text).collect::<String>().into_bytes())
+                }
+                _ => None,
+            },
+            Some(Field::Message(name)) => match INDEX.messages.get(name) {
+                Some(inner) => walk(value, inner, depth + 1)?,
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(value) = fixed {
+            replaced.push(Replaced { tag_end, end: range.end, value });
+        }
+        Ok(())
+    })?;
     if replaced.is_empty() {
         return Ok(None);
     }
@@ -195,7 +192,6 @@ fn walk(bytes: &[u8], fields: &HashMap<u32, Field>, depth: usize) -> Result<Opti
         prost::encoding::encode_varint(r.value.len() as u64, &mut out);
         out.extend_from_slice(&r.value);
         copied = r.end;
-        debug_assert!(r.start < r.tag_end);
     }
     out.extend_from_slice(&bytes[copied..]);
     Ok(Some(out))
