@@ -6,6 +6,9 @@
 //!
 //!     cargo run --release -p lienthong --example bare -- 127.0.0.1:50081
 
+#[path = "common/help.rs"]
+mod help;
+
 use std::pin::Pin;
 
 use lienthong_adapter_core::{CallContext, PublicServicesAdapter, api};
@@ -62,6 +65,9 @@ impl PublicServicesService for Bare {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if help::asked(include_str!("bare.rs")) {
+        return Ok(());
+    }
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50081".into()).parse()?;
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let procedure = sandbox

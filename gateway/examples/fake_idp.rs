@@ -6,6 +6,9 @@
 //!
 //!     cargo run --release -p lienthong --example fake_idp -- --tokens /tmp/tokens.txt --citizens 1000
 
+#[path = "common/help.rs"]
+mod help;
+
 use std::io::Write;
 
 use lienthong_contract_tests::fakes::FakeOidc;
@@ -17,6 +20,9 @@ fn arg(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if help::asked(include_str!("fake_idp.rs")) {
+        return Ok(());
+    }
     let citizens: u32 = arg("--citizens", "1000").parse()?;
     let idp = FakeOidc::start().await?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(arg("--tokens", "tokens.txt"))?);

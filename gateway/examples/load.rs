@@ -14,6 +14,9 @@
 //!
 //! Prints one JSON object.
 
+#[path = "common/help.rs"]
+mod help;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -38,6 +41,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if help::asked(include_str!("load.rs")) {
+        return Ok(());
+    }
     let target = arg("--target", "http://127.0.0.1:50080");
     let rate: u64 = arg("--rate", "1000").parse()?;
     let seconds: u64 = arg("--seconds", "10").parse()?;

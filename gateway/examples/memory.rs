@@ -6,6 +6,9 @@
 //!
 //!     cargo run --release -p lienthong --example memory -- --entries 1000000 --citizens 1000000
 
+#[path = "common/help.rs"]
+mod help;
+
 use std::time::Duration;
 
 use lienthong::call::metadata::Encoded;
@@ -31,6 +34,9 @@ fn arg(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if help::asked(include_str!("memory.rs")) {
+        return Ok(());
+    }
     let (entries, citizens) = (arg("--entries", 1_000_000), arg("--citizens", 1_000_000));
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let ctx = CallContext::anonymous("79");

@@ -12,6 +12,9 @@
 //! LIENTHONG_TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:4317 cargo run -p lienthong
 //! ```
 
+#[path = "common/help.rs"]
+mod help;
+
 use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +189,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for Counting {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    if help::asked(include_str!("otlp_sink.rs")) {
+        return Ok(());
+    }
     let args: Vec<String> = std::env::args().collect();
     let listen = args.iter().position(|a| a == "--listen").and_then(|i| args.get(i + 1)).map_or("127.0.0.1:0", |s| s);
     let print = args.iter().any(|a| a == "--print");

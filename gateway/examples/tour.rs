@@ -7,6 +7,9 @@
 //! and TOUR_WATCH_CHANGES to how many WatchDossier changes to wait for
 //! (default 1; each takes about one `dossier_pace`).
 
+#[path = "common/help.rs"]
+mod help;
+
 use std::error::Error;
 
 use futures_util::StreamExt;
@@ -37,6 +40,9 @@ fn time(t: Option<prost_types::Timestamp>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    if help::asked(include_str!("tour.rs")) {
+        return Ok(());
+    }
     let addr = std::env::var("LIENTHONG_ADDR").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
     let changes: usize = std::env::var("TOUR_WATCH_CHANGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let channel = Channel::from_shared(addr.clone())?.connect().await?;

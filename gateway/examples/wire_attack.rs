@@ -16,6 +16,9 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/help.rs"]
+mod help;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -277,6 +280,9 @@ async fn attack(addr: SocketAddr, streams: u32, idle: usize, attackers: usize, p
 
 #[tokio::main]
 async fn main() {
+    if help::asked(include_str!("wire_attack.rs")) {
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())

@@ -16,6 +16,7 @@ mod citizens;
 mod config;
 mod dashboard;
 mod edge;
+mod examples;
 mod layout;
 mod public_data;
 mod registry;
