@@ -76,6 +76,20 @@ impl Violations {
     }
 }
 
+/// FAILED_PRECONDITION for a province this gateway does not serve, with a
+/// `PreconditionFailure` detail (type `PROVINCE`, subject the province) whose
+/// description names the provinces it serves.
+pub fn province_not_served(code: &str, served: &[String]) -> Status {
+    let list = served.join(", ");
+    let mut details = ErrorDetails::new();
+    details.add_precondition_failure_violation("PROVINCE", code, format!("this gateway serves provinces {list}"));
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        format!("province {code} is not served by this gateway; it serves: {list}"),
+        details,
+    )
+}
+
 /// The canonical name of a gRPC status code.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code as C;

@@ -112,10 +112,8 @@ impl<'g> Call<'g> {
                     ));
                 }
                 if !gateway.provinces.contains_key(code) {
-                    return Err(Status::failed_precondition(format!(
-                        "province {code} is not served by this gateway; it serves: {}",
-                        gateway.provinces.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )));
+                    let served: Vec<String> = gateway.provinces.keys().cloned().collect();
+                    return Err(crate::errors::province_not_served(code, &served));
                 }
                 if !allowed.iter().any(|p| p == code) {
                     return Err(Status::permission_denied(format!("app {} may not reach province {code}", app.id)));

@@ -598,6 +598,12 @@ async fn province_routing_errors_are_clear() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("serves: 79"), "{}", e.message());
+    // A client reads which provinces are served from the detail.
+    use tonic_types::StatusExt;
+    let failure = e.get_details_precondition_failure().expect("a PreconditionFailure detail");
+    let v = &failure.violations[0];
+    assert_eq!((v.r#type.as_str(), v.subject.as_str()), ("PROVINCE", "01"));
+    assert!(v.description.contains("79"), "{}", v.description);
 }
 
 #[tokio::test]
