@@ -287,17 +287,7 @@ impl Warehouse {
         for _ in 0..MAX_REQUESTS_PER_PAGE {
             let wanted = page_size - items.len();
             let (body, limit, skip) = self.fetch(name, ds, &query, &position, wanted, deadline).await?;
-            let records = match at(&body, &ds.items) {
-                Some(Value::Array(records)) => records,
-                _ => {
-                    tracing::warn!(upstream = UPSTREAM, dataset = name, items = %ds.items, "no records array in the answer");
-                    return Err(AdapterError::new(
-                        ErrorKind::Unavailable,
-                        format!("the city data warehouse's {name} answer has no records array at {:?}", ds.items),
-                    )
-                    .with_temporary(false));
-                }
-            };
+            let records = records_of(name, ds, &body)?;
             if !counted && let Some(t) = ds.total.as_deref().and_then(|t| at(&body, t)).and_then(number) {
                 total = Some(t.max(0));
             }
@@ -310,18 +300,7 @@ impl Warehouse {
                 }
                 read += 1;
             }
-            let more_here = read < got;
-            let next = match &position {
-                Position::Index(i) => {
-                    let next_index = i + (read - skip) as u64;
-                    let more = more_here || self.more_after(ds, &body, total, next_index, got, limit);
-                    more.then_some(Position::Index(next_index))
-                }
-                Position::Within { at: here, .. } if more_here => {
-                    Some(Position::Within { skip: read, at: here.clone() })
-                }
-                Position::Within { .. } => self.next_place(ds, &body)?.map(|at| Position::Within { skip: 0, at }),
-            };
+            let next = self.next_position(ds, &body, &position, skip, read, got, limit, total)?;
             let Some(next) = next else {
                 return Ok(Filled { items, next_page_token: String::new(), total: total.unwrap_or(0) as i32 });
             };
@@ -333,13 +312,7 @@ impl Warehouse {
                 });
             }
             if next == position {
-                // The upstream gave nothing and says there is more: it would
-                // loop forever.
-                return Err(AdapterError::new(
-                    ErrorKind::Unavailable,
-                    format!("the city data warehouse's {name} paging does not advance"),
-                )
-                .with_temporary(false));
+                return Err(stuck(name));
             }
             position = next;
         }
@@ -369,13 +342,7 @@ impl Warehouse {
         loop {
             let (body, asked, skip) =
                 self.fetch(name, ds, &query, &position, ds.paging.max_limit as usize, deadline).await?;
-            let Some(Value::Array(records)) = at(&body, &ds.items) else {
-                return Err(AdapterError::new(
-                    ErrorKind::Unavailable,
-                    format!("the city data warehouse's {name} answer has no records array at {:?}", ds.items),
-                )
-                .with_temporary(false));
-            };
+            let records = records_of(name, ds, &body)?;
             let total = ds.total.as_deref().and_then(|t| at(&body, t)).and_then(number);
             let got = records.len();
             for record in records.iter().skip(skip) {
@@ -390,22 +357,11 @@ impl Warehouse {
                     kept.push(item);
                 }
             }
-            let next = match &position {
-                Position::Index(i) => {
-                    let next_index = i + (got - skip.min(got)) as u64;
-                    self.more_after(ds, &body, total, next_index, got, asked).then_some(Position::Index(next_index))
-                }
-                Position::Within { .. } => self.next_place(ds, &body)?.map(|at| Position::Within { skip: 0, at }),
-            };
-            match next {
+            // Every record of the page was read.
+            let read_to = got.max(skip);
+            match self.next_position(ds, &body, &position, skip, read_to, got, asked, total)? {
                 Some(next) if next != position => position = next,
-                Some(_) => {
-                    return Err(AdapterError::new(
-                        ErrorKind::Unavailable,
-                        format!("the city data warehouse's {name} paging does not advance"),
-                    )
-                    .with_temporary(false));
-                }
+                Some(_) => return Err(stuck(name)),
                 None => return Ok(kept),
             }
         }
@@ -462,6 +418,34 @@ impl Warehouse {
         Ok((body, limit, skip))
     }
 
+    /// Where the walk goes on after reading an upstream page at `position`
+    /// from `skip` up to `read` of its `got` records (`limit` asked): within
+    /// the page while records remain, else the next page while the
+    /// upstream's signals say there is more; `None` at the end.
+    #[allow(clippy::too_many_arguments)]
+    fn next_position(
+        &self,
+        ds: &DatasetConfig,
+        body: &Value,
+        position: &Position,
+        skip: usize,
+        read: usize,
+        got: usize,
+        limit: usize,
+        total: Option<i64>,
+    ) -> Result<Option<Position>, AdapterError> {
+        let more_here = read < got;
+        Ok(match position {
+            Position::Index(i) => {
+                let next_index = i + read.saturating_sub(skip) as u64;
+                let more = more_here || self.more_after(ds, body, total, next_index, got, limit);
+                more.then_some(Position::Index(next_index))
+            }
+            Position::Within { at: here, .. } if more_here => Some(Position::Within { skip: read, at: here.clone() }),
+            Position::Within { .. } => self.next_place(ds, body)?.map(|at| Position::Within { skip: 0, at }),
+        })
+    }
+
     /// Whether more records follow `next_index` (offset and page styles):
     /// the total says so, else the "more" flag, else a full page.
     fn more_after(
@@ -514,6 +498,27 @@ impl Warehouse {
         }
         Ok(url.to_string())
     }
+}
+
+/// The records array of a list answer, or `Unavailable` (not retried).
+fn records_of<'a>(name: &str, ds: &DatasetConfig, body: &'a Value) -> Result<&'a Vec<Value>, AdapterError> {
+    match at(body, &ds.items) {
+        Some(Value::Array(records)) => Ok(records),
+        _ => {
+            tracing::warn!(upstream = UPSTREAM, dataset = name, items = %ds.items, "no records array in the answer");
+            Err(AdapterError::new(
+                ErrorKind::Unavailable,
+                format!("the city data warehouse's {name} answer has no records array at {:?}", ds.items),
+            )
+            .with_temporary(false))
+        }
+    }
+}
+
+/// The upstream gave nothing and says there is more: it would loop forever.
+fn stuck(name: &str) -> AdapterError {
+    AdapterError::new(ErrorKind::Unavailable, format!("the city data warehouse's {name} paging does not advance"))
+        .with_temporary(false)
 }
 
 /// A number, or a string holding one.
