@@ -283,6 +283,15 @@ fn default_local_limit() -> u32 {
 }
 
 impl DatasetConfig {
+    /// How the upstream writes filter `filter`'s value `ours`: the value
+    /// `values` maps to it (an enum's upstream label), or `ours` as it is.
+    pub(crate) fn upstream_value(&self, filter: &str, ours: &str) -> String {
+        self.values
+            .get(filter)
+            .and_then(|m| m.iter().find(|(_, o)| o.as_str() == ours))
+            .map_or_else(|| ours.to_owned(), |(upstream, _)| upstream.clone())
+    }
+
     /// The field `ours` upstream (its path in `fields`), as a preset's query
     /// language names it.
     pub(crate) fn upstream_field(&self, platform: Platform, ours: &str) -> Option<String> {

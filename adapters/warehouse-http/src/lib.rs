@@ -107,14 +107,8 @@ impl WarehouseAdapter {
         let platform = self.warehouse.config().platform;
         let ours: Vec<(&str, String)> = call.filters.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         // Enum filters travel as the upstream's own value when mapped.
-        let upstream: Vec<(&str, String)> = ours
-            .iter()
-            .map(|(filter, value)| {
-                let mapped =
-                    ds.values.get(*filter).and_then(|m| m.iter().find(|(_, o)| *o == value)).map(|(u, _)| u.clone());
-                (*filter, mapped.unwrap_or_else(|| value.clone()))
-            })
-            .collect();
+        let upstream: Vec<(&str, String)> =
+            ours.iter().map(|(filter, value)| (*filter, ds.upstream_value(filter, value))).collect();
         let asked = platform::list_query(platform, call.dataset, ds, &upstream, call.near)?;
         let size = match call.page_size {
             0 => paging::DEFAULT_PAGE_SIZE,

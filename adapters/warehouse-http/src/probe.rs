@@ -183,12 +183,7 @@ impl WarehouseAdapter {
                 .map(|(_, v)| v.as_str())
                 .collect();
             let Some(value) = values.iter().find(|v| !v.is_empty() && values.iter().any(|o| o != *v)) else { continue };
-            let upstream = ds
-                .values
-                .get(filter)
-                .and_then(|m| m.iter().find(|(_, ours)| ours.as_str() == *value))
-                .map(|(u, _)| u.clone())
-                .unwrap_or_else(|| (*value).to_owned());
+            let upstream = ds.upstream_value(filter, value);
             match self.sample(name, ds, &[(filter, upstream.clone())]).await {
                 Ok((got, _)) => {
                     let others = got
