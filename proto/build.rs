@@ -19,6 +19,11 @@ const PROTOS: &[&str] = &[
 
 const ADAPTER_PROTO: &str = "lienthong/adapter/v1/adapter.proto";
 
+/// Imported, not compiled on their own: vendored from googleapis (prost
+/// ignores the options they define; protoc needs them to read the files that
+/// use them, and the descriptor sets carry them).
+const VENDORED: &[&str] = &["google/api/field_behavior.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -44,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("lienthong_descriptor.bin"))
         .compile_with_config(config, &files, &includes)?;
     println!("cargo:rerun-if-changed={ADAPTER_PROTO}");
-    for p in PROTOS {
+    for p in PROTOS.iter().chain(VENDORED) {
         println!("cargo:rerun-if-changed={p}");
     }
     Ok(())

@@ -18,7 +18,8 @@ use unicode_normalization::UnicodeNormalization;
 
 fn sandbox() -> AdapterSet {
     // Dossiers move every 100 ms: a watched one soon reaches its final status.
-    let config = SandboxConfig { dossier_pace: Duration::from_millis(100), ..Default::default() };
+    let config =
+        SandboxConfig { dossier_pace: Duration::from_millis(100), renew_dossiers: false, ..Default::default() };
     Sandbox::new(config).unwrap().into_set()
 }
 

@@ -220,11 +220,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for d in &mine.dossiers {
         println!("  {}  {:?}  {}", d.dossier_code, d.status(), d.procedure_name);
     }
-    let code = "000.30.67.H29-251114-0001";
-    let public = ps.get_dossier(GetDossierRequest { dossier_code: code.into() }).await?.into_inner().dossier;
+    // The sandbox keeps at least one of each demo citizen's dossiers moving.
+    let Some(code) = mine.dossiers.iter().find(|d| !d.r#final).map(|d| d.dossier_code.clone()) else {
+        println!("  (no dossier in progress to watch)");
+        return Ok(());
+    };
+    let public = ps.get_dossier(GetDossierRequest { dossier_code: code.clone() }).await?.into_inner().dossier;
     println!("  GetDossier without a token → view {:?}", public.map(|d| d.view()));
     let mut watch =
-        ps.watch_dossier(with_token(WatchDossierRequest { dossier_code: code.into() }, &token)?).await?.into_inner();
+        ps.watch_dossier(with_token(WatchDossierRequest { dossier_code: code }, &token)?).await?.into_inner();
     let mut seen = 0;
     while let Some(msg) = watch.next().await {
         let d = msg?.dossier.unwrap_or_default();

@@ -82,6 +82,21 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Ask a running gateway's ops port whether it is ready (`GET /readyz`):
+    /// exits 0 when it is, 1 when it is not or does not answer, printing
+    /// why. The container image's health check, where there is no curl.
+    Health {
+        /// The ops port's address, as in `telemetry.ops_listen` (an
+        /// unspecified address such as 0.0.0.0 is asked on loopback).
+        #[arg(long, env = "LIENTHONG_TELEMETRY__OPS_LISTEN", default_value = "127.0.0.1:9464")]
+        ops: std::net::SocketAddr,
+        /// The path to ask: `/readyz` (ready for traffic) or `/livez` (alive).
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print the SHA-256 fingerprint of the first certificate in a PEM file,
     /// for `[apps.<id>] client_cert_sha256`.
     CertFingerprint {
@@ -322,6 +337,20 @@ async fn shutdown_signal() {
     }
 }
 
+async fn health(ops: std::net::SocketAddr, path: &str, timeout: std::time::Duration) -> ExitCode {
+    let addr = lienthong::ops::check::target(ops);
+    match lienthong::ops::check::check(addr, path, timeout).await {
+        Ok(body) => {
+            println!("healthy: {body}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("unhealthy: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -331,6 +360,7 @@ async fn main() -> ExitCode {
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::SecretKey) => return new_key(),
         Some(Command::CertFingerprint { file }) => return cert_fingerprint(&file),
+        Some(Command::Health { ops, path, timeout }) => return health(ops, &path, timeout).await,
         Some(Command::DevCerts { out, names, valid_for, force }) => return dev_certs(&out, &names, valid_for, force),
         Some(Command::Audit { command: AuditCommand::Verify { file, postgres, schema, expect_head } }) => {
             init_telemetry(&TelemetryConfig { ops_listen: None, ..Default::default() }, cli.log);

@@ -13,32 +13,120 @@ const MAX_PROBLEMS: usize = 32;
 /// (the path relative to the instance's table). After a problem the key at
 /// fault is set aside and reading goes on, so one mistake hides no other.
 pub fn read<T: DeserializeOwned>(options: &Value) -> Result<T, Vec<String>> {
+    match read_partial(options) {
+        (Some(t), problems) if problems.is_empty() => Ok(t),
+        (_, problems) => Err(problems),
+    }
+}
+
+/// Like [`read`], but also gives `T` as read with the keys at fault set
+/// aside (their defaults in their place), when that reads, so that the
+/// meaning of the rest can be checked too.
+pub fn read_partial<T: DeserializeOwned>(options: &Value) -> (Option<T>, Vec<String>) {
     let mut value = options.clone();
     let mut problems = Vec::new();
     let mut removed: Vec<String> = Vec::new();
     while problems.len() < MAX_PROBLEMS {
         match serde_path_to_error::deserialize::<_, T>(&value) {
-            Ok(t) if problems.is_empty() => return Ok(t),
-            Ok(_) => return Err(problems),
+            Ok(t) => return (Some(t), problems),
             Err(e) => {
                 let path = e.path().to_string();
-                let message = e.inner().to_string();
+                let message = tidy(&e.inner().to_string());
                 // A key set aside reads as missing: already reported.
-                let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
+                let missing = message.strip_prefix("missing key `").and_then(|m| m.strip_suffix('`'));
                 let here = |key: &str| if path == "." { key.to_owned() } else { format!("{path}.{key}") };
                 if missing.is_some_and(|key| removed.contains(&here(key))) {
-                    return Err(problems);
+                    return (None, problems);
                 }
                 removed.push(path.clone());
                 problems.push(if path == "." { message } else { format!("{path}: {message}") });
                 let segments: Vec<&Segment> = e.path().iter().collect();
                 if segments.is_empty() || !remove(&mut value, &segments) {
-                    return Err(problems);
+                    return (None, problems);
                 }
             }
         }
     }
-    Err(problems)
+    (None, problems)
+}
+
+/// Serde's messages in the one form every configuration problem takes:
+/// `unknown key `x`; did you mean `y`?` (or the keys there are), `missing
+/// key `x``, `invalid type: …, expected …`, `invalid value: …, expected …`,
+/// with an example of the form expected for durations and addresses.
+pub fn tidy(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return unknown_key(field, &known);
+    }
+    if let Some(field) = message.strip_prefix("missing field `") {
+        return format!("missing key `{}", field);
+    }
+    // The standard library's address parser says only this.
+    let mut out = match message.strip_suffix("invalid socket address syntax") {
+        Some(rest) => format!("{rest}expected a socket address"),
+        None => message.to_owned(),
+    };
+    for (expected, example) in EXAMPLES {
+        if out.ends_with(expected) {
+            out.push_str(example);
+            break;
+        }
+    }
+    out
+}
+
+/// How each expected form is written, after serde's word for it.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("expected a duration", " such as \"30s\", \"5m\" or \"1h 30m\""),
+    ("expected socket address", " such as \"127.0.0.1:50051\" or \"[::]:50051\""),
+    ("expected a socket address", " such as \"127.0.0.1:50051\" or \"[::]:50051\""),
+];
+
+/// `unknown key `field``, with the nearest of the `known` keys when one is
+/// near enough to be a typo, else the keys there are.
+pub fn unknown_key(field: &str, known: &[&str]) -> String {
+    // A key with a word more or less (`per_app_rps` for `per_app`) is near.
+    // A key cut short with a typo (`helth` for `healthcare`) too.
+    let near = |k: &str| {
+        let n = field.chars().count();
+        let start = |len: usize| k.chars().take(len).collect::<String>();
+        if k.len() >= 3 && (field.starts_with(k) || k.starts_with(field)) {
+            1
+        } else if n >= 4 && (n - 1..=n + 1).any(|len| distance(field, &start(len)) <= 1) {
+            2
+        } else {
+            distance(field, k)
+        }
+    };
+    let nearest = known
+        .iter()
+        .map(|k| (near(k), *k))
+        .filter(|(d, k)| *d <= (k.chars().count() / 3).max(2))
+        .min_by_key(|(d, _)| *d);
+    match nearest {
+        Some((_, k)) => format!("unknown key `{field}`; did you mean `{k}`?"),
+        None if known.is_empty() => format!("unknown key `{field}`"),
+        None => format!("unknown key `{field}`; the keys here are {}", known.join(", ")),
+    }
+}
+
+/// Levenshtein distance, by characters.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = (previous + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            previous = row[j + 1];
+            row[j + 1] = here;
+        }
+    }
+    row[b.len()]
 }
 
 /// Removes the value at `path`; whether there was one.
@@ -106,6 +194,34 @@ mod tests {
             assert!(joined.contains(path), "{path}:\n{joined}");
         }
         assert!(problems.len() >= 4, "{joined}");
+    }
+
+    #[test]
+    fn messages_take_one_form_with_the_nearest_key_and_the_form_expected() {
+        assert_eq!(
+            tidy("unknown field `drain_timout`, expected one of `listen`, `drain_timeout`"),
+            "unknown key `drain_timout`; did you mean `drain_timeout`?"
+        );
+        assert_eq!(
+            tidy("unknown field `colour`, expected `limit` or `name`"),
+            "unknown key `colour`; the keys here are limit, name"
+        );
+        assert_eq!(tidy("missing field `kind`"), "missing key `kind`");
+        assert_eq!(
+            tidy("invalid value: string \"soon\", expected a duration"),
+            "invalid value: string \"soon\", expected a duration such as \"30s\", \"5m\" or \"1h 30m\""
+        );
+        assert_eq!(distance("drain_timout", "drain_timeout"), 1);
+        assert_eq!(distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn a_partial_read_keeps_what_is_good() {
+        let options = serde_json::json!({"url": "https://x", "sets": {"one": {"limit": "ten", "name": "a"}}});
+        let (read, problems) = read_partial::<Outer>(&options);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let read = read.unwrap();
+        assert_eq!((read.url.as_str(), read.sets["one"].name.as_str()), ("https://x", "a"));
     }
 
     #[test]

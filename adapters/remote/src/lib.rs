@@ -48,11 +48,10 @@ impl AdapterFactory for RemoteFactory {
     }
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
-        // Every key at fault, each by its path.
-        match lienthong_adapter_core::options::read::<RemoteConfig>(options) {
-            Ok(c) => c.validate(),
-            Err(problems) => problems,
-        }
+        // Every key at fault, each by its path; then what the rest means.
+        let (config, mut problems) = lienthong_adapter_core::options::read_partial::<RemoteConfig>(options);
+        problems.extend(config.map(|c| c.validate()).unwrap_or_default());
+        problems
     }
 
     fn instance_families(&self, options: &serde_json::Value) -> Option<Vec<Family>> {

@@ -8,6 +8,23 @@ use lienthong_adapter_core::api;
 /// Vietnam's offset from UTC in seconds.
 pub(crate) const VN_OFFSET_SECS: i64 = 7 * 3600;
 
+/// `YYMMDD` of `t` in Vietnam (UTC+7), as dossier codes write a date.
+pub(crate) fn yymmdd(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 7 * 3_600;
+    let days = (secs / 86_400) as i64;
+    let guess = 1970 + days / 365;
+    for year in [guess - 1, guess, guess + 1] {
+        for month in 1..=12u32 {
+            let start = days_from_civil(year, month, 1);
+            let next = if month == 12 { days_from_civil(year + 1, 1, 1) } else { days_from_civil(year, month + 1, 1) };
+            if (start..next).contains(&days) {
+                return format!("{:02}{month:02}{:02}", year.rem_euclid(100), days - start + 1);
+            }
+        }
+    }
+    "000000".to_owned()
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
 /// `days_from_civil`).
 pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -78,6 +95,14 @@ pub(crate) fn parse_time_of_day(text: &str) -> Option<api::TimeOfDay> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_date_as_dossier_codes_write_it_in_vietnam() {
+        // 2025-11-14 20:00 UTC is already the 15th in Vietnam.
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_763_150_400);
+        assert_eq!(yymmdd(t), "251115");
+        assert_eq!(yymmdd(SystemTime::UNIX_EPOCH), "700101");
+    }
 
     #[test]
     fn civil_days() {

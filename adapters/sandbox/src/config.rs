@@ -16,6 +16,13 @@ pub struct SandboxConfig {
     /// How often a demo dossier that is still open moves to its next status.
     #[serde(default = "default_pace", with = "humantime_serde")]
     pub dossier_pace: Duration,
+    /// Whether new dossiers keep arriving while the sandbox runs: each demo
+    /// dossier is renewed when it ends, so every demo citizen always has one
+    /// in progress to watch, and final ones age out after 28 paces (at least
+    /// 10 minutes). Turn it off for a list of dossiers that stays put, as
+    /// tests at a 100 ms pace want.
+    #[serde(default = "default_renew")]
+    pub renew_dossiers: bool,
     /// How long sandbox tokens stay valid.
     #[serde(default = "default_token_ttl", with = "humantime_serde")]
     pub token_ttl: Duration,
@@ -45,6 +52,10 @@ fn default_pace() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_renew() -> bool {
+    true
+}
+
 fn default_token_ttl() -> Duration {
     Duration::from_secs(3600)
 }
@@ -58,6 +69,7 @@ impl Default for SandboxConfig {
         Self {
             data_dir: None,
             dossier_pace: default_pace(),
+            renew_dossiers: default_renew(),
             token_ttl: default_token_ttl(),
             token_secret: None,
             camera_snapshot_url: default_snapshot_url(),
@@ -71,9 +83,11 @@ impl fmt::Debug for SandboxConfig {
         f.debug_struct("SandboxConfig")
             .field("data_dir", &self.data_dir)
             .field("dossier_pace", &self.dossier_pace)
+            .field("renew_dossiers", &self.renew_dossiers)
             .field("token_ttl", &self.token_ttl)
             .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
             .field("camera_snapshot_url", &self.camera_snapshot_url)
+            .field("provinces", &self.provinces)
             .finish()
     }
 }

@@ -35,6 +35,10 @@ pub(crate) struct Citizen {
 /// A dossier and the statuses it will pass through.
 #[derive(Debug, Clone)]
 pub(crate) struct DossierPlan {
+    /// For a dossier the sandbox submits while it runs (a renewal of a
+    /// dataset's dossier, so that there is always something to watch): when
+    /// it arrives, after the sandbox's start. `None` for the dataset's own.
+    pub arrival: Option<std::time::Duration>,
     pub seq: u32,
     pub base: api::Dossier,
     pub owner: CitizenId,
@@ -685,6 +689,7 @@ fn load_dossiers(
                 ..Default::default()
             };
             Some(DossierPlan {
+                arrival: None,
                 seq: r.seq,
                 base,
                 owner: owner.id.clone(),

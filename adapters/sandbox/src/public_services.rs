@@ -33,6 +33,9 @@ fn note(status: api::DossierStatus) -> &'static str {
     }
 }
 
+/// A final dossier is kept at least this long (and 28 paces) after its end.
+const RETENTION_AT_LEAST: Duration = Duration::from_secs(600);
+
 /// The sandbox's clock: when it started, and how fast dossiers move.
 ///
 /// It reads tokio's clock, so tests on a paused clock move dossiers by
@@ -55,21 +58,34 @@ impl DossierClock {
     }
 
     /// When live step `j` of a dossier happens (step 0 is the first status
-    /// after the ones already done at start). Dossiers are staggered by a
-    /// quarter of the pace so that changes spread out.
+    /// after the ones already done when it arrived). Dossiers are staggered
+    /// by a quarter of the pace so that changes spread out.
     fn step_at(&self, plan: &DossierPlan, j: usize) -> Instant {
         let stagger = self.pace.mul_f64(f64::from(plan.seq % 4) / 4.0);
-        self.started + stagger + self.pace * (j as u32 + 1)
+        self.arrived_at(plan) + stagger + self.pace * (j as u32 + 1)
     }
 
-    /// How many of the plan's statuses have happened by `now`.
+    /// When the plan arrived: the sandbox's start for the dataset's dossiers,
+    /// the submission of a renewal.
+    fn arrived_at(&self, plan: &DossierPlan) -> Instant {
+        self.started + plan.arrival.unwrap_or_default()
+    }
+
+    /// How many of the plan's statuses have happened by `now` (0: a renewal
+    /// not yet submitted).
     fn steps_done(&self, plan: &DossierPlan, now: Instant) -> usize {
+        if now < self.arrived_at(plan) {
+            return 0;
+        }
         let live = (0..plan.timeline.len() - plan.done).take_while(|j| self.step_at(plan, *j) <= now).count();
         plan.done + live
     }
 
     /// When status number `i` of the timeline happened (or happens).
     fn status_time(&self, plan: &DossierPlan, i: usize) -> SystemTime {
+        if let (Some(arrival), 0) = (plan.arrival, i) {
+            return self.started_wall + arrival;
+        }
         if i < plan.done {
             // Past steps: a day apart, ending the day before the sandbox started.
             let days_ago = (plan.done - i) as u64;
@@ -77,6 +93,33 @@ impl DossierClock {
         } else {
             self.started_wall + (self.step_at(plan, i - plan.done) - self.started)
         }
+    }
+
+    /// The time a page token of a dossier list was issued at, and the offset
+    /// token it wraps (`<ms since start, hex>~<offset token>`); now and the
+    /// whole token for the first page.
+    fn snapshot<'t>(&self, token: &'t str) -> Result<(Instant, &'t str), AdapterError> {
+        if token.is_empty() {
+            // Whole milliseconds, as the tokens carry it.
+            let ms = Instant::now().saturating_duration_since(self.started).as_millis() as u64;
+            return Ok((self.started + Duration::from_millis(ms), token));
+        }
+        let invalid = || AdapterError::invalid_field("page_token", "page_token is not a token this server issued");
+        let (at, inner) = token.split_once('~').ok_or_else(invalid)?;
+        let at = u64::from_str_radix(at, 16).map_err(|_| invalid())?;
+        let at = self.started.checked_add(Duration::from_millis(at)).ok_or_else(invalid)?;
+        if at > Instant::now() || at.duration_since(self.started) > Duration::from_secs(1 << 40) {
+            return Err(invalid());
+        }
+        Ok((at, inner))
+    }
+
+    /// The page token for the page after one listed `at`.
+    fn snapshot_token(&self, at: Instant, next: String) -> String {
+        if next.is_empty() {
+            return next;
+        }
+        format!("{:x}~{next}", at.duration_since(self.started).as_millis())
     }
 
     /// The dossier as it stands after `steps` statuses.
@@ -105,12 +148,63 @@ impl DossierClock {
 }
 
 impl Sandbox {
-    fn plan(&self, code: &str) -> Result<&DossierPlan, AdapterError> {
-        self.data
-            .dossiers
-            .iter()
-            .find(|p| p.base.dossier_code == code)
+    fn plan(&self, code: &str) -> Result<DossierPlan, AdapterError> {
+        let now = Instant::now();
+        self.plans(now)
+            .into_iter()
+            .find(|p| p.base.dossier_code == code && self.clock.steps_done(p, now) > 0)
             .ok_or_else(|| AdapterError::not_found("dossier"))
+    }
+
+    /// Every dossier there is at `now`: the dataset's, and (when
+    /// `renew_dossiers` is on) the renewals the sandbox submits while it
+    /// runs, so that each demo citizen always has one in progress. With
+    /// renewals on, a final dossier ages out [`RETENTION_AT_LEAST`] (or 28
+    /// paces, if longer) after its end. Includes renewals not yet submitted
+    /// (zero steps done at `now`); callers skip them.
+    pub(crate) fn plans(&self, now: Instant) -> Vec<DossierPlan> {
+        if !self.config.renew_dossiers {
+            return self.data.dossiers.clone();
+        }
+        let clock = self.clock;
+        let elapsed = now.saturating_duration_since(clock.started);
+        let retention = (clock.pace * 7 * 4).max(RETENTION_AT_LEAST);
+        let mut out = Vec::new();
+        for (index, seed) in self.data.dossiers.iter().enumerate() {
+            let steps = seed.timeline.len();
+            // The dataset's own: until it has been final for `retention`
+            // (its last step lands by `ends`, stagger included).
+            let ends = clock.pace * (steps - seed.done) as u32;
+            if ends + retention >= elapsed {
+                out.push(seed.clone());
+            }
+            if steps < 2 {
+                continue;
+            }
+            // Renewals: the first when the dataset's dossier ends, then one
+            // each time the last one ends, from its first status.
+            let period = clock.pace * (steps - 1) as u32;
+            if elapsed < ends {
+                continue;
+            }
+            let arrived = ((elapsed - ends).as_secs_f64() / period.as_secs_f64()).floor() as u64 + 1;
+            let kept = (retention.as_secs_f64() / period.as_secs_f64()).ceil() as u64 + 1;
+            for generation in arrived.saturating_sub(kept).max(1)..=arrived {
+                let arrival = ends + period.mul_f64((generation - 1) as f64);
+                let mut plan = seed.clone();
+                plan.arrival = Some(arrival);
+                plan.done = 1;
+                let agency = seed.base.dossier_code.rsplitn(3, '-').nth(2).unwrap_or_default();
+                let date = calendar::yymmdd(clock.started_wall + arrival);
+                // Each dataset dossier has its own block of numbers, so
+                // renewals of two never share a code.
+                let width = (9_000 / self.data.dossiers.len().max(1)).max(1);
+                let number = 1_000 + index * width + generation as usize % width;
+                plan.base.dossier_code = format!("{agency}-{date}-{number:04}");
+                out.push(plan);
+            }
+        }
+        out
     }
 
     fn current(&self, plan: &DossierPlan) -> OwnedDossier {
@@ -194,7 +288,7 @@ impl PublicServicesAdapter for Sandbox {
     }
 
     async fn get_dossier(&self, _: &CallContext, req: api::GetDossierRequest) -> Result<OwnedDossier, AdapterError> {
-        Ok(self.current(self.plan(&req.dossier_code)?))
+        Ok(self.current(&self.plan(&req.dossier_code)?))
     }
 
     async fn list_my_dossiers(
@@ -204,17 +298,25 @@ impl PublicServicesAdapter for Sandbox {
     ) -> Result<api::ListMyDossiersResponse, AdapterError> {
         let principal = ctx.require_principal()?;
         let filters = filters_of!(req);
-        let window = lienthong_adapter_core::paging::PageWindow::resolve(req.page_size, &req.page_token, &filters)?;
-        let mut mine: Vec<&DossierPlan> =
-            self.data.dossiers.iter().filter(|p| p.owner == principal.citizen_id).collect();
-        // Newest first: by how far back the submission lies, then by sequence.
-        mine.sort_by(|a, b| a.done.cmp(&b.done).then(b.seq.cmp(&a.seq)));
-        let matching: Vec<api::Dossier> = mine
+        // New dossiers keep arriving: a walk lists the dossiers as they stood
+        // at its first page, whose time the page tokens carry.
+        let (at, inner) = self.clock.snapshot(&req.page_token)?;
+        let window = lienthong_adapter_core::paging::PageWindow::resolve(req.page_size, inner, &filters)?;
+        let mut mine: Vec<DossierPlan> = self
+            .plans(at)
             .into_iter()
-            .map(|p| self.current(p).dossier)
+            .filter(|p| p.owner == principal.citizen_id && self.clock.steps_done(p, at) > 0)
+            .collect();
+        // Newest first: the latest renewals, then the dataset's by how far
+        // back the submission lies, then by sequence.
+        mine.sort_by(|a, b| b.arrival.cmp(&a.arrival).then(a.done.cmp(&b.done)).then(b.seq.cmp(&a.seq)));
+        let matching: Vec<api::Dossier> = mine
+            .iter()
+            .map(|p| self.clock.dossier(p, self.clock.steps_done(p, at)).dossier)
             .filter(|d| req.status == 0 || d.status == req.status)
             .collect();
-        let (dossiers, next_page_token) = window.slice(&matching);
+        let (dossiers, next) = window.slice(&matching);
+        let next_page_token = self.clock.snapshot_token(at, next);
         Ok(api::ListMyDossiersResponse { dossiers, next_page_token, total_size: matching.len() as i32 })
     }
 
@@ -223,7 +325,7 @@ impl PublicServicesAdapter for Sandbox {
         _: &CallContext,
         req: api::WatchDossierRequest,
     ) -> Result<DossierStream, AdapterError> {
-        let plan = self.plan(&req.dossier_code)?.clone();
+        let plan = self.plan(&req.dossier_code)?;
         let clock = self.clock;
         let first = clock.steps_done(&plan, Instant::now());
         // State: how many steps the last message showed (None before the first).
@@ -242,5 +344,141 @@ impl PublicServicesAdapter for Sandbox {
             }
         });
         Ok(Box::pin(updates))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use lienthong_adapter_core::{BearerToken, Principal};
+
+    use super::*;
+    use crate::SandboxConfig;
+
+    fn lan(sandbox: &Sandbox) -> CallContext {
+        let owner = sandbox.data.dossiers[0].owner.clone();
+        let mut ctx = CallContext::anonymous("79");
+        ctx.principal = Some(Principal {
+            citizen_id: owner,
+            identity_level: api::IdentityLevel::IdentityLevel2,
+            token: BearerToken::new("test"),
+        });
+        ctx
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_walk_lists_the_dossiers_as_they_stood_at_its_first_page() {
+        let pace = Duration::from_secs(30);
+        let sandbox = Sandbox::new(SandboxConfig { dossier_pace: pace, ..Default::default() }).unwrap();
+        let ctx = lan(&sandbox);
+        let list = |token: String| {
+            let req = api::ListMyDossiersRequest { page_size: 1, page_token: token, ..Default::default() };
+            sandbox.list_my_dossiers(&ctx, req)
+        };
+        let codes =
+            |r: &api::ListMyDossiersResponse| r.dossiers.iter().map(|d| d.dossier_code.clone()).collect::<Vec<_>>();
+        // A day in, renewals arrive every few minutes.
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        let before = list(String::new()).await.unwrap();
+        assert!(before.total_size >= 2, "{}", before.total_size);
+        // Walk one per page while time passes beyond the next arrivals.
+        let mut walked = codes(&before);
+        let mut token = before.next_page_token.clone();
+        while !token.is_empty() {
+            tokio::time::advance(pace * 7).await;
+            let page = list(token).await.unwrap();
+            assert_eq!(page.total_size, before.total_size);
+            walked.extend(codes(&page));
+            token = page.next_page_token;
+        }
+        let mut unique = walked.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!((unique.len(), walked.len()), (before.total_size as usize, before.total_size as usize));
+        // Meanwhile the list moved on: a new first page differs.
+        let after = list(String::new()).await.unwrap();
+        assert_ne!(codes(&after), codes(&before));
+
+        // A token from the future, or not ours, is refused.
+        let forged =
+            format!("{:x}~{}", 1u64 << 50, &before.next_page_token[before.next_page_token.find('~').unwrap() + 1..]);
+        for token in [forged, "zz~00".to_owned(), "no-tilde".to_owned()] {
+            let e = list(token).await.unwrap_err();
+            assert_eq!((e.kind(), e.field()), (lienthong_adapter_core::ErrorKind::InvalidArgument, Some("page_token")));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_renewals_the_dataset_stays_put() {
+        let config = SandboxConfig { renew_dossiers: false, ..Default::default() };
+        let sandbox = Sandbox::new(config).unwrap();
+        let ctx = lan(&sandbox);
+        let req = api::ListMyDossiersRequest { page_size: 100, ..Default::default() };
+        let first = sandbox.list_my_dossiers(&ctx, req.clone()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        let later = sandbox.list_my_dossiers(&ctx, req).await.unwrap();
+        let codes =
+            |r: &api::ListMyDossiersResponse| r.dossiers.iter().map(|d| d.dossier_code.clone()).collect::<Vec<_>>();
+        assert_eq!(codes(&first), codes(&later));
+        assert!(later.dossiers.iter().all(|d| d.r#final));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn for_a_week_every_demo_citizen_has_a_dossier_in_progress_to_watch() {
+        let pace = Duration::from_secs(30);
+        let sandbox = Sandbox::new(SandboxConfig { dossier_pace: pace, ..Default::default() }).unwrap();
+        let owners: Vec<Principal> = sandbox
+            .data
+            .citizens
+            .iter()
+            .filter(|c| sandbox.data.dossiers.iter().any(|d| d.owner == c.id))
+            .map(|c| Principal {
+                citizen_id: c.id.clone(),
+                identity_level: api::IdentityLevel::IdentityLevel2,
+                token: BearerToken::new("test"),
+            })
+            .collect();
+        assert!(owners.len() >= 2);
+        for hour in 0..=7 * 24 {
+            for owner in &owners {
+                let mut ctx = CallContext::anonymous("79");
+                ctx.principal = Some(owner.clone());
+                let req = api::ListMyDossiersRequest { page_size: 100, ..Default::default() };
+                let mine = sandbox.list_my_dossiers(&ctx, req).await.unwrap();
+                let moving: Vec<&api::Dossier> = mine.dossiers.iter().filter(|d| !d.r#final).collect();
+                assert!(!moving.is_empty(), "hour {hour}: a citizen with nothing in progress");
+                // Old final ones age out: the list stays short.
+                assert!(mine.dossiers.len() <= 60, "hour {hour}: {} dossiers", mine.dossiers.len());
+                // Codes are unique, and each is got as listed.
+                let mut codes: Vec<&str> = mine.dossiers.iter().map(|d| d.dossier_code.as_str()).collect();
+                codes.sort_unstable();
+                codes.dedup();
+                assert_eq!(codes.len(), mine.dossiers.len(), "hour {hour}");
+                if hour % 24 == 0 {
+                    // One is watched move: its state now, then its next change.
+                    let code = moving[0].dossier_code.clone();
+                    let got = sandbox.get_dossier(&ctx, api::GetDossierRequest { dossier_code: code.clone() }).await;
+                    assert_eq!(got.unwrap().dossier.dossier_code, code);
+                    let mut watch =
+                        sandbox.watch_dossier(&ctx, api::WatchDossierRequest { dossier_code: code }).await.unwrap();
+                    let first = watch.next().await.unwrap().unwrap().dossier;
+                    let next = watch
+                        .next()
+                        .await
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "hour {hour}: {} ended after {:?} of {}",
+                                first.dossier_code,
+                                first.history.iter().map(|h| h.status).collect::<Vec<_>>(),
+                                first.r#final
+                            )
+                        })
+                        .unwrap()
+                        .dossier;
+                    assert_eq!(next.history.len(), first.history.len() + 1, "hour {hour}");
+                }
+            }
+            tokio::time::advance(Duration::from_secs(3_600)).await;
+        }
     }
 }

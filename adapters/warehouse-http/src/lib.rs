@@ -247,14 +247,13 @@ impl AdapterFactory for WarehouseFactory {
     }
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
-        // Every key at fault, each by its path.
-        match lienthong_adapter_core::options::read::<WarehouseConfig>(options) {
-            Ok(mut c) => {
-                c.apply_platform();
-                c.validate()
-            }
-            Err(problems) => problems,
+        // Every key at fault, each by its path; then what the rest means.
+        let (config, mut problems) = lienthong_adapter_core::options::read_partial::<WarehouseConfig>(options);
+        if let Some(mut c) = config {
+            c.apply_platform();
+            problems.extend(c.validate());
         }
+        problems
     }
 
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {

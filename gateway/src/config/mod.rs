@@ -396,10 +396,8 @@ impl Config {
             Err(e) => return (None, figment_errors(e)),
         };
         for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
-            errors.push(ConfigError::new(
-                key.clone(),
-                format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
-            ));
+            let message = lienthong_adapter_core::options::unknown_key(key, SECTIONS);
+            errors.push(ConfigError::new(key.clone(), message.replacen("unknown key", "unknown section", 1)));
         }
         let section = |name: &str| -> Option<figment::value::Value> { root.get(name).cloned() };
         let server = extract_or_default::<ServerConfig>(&figment, "server", section("server").is_some(), &mut errors);
@@ -724,37 +722,72 @@ impl Config {
 }
 
 fn figment_errors(e: figment::Error) -> Vec<ConfigError> {
-    figment_errors_under(e, "")
+    e.into_iter().map(|e| describe(None, &e, "")).collect()
 }
 
-/// Turns figment's errors into ours, with full dotted paths under `key`
-/// (figment reports some paths relative to the extracted key, and names an
-/// unknown field only in the message).
-fn figment_errors_under(e: figment::Error, key: &str) -> Vec<ConfigError> {
+/// The most problems reported for one table.
+const MAX_PROBLEMS: usize = 32;
+
+/// One figment error as ours: the full dotted path under `key` (figment
+/// reports some paths relative to the extracted key, and names an unknown
+/// key only in its kind), the message in the form every configuration
+/// problem takes, and the environment variable when the value came from one.
+fn describe(figment: Option<&Figment>, e: &figment::Error, key: &str) -> ConfigError {
+    use figment::error::Kind;
     let key_parts: Vec<&str> = key.split('.').filter(|p| !p.is_empty()).collect();
-    e.into_iter()
-        .map(|e| {
-            let mut parts: Vec<String> = e.path.iter().flat_map(|p| p.split('.')).map(str::to_owned).collect();
-            // Drop a repeated copy of the key, wherever figment put it.
-            if let Some(at) = parts
-                .windows(key_parts.len().max(1))
-                .position(|w| !key_parts.is_empty() && w.iter().map(String::as_str).eq(key_parts.iter().copied()))
-            {
-                parts.drain(at..at + key_parts.len());
+    let mut parts: Vec<String> = e.path.iter().flat_map(|p| p.split('.')).map(str::to_owned).collect();
+    // Drop a repeated copy of the key, wherever figment put it.
+    if let Some(at) = parts
+        .windows(key_parts.len().max(1))
+        .position(|w| !key_parts.is_empty() && w.iter().map(String::as_str).eq(key_parts.iter().copied()))
+    {
+        parts.drain(at..at + key_parts.len());
+    }
+    let mut path: Vec<String> = key_parts.iter().map(|p| (*p).to_owned()).collect();
+    path.extend(parts);
+    if let Kind::UnknownField(field, _) = &e.kind
+        && path.last() != Some(field)
+    {
+        path.push(field.clone());
+    }
+    let message = match &e.kind {
+        Kind::UnknownField(field, known) => lienthong_adapter_core::options::unknown_key(field, known),
+        Kind::MissingField(field) => format!("missing key `{field}`"),
+        Kind::InvalidType(actual, expected) => {
+            lienthong_adapter_core::options::tidy(&format!("invalid type: {actual}, expected {expected}"))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            lienthong_adapter_core::options::tidy(&format!("invalid value: {actual}, expected {expected}"))
+        }
+        Kind::InvalidLength(actual, expected) => format!("invalid length: {actual}, expected {expected}"),
+        Kind::UnknownVariant(actual, known) => {
+            format!("unknown variant `{actual}`; expected one of: {}", known.join(", "))
+        }
+        Kind::Message(message) => {
+            // A message of the value's own parser: say which value.
+            let value = figment.and_then(|f| f.find_value(&path.join(".")).ok());
+            match value.as_ref().and_then(|v| v.as_str()) {
+                Some(text) => {
+                    lienthong_adapter_core::options::tidy(&format!("invalid value: string {text:?}, {message}"))
+                }
+                None => lienthong_adapter_core::options::tidy(message),
             }
-            let mut path: Vec<String> = key_parts.iter().map(|p| (*p).to_owned()).collect();
-            path.extend(parts);
-            if let figment::error::Kind::UnknownField(field, _) = &e.kind
-                && path.last() != Some(field)
-            {
-                path.push(field.clone());
-            }
-            let source =
-                e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
-            let path = if path.is_empty() { "<root>".to_owned() } else { path.join(".") };
-            ConfigError::new(path, format!("{}{source}", e.kind))
-        })
-        .collect()
+        }
+        other => lienthong_adapter_core::options::tidy(&other.to_string()),
+    };
+    // A value set by an environment variable names the variable.
+    let from_env = figment
+        .and_then(|f| f.find_metadata(&path.join(".")))
+        .or(e.metadata.as_ref())
+        .is_some_and(|m| m.name.contains("environment variable"));
+    let source = if from_env {
+        let variable: Vec<String> = path.iter().map(|p| p.to_ascii_uppercase()).collect();
+        format!(" (from the environment variable LIENTHONG_{})", variable.join("__"))
+    } else {
+        String::new()
+    };
+    let path = if path.is_empty() { "<root>".to_owned() } else { path.join(".") };
+    ConfigError::new(path, format!("{message}{source}"))
 }
 
 fn extract_or_default<T: for<'de> Deserialize<'de> + Default>(
@@ -769,13 +802,65 @@ fn extract_or_default<T: for<'de> Deserialize<'de> + Default>(
     extract_one(figment, key, errors).unwrap_or_default()
 }
 
+/// The table at `key` read as `T`, every problem in it reported: after a
+/// problem the key at fault is set aside and the table read again, so one
+/// mistake hides no other. With problems, `T` as read without the keys at
+/// fault (their defaults in their place), so that the meaning of the rest can
+/// be checked too; `None` when even that does not read.
 fn extract_one<T: for<'de> Deserialize<'de>>(figment: &Figment, key: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
-    match figment.extract_inner::<T>(key) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            errors.extend(figment_errors_under(e, key));
-            None
+    let mut error = match figment.extract_inner::<T>(key) {
+        Ok(v) => return Some(v),
+        Err(e) => e,
+    };
+    let mut table = figment.find_value(key).ok();
+    let mut found: Vec<ConfigError> = Vec::new();
+    loop {
+        let mut set_aside = false;
+        for e in error {
+            let problem = describe(Some(figment), &e, key);
+            if found.contains(&problem) {
+                continue;
+            }
+            let under = problem.path.strip_prefix(key).unwrap_or_default().trim_start_matches('.').to_owned();
+            let missing = matches!(e.kind, figment::error::Kind::MissingField(_));
+            if !missing && let Some(table) = table.as_mut() {
+                set_aside |= remove_at(table, &under);
+            }
+            found.push(problem);
         }
+        if !set_aside || found.len() >= MAX_PROBLEMS {
+            break;
+        }
+        let Some(rest) = &table else { break };
+        match Figment::from(figment::providers::Serialized::default(key, rest)).extract_inner::<T>(key) {
+            Ok(partial) => {
+                errors.extend(found);
+                return Some(partial);
+            }
+            Err(e) => error = e,
+        }
+    }
+    errors.extend(found);
+    None
+}
+
+/// Removes the value at dotted `path` under `value`; whether there was one.
+fn remove_at(value: &mut figment::value::Value, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+    let Some((last, parents)) = parts.split_last() else { return false };
+    let mut at = value;
+    for part in parents {
+        match at {
+            figment::value::Value::Dict(_, dict) => match dict.get_mut(*part) {
+                Some(next) => at = next,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    match at {
+        figment::value::Value::Dict(_, dict) => dict.remove(*last).is_some(),
+        _ => false,
     }
 }
 

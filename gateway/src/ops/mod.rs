@@ -16,6 +16,8 @@
 //! [`METRICS`]: crate::telemetry::metrics::METRICS
 //! [`OverloadWatch`]: crate::edge::overload::OverloadWatch
 
+pub mod check;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

@@ -110,9 +110,9 @@ fn every_problem_is_reported_with_its_path() {
     let errors = problems(BROKEN);
     has(&errors, "server.drain_timeout", "");
     has(&errors, "telemtry", "unknown section");
-    has(&errors, "provinces.74.helth", "unknown field");
+    has(&errors, "provinces.74.helth", "unknown key `helth`; did you mean `healthcare`?");
     has(&errors, "provinces.74", "not a province code");
-    has(&errors, "adapters.typo.dossier_pase", "unknown field");
+    has(&errors, "adapters.typo.dossier_pase", "unknown key `dossier_pase`; did you mean `dossier_pace`?");
     has(&errors, "provinces.99", "not a province code");
     has(&errors, "provinces.79.transport", "no adapter instance named \"missing\"");
     has(&errors, "adapters.vendor.kind", "known kinds: registry-http, remote, sandbox, vneid, warehouse-http");
@@ -188,6 +188,77 @@ fn check_config_command_reports_and_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.drain_timeout") && stderr.contains("clock_skew: must be at most 5m"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// A dozen mistakes scattered over sections, two or three to a table.
+const SCATTERED: &str = r#"
+[server]
+listen = "127.0.0.1:99999"
+drain_timout = "5s"
+default_deadline = "10x"
+
+[anonymous]
+enabled = "yes"
+
+[cache]
+max_entries = 3
+enabled = 1
+
+[limits]
+per_app_rps = "lots"
+
+[telemetry]
+sampling_ratio = "half"
+service_nam = "x"
+
+[provinces."79"]
+healthcare = "sandbox"
+helthcare = "sandbox"
+
+[adapters.sandbox]
+kind = "sandbox"
+dossier_pace = "soon"
+token_ttl = "-5m"
+provinces = ["7x"]
+"#;
+
+#[test]
+fn every_mistake_in_every_table_is_reported_at_once_in_one_form() {
+    let dir = tempdir();
+    let file = dir.join("scattered.toml");
+    std::fs::write(&file, SCATTERED).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lienthong"))
+        .arg("check-config")
+        .arg(&file)
+        .env("LIENTHONG_RETRY__MAX_BACKOFF", "bogus")
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(dir).ok();
+    assert_eq!(out.status.code(), Some(2));
+    let report = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<String> = report.lines().map(|l| l.trim().to_owned()).collect();
+    let duration = r#"expected a duration such as "30s", "5m" or "1h 30m""#;
+    has(&errors, "server.listen", r#"such as "127.0.0.1:50051""#);
+    has(&errors, "server.drain_timout", "unknown key `drain_timout`; did you mean `drain_timeout`?");
+    has(&errors, "server.default_deadline", &format!(r#"invalid value: string "10x", {duration}"#));
+    has(&errors, "anonymous.enabled", r#"invalid type: string "yes", expected a boolean"#);
+    has(&errors, "cache.max_entries", "unknown key `max_entries`; the keys here are enabled, max_bytes, policies");
+    has(&errors, "cache.enabled", "invalid type: signed int `1`, expected a boolean");
+    has(&errors, "limits.per_app_rps", "unknown key `per_app_rps`; did you mean `per_app`?");
+    has(&errors, "telemetry.sampling_ratio", "invalid type: string \"half\"");
+    has(&errors, "telemetry.service_nam", "did you mean `service_name`?");
+    has(&errors, "provinces.79.helthcare", "did you mean `healthcare`?");
+    has(&errors, "adapters.sandbox.dossier_pace", &format!(r#"invalid value: string "soon", {duration}"#));
+    has(&errors, "adapters.sandbox.token_ttl", &format!(r#"invalid value: string "-5m", {duration}"#));
+    has(&errors, "adapters.sandbox.provinces[0]", "\"7x\" is not a province code");
+    has(&errors, "retry.max_backoff", "(from the environment variable LIENTHONG_RETRY__MAX_BACKOFF)");
+    // One line each, nothing twice, no doubled backticks, one form.
+    let problems: Vec<&String> = errors.iter().filter(|e| e.contains(": ")).skip(1).collect();
+    assert_eq!(problems.len(), 14, "{report}");
+    assert!(
+        !report.contains("``") && !report.contains("invalid value string") && !report.contains("found `"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod apps;
 mod audit;
 mod citizens;
 mod config;
+mod container;
 mod dashboard;
 mod edge;
 mod examples;
