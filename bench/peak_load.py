@@ -98,9 +98,11 @@ def wait_port(port, proc, deadline=30):
     sys.exit(f"nothing listens on {port}")
 
 
-def h2load(port, path, body, n, clients, streams, rps=None, log=None):
+def h2load(port, path, body, n, clients, streams, rps=None, log=None, headers=()):
     cmd = ["h2load", "-n", str(n), "-c", str(clients), "-m", str(streams), "-d", body,
            "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    for h in headers:
+        cmd += ["-H", h]
     if rps:
         cmd += ["--rps", str(rps)]
     if log:
@@ -483,9 +485,54 @@ def memory(a):
     print(json.dumps(r, indent=1))
 
 
+def compression(a):
+    """What gzipping answers costs: the same cached answers, to a caller that
+    accepts gzip and to one that does not, interleaved on one gateway."""
+    print(f"\n## compression: {a.requests // 2} requests x {a.reps} reps, -c {a.clients} -m {a.streams}")
+    gateway = start([os.path.join(RELEASE, "lienthong")],
+                    env=dict(gateway_env(50084), LIENTHONG_SERVER__COMPRESS_ANSWERS="true"))
+    wait_port(50084, gateway)
+    facilities = "/lienthong.v1.HealthcareService/ListFacilities"
+    cases = {
+        # ListFacilities, page_size 100: about 17 KB, gzipped.
+        "17 KB list": (facilities, os.path.join(TMP, "facilities.bin")),
+        # GetProcedure: about 7 KB, gzipped.
+        "7 KB get": (PROCEDURE, body_file("procedure.bin", "1.000894")),
+    }
+    with open(cases["17 KB list"][1], "wb") as f:
+        msg = b"\x08\x64"  # page_size = 100
+        f.write(b"\x00" + len(msg).to_bytes(4, "big") + msg)
+    try:
+        deadline = time.time() + 30
+        while h2load(50084, PROCEDURE, cases["7 KB get"][1], 10, 1, 1)[1] != 10:
+            if time.time() > deadline:
+                sys.exit("the gateway does not answer")
+            time.sleep(0.2)
+        for name, (path, body) in cases.items():
+            h2load(50084, path, body, 2000, 4, 4)  # warm: cached from here on
+            results = {"plain": [], "gzip": []}
+            for rep in range(a.reps):
+                order = [("plain", ()), ("gzip", ("grpc-accept-encoding: gzip",))]
+                for label, headers in (order if rep % 2 == 0 else order[::-1]):
+                    before = cpu_seconds(gateway.pid)
+                    rps, ok, data = h2load(50084, path, body, a.requests // 2, a.clients, a.streams, headers=headers)
+                    cpu_us = (cpu_seconds(gateway.pid) - before) / max(ok, 1) * 1e6
+                    results[label].append((rps, cpu_us, data / max(ok, 1)))
+                    print(f"rep {rep + 1} {name} {label:5} {rps:9.0f} req/s {cpu_us:6.1f} us CPU/req "
+                          f"{data / max(ok, 1):7.0f} B/answer", flush=True)
+            p_rps, z_rps = med([r[0] for r in results["plain"]]), med([r[0] for r in results["gzip"]])
+            p_cpu, z_cpu = med([r[1] for r in results["plain"]]), med([r[1] for r in results["gzip"]])
+            p_b, z_b = med([r[2] for r in results["plain"]]), med([r[2] for r in results["gzip"]])
+            print(f"RATIO {name}: gzip/plain throughput {z_rps / p_rps:.2f}  CPU per request {z_cpu / p_cpu:.2f} "
+                  f"({z_cpu - p_cpu:+.1f} us)  bytes {z_b / p_b:.2f} ({p_b:.0f} -> {z_b:.0f})")
+    finally:
+        gateway.terminate()
+        gateway.wait()
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,identity,memory,tracing")
+    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,identity,memory,tracing,compression")
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
@@ -523,6 +570,8 @@ def main():
         memory(a)
     if "tracing" in only:
         tracing(a)
+    if "compression" in only:
+        compression(a)
 
 
 if __name__ == "__main__":

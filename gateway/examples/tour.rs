@@ -34,8 +34,39 @@ fn with_token<T>(message: T, token: &str) -> Result<tonic::Request<T>, Box<dyn E
     Ok(r)
 }
 
+/// A time as people in Vietnam read it: local time (UTC+7 all year).
 fn time(t: Option<prost_types::Timestamp>) -> String {
-    t.map(|t| format!("{}s since epoch", t.seconds)).unwrap_or_else(|| "-".into())
+    let Ok(vietnam) = time::UtcOffset::from_hms(7, 0, 0) else { return "-".into() };
+    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+        .map(|t| t.to_offset(vietnam))
+        .map(|t| {
+            format!("{:02}:{:02} {:02}/{:02}/{} (UTC+7)", t.hour(), t.minute(), t.day(), u8::from(t.month()), t.year())
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A gRPC status code by its name, as the gRPC spec writes it.
+fn code_name(code: tonic::Code) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
 }
 
 #[tokio::main]
@@ -51,10 +82,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Near Bến Thành market.
     let (lat, lng) = (10.7725, 106.6980);
 
-    println!("== Health: hospitals within 2 km of Bến Thành");
+    println!("== Health: general hospitals within 2 km of Bến Thành, nearest first");
     let mut health = HealthcareServiceClient::new(channel.clone());
     let r = health
-        .list_facilities(ListFacilitiesRequest { near: near(lat, lng, 2000.0), page_size: 5, ..Default::default() })
+        .list_facilities(ListFacilitiesRequest {
+            near: near(lat, lng, 2000.0),
+            r#type: FacilityType::GeneralHospital as i32,
+            page_size: 5,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     for f in &r.facilities {
@@ -66,13 +102,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("  GetFacility {} → {}", first.facility_code, f.facility.map(|f| f.phone).unwrap_or_default());
     }
 
-    println!("\n== Education: public upper-secondary schools matching \"nguyen\"");
+    println!("\n== Education: public upper-secondary schools for the gifted (\"chuyên\", typed without accents)");
     let mut edu = EducationServiceClient::new(channel.clone());
     let r = edu
         .list_schools(ListSchoolsRequest {
             level: SchoolLevel::UpperSecondary as i32,
             ownership: Ownership::Public as i32,
-            text: "nguyen".into(),
+            text: "chuyen".into(),
             page_size: 5,
             ..Default::default()
         })
@@ -156,14 +192,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
             con.get_housing_project(GetHousingProjectRequest { project_id: x.project_id.clone() }).await?.into_inner();
         println!("  GetHousingProject → {}", got.project.map(|p| p.approval_decision).unwrap_or_default());
     }
-    match con
-        .get_practicing_certificate(GetPracticingCertificateRequest {
-            certificate_number: "79-MGBĐS-2099-00001".into(),
-        })
-        .await
-    {
-        Ok(c) => println!("  certificate → {:?}", c.into_inner().certificate.map(|c| c.status())),
-        Err(e) => println!("  unknown certificate → {:?}: {}", e.code(), e.message()),
+    // A broker's certificate on the public register, then one that is not.
+    for number in ["79-MGBĐS-2024-00015", "79-MGBĐS-2099-00001"] {
+        let asked = GetPracticingCertificateRequest { certificate_number: number.into() };
+        match con.get_practicing_certificate(asked).await {
+            Ok(c) => {
+                let c = c.into_inner().certificate.unwrap_or_default();
+                println!("  certificate {number} → {}, {}", c.holder_name, c.status().as_str_name());
+            }
+            Err(e) => println!("  certificate {number} → {}: {}", code_name(e.code()), e.message()),
+        }
     }
 
     println!("\n== Public services: agencies and procedures");
@@ -212,13 +250,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .into_inner()
         .profile;
     if let Some(p) = profile {
-        println!("  GetMyProfile → {} (ID {}, level {:?})", p.full_name, p.id_number, p.identity_level());
+        println!("  GetMyProfile → {} (ID {}, {})", p.full_name, p.id_number, p.identity_level().as_str_name());
     }
 
     println!("\n== Dossiers: Lan's own, then watch one");
     let mine = ps.list_my_dossiers(with_token(ListMyDossiersRequest::default(), &token)?).await?.into_inner();
     for d in &mine.dossiers {
-        println!("  {}  {:?}  {}", d.dossier_code, d.status(), d.procedure_name);
+        println!("  {}  {:<32}  {}", d.dossier_code, d.status().as_str_name(), d.procedure_name);
     }
     // The sandbox keeps at least one of each demo citizen's dossiers moving.
     let Some(code) = mine.dossiers.iter().find(|d| !d.r#final).map(|d| d.dossier_code.clone()) else {
@@ -226,13 +264,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         return Ok(());
     };
     let public = ps.get_dossier(GetDossierRequest { dossier_code: code.clone() }).await?.into_inner().dossier;
-    println!("  GetDossier without a token → view {:?}", public.map(|d| d.view()));
+    println!("  GetDossier without a token → {}", public.map_or("-", |d| d.view().as_str_name()));
     let mut watch =
         ps.watch_dossier(with_token(WatchDossierRequest { dossier_code: code }, &token)?).await?.into_inner();
     let mut seen = 0;
     while let Some(msg) = watch.next().await {
         let d = msg?.dossier.unwrap_or_default();
-        println!("  WatchDossier → {:?} (final: {})", d.status(), d.r#final);
+        let at = time(d.history.last().and_then(|h| h.change_time));
+        println!("  WatchDossier → {} at {at}{}", d.status().as_str_name(), if d.r#final { " (final)" } else { "" });
         if d.r#final || seen >= changes {
             break;
         }

@@ -209,6 +209,7 @@ pub async fn serve_on(
             read_timeout: config.server.request_read_timeout,
             max_header_bytes: config.server.max_header_list_bytes as usize,
             max_push_bytes: crate::edge::webhooks::MAX_BODY,
+            compress_min_bytes: config.server.compress_answers.then_some(config.server.compress_min_bytes),
         },
         draining.clone(),
     );

@@ -19,6 +19,24 @@ pub fn read<T: DeserializeOwned>(options: &Value) -> Result<T, Vec<String>> {
     }
 }
 
+/// Every problem of `options` read as `T`: the keys at fault (see
+/// [`read`]), then what `validate` finds in the rest, leaving out what it
+/// says of a key already at fault (checked with its default in its place).
+pub fn problems<T: DeserializeOwned>(options: &Value, validate: impl FnOnce(T) -> Vec<String>) -> Vec<String> {
+    let (read, mut problems) = read_partial::<T>(options);
+    let at_fault: Vec<String> =
+        problems.iter().filter_map(|p| p.split_once(": ").map(|(path, _)| path.to_owned())).collect();
+    let unread = |problem: &String| {
+        let path = problem.split_once(": ").map_or(problem.as_str(), |(path, _)| path);
+        at_fault.iter().any(|f| path == f || path.strip_prefix(f.as_str()).is_some_and(|r| r.starts_with(['.', '['])))
+    };
+    if let Some(read) = read {
+        let more: Vec<String> = validate(read).into_iter().filter(|p| !unread(p)).collect();
+        problems.extend(more);
+    }
+    problems
+}
+
 /// Like [`read`], but also gives `T` as read with the keys at fault set
 /// aside (their defaults in their place), when that reads, so that the
 /// meaning of the rest can be checked too.
@@ -222,6 +240,21 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         let read = read.unwrap();
         assert_eq!((read.url.as_str(), read.sets["one"].name.as_str()), ("https://x", "a"));
+    }
+
+    #[test]
+    fn the_meaning_of_a_key_at_fault_is_not_checked_again() {
+        let options = serde_json::json!({"url": 5, "sets": {"one": {"limit": 0}}});
+        let problems = problems::<Outer>(&options, |o| {
+            let mut p = vec!["url: must be an https URL".to_owned()];
+            if o.sets.get("one").is_some_and(|s| s.limit == 0) {
+                p.push("sets.one.limit: must be at least 1".to_owned());
+            }
+            p
+        });
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("url: invalid type"), "{problems:?}");
+        assert_eq!(problems[1], "sets.one.limit: must be at least 1");
     }
 
     #[test]

@@ -139,9 +139,7 @@ impl AdapterFactory for RegistryFactory {
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
         // Every key at fault, each by its path; then what the rest means.
-        let (config, mut problems) = lienthong_adapter_core::options::read_partial::<RegistryConfig>(options);
-        problems.extend(config.map(|c| c.validate()).unwrap_or_default());
-        problems
+        lienthong_adapter_core::options::problems(options, |c: RegistryConfig| c.validate())
     }
 
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {

@@ -49,9 +49,7 @@ impl AdapterFactory for RemoteFactory {
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
         // Every key at fault, each by its path; then what the rest means.
-        let (config, mut problems) = lienthong_adapter_core::options::read_partial::<RemoteConfig>(options);
-        problems.extend(config.map(|c| c.validate()).unwrap_or_default());
-        problems
+        lienthong_adapter_core::options::problems(options, |c: RemoteConfig| c.validate())
     }
 
     fn instance_families(&self, options: &serde_json::Value) -> Option<Vec<Family>> {

@@ -18,9 +18,9 @@ pub struct SandboxConfig {
     pub dossier_pace: Duration,
     /// Whether new dossiers keep arriving while the sandbox runs: each demo
     /// dossier is renewed when it ends, so every demo citizen always has one
-    /// in progress to watch, and final ones age out after 28 paces (at least
-    /// 10 minutes). Turn it off for a list of dossiers that stays put, as
-    /// tests at a 100 ms pace want.
+    /// in progress to watch, and final renewals age out after 28 paces (at
+    /// least 10 minutes; the dataset's own dossiers stay). Turn it off for a
+    /// list of dossiers that stays put, as tests at a 100 ms pace want.
     #[serde(default = "default_renew")]
     pub renew_dossiers: bool,
     /// How long sandbox tokens stay valid.

@@ -716,6 +716,27 @@ mod tests {
     }
 
     #[test]
+    fn no_two_facilities_or_schools_share_an_address_and_a_phone() {
+        // A record copied under a second code would answer a search twice
+        // with one place (as 79008 and 79038 once did).
+        let d = Dataset::load(None).unwrap_or_else(|p| panic!("{:#?}", p.0));
+        let mut seen = HashSet::new();
+        for (code, address, phone) in d
+            .facilities
+            .iter()
+            .map(|f| (&f.item.facility_code, &f.item.address, &f.item.phone))
+            .chain(d.schools.iter().map(|s| (&s.item.school_id, &s.item.address, &s.item.phone)))
+        {
+            let street = address.as_ref().map(|a| (a.street.clone(), a.ward_code.clone()));
+            if phone.is_empty() || street.as_ref().is_none_or(|(s, _)| s.is_empty()) {
+                continue;
+            }
+            assert!(seen.insert((street, phone.clone())), "{code} shares its address and phone with another record");
+        }
+        assert!(seen.len() > 100);
+    }
+
+    #[test]
     fn a_broken_data_dir_reports_every_problem() {
         let dir = std::env::temp_dir().join(format!("lienthong-sandbox-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -106,7 +106,7 @@ impl IdentityAdapter for Sandbox {
             })
         })?;
         let now = self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if data.claims.exp + SKEW_SECS < now {
+        if data.claims.exp.saturating_add(SKEW_SECS) < now {
             return Err(unauthenticated("it has expired"));
         }
         if data.claims.nbf > now + SKEW_SECS {
@@ -148,7 +148,7 @@ impl DemoIdentityIssuer for Sandbox {
                 handle: c.handle.clone(),
                 full_name: c.profile.full_name.clone(),
                 identity_level: c.profile.identity_level(),
-                dossier_count: self.data.dossiers.iter().filter(|d| d.owner == c.id).count(),
+                dossier_count: self.dossier_count(&c.id),
             })
             .collect()
     }

@@ -121,9 +121,7 @@ impl AdapterFactory for SandboxFactory {
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
         // Every key at fault, each by its path; then what the rest means.
-        let (config, mut problems) = lienthong_adapter_core::options::read_partial::<SandboxConfig>(options);
-        problems.extend(config.map(|c| c.validate()).unwrap_or_default());
-        problems
+        lienthong_adapter_core::options::problems(options, |c: SandboxConfig| c.validate())
     }
 
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {

@@ -33,8 +33,11 @@ fn note(status: api::DossierStatus) -> &'static str {
     }
 }
 
-/// A final dossier is kept at least this long (and 28 paces) after its end.
+/// A final renewal is kept at least this long (and 28 paces) after its end.
 const RETENTION_AT_LEAST: Duration = Duration::from_secs(600);
+
+/// The most renewals of one dataset dossier listed at once: the newest.
+const MOST_KEPT: u64 = 32;
 
 /// The sandbox's clock: when it started, and how fast dossiers move.
 ///
@@ -89,7 +92,8 @@ impl DossierClock {
         if i < plan.done {
             // Past steps: a day apart, ending the day before the sandbox started.
             let days_ago = (plan.done - i) as u64;
-            self.started_wall - Duration::from_secs(days_ago * 86_400 - u64::from(plan.seq) * 1_800)
+            self.started_wall
+                - Duration::from_secs((days_ago * 86_400).saturating_sub(u64::from(plan.seq % 48) * 1_800))
         } else {
             self.started_wall + (self.step_at(plan, i - plan.done) - self.started)
         }
@@ -158,9 +162,10 @@ impl Sandbox {
 
     /// Every dossier there is at `now`: the dataset's, and (when
     /// `renew_dossiers` is on) the renewals the sandbox submits while it
-    /// runs, so that each demo citizen always has one in progress. With
-    /// renewals on, a final dossier ages out [`RETENTION_AT_LEAST`] (or 28
-    /// paces, if longer) after its end. Includes renewals not yet submitted
+    /// runs, so that each demo citizen always has one in progress. A final
+    /// renewal ages out [`RETENTION_AT_LEAST`] (or 28 paces, if longer)
+    /// after its end, and at most [`MOST_KEPT`] of each dataset dossier are
+    /// kept; the dataset's own stay. Includes renewals not yet submitted
     /// (zero steps done at `now`); callers skip them.
     pub(crate) fn plans(&self, now: Instant) -> Vec<DossierPlan> {
         if !self.config.renew_dossiers {
@@ -168,43 +173,56 @@ impl Sandbox {
         }
         let clock = self.clock;
         let elapsed = now.saturating_duration_since(clock.started);
-        let retention = (clock.pace * 7 * 4).max(RETENTION_AT_LEAST);
+        let retention = clock.pace.saturating_mul(28).max(RETENTION_AT_LEAST);
+        // Each dataset dossier has its own block of sequence numbers, so
+        // renewals of two never share a code; a renewal's number is its
+        // generation within the block.
+        let width = (9_000 / self.data.dossiers.len().max(1)).max(1) as u64;
+        // At most `width` renewals of one dossier a day, so that a number
+        // never comes back within one date of a code.
+        let least_period = Duration::from_secs(86_400u64.div_ceil(width)).max(clock.pace.saturating_mul(4));
         let mut out = Vec::new();
         for (index, seed) in self.data.dossiers.iter().enumerate() {
             let steps = seed.timeline.len();
-            // The dataset's own: until it has been final for `retention`
-            // (its last step lands by `ends`, stagger included).
-            let ends = clock.pace * (steps - seed.done) as u32;
-            if ends + retention >= elapsed {
-                out.push(seed.clone());
-            }
-            if steps < 2 {
+            // The dataset's own stay (the examples in the docs are theirs);
+            // its last step lands at `ends` and the stagger.
+            let ends = clock.pace.saturating_mul((steps - seed.done) as u32);
+            out.push(seed.clone());
+            if steps < 2 || elapsed < ends {
                 continue;
             }
             // Renewals: the first when the dataset's dossier ends, then one
-            // each time the last one ends, from its first status.
-            let period = clock.pace * (steps - 1) as u32;
-            if elapsed < ends {
-                continue;
-            }
-            let arrived = ((elapsed - ends).as_secs_f64() / period.as_secs_f64()).floor() as u64 + 1;
-            let kept = (retention.as_secs_f64() / period.as_secs_f64()).ceil() as u64 + 1;
+            // each time the last one ends (from its first status), at most
+            // one every `least_period`.
+            let period = clock.pace.saturating_mul((steps - 1) as u32).max(least_period);
+            let since = (elapsed - ends).as_nanos();
+            let arrived = u64::try_from(since / period.as_nanos()).unwrap_or(u64::MAX).saturating_add(1);
+            let kept = u64::try_from(retention.as_nanos().div_ceil(period.as_nanos()))
+                .unwrap_or(u64::MAX)
+                .saturating_add(1)
+                .min(MOST_KEPT);
+            let agency = seed.base.dossier_code.rsplitn(3, '-').nth(2).unwrap_or_default();
             for generation in arrived.saturating_sub(kept).max(1)..=arrived {
-                let arrival = ends + period.mul_f64((generation - 1) as f64);
+                let Some(arrival) = u32::try_from(generation - 1).ok().and_then(|g| period.checked_mul(g)) else {
+                    continue;
+                };
+                let arrival = ends.saturating_add(arrival);
                 let mut plan = seed.clone();
                 plan.arrival = Some(arrival);
                 plan.done = 1;
-                let agency = seed.base.dossier_code.rsplitn(3, '-').nth(2).unwrap_or_default();
                 let date = calendar::yymmdd(clock.started_wall + arrival);
-                // Each dataset dossier has its own block of numbers, so
-                // renewals of two never share a code.
-                let width = (9_000 / self.data.dossiers.len().max(1)).max(1);
-                let number = 1_000 + index * width + generation as usize % width;
+                let number = 1_000 + index as u64 * width + generation % width;
                 plan.base.dossier_code = format!("{agency}-{date}-{number:04}");
                 out.push(plan);
             }
         }
         out
+    }
+
+    /// How many dossiers `owner` has now (what ListMyDossiers counts).
+    pub(crate) fn dossier_count(&self, owner: &lienthong_adapter_core::CitizenId) -> usize {
+        let now = Instant::now();
+        self.plans(now).iter().filter(|p| &p.owner == owner && self.clock.steps_done(p, now) > 0).count()
     }
 
     fn current(&self, plan: &DossierPlan) -> OwnedDossier {
@@ -406,6 +424,25 @@ mod tests {
             let e = list(token).await.unwrap_err();
             assert_eq!((e.kind(), e.field()), (lienthong_adapter_core::ErrorKind::InvalidArgument, Some("page_token")));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_fastest_pace_renewals_stay_few_and_no_code_names_two_dossiers() {
+        let pace = Duration::from_millis(100);
+        let sandbox = Sandbox::new(SandboxConfig { dossier_pace: pace, ..Default::default() }).unwrap();
+        let seeds = sandbox.data.dossiers.len();
+        let mut arrivals: std::collections::HashMap<String, Option<Duration>> = std::collections::HashMap::new();
+        // Two days, every 10 minutes (each renewal is listed for longer).
+        for _ in 0..(2 * 24 * 6) {
+            let plans = sandbox.plans(Instant::now());
+            assert!(plans.len() <= seeds * (MOST_KEPT as usize + 1), "{} plans", plans.len());
+            for p in plans {
+                let first = *arrivals.entry(p.base.dossier_code.clone()).or_insert(p.arrival);
+                assert_eq!(first, p.arrival, "{} names two dossiers", p.base.dossier_code);
+            }
+            tokio::time::advance(Duration::from_secs(600)).await;
+        }
+        assert!(arrivals.len() > seeds * 100, "{} codes", arrivals.len());
     }
 
     #[tokio::test(start_paused = true)]

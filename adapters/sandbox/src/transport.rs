@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use lienthong_adapter_core::{AdapterError, CallContext, Capabilities, Family, TransportAdapter, api};
 
 use crate::Sandbox;
-use crate::calendar::VN_OFFSET_SECS;
+use crate::calendar;
 use lienthong_adapter_core::filters_of;
 
 use crate::listing::{ListQuery, list};
@@ -40,7 +40,7 @@ impl Sandbox {
     /// Timetable arrivals at the stop over the next 24 hours.
     fn arrivals(&self, stop_id: &str, route_filter: &str, limit: usize) -> Vec<api::Arrival> {
         let now = self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        let today = (now + VN_OFFSET_SECS).div_euclid(86_400) * 86_400 - VN_OFFSET_SECS;
+        let today = calendar::timestamp(calendar::start_of_day(self.now())).seconds;
         let mut out = Vec::new();
         for route in &self.data.routes {
             let r = &route.item;
@@ -195,18 +195,5 @@ impl TransportAdapter for Sandbox {
             .find(|c| c.item.0.camera_id == req.camera_id)
             .map(|c| self.camera(&c.item.0, &c.item.1))
             .ok_or_else(|| AdapterError::not_found("traffic camera"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::calendar;
-
-    #[test]
-    fn local_midnight_math_matches_calendar() {
-        let d = api::Date { year: 2025, month: 11, day: 19 };
-        let midnight = calendar::local_midnight(&d).seconds;
-        assert_eq!((midnight + VN_OFFSET_SECS) % 86_400, 0);
     }
 }

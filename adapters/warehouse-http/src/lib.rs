@@ -248,12 +248,10 @@ impl AdapterFactory for WarehouseFactory {
 
     fn validate(&self, options: &serde_json::Value) -> Vec<String> {
         // Every key at fault, each by its path; then what the rest means.
-        let (config, mut problems) = lienthong_adapter_core::options::read_partial::<WarehouseConfig>(options);
-        if let Some(mut c) = config {
+        lienthong_adapter_core::options::problems(options, |mut c: WarehouseConfig| {
             c.apply_platform();
-            problems.extend(c.validate());
-        }
-        problems
+            c.validate()
+        })
     }
 
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {

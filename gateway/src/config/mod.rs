@@ -124,8 +124,19 @@ pub struct ServerConfig {
     pub default_deadline: Duration,
     /// TLS for the listener (TLS 1.2 and 1.3); plaintext when absent.
     pub tls: Option<TlsConfig>,
-    /// Largest request message accepted, in bytes (larger: OUT_OF_RANGE).
+    /// Largest request message accepted, in bytes (larger: OUT_OF_RANGE),
+    /// after inflating a gzip-compressed one.
     pub max_request_bytes: usize,
+    /// Gzip answers for callers that list gzip in `grpc-accept-encoding`.
+    /// Off by default, as in gRPC's own servers: gzip costs CPU on every
+    /// answer (about 80 µs for a 17 KB page, BENCHMARKS.md), worth it where
+    /// bandwidth costs more than CPU (callers across a WAN or a metered
+    /// link), not between an app's backend and the gateway in one data
+    /// centre. Gzipped requests are read either way.
+    pub compress_answers: bool,
+    /// With `compress_answers`: only messages larger than this many bytes
+    /// (smaller ones cost more to compress than they save).
+    pub compress_min_bytes: usize,
     /// Largest HTTP/2 header block accepted, in bytes (larger:
     /// RESOURCE_EXHAUSTED, up to four times this; beyond, HTTP 431).
     pub max_header_list_bytes: u32,
@@ -202,6 +213,8 @@ impl Default for ServerConfig {
             default_deadline: Duration::from_secs(15),
             tls: None,
             max_request_bytes: 64 * 1024,
+            compress_answers: false,
+            compress_min_bytes: 1024,
             max_header_list_bytes: 16 * 1024,
             max_streams_per_connection: 100,
             max_connections: 10_000,
@@ -362,6 +375,14 @@ impl Config {
         let (config, mut errors) = Self::parse(Self::figment(path));
         if let Some(config) = config {
             if let Err(ConfigErrors(more)) = config.validate(registry) {
+                // A key that did not read was checked with its default in
+                // its place: what that says about it is no news.
+                let unread = |p: &str| {
+                    errors.iter().any(|e| {
+                        p == e.path || p.strip_prefix(e.path.as_str()).is_some_and(|rest| rest.starts_with(['.', '[']))
+                    })
+                };
+                let more: Vec<ConfigError> = more.into_iter().filter(|e| !unread(&e.path)).collect();
                 errors.extend(more);
             }
             if errors.is_empty() {
@@ -766,7 +787,10 @@ fn describe(figment: Option<&Figment>, e: &figment::Error, key: &str) -> ConfigE
         Kind::Message(message) => {
             // A message of the value's own parser: say which value.
             let value = figment.and_then(|f| f.find_value(&path.join(".")).ok());
-            match value.as_ref().and_then(|v| v.as_str()) {
+            // Never a secret's value, not even a wrong one.
+            let secret =
+                path.last().is_some_and(|k| ["key", "secret", "token", "password"].iter().any(|s| k.contains(s)));
+            match value.as_ref().and_then(|v| v.as_str()).filter(|_| !secret) {
                 Some(text) => {
                     lienthong_adapter_core::options::tidy(&format!("invalid value: string {text:?}, {message}"))
                 }
@@ -814,21 +838,38 @@ fn extract_one<T: for<'de> Deserialize<'de>>(figment: &Figment, key: &str, error
     };
     let mut table = figment.find_value(key).ok();
     let mut found: Vec<ConfigError> = Vec::new();
+    // What was set aside, by its path under `key`.
+    let mut removed: Vec<String> = Vec::new();
     loop {
         let mut set_aside = false;
         for e in error {
             let problem = describe(Some(figment), &e, key);
-            if found.contains(&problem) {
+            let under = problem.path.strip_prefix(key).unwrap_or_default().trim_start_matches('.').to_owned();
+            let Some(table) = table.as_mut() else {
+                found.push(problem);
+                continue;
+            };
+            if let figment::error::Kind::MissingField(field) = &e.kind {
+                // A key set aside reads as missing: already reported. Either
+                // way its table goes aside, so that the rest reads on.
+                let missing = if under.is_empty() { field.to_string() } else { format!("{under}.{field}") };
+                if !removed.contains(&missing) && !found.contains(&problem) {
+                    found.push(problem);
+                }
+                set_aside |= !under.is_empty() && remove_at(table, &under, &mut removed);
                 continue;
             }
-            let under = problem.path.strip_prefix(key).unwrap_or_default().trim_start_matches('.').to_owned();
-            let missing = matches!(e.kind, figment::error::Kind::MissingField(_));
-            if !missing && let Some(table) = table.as_mut() {
-                set_aside |= remove_at(table, &under);
+            if !found.contains(&problem) {
+                found.push(problem);
             }
-            found.push(problem);
+            set_aside |= remove_at(table, &under, &mut removed);
         }
-        if !set_aside || found.len() >= MAX_PROBLEMS {
+        if found.len() >= MAX_PROBLEMS {
+            found.truncate(MAX_PROBLEMS);
+            found.push(ConfigError::new(key, format!("more problems not shown (the first {MAX_PROBLEMS} are)")));
+            break;
+        }
+        if !set_aside {
             break;
         }
         let Some(rest) = &table else { break };
@@ -844,24 +885,31 @@ fn extract_one<T: for<'de> Deserialize<'de>>(figment: &Figment, key: &str, error
     None
 }
 
-/// Removes the value at dotted `path` under `value`; whether there was one.
-fn remove_at(value: &mut figment::value::Value, path: &str) -> bool {
+/// Sets aside the value at dotted `path` under `value` (recorded in
+/// `removed`); whether there was one. A path into a list (figment names an
+/// element by its index) sets aside the whole list: removing one element
+/// would renumber the others.
+fn remove_at(value: &mut figment::value::Value, path: &str, removed: &mut Vec<String>) -> bool {
+    use figment::value::Value;
     let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
-    let Some((last, parents)) = parts.split_last() else { return false };
     let mut at = value;
-    for part in parents {
-        match at {
-            figment::value::Value::Dict(_, dict) => match dict.get_mut(*part) {
-                Some(next) => at = next,
-                None => return false,
-            },
-            _ => return false,
+    for (depth, part) in parts.iter().enumerate() {
+        let Value::Dict(_, dict) = at else { return false };
+        let last = depth + 1 == parts.len();
+        let into_list = matches!(dict.get(*part), Some(Value::Array(..)));
+        if last || into_list {
+            let gone = dict.remove(*part).is_some();
+            if gone {
+                removed.push(parts[..=depth].join("."));
+            }
+            return gone;
+        }
+        match dict.get_mut(*part) {
+            Some(next) => at = next,
+            None => return false,
         }
     }
-    match at {
-        figment::value::Value::Dict(_, dict) => dict.remove(*last).is_some(),
-        _ => false,
-    }
+    false
 }
 
 fn keys_of(section: Option<figment::value::Value>, name: &str, errors: &mut Vec<ConfigError>) -> Vec<String> {

@@ -8,12 +8,13 @@
 //!
 //! Every refusal here is the caller's error or overload, never INTERNAL:
 //! - no message, a truncated frame, trailing bytes, a flag byte other than
-//!   0 or 1, the compressed flag without `grpc-encoding`, a malformed
-//!   `grpc-timeout`: INVALID_ARGUMENT;
-//! - a `grpc-encoding` other than `identity`: UNIMPLEMENTED (the gRPC spec's
-//!   code), with `grpc-accept-encoding`;
-//! - a message or header block beyond its limit: OUT_OF_RANGE /
-//!   RESOURCE_EXHAUSTED naming the setting;
+//!   0 or 1, the compressed flag without `grpc-encoding`, a gzip message that
+//!   does not inflate, a malformed `grpc-timeout`: INVALID_ARGUMENT;
+//! - a `grpc-encoding` other than `identity` or `gzip`: UNIMPLEMENTED (the
+//!   gRPC spec's code), with `grpc-accept-encoding`;
+//! - a message or header block beyond its limit, or a gzip message that
+//!   inflates beyond it: OUT_OF_RANGE / RESOURCE_EXHAUSTED naming the
+//!   setting;
 //! - a message that has not arrived in time: DEADLINE_EXCEEDED;
 //! - a deadline (`grpc-timeout`) that expires before the answer: DEADLINE_EXCEEDED.
 //!
@@ -38,12 +39,16 @@ use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use super::compression::{self, Encoding};
 use super::framing::{
     Collected, FRAME_HEADER, check_grpc_headers, check_health_request, check_single_message, grpc_timeout,
     header_bytes, too_large,
 };
 use super::overload::OverloadWatch;
 use super::streams;
+
+/// The most a health check's message may inflate to (it is a service name).
+const HEALTH_MESSAGE_BYTES: usize = 1024;
 
 /// What admission checks for each call.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +63,10 @@ pub struct CallLimits {
     pub max_header_bytes: usize,
     /// Largest webhook push.
     pub max_push_bytes: usize,
+    /// Answers' messages larger than this are gzipped for callers that
+    /// accept gzip (`server.compress_min_bytes`); `None`: never
+    /// (`server.compress_answers = false`).
+    pub compress_min_bytes: Option<usize>,
 }
 
 /// Why a call was refused at admission; the label of
@@ -196,18 +205,27 @@ impl Admission {
             return self.admit_push(req, inner, started).await;
         }
         if let Err(status) = check_grpc_headers(req.headers()) {
-            let unimplemented = status.code() == tonic::Code::Unimplemented;
-            let mut response = self.refuse(Refusal::Malformed, status);
-            if unimplemented {
-                response.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
-            }
-            return Ok(response);
+            return Ok(self.refuse(Refusal::Malformed, status));
         }
+        let encoding = match compression::request_encoding(req.headers()) {
+            Ok(encoding) => encoding,
+            Err(status) => {
+                let mut response = self.refuse(Refusal::Malformed, status);
+                response.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static(compression::ACCEPTED));
+                return Ok(response);
+            }
+        };
+        let gzip_answer = self.limits.compress_min_bytes.filter(|_| compression::accepts_gzip(req.headers()));
         let deadline = match grpc_timeout(req.headers()) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(status) => return Ok(self.refuse(Refusal::Malformed, status)),
         };
         if kind == CallKind::Reflection {
+            if encoding == Encoding::Gzip {
+                let status =
+                    Status::unimplemented("reflection takes its messages uncompressed (grpc-encoding: identity)");
+                return Ok(self.refuse(Refusal::Malformed, status));
+            }
             // A bidirectional stream: each message is checked as it arrives.
             let (parts, body) = req.into_parts();
             let (body, verdict) = streams::checked_reflection_body(body, self.limits.max_message_bytes);
@@ -215,11 +233,11 @@ impl Admission {
             return Ok(response.map(|b| streams::with_verdict(b, verdict)));
         }
 
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let read_until =
             deadline.map_or(started + self.limits.read_timeout, |d| d.min(started + self.limits.read_timeout));
         let mut budget = ReadBudget { admission: &self, held: 0 };
-        let read = read_message(body, self.limits.max_message_bytes, &mut budget);
+        let read = read_message(body, self.limits.max_message_bytes, encoding, &mut budget);
         let message = match tokio::time::timeout_at(read_until, read).await {
             Ok(Ok(message)) => message,
             Ok(Err((why, status))) => return Ok(self.refuse(why, status)),
@@ -236,7 +254,15 @@ impl Admission {
         };
         // Read: from here the call's slot (or, for probes, nothing) bounds it.
         drop(budget);
+        // Inflated, the message goes on plain.
+        parts.headers.remove("grpc-encoding");
         if kind == CallKind::Health {
+            // A probe takes no slot: its message inflates to a few bytes
+            // or is refused.
+            let message = match compression::inflate(message, HEALTH_MESSAGE_BYTES) {
+                Ok(message) => message,
+                Err((why, status)) => return Ok(self.refuse(why, status)),
+            };
             if let Err(status) = check_health_request(&message) {
                 return Ok(self.refuse(Refusal::Malformed, status));
             }
@@ -257,6 +283,11 @@ impl Admission {
             tracing::debug!(path = parts.uri.path(), "shed: too many requests in progress");
             return Ok(Status::unavailable("the gateway is overloaded; retry with backoff").into_http());
         };
+        // Inflated only once it holds a slot: a shed call costs no inflating.
+        let message = match compression::inflate(message, self.limits.max_message_bytes) {
+            Ok(message) => message,
+            Err((why, status)) => return Ok(self.refuse(why, status)),
+        };
         let call = inner.call(Request::from_parts(parts, Body::new(http_body_util::Full::new(message))));
         let answer = match deadline {
             Some(deadline) => match deadline_first(deadline, call).await {
@@ -266,7 +297,10 @@ impl Admission {
             None => call.await?,
         };
         drop(slot);
-        Ok(answer)
+        Ok(match gzip_answer {
+            Some(min_bytes) => compression::compress_answer(answer, min_bytes),
+            None => answer,
+        })
     }
 
     /// A webhook push: read whole (bounded) before it takes a slot.
@@ -360,7 +394,12 @@ impl CallKind {
 /// Reads a unary request's body: exactly one well-framed message of at most
 /// `max` bytes. A message header that declares more is refused as soon as it
 /// arrives.
-async fn read_message(mut body: Body, max: usize, budget: &mut ReadBudget<'_>) -> Result<Bytes, (Refusal, Status)> {
+async fn read_message(
+    mut body: Body,
+    max: usize,
+    encoding: Encoding,
+    budget: &mut ReadBudget<'_>,
+) -> Result<Bytes, (Refusal, Status)> {
     let mut whole = Collected::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -388,7 +427,7 @@ async fn read_message(mut body: Body, max: usize, budget: &mut ReadBudget<'_>) -
         }
     }
     let bytes = whole.into_bytes();
-    check_single_message(&bytes, max)?;
+    check_single_message(&bytes, max, encoding == Encoding::Gzip)?;
     Ok(bytes)
 }
 

@@ -21,7 +21,8 @@ pub(super) fn header_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
 }
 
-/// The content type and encoding of a gRPC request.
+/// The content type of a gRPC request (its encoding: see
+/// [`super::compression::request_encoding`]).
 pub(super) fn check_grpc_headers(headers: &HeaderMap) -> Result<(), Status> {
     let content_type = headers.get(http::header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
     if !content_type.starts_with(b"application/grpc") {
@@ -29,13 +30,7 @@ pub(super) fn check_grpc_headers(headers: &HeaderMap) -> Result<(), Status> {
             "content-type must be application/grpc (or application/grpc-web from a browser)",
         ));
     }
-    match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
-        None | Some(b"identity") => Ok(()),
-        Some(other) => Err(Status::unimplemented(format!(
-            "grpc-encoding {:?} is not accepted: send messages uncompressed (grpc-accept-encoding: identity)",
-            String::from_utf8_lossy(&other[..other.len().min(32)])
-        ))),
-    }
+    Ok(())
 }
 
 /// The caller's `grpc-timeout`, if any. A malformed one is refused rather
@@ -106,8 +101,9 @@ impl Collected {
 }
 
 /// Checks that `body` is exactly one gRPC message frame (RFC: "gRPC over
-/// HTTP/2", Length-Prefixed-Message) of at most `max` bytes, uncompressed.
-pub(super) fn check_single_message(body: &[u8], max: usize) -> Result<(), (Refusal, Status)> {
+/// HTTP/2", Length-Prefixed-Message) of at most `max` bytes, compressed only
+/// when the request names an encoding (`compressed_ok`).
+pub(super) fn check_single_message(body: &[u8], max: usize, compressed_ok: bool) -> Result<(), (Refusal, Status)> {
     let malformed = |m: String| (Refusal::Malformed, Status::invalid_argument(m));
     if body.is_empty() {
         return Err(malformed(
@@ -122,7 +118,7 @@ pub(super) fn check_single_message(body: &[u8], max: usize) -> Result<(), (Refus
             body.len()
         )));
     };
-    check_frame_flag(header[0])?;
+    check_frame_flag(header[0], compressed_ok)?;
     let declared = declared_len(header).unwrap_or(usize::MAX);
     if declared > max {
         return Err((Refusal::TooLarge, too_large(declared, max)));
@@ -149,15 +145,16 @@ pub(super) fn declared_len(bytes: &[u8]) -> Option<usize> {
     usize::try_from(u32::from_be_bytes(length)).ok()
 }
 
-/// A message frame's flag byte: 0 (plain). 1 (compressed) needs a
-/// `grpc-encoding` this gateway accepts, and it accepts none but identity.
-pub(super) fn check_frame_flag(flag: u8) -> Result<(), (Refusal, Status)> {
+/// A message frame's flag byte: 0 (plain), or 1 (compressed) when the
+/// request names a `grpc-encoding` (`compressed_ok`).
+pub(super) fn check_frame_flag(flag: u8, compressed_ok: bool) -> Result<(), (Refusal, Status)> {
     match flag {
         0 => Ok(()),
+        1 if compressed_ok => Ok(()),
         1 => Err((
             Refusal::Malformed,
             Status::invalid_argument(
-                "the message's compressed flag is set but the request names no grpc-encoding; send it uncompressed",
+                "the message's compressed flag is set but the request names no grpc-encoding: send grpc-encoding: gzip, or the message uncompressed",
             ),
         )),
         other => Err((
@@ -190,8 +187,8 @@ mod tests {
 
     #[test]
     fn one_well_formed_message_passes() {
-        assert!(check_single_message(&frame(0, 3, b"abc"), 10).is_ok());
-        assert!(check_single_message(&frame(0, 0, b""), 10).is_ok());
+        assert!(check_single_message(&frame(0, 3, b"abc"), 10, false).is_ok());
+        assert!(check_single_message(&frame(0, 0, b""), 10, false).is_ok());
     }
 
     #[test]
@@ -206,7 +203,7 @@ mod tests {
             (&frame(0, 11, b"abc"), Refusal::TooLarge, tonic::Code::OutOfRange, "at most 10"),
         ];
         for (body, why, code, says) in cases {
-            let (refusal, status) = check_single_message(body, 10).unwrap_err();
+            let (refusal, status) = check_single_message(body, 10, false).unwrap_err();
             assert_eq!((refusal, status.code()), (*why, *code), "{body:?}: {status:?}");
             assert!(status.message().contains(says), "{body:?}: {}", status.message());
         }

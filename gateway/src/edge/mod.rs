@@ -6,7 +6,9 @@
 //! 2. gRPC-Web and CORS (in `server.rs`), so a browser's call is a gRPC call
 //!    from here on, and refusals reach browsers in a form they read.
 //! 3. [`admit`]: the call's headers, message and deadline are checked and it
-//!    takes one of the shared slots, or is shed.
+//!    takes one of the shared slots, or is shed; a gzip-compressed message is
+//!    inflated and an answer gzipped for a caller that accepts it
+//!    ([`compression`]).
 //! 4. [`encoded`], innermost: an answer the call left as stored bytes (a
 //!    cache hit) is written to the wire as it is.
 //!
@@ -19,6 +21,7 @@
 pub mod listener;
 
 pub mod admit;
+pub mod compression;
 pub mod framing;
 pub mod overload;
 pub mod streams;

@@ -44,7 +44,7 @@ impl CheckedStream {
         loop {
             let rest = &self.pending[end..];
             let Some(declared) = framing::declared_len(rest) else { break };
-            framing::check_frame_flag(rest[0]).map_err(|(_, status)| status)?;
+            framing::check_frame_flag(rest[0], false).map_err(|(_, status)| status)?;
             if declared > self.max {
                 return Err(framing::too_large(declared, self.max));
             }

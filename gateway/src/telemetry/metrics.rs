@@ -224,6 +224,11 @@ pub struct Metrics {
 /// The rate limits, as the `lienthong_limit` label names them.
 pub const LIMITS: [&str; 3] = ["app", "citizen", "upstream"];
 
+/// What an adapter instance's error counter counts (`error.type`): the
+/// failures its breaker counts, and the guard's refusals.
+pub const ADAPTER_ERRORS: [&str; 6] =
+    ["unavailable", "deadline_exceeded", "rate_limited", "unexpected", "breaker_open", "bulkhead_full"];
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -235,6 +240,8 @@ impl Metrics {
     /// over OTLP when `config` names a collector (build inside the runtime).
     pub fn new(config: &TelemetryConfig) -> anyhow::Result<Self> {
         let registry = prometheus::Registry::new();
+        // The process's own: CPU, memory, file descriptors, threads, start.
+        registry.register(Box::new(super::process::ProcessCollector::new())).context("registering process metrics")?;
         let prometheus = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .scope_info_enabled(false)
@@ -350,6 +357,18 @@ impl Metrics {
                 }
             })
             .build();
+        // Every series known in advance exists from the start, at zero, so
+        // that dashboards and alerts have something to read before trouble.
+        for limit in LIMITS {
+            self.limiter_rejections.add(0, &[KeyValue::new("lienthong.limit", limit)]);
+        }
+        for i in observed.instances() {
+            let instance = KeyValue::new("lienthong.adapter.instance", i.name.clone());
+            let kind = KeyValue::new("lienthong.adapter.kind", i.kind.clone());
+            for error in ADAPTER_ERRORS {
+                self.adapter_errors.add(0, &[instance.clone(), kind.clone(), KeyValue::new("error.type", error)]);
+            }
+        }
         self.cache_gauge(observed.clone(), "lienthong.cache.entries", None, |c| c.entries);
         self.cache_gauge(observed.clone(), "lienthong.cache.size", Some("By"), |c| c.bytes);
         self.per_instance(observed.clone(), "lienthong.breaker.state", |i| i.breaker.gauge());

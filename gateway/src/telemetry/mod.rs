@@ -13,9 +13,11 @@
 pub mod json;
 pub mod metrics;
 pub mod otlp;
+pub mod process;
 pub mod rpc;
 pub mod spans;
 pub mod stats;
+pub mod text;
 pub mod view;
 
 use anyhow::Context as _;
@@ -42,16 +44,43 @@ impl TelemetryConfig {
         self.otlp_endpoint.as_deref().filter(|_| self.metrics)
     }
 
-    /// The resource every span and metric is attributed to.
+    /// The resource every span and metric is attributed to: the service's
+    /// name and version, `OTEL_RESOURCE_ATTRIBUTES`, `[telemetry] resource`
+    /// (which wins), and a `service.instance.id` so that replicas pushing
+    /// over OTLP do not collide (see [`instance_id`]).
     pub fn resource(&self) -> Resource {
+        let from_env = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+        let given = self.resource.contains_key("service.instance.id")
+            || from_env.split(',').any(|kv| kv.trim_start().starts_with("service.instance.id="));
+        let instance = (!given).then(|| KeyValue::new("service.instance.id", instance_id()));
         Resource::builder()
             .with_service_name(self.service_name.clone())
             .with_attributes(
                 std::iter::once(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+                    .chain(instance)
                     .chain(self.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone()))),
             )
             .build()
     }
+}
+
+/// This replica's default `service.instance.id`: the pod's name in
+/// Kubernetes (`POD_NAME` from the downward API, else `HOSTNAME`, which
+/// Kubernetes sets to it), else the host's name; the process id when
+/// neither is known.
+pub fn instance_id() -> String {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let in_kubernetes = env("KUBERNETES_SERVICE_HOST").is_some();
+    env("POD_NAME")
+        .or_else(|| in_kubernetes.then(|| env("HOSTNAME")).flatten())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()))
 }
 
 /// The log line format.
@@ -121,14 +150,16 @@ where
         .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,opentelemetry=warn"));
     let otel = spans::SpanLayer::new(export.as_ref().map(|e| e.queue().clone()), config.sampling_ratio)
         .with_filter(filter_fn(otel_filter));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    // Span fields are kept as JSON in both formats, for the formatters to
+    // read back.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
     let registry = tracing_subscriber::registry().with(otel);
     match format {
-        LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init()?,
-        LogFormat::Json => {
-            let fmt = fmt.event_format(json::JsonLines).fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
-            registry.with(fmt.with_filter(filter)).try_init()?;
-        }
+        LogFormat::Text => registry.with(fmt.event_format(text::TextLines { ansi }).with_filter(filter)).try_init()?,
+        LogFormat::Json => registry.with(fmt.event_format(json::JsonLines).with_filter(filter)).try_init()?,
     }
     Ok(Tracing { export })
 }
@@ -152,4 +183,25 @@ pub fn hex_trace_id(trace_id: opentelemetry::trace::TraceId) -> [u8; 32] {
         hex[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
     hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attribute(resource: &Resource, key: &'static str) -> Option<String> {
+        resource.get(&opentelemetry::Key::from_static_str(key)).map(|v| v.as_str().into_owned())
+    }
+
+    #[test]
+    fn every_replica_names_itself_unless_told_its_name() {
+        let config = TelemetryConfig::default();
+        let id = attribute(&config.resource(), "service.instance.id").unwrap();
+        assert_eq!(id, instance_id());
+        assert!(!id.is_empty());
+        let mut named = TelemetryConfig::default();
+        named.resource.insert("service.instance.id".into(), "gw-3".into());
+        assert_eq!(attribute(&named.resource(), "service.instance.id").as_deref(), Some("gw-3"));
+        assert_eq!(attribute(&named.resource(), "service.name").as_deref(), Some(config.service_name.as_str()));
+    }
 }

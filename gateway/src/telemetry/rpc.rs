@@ -76,14 +76,30 @@ pub struct RpcName {
     http: bool,
     /// Answers with a stream.
     streaming: bool,
+    /// Health checks and reflection: logged at DEBUG.
+    quiet: bool,
     /// Its place among all names (see [`RpcName::count`]).
     pub index: u16,
 }
 
-const OTHER: RpcName =
-    RpcName { service: "_OTHER", method: "_OTHER", traced: true, http: false, streaming: false, index: 0 };
-const WEBHOOK: RpcName =
-    RpcName { service: "webhooks", method: "webhooks/receive", traced: true, http: true, streaming: false, index: 1 };
+const OTHER: RpcName = RpcName {
+    service: "_OTHER",
+    method: "_OTHER",
+    traced: true,
+    http: false,
+    streaming: false,
+    quiet: false,
+    index: 0,
+};
+const WEBHOOK: RpcName = RpcName {
+    service: "webhooks",
+    method: "webhooks/receive",
+    traced: true,
+    http: true,
+    streaming: false,
+    quiet: false,
+    index: 1,
+};
 
 fn known_methods() -> &'static HashMap<String, RpcName> {
     static METHODS: OnceLock<HashMap<String, RpcName>> = OnceLock::new();
@@ -116,9 +132,10 @@ fn known_methods() -> &'static HashMap<String, RpcName> {
             }
             let index = u16::try_from(methods.len() + 2).unwrap_or(u16::MAX);
             let traced = !service.starts_with("grpc.health.");
+            let quiet = !traced || service.starts_with("grpc.reflection.");
             let service: &'static str = Box::leak(service.into_boxed_str());
             let method: &'static str = Box::leak(format!("{service}/{method}").into_boxed_str());
-            methods.insert(path, RpcName { service, method, traced, http: false, streaming, index });
+            methods.insert(path, RpcName { service, method, traced, http: false, streaming, quiet, index });
         }
         methods
     })
@@ -193,30 +210,29 @@ impl Drop for Finish {
         let elapsed = self.started.elapsed();
         self.metrics.rpc(&self.rpc, code, elapsed);
         self.metrics.in_flight().fetch_sub(1, Ordering::Relaxed);
-        if !self.span.is_disabled() {
-            if self.sampled {
-                match self.cache {
-                    Some(cache) => {
-                        tracing::record_all!(self.span, rpc.response.status_code = code, lienthong.cache = cache);
-                    }
-                    None => {
-                        self.span.record("rpc.response.status_code", code);
-                    }
+        if !self.span.is_disabled() && self.sampled {
+            match self.cache {
+                Some(cache) => {
+                    tracing::record_all!(self.span, rpc.response.status_code = code, lienthong.cache = cache);
                 }
-                if server_error(code) || code.starts_with("HTTP_5") {
-                    self.span.record("otel.status_code", "ERROR");
+                None => {
+                    self.span.record("rpc.response.status_code", code);
                 }
             }
-            // The access log: one line per call, in its trace (silence with
-            // RUST_LOG=info,lienthong::access=warn).
-            tracing::info!(
-                target: "lienthong::access",
-                parent: &self.span,
-                method = self.rpc.method,
-                code,
-                duration_ms = elapsed.as_secs_f64() * 1e3,
-                "call"
-            );
+            if server_error(code) || code.starts_with("HTTP_5") {
+                self.span.record("otel.status_code", "ERROR");
+            }
+        }
+        // The access log: one line per call, in its trace (silence with
+        // RUST_LOG=info,lienthong::access=warn). Probes and reflection at
+        // DEBUG: they would bury the calls.
+        let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        let parent = if self.span.is_disabled() { None } else { self.span.id() };
+        let (method, cache) = (self.rpc.method, self.cache);
+        if self.rpc.quiet {
+            tracing::debug!(target: "lienthong::access", parent: parent, method, code, duration_ms, cache, "call");
+        } else {
+            tracing::info!(target: "lienthong::access", parent: parent, method, code, duration_ms, cache, "call");
         }
     }
 }

@@ -197,8 +197,11 @@ listen = "127.0.0.1:99999"
 drain_timout = "5s"
 default_deadline = "10x"
 
+page_token_key = "0123456789abcdef-not-a-key"
+
 [anonymous]
 enabled = "yes"
+provinces = ["79", 5]
 
 [cache]
 max_entries = 3
@@ -252,9 +255,13 @@ fn every_mistake_in_every_table_is_reported_at_once_in_one_form() {
     has(&errors, "adapters.sandbox.token_ttl", &format!(r#"invalid value: string "-5m", {duration}"#));
     has(&errors, "adapters.sandbox.provinces[0]", "\"7x\" is not a province code");
     has(&errors, "retry.max_backoff", "(from the environment variable LIENTHONG_RETRY__MAX_BACKOFF)");
+    // A list element at fault, and a secret's value never shown.
+    has(&errors, "anonymous.provinces.1", "invalid type: signed int `5`, expected a string");
+    has(&errors, "server.page_token_key", "64 hex digits");
+    assert!(!report.contains("not-a-key"), "{report}");
     // One line each, nothing twice, no doubled backticks, one form.
     let problems: Vec<&String> = errors.iter().filter(|e| e.contains(": ")).skip(1).collect();
-    assert_eq!(problems.len(), 14, "{report}");
+    assert_eq!(problems.len(), 16, "{report}");
     assert!(
         !report.contains("``") && !report.contains("invalid value string") && !report.contains("found `"),
         "{report}"

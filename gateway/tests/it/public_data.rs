@@ -692,3 +692,62 @@ async fn a_cache_hit_is_the_fetched_answer_byte_for_byte_and_its_page_token_serv
         assert_eq!(r.into_inner().facility.unwrap(), miss.facilities[0]);
     }
 }
+
+/// Every quoted example in the public protos' comments (a code, an address,
+/// a decision) is a record of the sandbox, so that what a developer copies
+/// from the docs works. A new example needs a check here.
+#[tokio::test]
+async fn every_example_in_the_protos_comments_is_a_sandbox_record() {
+    let gw = TestGateway::sandbox().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/lienthong/v1");
+    let mut examples = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for comment in text.lines().filter_map(|l| l.trim_start().strip_prefix("//")) {
+            let quoted = comment.split('"').skip(1).step_by(2);
+            examples.extend(quoted.filter(|q| q.starts_with(|c: char| c.is_ascii_digit())).map(str::to_owned));
+        }
+    }
+    assert!(examples.len() >= 10, "{examples:?}");
+    let mut health = HealthcareServiceClient::new(gw.channel.clone());
+    let mut education = EducationServiceClient::new(gw.channel.clone());
+    let mut transport = TransportServiceClient::new(gw.channel.clone());
+    let mut construction = ConstructionServiceClient::new(gw.channel.clone());
+    let mut services = PublicServicesServiceClient::new(gw.channel.clone());
+    for example in &examples {
+        let e = example.clone();
+        let found = match example.as_str() {
+            "79" | "01" => lienthong_adapter_core::admin::province(&e).is_some(),
+            "26740" => lienthong_adapter_core::admin::ward(&e).is_some_and(|w| w.full_name == "Phường Sài Gòn"),
+            "79001" => health.get_facility(GetFacilityRequest { facility_code: e }).await.is_ok(),
+            "201B Nguyễn Chí Thanh" => {
+                let f = health.get_facility(GetFacilityRequest { facility_code: "79001".into() }).await.unwrap();
+                f.into_inner().facility.and_then(|f| f.address).is_some_and(|a| a.street == *example)
+            }
+            "79-THPT-0001" => education.get_school(GetSchoolRequest { school_id: e }).await.is_ok(),
+            "03" | "61-6" => {
+                transport.get_bus_route(GetBusRouteRequest { route_number: e, ..Default::default() }).await.is_ok()
+            }
+            "79-MGBĐS-2024-00015" => construction
+                .get_practicing_certificate(GetPracticingCertificateRequest { certificate_number: e })
+                .await
+                .is_ok(),
+            "2418/QĐ-UBND" => {
+                let req = ListHousingProjectsRequest { page_size: 100, ..Default::default() };
+                let projects = construction.list_housing_projects(req).await.unwrap().into_inner().projects;
+                projects.iter().any(|p| p.approval_decision == *example)
+            }
+            "000.00.12.H29" => services.get_agency(GetAgencyRequest { agency_code: e }).await.is_ok(),
+            "1.000894" | "1.000894.000.00.00.H29" => {
+                services.get_procedure(GetProcedureRequest { procedure_code: e }).await.is_ok()
+            }
+            "163/QĐ-BTP" => {
+                let p = services.get_procedure(GetProcedureRequest { procedure_code: "1.000894".into() }).await;
+                p.unwrap().into_inner().procedure.is_some_and(|p| p.decision_number == *example)
+            }
+            "000.30.67.H29-251114-0001" => services.get_dossier(GetDossierRequest { dossier_code: e }).await.is_ok(),
+            other => panic!("{other:?}: an example in the protos' comments that this test does not check: add a check"),
+        };
+        assert!(found, "the protos' example {example:?} is not in the sandbox");
+    }
+}
