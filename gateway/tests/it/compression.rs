@@ -11,7 +11,7 @@ use lienthong_proto::v1::{GetFacilityRequest, ListFacilitiesRequest, ListFacilit
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 
-use super::edge::{gateway, h2_client, raw_call};
+use super::edge::{gateway, h2_client, post_grpc, raw_call};
 use crate::common::wire::grpc_frame;
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -28,16 +28,7 @@ async fn frames_of(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (http::HeaderMap, Vec<(u8, Vec<u8>)>) {
-    let mut req = http::Request::post(format!("http://localhost{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut ready = send.clone().ready().await.unwrap();
-    let (response, mut stream) = ready.send_request(req.body(()).unwrap(), false).unwrap();
-    stream.send_data(Bytes::from(body), true).unwrap();
-    let response = response.await.unwrap();
+    let response = post_grpc(send, path, headers, &body).await;
     let headers = response.headers().clone();
     let mut body = response.into_body();
     let mut bytes = Vec::new();

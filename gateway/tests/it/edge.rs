@@ -195,12 +195,13 @@ async fn stalled_and_idle_connections_are_closed() {
 /// One raw call: the HTTP status and the gRPC status and message, from the
 /// headers (trailers-only) or the trailers. `None` when the answer has not
 /// ended within two seconds (a live stream).
-pub(crate) async fn raw_call(
+/// A gRPC request over raw HTTP/2 (`headers` added): its answer's head.
+pub(crate) async fn post_grpc(
     send: &mut h2::client::SendRequest<Bytes>,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> (u16, Option<(i32, String)>) {
+) -> http::Response<h2::RecvStream> {
     let mut req = http::Request::post(format!("http://localhost{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -210,7 +211,16 @@ pub(crate) async fn raw_call(
     let mut ready = send.clone().ready().await.unwrap();
     let (response, mut stream) = ready.send_request(req.body(()).unwrap(), false).unwrap();
     stream.send_data(Bytes::copy_from_slice(body), true).unwrap();
-    let response = response.await.unwrap();
+    response.await.unwrap()
+}
+
+pub(crate) async fn raw_call(
+    send: &mut h2::client::SendRequest<Bytes>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Option<(i32, String)>) {
+    let response = post_grpc(send, path, headers, body).await;
     let http_status = response.status().as_u16();
     let grpc = |h: &http::HeaderMap| {
         let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
