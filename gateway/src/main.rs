@@ -174,7 +174,7 @@ async fn check_config(file: &std::path::Path, probe: bool) -> ExitCode {
             if found == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(ConfigErrors(errors)) => {
-            eprintln!("{}: {} problem(s)", file.display(), errors.len());
+            eprintln!("{}: {} problem(s) in the configuration:", file.display(), errors.len());
             for e in errors {
                 eprintln!("  {e}");
             }

@@ -49,7 +49,7 @@ pub fn read_partial<T: DeserializeOwned>(options: &Value) -> (Option<T>, Vec<Str
             Ok(t) => return (Some(t), problems),
             Err(e) => {
                 let path = e.path().to_string();
-                let message = tidy(&e.inner().to_string());
+                let message = redacted(&path, tidy(&e.inner().to_string()));
                 // A key set aside reads as missing: already reported.
                 let missing = message.strip_prefix("missing key `").and_then(|m| m.strip_suffix('`'));
                 let here = |key: &str| if path == "." { key.to_owned() } else { format!("{path}.{key}") };
@@ -66,6 +66,25 @@ pub fn read_partial<T: DeserializeOwned>(options: &Value) -> (Option<T>, Vec<Str
         }
     }
     (None, problems)
+}
+
+/// Whether a key holds a secret (a key, a token, a password), whose value
+/// no message may show, not even a wrong one.
+pub fn is_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key).split('[').next().unwrap_or(key);
+    ["key", "secret", "token", "password"].iter().any(|s| last.ends_with(s))
+}
+
+/// `message` about the value at `path`, without the value when it is a
+/// secret's.
+fn redacted(path: &str, message: String) -> String {
+    if !is_secret(path) {
+        return message;
+    }
+    match message.split_once(", expected ") {
+        Some((_, expected)) => format!("invalid value (not shown: a secret), expected {expected}"),
+        None => "invalid value (not shown: a secret)".to_owned(),
+    }
 }
 
 /// Serde's messages in the one form every configuration problem takes:
@@ -87,6 +106,13 @@ pub fn tidy(message: &str) -> String {
         Some(rest) => format!("{rest}expected a socket address"),
         None => message.to_owned(),
     };
+    // Rust's names for numbers, in words.
+    for (rust, words) in NUMBERS {
+        if let Some(rest) = out.strip_suffix(rust) {
+            out = format!("{rest}{words}");
+            break;
+        }
+    }
     for (expected, example) in EXAMPLES {
         if out.ends_with(expected) {
             out.push_str(example);
@@ -95,6 +121,19 @@ pub fn tidy(message: &str) -> String {
     }
     out
 }
+
+/// Rust's type names as serde writes them after "expected", in words.
+const NUMBERS: &[(&str, &str)] = &[
+    ("expected usize", "expected a whole number"),
+    ("expected u64", "expected a whole number"),
+    ("expected u32", "expected a whole number"),
+    ("expected u16", "expected a whole number"),
+    ("expected u8", "expected a whole number"),
+    ("expected i64", "expected a whole number"),
+    ("expected i32", "expected a whole number"),
+    ("expected f64", "expected a number"),
+    ("expected f32", "expected a number"),
+];
 
 /// How each expected form is written, after serde's word for it.
 const EXAMPLES: &[(&str, &str)] = &[
@@ -231,6 +270,18 @@ mod tests {
         );
         assert_eq!(distance("drain_timout", "drain_timeout"), 1);
         assert_eq!(distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn a_secrets_value_is_never_shown() {
+        for secret in ["token_secret", "auth.client_secret", "page_token_key", "password", "refresh_token"] {
+            assert!(is_secret(secret), "{secret}");
+        }
+        for plain in ["token_ttl", "api_key_sha256", "token_sha256", "keyed"] {
+            assert!(!is_secret(plain), "{plain}");
+        }
+        let m = redacted("auth.client_secret", "invalid type: integer `1234`, expected a string".to_owned());
+        assert_eq!(m, "invalid value (not shown: a secret), expected a string");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
         for e in &self.0 {
-            writeln!(f, "  - {e}")?;
+            writeln!(f, "  {e}")?;
         }
         Ok(())
     }
@@ -372,7 +372,8 @@ impl Config {
     /// Loads like [`Config::load`] and validates, reporting the problems of
     /// both steps together.
     pub fn load_checked(path: Option<&Path>, registry: &AdapterRegistry) -> Result<Self, ConfigErrors> {
-        let (config, mut errors) = Self::parse(Self::figment(path));
+        let figment = Self::figment(path);
+        let (config, mut errors) = Self::parse(&figment);
         if let Some(config) = config {
             if let Err(ConfigErrors(more)) = config.validate(registry) {
                 // A key that did not read was checked with its default in
@@ -383,8 +384,19 @@ impl Config {
                     })
                 };
                 let more: Vec<ConfigError> = more.into_iter().filter(|e| !unread(&e.path)).collect();
-                errors.extend(more);
+                errors.extend(more.into_iter().map(|mut e| {
+                    // A value from the environment names its variable.
+                    let key = e.path.split('[').next().unwrap_or(&e.path).to_owned();
+                    if from_environment(&figment, &key) {
+                        let variable: Vec<String> = key.split('.').map(str::to_ascii_uppercase).collect();
+                        e.message
+                            .push_str(&format!(" (from the environment variable LIENTHONG_{})", variable.join("__")));
+                    }
+                    e
+                }));
             }
+            // One line per problem, in the order of the paths.
+            errors.sort_by(|a, b| a.path.cmp(&b.path));
             if errors.is_empty() {
                 return Ok(config);
             }
@@ -397,11 +409,14 @@ impl Config {
             Some(p) => Figment::from(Toml::file_exact(p)),
             None => Figment::from(Toml::string(SANDBOX_DEFAULT)),
         };
-        base.merge(Env::prefixed("LIENTHONG_").split("__").ignore(&["config", "log"]))
+        // A setting is `LIENTHONG_<SECTION>__<KEY>`: variables without the
+        // separator (LIENTHONG_CONFIG, LIENTHONG_LOG, the examples'
+        // LIENTHONG_ADDR) are not settings.
+        base.merge(Env::prefixed("LIENTHONG_").filter(|key| key.as_str().contains("__")).split("__"))
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigErrors> {
-        match Self::parse(figment) {
+        match Self::parse(&figment) {
             (Some(config), errors) if errors.is_empty() => Ok(config),
             (_, errors) => Err(ConfigErrors(errors)),
         }
@@ -409,7 +424,7 @@ impl Config {
 
     /// Parses what it can: the config (None when the file itself is
     /// unreadable or not TOML) and every problem met.
-    fn parse(figment: Figment) -> (Option<Self>, Vec<ConfigError>) {
+    fn parse(figment: &Figment) -> (Option<Self>, Vec<ConfigError>) {
         let mut errors = Vec::new();
         let mut unparsed = std::collections::BTreeSet::new();
         let root: BTreeMap<String, figment::value::Value> = match figment.extract() {
@@ -418,32 +433,36 @@ impl Config {
         };
         for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
             let message = lienthong_adapter_core::options::unknown_key(key, SECTIONS);
-            errors.push(ConfigError::new(key.clone(), message.replacen("unknown key", "unknown section", 1)));
+            let mut message = message.replacen("unknown key", "unknown section", 1);
+            if from_environment(figment, key) {
+                message.push_str(&format!(" (from an environment variable LIENTHONG_{}__…)", key.to_ascii_uppercase()));
+            }
+            errors.push(ConfigError::new(key.clone(), message));
         }
         let section = |name: &str| -> Option<figment::value::Value> { root.get(name).cloned() };
-        let server = extract_or_default::<ServerConfig>(&figment, "server", section("server").is_some(), &mut errors);
+        let server = extract_or_default::<ServerConfig>(figment, "server", section("server").is_some(), &mut errors);
         let anonymous =
-            extract_or_default::<AnonymousConfig>(&figment, "anonymous", section("anonymous").is_some(), &mut errors);
+            extract_or_default::<AnonymousConfig>(figment, "anonymous", section("anonymous").is_some(), &mut errors);
         let identity =
-            extract_or_default::<IdentityPolicy>(&figment, "identity", section("identity").is_some(), &mut errors);
-        let cache = extract_or_default::<CacheConfig>(&figment, "cache", section("cache").is_some(), &mut errors);
-        let limits = extract_or_default::<LimitsConfig>(&figment, "limits", section("limits").is_some(), &mut errors);
+            extract_or_default::<IdentityPolicy>(figment, "identity", section("identity").is_some(), &mut errors);
+        let cache = extract_or_default::<CacheConfig>(figment, "cache", section("cache").is_some(), &mut errors);
+        let limits = extract_or_default::<LimitsConfig>(figment, "limits", section("limits").is_some(), &mut errors);
         let breaker =
-            extract_or_default::<BreakerConfig>(&figment, "breaker", section("breaker").is_some(), &mut errors);
+            extract_or_default::<BreakerConfig>(figment, "breaker", section("breaker").is_some(), &mut errors);
         let bulkhead =
-            extract_or_default::<BulkheadConfig>(&figment, "bulkhead", section("bulkhead").is_some(), &mut errors);
-        let retry = extract_or_default::<RetryConfig>(&figment, "retry", section("retry").is_some(), &mut errors);
-        let admin = extract_or_default::<AdminConfig>(&figment, "admin", section("admin").is_some(), &mut errors);
-        let audit = extract_or_default::<AuditConfig>(&figment, "audit", section("audit").is_some(), &mut errors);
+            extract_or_default::<BulkheadConfig>(figment, "bulkhead", section("bulkhead").is_some(), &mut errors);
+        let retry = extract_or_default::<RetryConfig>(figment, "retry", section("retry").is_some(), &mut errors);
+        let admin = extract_or_default::<AdminConfig>(figment, "admin", section("admin").is_some(), &mut errors);
+        let audit = extract_or_default::<AuditConfig>(figment, "audit", section("audit").is_some(), &mut errors);
         let telemetry =
-            extract_or_default::<TelemetryConfig>(&figment, "telemetry", section("telemetry").is_some(), &mut errors);
+            extract_or_default::<TelemetryConfig>(figment, "telemetry", section("telemetry").is_some(), &mut errors);
         let apps =
-            extract_or_default::<BTreeMap<String, AppConfig>>(&figment, "apps", section("apps").is_some(), &mut errors);
+            extract_or_default::<BTreeMap<String, AppConfig>>(figment, "apps", section("apps").is_some(), &mut errors);
         // Provinces and adapters are extracted entry by entry, so that one bad
         // entry does not hide the problems of the others.
         let mut provinces = BTreeMap::new();
         for code in keys_of(section("provinces"), "provinces", &mut errors) {
-            match extract_one::<ProvinceRoutes>(&figment, &format!("provinces.{code}"), &mut errors) {
+            match extract_one::<ProvinceRoutes>(figment, &format!("provinces.{code}"), &mut errors) {
                 Some(r) => provinces.insert(code, r),
                 None => {
                     unparsed.insert(format!("provinces.{code}"));
@@ -453,7 +472,7 @@ impl Config {
         }
         let mut adapters = BTreeMap::new();
         for name in keys_of(section("adapters"), "adapters", &mut errors) {
-            match extract_one::<AdapterInstanceConfig>(&figment, &format!("adapters.{name}"), &mut errors) {
+            match extract_one::<AdapterInstanceConfig>(figment, &format!("adapters.{name}"), &mut errors) {
                 Some(a) => adapters.insert(name, a),
                 None => {
                     unparsed.insert(format!("adapters.{name}"));
@@ -742,8 +761,32 @@ impl Config {
     }
 }
 
+/// Errors reading the file itself: unreadable, or not TOML. The TOML
+/// parser quotes the line at fault, which may hold a secret: only where it
+/// is and what was expected are kept, on one line.
 fn figment_errors(e: figment::Error) -> Vec<ConfigError> {
-    e.into_iter().map(|e| describe(None, &e, "")).collect()
+    e.into_iter()
+        .map(|e| {
+            let text = e.kind.to_string();
+            let kept: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with('|')
+                        && l.split_once('|').is_none_or(|(n, _)| n.trim().parse::<u32>().is_err())
+                })
+                .collect();
+            let message = kept.join(": ");
+            let message = if message.contains("os error") { format!("cannot read it: {message}") } else { message };
+            ConfigError::new("<file>", message)
+        })
+        .collect()
+}
+
+/// Whether the value at dotted `key` came from an environment variable.
+fn from_environment(figment: &Figment, key: &str) -> bool {
+    figment.find_metadata(key).is_some_and(|m| m.name.contains("environment variable"))
 }
 
 /// The most problems reported for one table.
@@ -771,7 +814,12 @@ fn describe(figment: Option<&Figment>, e: &figment::Error, key: &str) -> ConfigE
     {
         path.push(field.clone());
     }
+    // Never a secret's value, not even a wrong one.
+    let secret = path.last().is_some_and(|k| lienthong_adapter_core::options::is_secret(k));
     let message = match &e.kind {
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if secret => {
+            lienthong_adapter_core::options::tidy(&format!("invalid value (not shown: a secret), expected {expected}"))
+        }
         Kind::UnknownField(field, known) => lienthong_adapter_core::options::unknown_key(field, known),
         Kind::MissingField(field) => format!("missing key `{field}`"),
         Kind::InvalidType(actual, expected) => {
@@ -787,9 +835,6 @@ fn describe(figment: Option<&Figment>, e: &figment::Error, key: &str) -> ConfigE
         Kind::Message(message) => {
             // A message of the value's own parser: say which value.
             let value = figment.and_then(|f| f.find_value(&path.join(".")).ok());
-            // Never a secret's value, not even a wrong one.
-            let secret =
-                path.last().is_some_and(|k| ["key", "secret", "token", "password"].iter().any(|s| k.contains(s)));
             match value.as_ref().and_then(|v| v.as_str()).filter(|_| !secret) {
                 Some(text) => {
                     lienthong_adapter_core::options::tidy(&format!("invalid value: string {text:?}, {message}"))
@@ -799,11 +844,14 @@ fn describe(figment: Option<&Figment>, e: &figment::Error, key: &str) -> ConfigE
         }
         other => lienthong_adapter_core::options::tidy(&other.to_string()),
     };
-    // A value set by an environment variable names the variable.
-    let from_env = figment
-        .and_then(|f| f.find_metadata(&path.join(".")))
-        .or(e.metadata.as_ref())
-        .is_some_and(|m| m.name.contains("environment variable"));
+    // A value set by an environment variable names the variable (a key
+    // missing from a table is in no variable).
+    let missing = matches!(e.kind, Kind::MissingField(_));
+    let from_env = !missing
+        && figment
+            .and_then(|f| f.find_metadata(&path.join(".")))
+            .or(e.metadata.as_ref())
+            .is_some_and(|m| m.name.contains("environment variable"));
     let source = if from_env {
         let variable: Vec<String> = path.iter().map(|p| p.to_ascii_uppercase()).collect();
         format!(" (from the environment variable LIENTHONG_{})", variable.join("__"))

@@ -186,6 +186,21 @@ impl Admission {
         status.into_http()
     }
 
+    /// A call refused before it reached a service: counted, and written in
+    /// the access log as the calls that reach one are (health checks at
+    /// DEBUG), since no span of its own will.
+    fn refused_call(&self, path: &str, started: Instant, why: Refusal, status: Status) -> Response<Body> {
+        let rpc = crate::telemetry::rpc::RpcName::of(path);
+        let (method, code, refused) = (rpc.method, crate::errors::code_name(status.code()), why.as_str());
+        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        if rpc.quiet() {
+            tracing::debug!(target: "lienthong::access", method, code, duration_ms, refused, "call");
+        } else {
+            tracing::info!(target: "lienthong::access", method, code, duration_ms, refused, "call");
+        }
+        self.refuse(why, status)
+    }
+
     async fn admit<S>(self: Arc<Self>, req: Request<Body>, mut inner: S) -> Result<Response<Body>, S::Error>
     where
         S: Service<Request<Body>, Response = Response<Body>>,
@@ -199,18 +214,18 @@ impl Admission {
                  (server.max_header_list_bytes): send a shorter token or fewer metadata entries",
                 self.limits.max_header_bytes
             ));
-            return Ok(self.refuse(Refusal::TooLarge, status));
+            return Ok(self.refused_call(req.uri().path(), started, Refusal::TooLarge, status));
         }
         if kind == CallKind::Push {
             return self.admit_push(req, inner, started).await;
         }
         if let Err(status) = check_grpc_headers(req.headers()) {
-            return Ok(self.refuse(Refusal::Malformed, status));
+            return Ok(self.refused_call(req.uri().path(), started, Refusal::Malformed, status));
         }
         let encoding = match compression::request_encoding(req.headers()) {
             Ok(encoding) => encoding,
             Err(status) => {
-                let mut response = self.refuse(Refusal::Malformed, status);
+                let mut response = self.refused_call(req.uri().path(), started, Refusal::Malformed, status);
                 response.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static(compression::ACCEPTED));
                 return Ok(response);
             }
@@ -218,13 +233,13 @@ impl Admission {
         let gzip_answer = self.limits.compress_min_bytes.filter(|_| compression::accepts_gzip(req.headers()));
         let deadline = match grpc_timeout(req.headers()) {
             Ok(timeout) => timeout.map(|t| started + t),
-            Err(status) => return Ok(self.refuse(Refusal::Malformed, status)),
+            Err(status) => return Ok(self.refused_call(req.uri().path(), started, Refusal::Malformed, status)),
         };
         if kind == CallKind::Reflection {
             if encoding == Encoding::Gzip {
                 let status =
                     Status::unimplemented("reflection takes its messages uncompressed (grpc-encoding: identity)");
-                return Ok(self.refuse(Refusal::Malformed, status));
+                return Ok(self.refused_call(req.uri().path(), started, Refusal::Malformed, status));
             }
             // A bidirectional stream: each message is checked as it arrives.
             let (parts, body) = req.into_parts();
@@ -240,16 +255,16 @@ impl Admission {
         let read = read_message(body, self.limits.max_message_bytes, encoding, &mut budget);
         let message = match tokio::time::timeout_at(read_until, read).await {
             Ok(Ok(message)) => message,
-            Ok(Err((why, status))) => return Ok(self.refuse(why, status)),
+            Ok(Err((why, status))) => return Ok(self.refused_call(parts.uri.path(), started, why, status)),
             Err(_) if deadline.is_some_and(|d| d <= read_until) => {
-                return Ok(self.refuse(Refusal::Deadline, deadline_expired()));
+                return Ok(self.refused_call(parts.uri.path(), started, Refusal::Deadline, deadline_expired()));
             }
             Err(_) => {
                 let status = Status::deadline_exceeded(format!(
                     "the request message did not arrive within {:?} of its headers (server.request_read_timeout)",
                     self.limits.read_timeout
                 ));
-                return Ok(self.refuse(Refusal::ReadTimeout, status));
+                return Ok(self.refused_call(parts.uri.path(), started, Refusal::ReadTimeout, status));
             }
         };
         // Read: from here the call's slot (or, for probes, nothing) bounds it.
@@ -261,10 +276,10 @@ impl Admission {
             // or is refused.
             let message = match compression::inflate(message, HEALTH_MESSAGE_BYTES) {
                 Ok(message) => message,
-                Err((why, status)) => return Ok(self.refuse(why, status)),
+                Err((why, status)) => return Ok(self.refused_call(parts.uri.path(), started, why, status)),
             };
             if let Err(status) = check_health_request(&message) {
-                return Ok(self.refuse(Refusal::Malformed, status));
+                return Ok(self.refused_call(parts.uri.path(), started, Refusal::Malformed, status));
             }
             // Probes never wait for a slot; a health watch ends at drain.
             let watch = parts.uri.path().ends_with("/Watch");
@@ -286,8 +301,9 @@ impl Admission {
         // Inflated only once it holds a slot: a shed call costs no inflating.
         let message = match compression::inflate(message, self.limits.max_message_bytes) {
             Ok(message) => message,
-            Err((why, status)) => return Ok(self.refuse(why, status)),
+            Err((why, status)) => return Ok(self.refused_call(parts.uri.path(), started, why, status)),
         };
+        let streaming = deadline.is_some() && crate::telemetry::rpc::RpcName::of(parts.uri.path()).streams();
         let call = inner.call(Request::from_parts(parts, Body::new(http_body_util::Full::new(message))));
         let answer = match deadline {
             Some(deadline) => match deadline_first(deadline, call).await {
@@ -297,6 +313,11 @@ impl Admission {
             None => call.await?,
         };
         drop(slot);
+        // A stream's messages come after its head: the deadline holds them too.
+        let answer = match deadline {
+            Some(deadline) if streaming => answer.map(|b| streams::ending_at_deadline(b, deadline)),
+            _ => answer,
+        };
         Ok(match gzip_answer {
             Some(min_bytes) => compression::compress_answer(answer, min_bytes),
             None => answer,

@@ -205,3 +205,41 @@ impl http_body::Body for DrainingBody {
         self.ended
     }
 }
+
+/// `body` (a server stream's answer) ended with DEADLINE_EXCEEDED when the
+/// caller's deadline passes before its last message: a stream honours
+/// `grpc-timeout` as a unary call does, whether or not the client cancels.
+pub fn ending_at_deadline(body: Body, deadline: tokio::time::Instant) -> Body {
+    Body::new(DeadlineBody { inner: body, expired: Box::pin(tokio::time::sleep_until(deadline)), ended: false })
+}
+
+struct DeadlineBody {
+    inner: Body,
+    expired: Pin<Box<tokio::time::Sleep>>,
+    ended: bool,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<bytes::Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            self.ended = frame.is_none();
+            return Poll::Ready(frame);
+        }
+        if self.expired.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            let status = Status::deadline_exceeded("the call's deadline (grpc-timeout) passed before the stream ended");
+            return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}

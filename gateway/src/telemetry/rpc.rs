@@ -150,6 +150,16 @@ impl RpcName {
         known_methods().get(path).copied().unwrap_or(OTHER)
     }
 
+    /// Whether its calls are logged at DEBUG (health checks, reflection).
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Whether its answer is a stream.
+    pub fn streams(&self) -> bool {
+        self.streaming
+    }
+
     /// How many names there are: every [`RpcName::index`] is below it.
     pub fn count() -> usize {
         known_methods().len() + 2
@@ -196,6 +206,10 @@ struct Finish {
     code: Option<&'static str>,
     /// The cache outcome the answer's metadata states.
     cache: Option<&'static str>,
+    /// The caller's deadline (`grpc-timeout`): a call dropped after it
+    /// without an outcome ran out of time (admission answered
+    /// DEADLINE_EXCEEDED), it was not cancelled.
+    deadline: Option<Instant>,
 }
 
 /// gRPC codes the server, not the caller, is to blame for (the RPC
@@ -206,7 +220,8 @@ fn server_error(code: &str) -> bool {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        let code = self.code.unwrap_or("CANCELLED");
+        let expired = self.deadline.is_some_and(|d| Instant::now() >= d);
+        let code = self.code.unwrap_or(if expired { "DEADLINE_EXCEEDED" } else { "CANCELLED" });
         let elapsed = self.started.elapsed();
         self.metrics.rpc(&self.rpc, code, elapsed);
         self.metrics.in_flight().fetch_sub(1, Ordering::Relaxed);
@@ -292,6 +307,11 @@ where
             tracing::Span::none()
         };
         self.metrics.in_flight().fetch_add(1, Ordering::Relaxed);
+        let deadline = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| crate::call::metadata::parse_grpc_timeout(v.as_bytes()))
+            .map(|t| Instant::now() + t);
         let ids = super::spans::with_ids(&span, |ids| CallTrace { trace_id: ids.trace_id, sampled: ids.sampled });
         if let Some(trace) = ids {
             req.extensions_mut().insert(trace);
@@ -304,6 +324,7 @@ where
             started: Instant::now(),
             code: None,
             cache: None,
+            deadline,
         };
         let future = span.in_scope(|| self.inner.call(req)).instrument(span);
         async move {

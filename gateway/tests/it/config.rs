@@ -402,3 +402,40 @@ paging = { max_limit = "big" }
     has(&errors, "adapters.portal.datasets.schools.fields.name", "invalid type: map");
     has(&errors, "adapters.portal.datasets.schools.paging.max_limit", "invalid type: string");
 }
+
+#[test]
+fn a_file_that_does_not_parse_is_one_line_without_its_values_and_the_environment_is_named() {
+    let dir = tempdir();
+    let file = dir.join("broken.toml");
+    std::fs::write(&file, "[server]\npage_token_key = \"not-a-real-key-123\" x\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lienthong")).arg("check-config").arg(&file).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!report.contains("not-a-real-key"), "{report}");
+    assert_eq!(report.lines().count(), 2, "{report}");
+    assert!(report.contains("<file>: TOML parse error at line 2"), "{report}");
+
+    // Variables that are no setting (the tour's LIENTHONG_ADDR) are left
+    // alone; a setting's meaning checked from a variable names it.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lienthong.sandbox.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_lienthong"))
+        .arg("check-config")
+        .arg(example)
+        .env("LIENTHONG_ADDR", "http://127.0.0.1:50051")
+        .env("LIENTHONG_ADAPTERS__SANDBOX__DOSSIER_PACE", "1ms")
+        .env("LIENTHONG_SERVR__LISTEN", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = report.lines().skip(1).map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "adapters.sandbox.dossier_pace: must be at least 100ms \
+             (from the environment variable LIENTHONG_ADAPTERS__SANDBOX__DOSSIER_PACE)",
+            "servr: unknown section `servr`; did you mean `server`? (from an environment variable LIENTHONG_SERVR__…)",
+        ],
+        "{report}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

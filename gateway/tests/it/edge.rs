@@ -12,7 +12,9 @@ use common::TestGateway;
 use common::wire;
 use common::wire::{PREFACE, every_method, grpc_frame, h2_frame};
 use lienthong::config::Config;
+use lienthong_proto::v1::WatchDossierRequest;
 use lienthong_proto::v1::public_services_service_client::PublicServicesServiceClient;
+use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -445,5 +447,68 @@ async fn one_address_cannot_take_every_connection() {
             break;
         }
         assert!(Instant::now() < deadline, "the closed connections were never counted out");
+    }
+}
+
+/// The Prometheus count of `method`'s calls that ended with `code`.
+async fn calls_counted(gw: &TestGateway, method: &str, code: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", gw.ops_addr)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("rpc_server_call_duration_seconds_count{"))
+        .filter(|l| {
+            l.contains(&format!("rpc_method=\"{method}\""))
+                && l.contains(&format!("rpc_response_status_code=\"{code}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_stream_ends_at_its_deadline_and_calls_out_of_time_are_counted_as_such() {
+    let gw = gateway("").await;
+    let mut send = h2_client(gw.addr).await;
+    // A dossier still moving (every 30 s): without the deadline the watch
+    // would last minutes. The client never cancels.
+    let request = WatchDossierRequest { dossier_code: "000.30.67.H29-251114-0001".into() }.encode_to_vec();
+    let started = Instant::now();
+    let response = post_grpc(
+        &mut send,
+        "/lienthong.v1.PublicServicesService/WatchDossier",
+        &[("grpc-timeout", "700m")],
+        &grpc_frame(0, request.len() as u32, &request),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut messages = 0;
+    let trailers = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            messages += 1;
+        }
+        body.trailers().await.unwrap().unwrap()
+    })
+    .await
+    .expect("the stream outlived its deadline");
+    assert_eq!(trailers["grpc-status"], "4", "{trailers:?}");
+    assert!(messages >= 1, "the current status first");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    // Counted as out of time, not cancelled; and a unary call too.
+    let (_, status) = raw_call(
+        &mut send,
+        "/lienthong.v1.HealthcareService/ListFacilities",
+        &[("grpc-timeout", "1n")],
+        &grpc_frame(0, 0, b""),
+    )
+    .await;
+    assert_eq!(status.unwrap().0, 4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for method in ["lienthong.v1.PublicServicesService/WatchDossier", "lienthong.v1.HealthcareService/ListFacilities"] {
+        while calls_counted(&gw, method, "DEADLINE_EXCEEDED").await < 1.0 {
+            assert!(Instant::now() < deadline, "{method} not counted as DEADLINE_EXCEEDED");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(calls_counted(&gw, method, "CANCELLED").await, 0.0, "{method}");
     }
 }
