@@ -304,6 +304,9 @@ impl Admission {
             Err((why, status)) => return Ok(self.refused_call(parts.uri.path(), started, why, status)),
         };
         let streaming = deadline.is_some() && crate::telemetry::rpc::RpcName::of(parts.uri.path()).streams();
+        if let Some(deadline) = deadline {
+            parts.extensions.insert(crate::telemetry::rpc::CallDeadline(deadline));
+        }
         let call = inner.call(Request::from_parts(parts, Body::new(http_body_util::Full::new(message))));
         let answer = match deadline {
             Some(deadline) => match deadline_first(deadline, call).await {

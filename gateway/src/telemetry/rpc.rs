@@ -61,6 +61,11 @@ pub struct CallTrace {
     pub sampled: bool,
 }
 
+/// The caller's deadline (`grpc-timeout`), as admission read it (a request
+/// extension): a call dropped after it ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallDeadline(pub Instant);
+
 /// A gRPC method as labels and span names carry it: only the gateway's own
 /// methods; any other path is `_OTHER`, so a caller cannot mint label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,11 +312,7 @@ where
             tracing::Span::none()
         };
         self.metrics.in_flight().fetch_add(1, Ordering::Relaxed);
-        let deadline = req
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| crate::call::metadata::parse_grpc_timeout(v.as_bytes()))
-            .map(|t| Instant::now() + t);
+        let deadline = req.extensions().get::<CallDeadline>().map(|d| d.0);
         let ids = super::spans::with_ids(&span, |ids| CallTrace { trace_id: ids.trace_id, sampled: ids.sampled });
         if let Some(trace) = ids {
             req.extensions_mut().insert(trace);
