@@ -619,3 +619,106 @@ impl From<lienthong_adapter_core::Freshness> for CachePolicy {
         }
     }
 }
+
+/// `[cluster]`: what several replicas share, in Redis. Absent, a replica
+/// works alone (limits, invalidations and watches are its own). Not yet a
+/// section of the config file: the shared limits ([`crate::cluster`]) are
+/// built and tested, the call path does not use them yet (issue 18).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub redis_url: String,
+    /// Put before every key, so that several gateways (or tests) can share
+    /// one Redis.
+    pub key_prefix: String,
+    /// How long connecting to Redis may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long one command may take before Redis counts as away for the
+    /// call (which then uses the local fallback).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// The replicas expected: while Redis is away each enforces this share
+    /// of every limit (limit ÷ replicas), and leases are sized by it.
+    pub expected_replicas: u32,
+    /// How long a replica may keep the cells it leased from a shared bucket
+    /// (several at a time, so that most calls cost no round trip). Longer
+    /// leases cost fewer round trips and shift admissions by up to this
+    /// much in time.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// The limits (`app`, `citizen`, `upstream`) that refuse calls while
+    /// Redis is away instead of falling back to the local share.
+    pub fail_closed: Vec<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            key_prefix: "lienthong:".to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(100),
+            expected_replicas: 3,
+            lease: Duration::from_millis(400),
+            fail_closed: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password.
+        let url = match self.redis_url.split_once('@') {
+            Some((scheme_user, host)) => {
+                format!("{}<redacted>@{host}", scheme_user.split("//").next().unwrap_or_default().to_owned() + "//")
+            }
+            None => self.redis_url.clone(),
+        };
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &url)
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("expected_replicas", &self.expected_replicas)
+            .field("lease", &self.lease)
+            .field("fail_closed", &self.fail_closed)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// Problems, each as (path, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut problem = |key: &str, message: &str| out.push((format!("cluster.{key}"), message.to_owned()));
+        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+            problem("redis_url", "must be a redis:// or rediss:// URL, such as \"redis://127.0.0.1:6379\"");
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.len() > 64 {
+            problem("key_prefix", "must be 1 to 64 characters, such as \"lienthong:\"");
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.connect_timeout) {
+            problem("connect_timeout", "must be between 10ms and 30s");
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(5)).contains(&self.command_timeout) {
+            problem("command_timeout", "must be between 1ms and 5s");
+        }
+        if !(1..=1_000).contains(&self.expected_replicas) {
+            problem("expected_replicas", "must be between 1 and 1000");
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(5)).contains(&self.lease) {
+            problem("lease", "must be between 10ms and 5s");
+        }
+        for (i, limit) in self.fail_closed.iter().enumerate() {
+            if !["app", "citizen", "upstream"].contains(&limit.as_str()) {
+                out.push((
+                    format!("cluster.fail_closed[{i}]"),
+                    format!("{limit:?} is no limit: app, citizen or upstream"),
+                ));
+            }
+        }
+        out
+    }
+}

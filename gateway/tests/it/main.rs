@@ -13,6 +13,7 @@ mod common;
 mod apps;
 mod audit;
 mod citizens;
+mod cluster;
 mod compression;
 mod config;
 mod container;

@@ -1,0 +1,138 @@
+//! What several replicas share, in Redis (`[cluster]`): rate-limit buckets
+//! ([`limits`]) so that a limit holds across replicas instead of being
+//! multiplied by their number.
+//!
+//! Redis is a dependency the gateway survives: the connection is made
+//! lazily and re-made in the background; while Redis does not answer
+//! within `command_timeout`, calls go on with each replica's local share
+//! (logged once, counted, shown as degraded by `/readyz`), and Redis is
+//! tried again after [`RETRY_AFTER`] without a restart.
+
+pub mod limits;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+pub use crate::config::ClusterConfig;
+
+/// How long Redis is left alone after it failed to answer: calls meanwhile
+/// use the local fallback at once instead of each waiting for a timeout.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The shared state's connection, and whether it answers.
+pub struct Cluster {
+    redis: ConnectionManager,
+    prefix: String,
+    command_timeout: Duration,
+    config: ClusterConfig,
+    started: Instant,
+    /// Milliseconds after `started` before which Redis is not tried again.
+    retry_at_ms: AtomicU64,
+    /// Whether the last command answered (for the log and `/readyz`).
+    up: AtomicBool,
+    /// Calls decided without Redis since the start.
+    fallbacks: AtomicU64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("config", &self.config).field("up", &self.is_up()).finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// The cluster of `config`, without connecting yet (the gateway starts
+    /// whether Redis answers or not).
+    pub fn new(config: &ClusterConfig) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(config.redis_url.as_str())?;
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client, manager)?;
+        Ok(Arc::new(Self {
+            redis,
+            prefix: config.key_prefix.clone(),
+            command_timeout: config.command_timeout,
+            config: config.clone(),
+            started: Instant::now(),
+            retry_at_ms: AtomicU64::new(0),
+            up: AtomicBool::new(true),
+            fallbacks: AtomicU64::new(0),
+        }))
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// `name` under the cluster's key prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Whether Redis answered the last command.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Calls decided without Redis so far.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call decided without Redis.
+    pub fn fell_back(&self) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether Redis is worth trying now (not within [`RETRY_AFTER`] of a
+    /// failure).
+    pub fn available(&self) -> bool {
+        self.elapsed_ms() >= self.retry_at_ms.load(Ordering::Relaxed)
+    }
+
+    /// Runs `command` on a connection within the command timeout. `None`
+    /// when Redis did not answer: marked away (logged once) for
+    /// [`RETRY_AFTER`]; an answer after that marks it back (logged once).
+    pub async fn run<T, F>(&self, command: impl FnOnce(ConnectionManager) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.available() {
+            return None;
+        }
+        match tokio::time::timeout(self.command_timeout, command(self.redis.clone())).await {
+            Ok(Ok(value)) => {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again: limits are shared across replicas again");
+                }
+                Some(value)
+            }
+            outcome => {
+                self.retry_at_ms.store(self.elapsed_ms() + RETRY_AFTER.as_millis() as u64, Ordering::Relaxed);
+                if self.up.swap(false, Ordering::Relaxed) {
+                    let error = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {:?} (cluster.command_timeout)", self.command_timeout),
+                    };
+                    tracing::warn!(
+                        error,
+                        "Redis does not answer: each replica enforces its share of every limit until it does"
+                    );
+                }
+                None
+            }
+        }
+    }
+}

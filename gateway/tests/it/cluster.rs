@@ -1,0 +1,143 @@
+//! Limits shared by replicas in Redis (`[cluster]`): the real Redis on
+//! 127.0.0.1:6379 (each test under a key prefix of its own), and a Redis
+//! this test starts and stops to see the gateway survive it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong::cluster::limits::{SharedLimits, Take};
+use lienthong::cluster::{Cluster, ClusterConfig};
+use lienthong::config::RateLimit;
+use tokio::time::Instant;
+
+fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("lienthong-test:{test}:{}:{nanos}:", std::process::id())
+}
+
+fn replica(url: &str, prefix: &str) -> SharedLimits {
+    let config = ClusterConfig { redis_url: url.to_owned(), key_prefix: prefix.to_owned(), ..Default::default() };
+    SharedLimits::new(Cluster::new(&config).unwrap())
+}
+
+#[tokio::test]
+async fn a_limit_holds_across_three_replicas_at_a_fraction_of_a_round_trip_per_call() {
+    let prefix = prefix("three");
+    let replicas: Vec<Arc<SharedLimits>> =
+        (0..3).map(|_| Arc::new(replica("redis://127.0.0.1:6379", &prefix))).collect();
+    let rate = RateLimit { per_second: 1_000, burst: 1_000 };
+    let started = Instant::now();
+    let run = Duration::from_millis(1_500);
+    let tasks: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut admitted = 0u64;
+                while started.elapsed() < run {
+                    match r.take("app:kiosk", rate, 1).await.expect("Redis answers") {
+                        Take::Admitted => admitted += 1,
+                        Take::Refused(wait) => tokio::time::sleep(wait.min(Duration::from_millis(5))).await,
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The bucket's burst and refill over the run, plus one lease of drift.
+    let allowed = 1_000.0 + 1_000.0 * (elapsed + 0.4);
+    assert!((admitted as f64) <= allowed, "{admitted} admitted, {allowed:.0} allowed");
+    assert!((admitted as f64) >= 0.9 * (1_000.0 + 1_000.0 * elapsed), "{admitted} admitted in {elapsed:.2} s");
+    let (trips, calls): (u64, u64) =
+        replicas.iter().map(|r| r.counts()).fold((0, 0), |(t, c), (rt, rc)| (t + rt, c + rc));
+    assert_eq!(calls, admitted);
+    let per_call = trips as f64 / calls as f64;
+    assert!(per_call <= 0.1, "{trips} round trips for {calls} calls");
+}
+
+#[tokio::test]
+async fn a_slow_limit_is_leased_a_cell_at_a_time_and_tells_when_to_retry() {
+    let prefix = prefix("citizen");
+    let limits = replica("redis://127.0.0.1:6379", &prefix);
+    let rate = RateLimit { per_second: 2, burst: 5 };
+    for i in 0..5 {
+        assert_eq!(limits.take("citizen:p1", rate, 1).await, Some(Take::Admitted), "call {i}");
+    }
+    let Some(Take::Refused(wait)) = limits.take("citizen:p1", rate, 1).await else { panic!("a sixth call passed") };
+    assert!(wait > Duration::from_millis(100) && wait <= Duration::from_millis(500), "{wait:?}");
+    // One round trip per cell: a lease of several would be lost unused.
+    assert_eq!(limits.counts(), (6, 5));
+    // Another key is another bucket; a cost beyond the burst never passes.
+    assert_eq!(limits.take("citizen:p2", rate, 1).await, Some(Take::Admitted));
+    assert!(matches!(limits.take("citizen:p3", rate, 6).await, Some(Take::Refused(_))));
+}
+
+/// A Redis of this test's own on a free port.
+struct OwnRedis {
+    port: u16,
+    process: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (tools/test installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, process }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[tokio::test]
+async fn without_redis_calls_are_decided_locally_at_once_and_shared_again_when_it_returns() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let limits = replica(&url, &prefix("away"));
+    let rate = RateLimit { per_second: 100, burst: 100 };
+    assert_eq!(limits.take("app:a", rate, 1).await, Some(Take::Admitted));
+    assert!(limits.cluster().is_up());
+
+    drop(redis);
+    // Used up the lease, then Redis is asked, and does not answer.
+    let mut answered = 0;
+    while limits.take("app:a", rate, 1).await.is_some() {
+        answered += 1;
+        assert!(answered < 100, "Redis is gone but calls are still decided by it");
+    }
+    assert!(!limits.cluster().is_up());
+    // Meanwhile calls do not wait for Redis again: decided at once.
+    let asked = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(limits.take("app:b", rate, 1).await, None);
+    }
+    assert!(asked.elapsed() < limits.cluster().config().command_timeout, "{:?}", asked.elapsed());
+
+    // Back on the same port: shared again, without a restart.
+    let _redis = OwnRedis::start(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while limits.take("app:b", rate, 1).await.is_none() {
+        assert!(Instant::now() < deadline, "Redis is back but calls are still decided locally");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(limits.cluster().is_up());
+}
