@@ -167,59 +167,37 @@ impl http_body::Body for VerdictBody {
 /// A health watch that ends with UNAVAILABLE when the gateway starts
 /// draining, so a shutdown never waits for a watcher.
 pub fn ending_at_drain(body: Body, mut draining: watch::Receiver<bool>) -> Body {
-    let drained = Box::pin(async move {
+    let drained = async move {
         let _ = draining.wait_for(|d| *d).await;
-    });
-    Body::new(DrainingBody { inner: body, drained, ended: false })
-}
-
-struct DrainingBody {
-    inner: Body,
-    drained: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ended: bool,
-}
-
-impl http_body::Body for DrainingBody {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<bytes::Bytes>, Status>>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        // What the watch has to say first (the NOT_SERVING set at drain),
-        // then its end.
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            self.ended = frame.is_none();
-            return Poll::Ready(frame);
-        }
-        if self.drained.as_mut().poll(cx).is_ready() {
-            self.ended = true;
-            let status = Status::unavailable("the gateway is shutting down; watch again to reach another replica");
-            return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
-        }
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended
-    }
+    };
+    ending_when(body, drained, || {
+        Status::unavailable("the gateway is shutting down; watch again to reach another replica")
+    })
 }
 
 /// `body` (a server stream's answer) ended with DEADLINE_EXCEEDED when the
 /// caller's deadline passes before its last message: a stream honours
 /// `grpc-timeout` as a unary call does, whether or not the client cancels.
 pub fn ending_at_deadline(body: Body, deadline: tokio::time::Instant) -> Body {
-    Body::new(DeadlineBody { inner: body, expired: Box::pin(tokio::time::sleep_until(deadline)), ended: false })
+    ending_when(body, tokio::time::sleep_until(deadline), || {
+        Status::deadline_exceeded("the call's deadline (grpc-timeout) passed before the stream ended")
+    })
 }
 
-struct DeadlineBody {
+/// `body`, ended with `status()` as its trailers once `end` completes
+/// before it does (what the stream had to say first still goes out).
+fn ending_when(body: Body, end: impl Future<Output = ()> + Send + 'static, status: fn() -> Status) -> Body {
+    Body::new(EndingBody { inner: body, end: Box::pin(end), status, ended: false })
+}
+
+struct EndingBody {
     inner: Body,
-    expired: Pin<Box<tokio::time::Sleep>>,
+    end: Pin<Box<dyn Future<Output = ()> + Send>>,
+    status: fn() -> Status,
     ended: bool,
 }
 
-impl http_body::Body for DeadlineBody {
+impl http_body::Body for EndingBody {
     type Data = bytes::Bytes;
     type Error = Status;
 
@@ -231,10 +209,9 @@ impl http_body::Body for DeadlineBody {
             self.ended = frame.is_none();
             return Poll::Ready(frame);
         }
-        if self.expired.as_mut().poll(cx).is_ready() {
+        if self.end.as_mut().poll(cx).is_ready() {
             self.ended = true;
-            let status = Status::deadline_exceeded("the call's deadline (grpc-timeout) passed before the stream ended");
-            return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
+            return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&(self.status)())))));
         }
         Poll::Pending
     }
