@@ -64,7 +64,8 @@ impl Call<'_> {
         self.purpose = Some(self.app.purpose(metadata)?);
         if let Err(refused) = self
             .gateway
-            .limited(self.traced, "citizen", || self.gateway.limits.check_citizen(&principal.citizen_id, self.method))
+            .limited(self.traced, "citizen", self.gateway.limits.citizen(&principal.citizen_id, self.method))
+            .await
         {
             self.auditor_for(&principal).refused(refused.code());
             return Err(refused);

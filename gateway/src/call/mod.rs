@@ -58,13 +58,13 @@ pub struct Call<'g> {
 impl Gateway {
     /// A rate-limit decision, in a span of its own when `traced`; a
     /// refusal is counted.
-    pub(crate) fn limited(
+    pub(crate) async fn limited(
         &self,
         traced: bool,
         limit: &'static str,
-        check: impl FnOnce() -> Result<(), Status>,
+        check: impl std::future::Future<Output = Result<(), Status>>,
     ) -> Result<(), Status> {
-        let verdict = check();
+        let verdict = check.await;
         if traced {
             // Made with its decision (one call to the subscriber, no record
             // after): a decision takes well under a microsecond, so the span
@@ -89,7 +89,7 @@ impl<'g> Call<'g> {
     /// Starts a call of `method`: who calls (the app, by client
     /// certificate or API key), whether it may call `method`, for which
     /// province, and within its quota.
-    pub fn begin<T>(gateway: &'g Gateway, request: &tonic::Request<T>, method: Method) -> Result<Self, Status> {
+    pub async fn begin<T>(gateway: &'g Gateway, request: &tonic::Request<T>, method: Method) -> Result<Self, Status> {
         let app = gateway.apps.identify(request)?;
         if !app.may_call(method) {
             return Err(Status::permission_denied(format!(
@@ -143,7 +143,7 @@ impl<'g> Call<'g> {
             // Both in one visit of the subscriber.
             tracing::record_all!(tracing::Span::current(), lienthong.province = code, lienthong.app = app.id.as_str());
         }
-        gateway.limited(traced, "app", || gateway.limits.check_app(&app.id, method))?;
+        gateway.limited(traced, "app", gateway.limits.app(&app.id, method)).await?;
         let deadline = grpc_timeout(metadata).map(|d| Instant::now() + d);
         Ok(Call {
             gateway,

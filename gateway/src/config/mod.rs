@@ -86,6 +86,8 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// The audit log of accesses to personal data.
     pub audit: AuditConfig,
+    /// What replicas share (`[cluster]`), when several run.
+    pub cluster: Option<ClusterConfig>,
     /// Traces, metrics and the ops port.
     pub telemetry: TelemetryConfig,
     /// Province code → which adapter instance serves each family.
@@ -353,6 +355,7 @@ const SECTIONS: &[&str] = &[
     "admin",
     "apps",
     "audit",
+    "cluster",
     "provinces",
     "adapters",
 ];
@@ -456,6 +459,7 @@ impl Config {
         let audit = extract_or_default::<AuditConfig>(figment, "audit", section("audit").is_some(), &mut errors);
         let telemetry =
             extract_or_default::<TelemetryConfig>(figment, "telemetry", section("telemetry").is_some(), &mut errors);
+        let cluster = section("cluster").and_then(|_| extract_one::<ClusterConfig>(figment, "cluster", &mut errors));
         let apps =
             extract_or_default::<BTreeMap<String, AppConfig>>(figment, "apps", section("apps").is_some(), &mut errors);
         // Provinces and adapters are extracted entry by entry, so that one bad
@@ -493,6 +497,7 @@ impl Config {
                 admin,
                 apps,
                 audit,
+                cluster,
                 telemetry,
                 provinces,
                 adapters,
@@ -691,9 +696,17 @@ impl Config {
             .chain(self.limits.problems())
             .chain(self.admin.problems())
             .chain(self.audit.problems())
+            .chain(self.cluster.iter().flat_map(ClusterConfig::problems))
             .chain(self.telemetry.problems());
         for (path, message) in policy_problems {
             errors.push(ConfigError::new(path, message));
+        }
+        if self.cluster.is_some() && self.server.page_token_key.is_none() {
+            errors.push(ConfigError::new(
+                "server.page_token_key",
+                "required with [cluster]: every replica must hold the same key (`lienthong secret-key`), which also keys \
+                 the citizens' pseudonyms in Redis",
+            ));
         }
         for instance in self.bulkhead.per_instance.keys() {
             if !self.adapters.contains_key(instance) {

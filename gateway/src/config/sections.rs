@@ -621,9 +621,8 @@ impl From<lienthong_adapter_core::Freshness> for CachePolicy {
 }
 
 /// `[cluster]`: what several replicas share, in Redis. Absent, a replica
-/// works alone (limits, invalidations and watches are its own). Not yet a
-/// section of the config file: the shared limits ([`crate::cluster`]) are
-/// built and tested, the call path does not use them yet (issue 18).
+/// works alone (limits, invalidations and watches are its own). So far the
+/// rate limits are shared ([`crate::cluster`]).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {

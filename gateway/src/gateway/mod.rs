@@ -70,7 +70,18 @@ impl Gateway {
         // The limiters first: adapters that budget their own upstream
         // requests get the instance's budget to spend.
         let quotas = config.apps.iter().filter_map(|(id, a)| Some((id.as_str(), a.rate_limit?)));
-        let limits = Arc::new(crate::policy::limits::Limiters::new(&config.limits).with_app_quotas(quotas));
+        let limiters = match (&config.cluster, &config.server.page_token_key) {
+            (Some(cluster), Some(key)) => {
+                let cluster = crate::cluster::Cluster::new(cluster).context("the [cluster] Redis URL")?;
+                tracing::info!(
+                    replicas = cluster.config().expected_replicas,
+                    "limits are shared with the other replicas in Redis"
+                );
+                crate::policy::limits::Limiters::shared(&config.limits, cluster, key.clone(), Default::default())
+            }
+            _ => crate::policy::limits::Limiters::new(&config.limits),
+        };
+        let limits = Arc::new(limiters.with_app_quotas(quotas));
         let mut built: BTreeMap<&str, (AdapterSet, &str)> = BTreeMap::new();
         let used: std::collections::BTreeSet<&str> =
             config.provinces.values().flat_map(|r| Family::ALL.into_iter().filter_map(|f| r.instance(f))).collect();

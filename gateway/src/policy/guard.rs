@@ -190,7 +190,7 @@ impl UpstreamGuard {
         let attempts = self.retry.max_attempts.max(1);
         for n in 1..=attempts {
             if !self.adapter_budgets
-                && let Err(wait) = self.limits.check_upstream(&self.instance, method)
+                && let Err(wait) = self.limits.upstream(&self.instance, method).await
             {
                 let refusal = self.refused("rate_limited", self.refusal(ErrorKind::RateLimited, wait));
                 give_up(held, &last);

@@ -32,8 +32,21 @@ impl RateLimit {
 type Keyed<K, C> = RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-/// Every limiter of the gateway.
+/// The limits shared with the other replicas in Redis (`[cluster]`).
+struct Shared {
+    buckets: crate::cluster::limits::SharedLimits,
+    /// The limits as configured: for the whole cluster.
+    config: LimitsConfig,
+    app_quotas: HashMap<String, RateLimit>,
+    /// A key every replica holds, for the citizens' pseudonyms in Redis.
+    key: crate::crypto::SecretKey,
+}
+
+/// Every limiter of the gateway. With a cluster, the limits hold across
+/// replicas in Redis, and the local limiters hold this replica's share
+/// (limit ÷ `cluster.expected_replicas`) for while Redis does not answer.
 pub struct Limiters<C: Clock = DefaultClock> {
+    shared: Option<Shared>,
     clock: C,
     apps: Option<Keyed<String, C>>,
     app_quotas: HashMap<String, Direct<C>>,
@@ -77,6 +90,7 @@ impl<C: Clock + Clone> Limiters<C> {
     /// Limiters per `config`, on `clock`.
     pub fn with_clock(config: &LimitsConfig, clock: C) -> Self {
         Self {
+            shared: None,
             apps: keyed(&config.per_app, &clock),
             app_quotas: HashMap::new(),
             citizens: keyed(&config.per_citizen, &clock),
@@ -93,12 +107,112 @@ impl<C: Clock + Clone> Limiters<C> {
 
     /// Gives the apps of `quotas` their own quota instead of `per_app`.
     pub fn with_app_quotas<'a>(mut self, quotas: impl IntoIterator<Item = (&'a str, RateLimit)>) -> Self {
+        let replicas = self.shared.as_ref().map_or(1, |s| s.buckets.cluster().config().expected_replicas);
         for (app, r) in quotas {
-            if let Some(q) = r.quota() {
+            if let Some(shared) = &mut self.shared {
+                shared.app_quotas.insert(app.to_owned(), r);
+            }
+            if let Some(q) = share(r, replicas).quota() {
                 self.app_quotas.insert(app.to_owned(), RateLimiter::direct_with_clock(q, self.clock.clone()));
             }
         }
         self
+    }
+
+    /// Limits held across the replicas of `cluster` (call before
+    /// [`Limiters::with_app_quotas`]); the local limiters become this
+    /// replica's share, for while Redis does not answer. Citizens are keyed
+    /// in Redis by an HMAC under `key`, which every replica must hold.
+    pub fn shared(
+        config: &LimitsConfig,
+        cluster: std::sync::Arc<crate::cluster::Cluster>,
+        key: crate::crypto::SecretKey,
+        clock: C,
+    ) -> Self {
+        let replicas = cluster.config().expected_replicas;
+        let local = LimitsConfig {
+            per_app: config.per_app.map(|r| share(r, replicas)),
+            per_citizen: config.per_citizen.map(|r| share(r, replicas)),
+            per_upstream: config.per_upstream.iter().map(|(k, r)| (k.clone(), share(*r, replicas))).collect(),
+            costs: config.costs.clone(),
+        };
+        let mut limiters = Self::with_clock(&local, clock);
+        limiters.shared = Some(Shared {
+            buckets: crate::cluster::limits::SharedLimits::new(cluster),
+            config: config.clone(),
+            app_quotas: HashMap::new(),
+            key,
+        });
+        limiters
+    }
+
+    /// The shared bucket's verdict on `cost` cells of `rate` under `bucket`:
+    /// `None` to decide locally (no cluster, or Redis away and the limit
+    /// fails open).
+    async fn shared_verdict(
+        &self,
+        limit: &str,
+        bucket: String,
+        rate: Option<RateLimit>,
+        cost: u32,
+    ) -> Option<Result<(), Duration>> {
+        use crate::cluster::limits::Take;
+        let shared = self.shared.as_ref()?;
+        let Some(rate) = rate else { return Some(Ok(())) };
+        match shared.buckets.take(&bucket, rate, cost).await {
+            Some(Take::Admitted) => Some(Ok(())),
+            Some(Take::Refused(wait)) => Some(Err(wait)),
+            None => {
+                let cluster = shared.buckets.cluster();
+                cluster.fell_back();
+                // Failing closed: refused until Redis answers again.
+                cluster.config().fail_closed.iter().any(|l| l == limit).then_some(Err(crate::cluster::RETRY_AFTER))
+            }
+        }
+    }
+
+    /// Charges the calling app, across replicas with a cluster.
+    pub async fn app(&self, app: &str, method: Method) -> Result<(), Status> {
+        if let Some(shared) = &self.shared {
+            let rate = shared.app_quotas.get(app).copied().or(shared.config.per_app);
+            if let Some(verdict) = self.shared_verdict("app", format!("app:{app}"), rate, self.cost(method).get()).await
+            {
+                return verdict.map_err(|wait| refuse("this app", wait));
+            }
+        }
+        self.check_app(app, method)
+    }
+
+    /// Charges the citizen, across replicas with a cluster (keyed in Redis
+    /// by a pseudonym, never the ID number).
+    pub async fn citizen(&self, citizen: &CitizenId, method: Method) -> Result<(), Status> {
+        if let Some(shared) = &self.shared {
+            let pseudonym = crate::crypto::hmac_sha256(&shared.key, citizen.expose().as_bytes());
+            let bucket = format!("citizen:{}", crate::crypto::hex(&pseudonym[..16]));
+            let rate = shared.config.per_citizen;
+            if let Some(verdict) = self.shared_verdict("citizen", bucket, rate, self.cost(method).get()).await {
+                return verdict.map_err(|wait| refuse("this citizen", wait));
+            }
+        }
+        self.check_citizen(citizen, method)
+    }
+
+    /// Charges the upstream of `instance`, across replicas with a cluster;
+    /// the wait when over.
+    pub async fn upstream(&self, instance: &str, method: Method) -> Result<(), Duration> {
+        if let Some(shared) = &self.shared {
+            let rate = shared.config.per_upstream.get(instance).copied();
+            let bucket = format!("upstream:{instance}");
+            if let Some(verdict) = self.shared_verdict("upstream", bucket, rate, self.cost(method).get()).await {
+                return verdict;
+            }
+        }
+        self.check_upstream(instance, method)
+    }
+
+    /// The buckets shared with other replicas, with a cluster.
+    pub fn shared_buckets(&self) -> Option<&crate::cluster::limits::SharedLimits> {
+        self.shared.as_ref().map(|s| &s.buckets)
     }
 
     fn cost(&self, method: Method) -> NonZeroU32 {
@@ -155,6 +269,9 @@ impl<C: Clock + Clone> Limiters<C> {
 
     /// Forgets keys whose limits have fully replenished; bounds memory.
     pub fn compact(&self) {
+        if let Some(s) = &self.shared {
+            s.buckets.compact();
+        }
         if let Some(l) = &self.apps {
             l.retain_recent();
             l.shrink_to_fit();
@@ -169,6 +286,12 @@ impl<C: Clock + Clone> Limiters<C> {
     pub fn tracked_citizens(&self) -> usize {
         self.citizens.as_ref().map(|l| l.len()).unwrap_or(0)
     }
+}
+
+/// This replica's share of `rate` among `replicas` (at least one cell).
+fn share(rate: RateLimit, replicas: u32) -> RateLimit {
+    let replicas = replicas.max(1);
+    RateLimit { per_second: (rate.per_second / replicas).max(1), burst: (rate.burst / replicas).max(1) }
 }
 
 /// The upstream budget of one adapter instance, for adapters that spend it

@@ -21,7 +21,7 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::ListHousingProjectsRequest>,
     ) -> Result<Response<api::ListHousingProjectsResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListHousingProjects)?;
+        let call = Call::begin(&self.0, &request, Method::ListHousingProjects).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -45,7 +45,7 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::GetHousingProjectRequest>,
     ) -> Result<Response<api::GetHousingProjectResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetHousingProject)?;
+        let call = Call::begin(&self.0, &request, Method::GetHousingProject).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "project_id", &req.project_id, CodeKind::RecordId);
@@ -64,7 +64,7 @@ impl ConstructionService for ConstructionApi {
         &self,
         request: Request<api::GetPracticingCertificateRequest>,
     ) -> Result<Response<api::GetPracticingCertificateResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetPracticingCertificate)?;
+        let call = Call::begin(&self.0, &request, Method::GetPracticingCertificate).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "certificate_number", &req.certificate_number, CodeKind::Certificate);

@@ -21,7 +21,7 @@ impl EducationService for EducationApi {
         &self,
         request: Request<api::ListSchoolsRequest>,
     ) -> Result<Response<api::ListSchoolsResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListSchools)?;
+        let call = Call::begin(&self.0, &request, Method::ListSchools).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -40,7 +40,7 @@ impl EducationService for EducationApi {
         &self,
         request: Request<api::GetSchoolRequest>,
     ) -> Result<Response<api::GetSchoolResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetSchool)?;
+        let call = Call::begin(&self.0, &request, Method::GetSchool).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "school_id", &req.school_id, CodeKind::RecordId);

@@ -21,7 +21,7 @@ impl HealthcareService for HealthcareApi {
         &self,
         request: Request<api::ListFacilitiesRequest>,
     ) -> Result<Response<api::ListFacilitiesResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListFacilities)?;
+        let call = Call::begin(&self.0, &request, Method::ListFacilities).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -40,7 +40,7 @@ impl HealthcareService for HealthcareApi {
         &self,
         request: Request<api::GetFacilityRequest>,
     ) -> Result<Response<api::GetFacilityResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetFacility)?;
+        let call = Call::begin(&self.0, &request, Method::GetFacility).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "facility_code", &req.facility_code, CodeKind::Facility);

@@ -23,7 +23,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<api::GetMyProfileRequest>,
     ) -> Result<Response<api::GetMyProfileResponse>, Status> {
-        let mut call = Call::begin(&self.0, &request, Method::GetMyProfile)?;
+        let mut call = Call::begin(&self.0, &request, Method::GetMyProfile).await?;
         let principal =
             call.authenticate(request.metadata(), true).await?.ok_or_else(|| Status::unauthenticated("no citizen"))?;
         let req = request.into_inner();

@@ -87,7 +87,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListAgenciesRequest>,
     ) -> Result<Response<api::ListAgenciesResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListAgencies)?;
+        let call = Call::begin(&self.0, &request, Method::ListAgencies).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -105,7 +105,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetAgencyRequest>,
     ) -> Result<Response<api::GetAgencyResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetAgency)?;
+        let call = Call::begin(&self.0, &request, Method::GetAgency).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "agency_code", &req.agency_code, CodeKind::Agency);
@@ -124,7 +124,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListProceduresRequest>,
     ) -> Result<Response<api::ListProceduresResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListProcedures)?;
+        let call = Call::begin(&self.0, &request, Method::ListProcedures).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -144,7 +144,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetProcedureRequest>,
     ) -> Result<Response<api::GetProcedureResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetProcedure)?;
+        let call = Call::begin(&self.0, &request, Method::GetProcedure).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "procedure_code", &req.procedure_code, CodeKind::Procedure);
@@ -163,7 +163,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::GetDossierRequest>,
     ) -> Result<Response<api::GetDossierResponse>, Status> {
-        let mut call = Call::begin(&self.0, &request, Method::GetDossier)?;
+        let mut call = Call::begin(&self.0, &request, Method::GetDossier).await?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;
@@ -199,7 +199,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::ListMyDossiersRequest>,
     ) -> Result<Response<api::ListMyDossiersResponse>, Status> {
-        let mut call = Call::begin(&self.0, &request, Method::ListMyDossiers)?;
+        let mut call = Call::begin(&self.0, &request, Method::ListMyDossiers).await?;
         {
             let req = request.get_ref();
             let mut v = Violations::new();
@@ -252,7 +252,7 @@ impl PublicServicesService for PublicServicesApi {
         &self,
         request: Request<api::WatchDossierRequest>,
     ) -> Result<Response<Self::WatchDossierStream>, Status> {
-        let mut call = Call::begin(&self.0, &request, Method::WatchDossier)?;
+        let mut call = Call::begin(&self.0, &request, Method::WatchDossier).await?;
         dossier_code(&request.get_ref().dossier_code)?;
         let principal = call.authenticate(request.metadata(), false).await?;
         let a = call.public_services()?;

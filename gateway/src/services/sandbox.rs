@@ -27,7 +27,7 @@ impl SandboxIdentityService for SandboxIdentityApi {
         &self,
         request: Request<sbx::ListDemoCitizensRequest>,
     ) -> Result<Response<sbx::ListDemoCitizensResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetMyProfile)?;
+        let call = Call::begin(&self.0, &request, Method::GetMyProfile).await?;
         let issuer = call.demo_issuer()?;
         let citizens = issuer
             .demo_citizens()
@@ -47,7 +47,7 @@ impl SandboxIdentityService for SandboxIdentityApi {
         &self,
         request: Request<sbx::IssueTokenRequest>,
     ) -> Result<Response<sbx::IssueTokenResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetMyProfile)?;
+        let call = Call::begin(&self.0, &request, Method::GetMyProfile).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         if req.handle.is_empty() || req.handle.len() > 32 || !req.handle.bytes().all(|b| b.is_ascii_lowercase()) {

@@ -24,7 +24,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListBusRoutesRequest>,
     ) -> Result<Response<api::ListBusRoutesResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListBusRoutes)?;
+        let call = Call::begin(&self.0, &request, Method::ListBusRoutes).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -42,7 +42,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::GetBusRouteRequest>,
     ) -> Result<Response<api::GetBusRouteResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetBusRoute)?;
+        let call = Call::begin(&self.0, &request, Method::GetBusRoute).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "route_number", &req.route_number, CodeKind::RouteNumber);
@@ -62,7 +62,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListNearbyStopsRequest>,
     ) -> Result<Response<api::ListNearbyStopsResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListNearbyStops)?;
+        let call = Call::begin(&self.0, &request, Method::ListNearbyStops).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -78,7 +78,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListArrivalsRequest>,
     ) -> Result<Response<api::ListArrivalsResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListArrivals)?;
+        let call = Call::begin(&self.0, &request, Method::ListArrivals).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "stop_id", &req.stop_id, CodeKind::RecordId);
@@ -101,7 +101,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::ListTrafficCamerasRequest>,
     ) -> Result<Response<api::ListTrafficCamerasResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::ListTrafficCameras)?;
+        let call = Call::begin(&self.0, &request, Method::ListTrafficCameras).await?;
         let mut req = request.into_inner();
         let mut v = Violations::new();
         validate::page(&mut v, req.page_size, &req.page_token);
@@ -123,7 +123,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<api::GetTrafficCameraRequest>,
     ) -> Result<Response<api::GetTrafficCameraResponse>, Status> {
-        let call = Call::begin(&self.0, &request, Method::GetTrafficCamera)?;
+        let call = Call::begin(&self.0, &request, Method::GetTrafficCamera).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         validate::code(&mut v, "camera_id", &req.camera_id, CodeKind::RecordId);

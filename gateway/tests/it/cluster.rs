@@ -141,3 +141,63 @@ async fn without_redis_calls_are_decided_locally_at_once_and_shared_again_when_i
     }
     assert!(limits.cluster().is_up());
 }
+
+/// Three gateways sharing one Redis under `prefix`, with a citizen limit of
+/// 10 cells at once, refilled at 1 a second.
+async fn three_gateways(prefix: &str, redis_url: &str) -> Vec<crate::common::TestGateway> {
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace(
+            "drain_timeout = \"10s\"",
+            "drain_timeout = \"10s\"\npage_token_key = \"0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\"",
+        )
+        .replace("dossier_pace = \"30s\"", "dossier_pace = \"30s\"\ntoken_secret = \"one secret for every replica of this test\"")
+        + &format!(
+            "\n[limits]\nper_citizen = {{ per_second = 1, burst = 10 }}\n\n[cluster]\nredis_url = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\nexpected_replicas = 3\n"
+        );
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        let config = lienthong::config::Config::from_toml(&toml).unwrap();
+        gateways.push(crate::common::TestGateway::start(config, lienthong::server::adapter_registry()).await);
+    }
+    gateways
+}
+
+/// Lan's profile asked 30 times, of each gateway in turn: (admitted,
+/// refused, seconds it took).
+async fn thirty_calls_in_turn(gateways: &[crate::common::TestGateway]) -> (u64, u64, f64) {
+    use lienthong_proto::v1::GetMyProfileRequest;
+    use lienthong_proto::v1::identity_service_client::IdentityServiceClient;
+    let token = gateways[0].token("lan").await;
+    let started = Instant::now();
+    let (mut admitted, mut refused) = (0, 0);
+    for i in 0..30 {
+        let call = crate::common::authed(GetMyProfileRequest::default(), &token);
+        match IdentityServiceClient::new(gateways[i % 3].channel.clone()).get_my_profile(call).await {
+            Ok(_) => admitted += 1,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    (admitted, refused, started.elapsed().as_secs_f64())
+}
+
+#[tokio::test]
+async fn a_citizens_limit_holds_across_three_gateways_called_in_turn() {
+    let gateways = three_gateways(&prefix("gateways"), "redis://127.0.0.1:6379").await;
+    let (admitted, refused, seconds) = thirty_calls_in_turn(&gateways).await;
+    // Alone, each gateway would have let 10 through: 30 in all. Together,
+    // the burst of 10 and the refill (1 a second).
+    let refill = seconds.ceil() as u64;
+    assert!(admitted >= 10 && admitted <= 10 + refill, "{admitted} admitted, {refused} refused in {seconds:.1} s");
+}
+
+#[tokio::test]
+async fn without_redis_each_gateway_holds_its_share_of_the_limit() {
+    // Nothing listens there: every call is decided locally, with a third of
+    // the burst (3 cells) on each gateway.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gateways = three_gateways(&prefix("away"), &format!("redis://127.0.0.1:{port}")).await;
+    let (admitted, refused, seconds) = thirty_calls_in_turn(&gateways).await;
+    let refill = 3 * seconds.ceil() as u64;
+    assert!(admitted >= 9 && admitted <= 9 + refill, "{admitted} admitted, {refused} refused in {seconds:.1} s");
+}

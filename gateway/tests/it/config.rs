@@ -439,3 +439,16 @@ fn a_file_that_does_not_parse_is_one_line_without_its_values_and_the_environment
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_cluster_needs_a_key_every_replica_holds_and_a_redis_url() {
+    let errors = problems(&format!(
+        "{}\n[cluster]\nredis_url = \"127.0.0.1:6379\"\nexpected_replicas = 0\nfail_closed = [\"apps\"]\n",
+        lienthong::config::SANDBOX_DEFAULT
+    ));
+    has(&errors, "server.page_token_key", "required with [cluster]");
+    has(&errors, "cluster.redis_url", "redis:// or rediss://");
+    has(&errors, "cluster.expected_replicas", "between 1 and 1000");
+    has(&errors, "cluster.fail_closed[0]", "app, citizen or upstream");
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+}
