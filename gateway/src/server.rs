@@ -94,6 +94,12 @@ struct Running {
 }
 
 impl Observed for Running {
+    fn cluster(&self) -> Option<crate::telemetry::view::ClusterView> {
+        let gateway = self.gateway.upgrade()?;
+        let cluster = gateway.limits.shared_buckets()?.cluster();
+        Some(crate::telemetry::view::ClusterView { up: cluster.is_up(), fallbacks: cluster.fallbacks() })
+    }
+
     fn draining(&self) -> bool {
         self.gateway.upgrade().is_none_or(|g| *g.shutdown_signal().borrow())
     }

@@ -120,6 +120,10 @@ impl Ops {
         if !instances.is_empty() && open == instances.len() {
             reasons.push("every adapter instance's circuit breaker is open".to_owned());
         }
+        // Redis away: still serving, each replica within its share.
+        if self.observed.cluster().is_some_and(|c| !c.up) {
+            degraded.push("cluster (Redis does not answer: this replica enforces its share of each limit)".to_owned());
+        }
         Readiness { ready: reasons.is_empty(), reasons, degraded }
     }
 

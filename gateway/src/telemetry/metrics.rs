@@ -159,6 +159,13 @@ pub const METRICS: &[MetricDoc] = &[
         &[],
         "Sampled spans that never reached the OTLP collector: the export queue (telemetry.max_queued_spans) was full, the collector refused or rejected them, or it was away when the gateway stopped. While the collector is away, spans wait in the queue and are sent again.",
     ),
+    doc(
+        "lienthong.cluster.fallbacks",
+        "lienthong_cluster_fallbacks_total",
+        "counter",
+        &[],
+        "Rate-limit decisions made without Redis ([cluster]): it did not answer within cluster.command_timeout, so this replica decided with its share of the limit (or refused, for the limits in cluster.fail_closed). Always 0 without [cluster].",
+    ),
 ];
 
 /// The documented meaning of the metric named `otel`.
@@ -317,6 +324,12 @@ impl Metrics {
             .i64_observable_gauge("lienthong.connections")
             .with_description(help("lienthong.connections"))
             .with_callback(move |o| o.observe(i64::try_from(seen.connections()).unwrap_or(i64::MAX), &[]))
+            .build();
+        let seen = observed.clone();
+        self.meter
+            .u64_observable_counter("lienthong.cluster.fallbacks")
+            .with_description(help("lienthong.cluster.fallbacks"))
+            .with_callback(move |o| o.observe(seen.cluster().map_or(0, |c| c.fallbacks), &[]))
             .build();
         self.meter
             .u64_observable_counter("lienthong.telemetry.spans.dropped")

@@ -84,4 +84,17 @@ pub trait Observed: Send + Sync + 'static {
     fn provinces(&self) -> Vec<String>;
     /// Every adapter instance in use.
     fn instances(&self) -> Vec<InstanceView>;
+    /// The limits shared with other replicas (`[cluster]`), if any.
+    fn cluster(&self) -> Option<ClusterView> {
+        None
+    }
+}
+
+/// The state shared with other replicas, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Whether Redis answered the last command.
+    pub up: bool,
+    /// Calls decided without Redis since the start.
+    pub fallbacks: u64,
 }

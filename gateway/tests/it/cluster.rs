@@ -200,4 +200,18 @@ async fn without_redis_each_gateway_holds_its_share_of_the_limit() {
     let (admitted, refused, seconds) = thirty_calls_in_turn(&gateways).await;
     let refill = 3 * seconds.ceil() as u64;
     assert!(admitted >= 9 && admitted <= 9 + refill, "{admitted} admitted, {refused} refused in {seconds:.1} s");
+    // Still ready, but degraded, and the decisions made without Redis are
+    // counted.
+    let ops = gateways[0].ops_addr;
+    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    let degraded = body["degraded"].as_array().unwrap();
+    assert!(degraded.iter().any(|d| d.as_str().unwrap().starts_with("cluster")), "{body}");
+    let metrics = reqwest::get(format!("http://{ops}/metrics")).await.unwrap().text().await.unwrap();
+    let fallbacks: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lienthong_cluster_fallbacks_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no lienthong_cluster_fallbacks_total in\n{metrics}"));
+    assert!(fallbacks >= 10.0, "{fallbacks}");
 }
