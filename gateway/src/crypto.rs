@@ -44,6 +44,13 @@ impl SecretKey {
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// A key for one use only, derived from this one under `label`, so that
+    /// one configured key serves several purposes without sharing a key
+    /// between two primitives.
+    pub fn derive(&self, label: &str) -> Self {
+        Self(hmac_sha256(self, label.as_bytes()))
+    }
 }
 
 impl<'de> Deserialize<'de> for SecretKey {

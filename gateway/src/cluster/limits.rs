@@ -23,38 +23,43 @@ use super::Cluster;
 use crate::config::RateLimit;
 
 /// The bucket script: `KEYS[1]` the bucket; `ARGV` its rate per second, its
-/// burst, the cells needed now, and the most to grant. Refills by Redis's
-/// own clock (one clock for every replica), grants between the need and
-/// the most when the bucket holds the need, else nothing; returns the cells
-/// granted and, when none, the milliseconds until the most is there (a
-/// replica refused at the limit asks again for a whole lease, not for each
-/// cell as it drips in). The bucket expires once it would be full again.
+/// burst, the cells needed now, the most to grant, and the cells of the
+/// replica's last lease it did not use (given back). Refills by Redis's own
+/// clock (one clock for every replica), grants between the need and the
+/// most when the bucket holds the need, else nothing; returns the cells
+/// granted and, when none, the milliseconds until the need is there (for
+/// the caller) and until the most is (the replica asks again for a whole
+/// lease, not for each cell as it drips in). The bucket expires once it
+/// would be full again.
 const BUCKET: &str = r"
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local need = tonumber(ARGV[3])
 local most = tonumber(ARGV[4])
+local returned = tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'cells', 'at')
 local cells = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 if now > at then
-  cells = math.min(burst, cells + (now - at) * rate / 1000)
+  cells = cells + (now - at) * rate / 1000
 end
+cells = math.min(burst, cells + returned)
 local granted = 0
-local wait = 0
+local wait_need = 0
+local wait_most = 0
 if cells >= need then
   granted = math.max(need, math.min(most, math.floor(cells)))
   cells = cells - granted
 else
-  wait = math.ceil((math.max(need, most) - cells) * 1000 / rate)
+  wait_need = math.ceil((need - cells) * 1000 / rate)
+  wait_most = math.ceil((math.max(need, most) - cells) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'cells', tostring(cells), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return {granted, wait}
+return {granted, wait_need, wait_most}
 ";
-
 /// What a shared bucket said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
@@ -62,6 +67,8 @@ pub enum Take {
     Admitted,
     /// Over the limit: retry after this long.
     Refused(Duration),
+    /// The call costs more than the limit's burst: it can never pass.
+    Never,
 }
 
 /// The cells a replica holds of one bucket, and until when; or, after the
@@ -156,7 +163,7 @@ impl SharedLimits {
             return Some(Take::Admitted);
         }
         if rate.per_second == 0 || rate.burst < cost {
-            return Some(Take::Refused(Duration::from_secs(1)));
+            return Some(Take::Never);
         }
         // The bucket said when it would have cells again: until then, no
         // need to ask (an over-limit caller costs no round trips).
@@ -166,13 +173,18 @@ impl SharedLimits {
         let most = self.lease_size(rate).max(cost);
         let key = self.cluster.key(&format!("rl:{bucket}"));
         let script = &self.script;
-        let answer: Option<(u32, u64)> = self
+        // What is left of the last lease goes back: cells a replica leased
+        // and did not use would otherwise be lost to every replica.
+        let returned = lease.cells;
+        let answer: Option<(u32, u64, u64)> = self
             .cluster
             .run(|mut redis| async move {
-                script.key(key).arg(rate.per_second).arg(rate.burst).arg(cost).arg(most).invoke_async(&mut redis).await
+                let mut call = script.key(key);
+                call.arg(rate.per_second).arg(rate.burst).arg(cost).arg(most).arg(returned);
+                call.invoke_async(&mut redis).await
             })
             .await;
-        let (granted, wait_ms) = answer?;
+        let (granted, wait_need, wait_most) = answer?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         if granted >= cost {
             lease.cells = granted - cost;
@@ -180,13 +192,13 @@ impl SharedLimits {
             self.admitted.fetch_add(1, Ordering::Relaxed);
             Some(Take::Admitted)
         } else {
-            let wait = Duration::from_millis(wait_ms.max(1));
+            let wait = Duration::from_millis(wait_most.max(1));
             lease.cells = 0;
             // Replicas refused together would ask together and split the
             // refill: each waits a random part longer, so most find a whole
             // lease when they ask.
             lease.refused_until = Some(now + wait + wait.mul_f64(self.jitter() / 2.0));
-            Some(Take::Refused(wait))
+            Some(Take::Refused(Duration::from_millis(wait_need.max(1))))
         }
     }
 

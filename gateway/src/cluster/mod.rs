@@ -109,8 +109,18 @@ impl Cluster {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        if !self.available() {
+        let retry_at = self.retry_at_ms.load(Ordering::Relaxed);
+        let now = self.elapsed_ms();
+        if now < retry_at {
             return None;
+        }
+        // While Redis is away one call at a time finds out whether it is
+        // back; the others decide locally instead of each waiting.
+        if !self.is_up() {
+            let probing = now + u64::try_from(self.command_timeout.as_millis()).unwrap_or(u64::MAX);
+            if self.retry_at_ms.compare_exchange(retry_at, probing, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+                return None;
+            }
         }
         match tokio::time::timeout(self.command_timeout, command(self.redis.clone())).await {
             Ok(Ok(value)) => {

@@ -669,10 +669,11 @@ impl Default for ClusterConfig {
 impl fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may hold a password.
-        let url = match self.redis_url.split_once('@') {
-            Some((scheme_user, host)) => {
-                format!("{}<redacted>@{host}", scheme_user.split("//").next().unwrap_or_default().to_owned() + "//")
-            }
+        // Everything before the last `@` of the authority is credentials.
+        let (scheme, rest) = self.redis_url.split_once("//").unwrap_or(("", self.redis_url.as_str()));
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let url = match authority.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}//<redacted>@{host}{}", &rest[authority.len()..]),
             None => self.redis_url.clone(),
         };
         f.debug_struct("ClusterConfig")
@@ -701,8 +702,8 @@ impl ClusterConfig {
         if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.connect_timeout) {
             problem("connect_timeout", "must be between 10ms and 30s");
         }
-        if !(Duration::from_millis(1)..=Duration::from_secs(5)).contains(&self.command_timeout) {
-            problem("command_timeout", "must be between 1ms and 5s");
+        if !(Duration::from_millis(1)..=Duration::from_secs(1)).contains(&self.command_timeout) {
+            problem("command_timeout", "must be between 1ms and 1s");
         }
         if !(1..=1_000).contains(&self.expected_replicas) {
             problem("expected_replicas", "must be between 1 and 1000");

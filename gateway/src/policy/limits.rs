@@ -108,11 +108,12 @@ impl<C: Clock + Clone> Limiters<C> {
     /// Gives the apps of `quotas` their own quota instead of `per_app`.
     pub fn with_app_quotas<'a>(mut self, quotas: impl IntoIterator<Item = (&'a str, RateLimit)>) -> Self {
         let replicas = self.shared.as_ref().map_or(1, |s| s.buckets.cluster().config().expected_replicas);
+        let most = self.costs.values().copied().max().unwrap_or(1).max(1);
         for (app, r) in quotas {
             if let Some(shared) = &mut self.shared {
                 shared.app_quotas.insert(app.to_owned(), r);
             }
-            if let Some(q) = share(r, replicas).quota() {
+            if let Some(q) = share(r, replicas, most).quota() {
                 self.app_quotas.insert(app.to_owned(), RateLimiter::direct_with_clock(q, self.clock.clone()));
             }
         }
@@ -130,10 +131,11 @@ impl<C: Clock + Clone> Limiters<C> {
         clock: C,
     ) -> Self {
         let replicas = cluster.config().expected_replicas;
+        let most = config.costs.values().copied().max().unwrap_or(1).max(1);
         let local = LimitsConfig {
-            per_app: config.per_app.map(|r| share(r, replicas)),
-            per_citizen: config.per_citizen.map(|r| share(r, replicas)),
-            per_upstream: config.per_upstream.iter().map(|(k, r)| (k.clone(), share(*r, replicas))).collect(),
+            per_app: config.per_app.map(|r| share(r, replicas, most)),
+            per_citizen: config.per_citizen.map(|r| share(r, replicas, most)),
+            per_upstream: config.per_upstream.iter().map(|(k, r)| (k.clone(), share(*r, replicas, most))).collect(),
             costs: config.costs.clone(),
         };
         let mut limiters = Self::with_clock(&local, clock);
@@ -141,7 +143,8 @@ impl<C: Clock + Clone> Limiters<C> {
             buckets: crate::cluster::limits::SharedLimits::new(cluster),
             config: config.clone(),
             app_quotas: HashMap::new(),
-            key,
+            // Its own key: the page-token key seals tokens too.
+            key: key.derive("lienthong/cluster/citizen-pseudonym/v1"),
         });
         limiters
     }
@@ -149,24 +152,41 @@ impl<C: Clock + Clone> Limiters<C> {
     /// The shared bucket's verdict on `cost` cells of `rate` under `bucket`:
     /// `None` to decide locally (no cluster, or Redis away and the limit
     /// fails open).
-    async fn shared_verdict(
-        &self,
-        limit: &str,
-        bucket: String,
-        rate: Option<RateLimit>,
-        cost: u32,
-    ) -> Option<Result<(), Duration>> {
+    async fn shared_verdict(&self, limit: &str, bucket: String, rate: Option<RateLimit>, cost: u32) -> Option<Verdict> {
         use crate::cluster::limits::Take;
         let shared = self.shared.as_ref()?;
-        let Some(rate) = rate else { return Some(Ok(())) };
+        let Some(rate) = rate else { return Some(Verdict::Admitted) };
         match shared.buckets.take(&bucket, rate, cost).await {
-            Some(Take::Admitted) => Some(Ok(())),
-            Some(Take::Refused(wait)) => Some(Err(wait)),
+            Some(Take::Admitted) => Some(Verdict::Admitted),
+            Some(Take::Refused(wait)) => Some(Verdict::Over(wait)),
+            Some(Take::Never) => Some(Verdict::Never),
             None => {
                 let cluster = shared.buckets.cluster();
                 cluster.fell_back();
                 // Failing closed: refused until Redis answers again.
-                cluster.config().fail_closed.iter().any(|l| l == limit).then_some(Err(crate::cluster::RETRY_AFTER))
+                cluster.config().fail_closed.iter().any(|l| l == limit).then_some(Verdict::Away)
+            }
+        }
+    }
+
+    /// A shared verdict as the caller's answer, for the limit `what`.
+    fn answer(what: &str, verdict: Verdict) -> Result<(), Status> {
+        match verdict {
+            Verdict::Admitted => Ok(()),
+            Verdict::Over(wait) => Err(refuse(what, wait)),
+            Verdict::Never => {
+                Err(Status::resource_exhausted(format!("the {what} limit is smaller than this RPC's cost")))
+            }
+            Verdict::Away => {
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(crate::cluster::RETRY_AFTER));
+                Err(Status::with_error_details(
+                    Code::Unavailable,
+                    format!(
+                        "the rate limit of {what} cannot be checked now (the shared store does not answer); retry shortly"
+                    ),
+                    details,
+                ))
             }
         }
     }
@@ -177,7 +197,7 @@ impl<C: Clock + Clone> Limiters<C> {
             let rate = shared.app_quotas.get(app).copied().or(shared.config.per_app);
             if let Some(verdict) = self.shared_verdict("app", format!("app:{app}"), rate, self.cost(method).get()).await
             {
-                return verdict.map_err(|wait| refuse("this app", wait));
+                return Self::answer("this app", verdict);
             }
         }
         self.check_app(app, method)
@@ -191,7 +211,7 @@ impl<C: Clock + Clone> Limiters<C> {
             let bucket = format!("citizen:{}", crate::crypto::hex(&pseudonym[..16]));
             let rate = shared.config.per_citizen;
             if let Some(verdict) = self.shared_verdict("citizen", bucket, rate, self.cost(method).get()).await {
-                return verdict.map_err(|wait| refuse("this citizen", wait));
+                return Self::answer("this citizen", verdict);
             }
         }
         self.check_citizen(citizen, method)
@@ -203,8 +223,12 @@ impl<C: Clock + Clone> Limiters<C> {
         if let Some(shared) = &self.shared {
             let rate = shared.config.per_upstream.get(instance).copied();
             let bucket = format!("upstream:{instance}");
-            if let Some(verdict) = self.shared_verdict("upstream", bucket, rate, self.cost(method).get()).await {
-                return verdict;
+            match self.shared_verdict("upstream", bucket, rate, self.cost(method).get()).await {
+                None => {}
+                Some(Verdict::Admitted) => return Ok(()),
+                Some(Verdict::Over(wait)) => return Err(wait),
+                Some(Verdict::Never) => return Err(Duration::from_secs(1)),
+                Some(Verdict::Away) => return Err(crate::cluster::RETRY_AFTER),
             }
         }
         self.check_upstream(instance, method)
@@ -288,10 +312,25 @@ impl<C: Clock + Clone> Limiters<C> {
     }
 }
 
-/// This replica's share of `rate` among `replicas` (at least one cell).
-fn share(rate: RateLimit, replicas: u32) -> RateLimit {
+/// What a shared bucket decided.
+enum Verdict {
+    Admitted,
+    /// Over the limit: retry after this long.
+    Over(Duration),
+    /// The RPC costs more than the burst.
+    Never,
+    /// Redis does not answer and the limit fails closed.
+    Away,
+}
+
+/// This replica's share of `rate` among `replicas`: at least one cell a
+/// second, and a burst that still lets the dearest RPC (`most_cost`) pass.
+fn share(rate: RateLimit, replicas: u32, most_cost: u32) -> RateLimit {
     let replicas = replicas.max(1);
-    RateLimit { per_second: (rate.per_second / replicas).max(1), burst: (rate.burst / replicas).max(1) }
+    RateLimit {
+        per_second: (rate.per_second / replicas).max(1),
+        burst: (rate.burst / replicas).max(most_cost.min(rate.burst)).max(1),
+    }
 }
 
 /// The upstream budget of one adapter instance, for adapters that spend it
