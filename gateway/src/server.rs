@@ -322,6 +322,22 @@ pub async fn serve_on(
             }
         })
     };
+    // With a cluster: Redis is asked once a second whether it answers, so
+    // that `/readyz` and the log tell it is away even when no call comes
+    // (and from the start), and the shared limits' ended leases are let go.
+    let cluster_watch = gateway.limits().shared_buckets().is_some().then(|| {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::cluster::RETRY_AFTER);
+            loop {
+                every.tick().await;
+                if let Some(buckets) = gateway.limits().shared_buckets() {
+                    buckets.cluster().ping().await;
+                    buckets.compact();
+                }
+            }
+        })
+    });
     let addr = listener.local_addr()?;
     let (ops_stop, ops_stopped) = watch::channel(false);
     let ops_task = match ops {
@@ -371,6 +387,9 @@ pub async fn serve_on(
     }
     overload_watch.abort();
     compaction.abort();
+    if let Some(watch) = cluster_watch {
+        watch.abort();
+    }
     let _ = ops_stop.send(true);
     if let Some(task) = ops_task {
         let _ = task.await;

@@ -102,6 +102,12 @@ impl Cluster {
         self.elapsed_ms() >= self.retry_at_ms.load(Ordering::Relaxed)
     }
 
+    /// Asks Redis whether it answers (marking it away or back, as
+    /// [`Cluster::run`] does); whether it did.
+    pub async fn ping(&self) -> bool {
+        self.run(|mut redis| async move { redis::cmd("PING").query_async::<String>(&mut redis).await }).await.is_some()
+    }
+
     /// Runs `command` on a connection within the command timeout. `None`
     /// when Redis did not answer: marked away (logged once) for
     /// [`RETRY_AFTER`]; an answer after that marks it back (logged once).

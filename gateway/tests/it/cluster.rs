@@ -242,3 +242,27 @@ fn the_redis_password_is_never_shown() {
     assert!(shown.contains("rediss://<redacted>@redis.internal:6380/2"), "{shown}");
     assert!(!shown.contains("p@ss") && !shown.contains("user"), "{shown}");
 }
+
+#[tokio::test]
+async fn an_idle_gateway_tells_redis_is_away_and_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gateways = three_gateways(&prefix("idle"), &format!("redis://127.0.0.1:{port}")).await;
+    let ops = gateways[0].ops_addr;
+    let degraded = || async move {
+        let body: serde_json::Value = reqwest::get(format!("http://{ops}/readyz")).await.unwrap().json().await.unwrap();
+        body["degraded"].as_array().unwrap().iter().any(|d| d.as_str().unwrap().starts_with("cluster"))
+    };
+    // No call at all: the gateway's own ping finds Redis away...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !degraded().await {
+        assert!(Instant::now() < deadline, "/readyz does not say Redis is away");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and, once it listens, back.
+    let _redis = OwnRedis::start(port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while degraded().await {
+        assert!(Instant::now() < deadline, "/readyz still says Redis is away");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
