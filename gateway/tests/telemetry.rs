@@ -648,3 +648,34 @@ async fn a_callers_decision_not_to_sample_is_followed() {
     let exported = world().receiver.spans.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).count();
     assert_eq!(exported, 0);
 }
+
+#[tokio::test]
+async fn a_rate_limit_shared_in_redis_is_timed_in_its_span() {
+    world();
+    let mut config = lienthong::Config::load(None).unwrap();
+    config.server.page_token_key = lienthong::crypto::SecretKey::from_hex(&"ab".repeat(32));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    config.cluster = Some(lienthong::cluster::ClusterConfig {
+        key_prefix: format!("lienthong-test:span:{}:{nanos}:", std::process::id()),
+        command_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    });
+    let gw = TestGateway::start(config, lienthong::server::adapter_registry()).await;
+    let token = gw.token("lan").await;
+    let profile = IdentityServiceClient::new(gw.channel.clone())
+        .get_my_profile(authed(api::GetMyProfileRequest::default(), &token))
+        .await
+        .unwrap();
+    let id = trace_id_of(&profile);
+    let spans = trace(&id, "lienthong.v1.IdentityService/GetMyProfile").await;
+    for name in ["rate limit app", "rate limit citizen"] {
+        let span = named(&spans, name);
+        assert_eq!(attr_str(span, "lienthong.decision").as_deref(), Some("allowed"), "{name}");
+    }
+    // A citizen's bucket is leased a cell at a time: the span lasted the
+    // round trip to Redis (tens of microseconds on loopback), where a local
+    // decision's span is made and ended at once.
+    let citizen = named(&spans, "rate limit citizen");
+    let lasted = citizen.end_time_unix_nano - citizen.start_time_unix_nano;
+    assert!(lasted >= 10_000, "{lasted} ns");
+}

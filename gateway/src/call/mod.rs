@@ -64,20 +64,37 @@ impl Gateway {
         limit: &'static str,
         check: impl std::future::Future<Output = Result<(), Status>>,
     ) -> Result<(), Status> {
-        let verdict = check.await;
-        if traced {
-            // Made with its decision (one call to the subscriber, no record
-            // after): a decision takes well under a microsecond, so the span
-            // marks the step rather than timing it.
-            let name = if limit == "app" { "rate limit app" } else { "rate limit citizen" };
-            let decision = if verdict.is_ok() { "allowed" } else { "rejected" };
-            drop(tracing::info_span!(
+        let name = if limit == "app" { "rate limit app" } else { "rate limit citizen" };
+        let verdict = if traced && self.limits.shared_buckets().is_some() {
+            // Shared with other replicas, a decision may wait for Redis: the
+            // span times it.
+            use tracing::Instrument as _;
+            let span = tracing::info_span!(
                 "rate_limit",
                 otel.name = name,
                 lienthong.limit = limit,
-                lienthong.decision = decision
-            ));
-        }
+                lienthong.decision = tracing::field::Empty
+            );
+            let verdict = check.instrument(span.clone()).await;
+            span.record("lienthong.decision", if verdict.is_ok() { "allowed" } else { "rejected" });
+            verdict
+        } else {
+            let verdict = check.await;
+            if traced {
+                // Made with its decision (one call to the subscriber, no
+                // record after): a local decision takes well under a
+                // microsecond, so the span marks the step rather than
+                // timing it.
+                let decision = if verdict.is_ok() { "allowed" } else { "rejected" };
+                drop(tracing::info_span!(
+                    "rate_limit",
+                    otel.name = name,
+                    lienthong.limit = limit,
+                    lienthong.decision = decision
+                ));
+            }
+            verdict
+        };
         if verdict.is_err() {
             self.metrics.limiter_rejection(limit);
         }
