@@ -391,9 +391,7 @@ impl Config {
                     // A value from the environment names its variable.
                     let key = e.path.split('[').next().unwrap_or(&e.path).to_owned();
                     if from_environment(&figment, &key) {
-                        let variable: Vec<String> = key.split('.').map(str::to_ascii_uppercase).collect();
-                        e.message
-                            .push_str(&format!(" (from the environment variable LIENTHONG_{})", variable.join("__")));
+                        e.message.push_str(&from_variable(key.split('.')));
                     }
                     e
                 }));
@@ -797,6 +795,12 @@ fn figment_errors(e: figment::Error) -> Vec<ConfigError> {
         .collect()
 }
 
+/// ` (from the environment variable LIENTHONG_A__B)` for the key at `path`.
+fn from_variable<'p>(path: impl Iterator<Item = &'p str>) -> String {
+    let variable: Vec<String> = path.map(str::to_ascii_uppercase).collect();
+    format!(" (from the environment variable LIENTHONG_{})", variable.join("__"))
+}
+
 /// Whether the value at dotted `key` came from an environment variable.
 fn from_environment(figment: &Figment, key: &str) -> bool {
     figment.find_metadata(key).is_some_and(|m| m.name.contains("environment variable"))
@@ -865,12 +869,7 @@ fn describe(figment: Option<&Figment>, e: &figment::Error, key: &str) -> ConfigE
             .and_then(|f| f.find_metadata(&path.join(".")))
             .or(e.metadata.as_ref())
             .is_some_and(|m| m.name.contains("environment variable"));
-    let source = if from_env {
-        let variable: Vec<String> = path.iter().map(|p| p.to_ascii_uppercase()).collect();
-        format!(" (from the environment variable LIENTHONG_{})", variable.join("__"))
-    } else {
-        String::new()
-    };
+    let source = if from_env { from_variable(path.iter().map(String::as_str)) } else { String::new() };
     let path = if path.is_empty() { "<root>".to_owned() } else { path.join(".") };
     ConfigError::new(path, format!("{message}{source}"))
 }

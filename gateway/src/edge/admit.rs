@@ -192,7 +192,7 @@ impl Admission {
     fn refused_call(&self, path: &str, started: Instant, why: Refusal, status: Status) -> Response<Body> {
         let rpc = crate::telemetry::rpc::RpcName::of(path);
         let (method, code, refused) = (rpc.method, crate::errors::code_name(status.code()), why.as_str());
-        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        let duration_ms = crate::telemetry::rpc::millis(started.elapsed());
         if rpc.quiet() {
             tracing::debug!(target: "lienthong::access", method, code, duration_ms, refused, "call");
         } else {

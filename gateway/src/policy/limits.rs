@@ -108,7 +108,7 @@ impl<C: Clock + Clone> Limiters<C> {
     /// Gives the apps of `quotas` their own quota instead of `per_app`.
     pub fn with_app_quotas<'a>(mut self, quotas: impl IntoIterator<Item = (&'a str, RateLimit)>) -> Self {
         let replicas = self.shared.as_ref().map_or(1, |s| s.buckets.cluster().config().expected_replicas);
-        let most = self.costs.values().copied().max().unwrap_or(1).max(1);
+        let most = dearest(&self.costs);
         for (app, r) in quotas {
             if let Some(shared) = &mut self.shared {
                 shared.app_quotas.insert(app.to_owned(), r);
@@ -131,7 +131,7 @@ impl<C: Clock + Clone> Limiters<C> {
         clock: C,
     ) -> Self {
         let replicas = cluster.config().expected_replicas;
-        let most = config.costs.values().copied().max().unwrap_or(1).max(1);
+        let most = dearest(&config.costs);
         let local = LimitsConfig {
             per_app: config.per_app.map(|r| share(r, replicas, most)),
             per_citizen: config.per_citizen.map(|r| share(r, replicas, most)),
@@ -321,6 +321,11 @@ enum Verdict {
     Never,
     /// Redis does not answer and the limit fails closed.
     Away,
+}
+
+/// What the dearest RPC costs (at least 1).
+fn dearest(costs: &BTreeMap<String, u32>) -> u32 {
+    costs.values().copied().max().unwrap_or(1).max(1)
 }
 
 /// This replica's share of `rate` among `replicas`: at least one cell a

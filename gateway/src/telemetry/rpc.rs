@@ -246,7 +246,7 @@ impl Drop for Finish {
         // The access log: one line per call, in its trace (silence with
         // RUST_LOG=info,lienthong::access=warn). Probes and reflection at
         // DEBUG: they would bury the calls.
-        let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        let duration_ms = millis(elapsed);
         let parent = if self.span.is_disabled() { None } else { self.span.id() };
         let (method, cache) = (self.rpc.method, self.cache);
         if self.rpc.quiet {
@@ -255,6 +255,12 @@ impl Drop for Finish {
             tracing::info!(target: "lienthong::access", parent: parent, method, code, duration_ms, cache, "call");
         }
     }
+}
+
+/// A call's duration as the access log writes it: milliseconds, to the
+/// microsecond.
+pub fn millis(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The gRPC status of a header block (trailers, or a trailers-only answer).
