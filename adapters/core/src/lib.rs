@@ -27,6 +27,7 @@ pub mod nfc;
 pub mod options;
 pub mod paging;
 mod registry;
+pub mod shared;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
@@ -40,6 +41,7 @@ pub use families::{
     TransportAdapter, WebhookReceiver, is_final_status,
 };
 pub use registry::{AdapterFactory, AdapterRegistry, BuildContext, UnknownAdapterKind, Unlimited, UpstreamBudget};
+pub use shared::{Alone, Claim, Delivery, Shared};
 
 /// The generated public API types adapters read and return.
 pub use lienthong_proto::v1 as api;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::shared::{Alone, Shared};
 use crate::{AdapterError, AdapterSet, Family};
 
 /// Everything an adapter factory gets to build one instance.
@@ -23,17 +24,26 @@ pub struct BuildContext {
     /// The instance's budget of upstream requests, for adapters that spend
     /// it themselves (see [`crate::AdapterSet::budgets_itself`]).
     pub budget: Arc<dyn UpstreamBudget>,
+    /// What the instance shares with itself on the gateway's other replicas
+    /// (see [`crate::shared`]); [`crate::Alone`] without them.
+    pub shared: Arc<dyn Shared>,
 }
 
 impl BuildContext {
     /// The context of instance `instance` with `options`, and no budget.
     pub fn new(instance: impl Into<String>, options: serde_json::Value) -> Self {
-        Self { instance: instance.into(), options, budget: Arc::new(Unlimited) }
+        Self { instance: instance.into(), options, budget: Arc::new(Unlimited), shared: Arc::new(Alone::default()) }
     }
 
     /// With `budget` for the instance's upstream requests.
     pub fn with_budget(mut self, budget: Arc<dyn UpstreamBudget>) -> Self {
         self.budget = budget;
+        self
+    }
+
+    /// With `shared` for what the instance shares with its replicas.
+    pub fn with_shared(mut self, shared: Arc<dyn Shared>) -> Self {
+        self.shared = shared;
         self
     }
 }

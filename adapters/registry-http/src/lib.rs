@@ -20,7 +20,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lienthong_adapter_core::paging::PageWindow;
 use lienthong_adapter_core::{
-    AdapterError, AdapterFactory, AdapterRegistry, AdapterSet, BuildContext, ErrorKind, Family, WebhookReceiver, api,
+    AdapterError, AdapterFactory, AdapterRegistry, AdapterSet, BuildContext, Claim, ErrorKind, Family, Shared,
+    WebhookReceiver, api,
 };
 use serde::Deserialize;
 
@@ -28,15 +29,17 @@ pub use config::{RegistryConfig, UpdateMode, UpdatesConfig};
 pub use updates::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 use crate::core::Portal;
-use crate::updates::{Hub, WebhookVerifier};
+use crate::updates::{Changes, Hub, WebhookVerifier};
 
 /// The registry adapter.
 pub struct RegistryAdapter {
     portal: Arc<Portal>,
     hub: Arc<Hub>,
+    changes: Arc<Changes>,
     verifier: Option<WebhookVerifier>,
     deferred: Arc<updates::DeferredReads>,
-    poller: Option<tokio::task::JoinHandle<()>>,
+    /// The follower of shared states and the poller, stopped on drop.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl fmt::Debug for RegistryAdapter {
@@ -47,16 +50,17 @@ impl fmt::Debug for RegistryAdapter {
 
 impl Drop for RegistryAdapter {
     fn drop(&mut self) {
-        if let Some(p) = &self.poller {
-            p.abort();
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
 
 impl RegistryAdapter {
-    /// An adapter for `config`. Starts the poller when polling is on (so it
-    /// must run inside a Tokio runtime).
-    pub fn new(config: RegistryConfig, instance: &str) -> Result<Self, AdapterError> {
+    /// An adapter for `config`, sharing status changes, webhook deliveries
+    /// and the polling lease through `shared`. Starts its tasks (so it must
+    /// run inside a Tokio runtime).
+    pub fn new(config: RegistryConfig, instance: &str, shared: Arc<dyn Shared>) -> Result<Self, AdapterError> {
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(AdapterError::new(ErrorKind::InvalidArgument, problems.join("; ")));
@@ -67,9 +71,13 @@ impl RegistryAdapter {
         let replay_file = u.replay_file.clone().unwrap_or_else(|| format!("lienthong-webhooks-{instance}.seen").into());
         let verifier =
             u.webhook_secret.as_deref().map(|s| WebhookVerifier::new(s, u.max_skew, Some(&replay_file))).transpose()?;
-        let poller = matches!(u.mode, UpdateMode::Poll | UpdateMode::Both)
-            .then(|| tokio::spawn(updates::poll(portal.clone(), hub.clone(), u.poll_interval)));
-        Ok(Self { portal, hub, verifier, deferred: Arc::default(), poller })
+        let announced = shared.subscribe("dossiers");
+        let changes = Arc::new(Changes { shared, hub: hub.clone(), portal: portal.clone() });
+        let mut tasks = vec![tokio::spawn(updates::follow(changes.clone(), announced))];
+        if matches!(u.mode, UpdateMode::Poll | UpdateMode::Both) {
+            tasks.push(tokio::spawn(updates::poll(changes.clone(), u.poll_interval)));
+        }
+        Ok(Self { portal, hub, changes, verifier, deferred: Arc::default(), tasks })
     }
 
     fn offset_query(window: &PageWindow) -> Vec<(&'static str, String)> {
@@ -92,15 +100,31 @@ impl WebhookReceiver for RegistryAdapter {
                 "status must be a national dossier status, 1-10",
             ));
         }
-        let watched = self.hub.is_watched(&push.dossier_code);
-        if verifier.seen.contains(&delivery.key) {
+        // A delivery is new when no replica has done it (asked in Redis with
+        // a cluster, claiming it while this replica acts on it) and this
+        // replica's durable record has not either (it also covers the times
+        // Redis was away).
+        let shared = &self.changes.shared;
+        let claim = shared.claim(&delivery.key, ACTING).await;
+        if claim == Some(Claim::Busy) {
+            return Err(AdapterError::new(
+                ErrorKind::Unavailable,
+                "another replica is applying this delivery now; send it again shortly",
+            ));
+        }
+        let watched = self.changes.is_watched(&push.dossier_code).await;
+        if claim == Some(Claim::Done) || verifier.seen.contains(&delivery.key) {
+            if claim == Some(Claim::Mine) {
+                // Done here before Redis heard of it.
+                shared.complete(&delivery.key, verifier.horizon()).await;
+            }
             // A replay, or (from a portal that sends no event_id) a second
             // change reported with the same body in the same second: the
             // portal is read again shortly either way (at most four times a
             // second per dossier), harmless when nothing changed, and no
             // change is lost.
             if watched {
-                self.deferred.schedule(&push.dossier_code, self.portal.clone(), self.hub.clone());
+                self.deferred.schedule(&push.dossier_code, self.changes.clone());
             }
             tracing::info!(upstream = "registry", "webhook refused: already applied (replay)");
             return Err(AdapterError::new(
@@ -108,16 +132,29 @@ impl WebhookReceiver for RegistryAdapter {
                 "webhook refused: this delivery was already applied (replay); send an event_id to tell changes apart",
             ));
         }
-        if watched {
-            // The push says what changed; the portal says what the dossier is
-            // now. A failed read leaves the delivery unapplied (503): the
-            // portal's retry applies it.
-            let d = self.portal.dossier(&push.dossier_code, None).await?;
-            self.hub.publish(d);
+        let applied = async {
+            if watched {
+                // The push says what changed; the portal says what the
+                // dossier is now. A failed read, or other replicas that
+                // could not be told, leave the delivery unapplied (503): the
+                // portal's retry applies it.
+                let d = self.portal.dossier(&push.dossier_code, None).await?;
+                self.changes.announce(d).await?;
+            }
+            verifier.applied(delivery.key.clone(), delivery.at).await
+        };
+        let outcome = applied.await;
+        match &outcome {
+            Ok(()) => shared.complete(&delivery.key, verifier.horizon()).await,
+            Err(_) => shared.release(&delivery.key).await,
         }
-        verifier.applied(delivery.key, delivery.at).await
+        outcome
     }
 }
+
+/// The longest a replica holds a delivery it is applying: if it crashes
+/// meanwhile, the portal's retry is applied by another after this.
+const ACTING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Builds registry adapters.
 #[derive(Debug, Default)]
@@ -145,7 +182,7 @@ impl AdapterFactory for RegistryFactory {
     async fn build(&self, ctx: BuildContext) -> Result<AdapterSet, AdapterError> {
         let config = RegistryConfig::deserialize(&ctx.options)
             .map_err(|e| AdapterError::new(ErrorKind::InvalidArgument, e.to_string()))?;
-        let adapter = Arc::new(RegistryAdapter::new(config, &ctx.instance)?);
+        let adapter = Arc::new(RegistryAdapter::new(config, &ctx.instance, ctx.shared)?);
         Ok(AdapterSet { public_services: Some(adapter.clone()), webhook: Some(adapter), ..Default::default() })
     }
 }

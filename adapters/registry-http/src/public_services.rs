@@ -137,6 +137,7 @@ impl PublicServicesAdapter for RegistryAdapter {
     ) -> Result<DossierStream, AdapterError> {
         // Subscribe before reading, so no change between the two is lost.
         let updates = self.hub.subscribe(&req.dossier_code);
+        self.changes.watching(&req.dossier_code).await;
         let current = self.portal.dossier(&req.dossier_code, ctx.deadline).await?;
         let portal = self.portal.clone();
         let code = req.dossier_code.clone();

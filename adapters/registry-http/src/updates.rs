@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
-use lienthong_adapter_core::{AdapterError, ErrorKind, OwnedDossier};
+use lienthong_adapter_core::shared::Delivery as Announced;
+use lienthong_adapter_core::{AdapterError, CitizenId, ErrorKind, OwnedDossier, Shared, api};
+use prost::Message as _;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
@@ -113,6 +115,12 @@ impl WebhookVerifier {
         Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), max_skew, seen })
     }
 
+    /// How long a delivery is remembered: twice the skew allowed (older
+    /// pushes are refused by their timestamp anyway).
+    pub(crate) fn horizon(&self) -> Duration {
+        self.max_skew * 2
+    }
+
     /// Records `key` as applied, durably (the fsync off the async workers).
     pub(crate) async fn applied(&self, key: String, at: i64) -> Result<(), AdapterError> {
         let seen = self.seen.clone();
@@ -162,6 +170,100 @@ impl WebhookVerifier {
     }
 }
 
+/// The topic dossier states travel on between replicas.
+const TOPIC: &str = "dossiers";
+/// The set of dossiers watched on some replica.
+const WATCHED: &str = "watched";
+/// How often a replica marks the dossiers it watches, and how long a mark
+/// lasts (a replica that stops marking, crashed, is forgotten after that).
+const MARK_EVERY: Duration = Duration::from_secs(5);
+const MARK_TTL: Duration = Duration::from_secs(15);
+
+/// Dossier states, shared with this instance on every replica: a state read
+/// on one replica (after a push, or by the poller) reaches the watchers on
+/// all of them, in the order published.
+#[derive(Debug)]
+pub(crate) struct Changes {
+    pub(crate) shared: Arc<dyn Shared>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) portal: Arc<Portal>,
+}
+
+impl Changes {
+    /// Sends `dossier`'s state to its watchers on every replica. When the
+    /// others could not be told, this replica's watchers still have it and
+    /// the error says so (a push fails, so the portal sends it again).
+    pub(crate) async fn announce(&self, dossier: OwnedDossier) -> Result<(), AdapterError> {
+        let owner = dossier.owner.expose().as_bytes();
+        let mut message = Vec::with_capacity(1 + owner.len() + dossier.dossier.encoded_len());
+        message.push(owner.len() as u8);
+        message.extend_from_slice(owner);
+        dossier.dossier.encode(&mut message).unwrap_or_default();
+        self.shared.publish(TOPIC, message).await
+    }
+
+    /// Whether anyone on any replica may watch `code` (when the other
+    /// replicas cannot be asked, they may).
+    pub(crate) async fn is_watched(&self, code: &str) -> bool {
+        self.hub.is_watched(code) || self.shared.is_marked(WATCHED, code).await != Some(false)
+    }
+
+    /// Tells the other replicas that `code` is watched here (at once, so a
+    /// push arriving at another replica right after is read; then every
+    /// [`MARK_EVERY`] while watched).
+    pub(crate) async fn watching(&self, code: &str) {
+        self.shared.mark(WATCHED, &[code.to_owned()], MARK_TTL).await;
+    }
+
+    /// The codes watched on any replica.
+    async fn watched_anywhere(&self) -> Vec<String> {
+        let mut codes = self.hub.watched();
+        codes.extend(self.shared.marked(WATCHED).await);
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    }
+}
+
+/// A state as [`Changes::announce`] sent it; `None` when it is not one.
+fn decode(message: &[u8]) -> Option<OwnedDossier> {
+    let (&len, rest) = message.split_first()?;
+    let owner = std::str::from_utf8(rest.get(..usize::from(len))?).ok()?;
+    let dossier = api::Dossier::decode(rest.get(usize::from(len)..)?).ok()?;
+    Some(OwnedDossier { dossier, owner: CitizenId::parse(owner).ok()? })
+}
+
+/// Hands the states any replica announces to this replica's watchers, and
+/// keeps this replica's watched dossiers marked, until the adapter is
+/// dropped. When states were missed, the watched dossiers are read again.
+pub(crate) async fn follow(changes: Arc<Changes>, mut announced: broadcast::Receiver<Announced>) {
+    let mut mark = tokio::time::interval(MARK_EVERY);
+    mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            next = announced.recv() => match next {
+                Ok(Announced::Message(message)) => match decode(&message) {
+                    Some(d) => changes.hub.publish(d),
+                    None => tracing::warn!(upstream = "registry", "a shared dossier state did not decode"),
+                },
+                Ok(Announced::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for code in changes.hub.watched() {
+                        match changes.portal.dossier(&code, None).await {
+                            Ok(d) => changes.hub.publish(d),
+                            Err(e) => tracing::warn!(upstream = "registry", error = %e, "re-reading a watched dossier failed"),
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = mark.tick() => {
+                let watched = changes.hub.watched();
+                changes.shared.mark(WATCHED, &watched, MARK_TTL).await;
+            }
+        }
+    }
+}
+
 /// Re-reads of dossiers asked for by replayed pushes: one at a time per
 /// dossier, a quarter second after the ask, so any number of replays costs
 /// the portal at most four reads a second per dossier, and a change reported
@@ -173,7 +275,7 @@ pub(crate) struct DeferredReads {
 
 impl DeferredReads {
     /// Schedules a re-read of `code` unless one is pending.
-    pub(crate) fn schedule(self: &Arc<Self>, code: &str, portal: Arc<Portal>, hub: Arc<Hub>) {
+    pub(crate) fn schedule(self: &Arc<Self>, code: &str, changes: Arc<Changes>) {
         if !self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned()) {
             return;
         }
@@ -182,29 +284,39 @@ impl DeferredReads {
             tokio::time::sleep(Duration::from_millis(250)).await;
             // Unmarked before the read: a push arriving during it asks again.
             this.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&code);
-            match portal.dossier(&code, None).await {
-                Ok(d) => hub.publish(d),
+            match changes.portal.dossier(&code, None).await {
+                Ok(d) => {
+                    let _ = changes.announce(d).await;
+                }
                 Err(e) => tracing::warn!(upstream = "registry", error = %e, "re-reading a pushed dossier failed"),
             }
         });
     }
 }
 
-/// Polls watched dossiers and publishes those that changed.
-pub(crate) async fn poll(portal: Arc<Portal>, hub: Arc<Hub>, every: Duration) {
+/// Polls the dossiers watched on any replica and announces those that
+/// changed. One replica polls at a time (it holds a lease, renewed each
+/// round), so more replicas do not poll the portal more; when the holder
+/// stops, another takes over within three rounds.
+pub(crate) async fn poll(changes: Arc<Changes>, every: Duration) {
     let mut last: HashMap<String, (i32, usize)> = HashMap::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let watched = hub.watched();
+        if !changes.shared.hold("poller", every * 3).await {
+            // Another replica polls; what it last saw is its own.
+            last.clear();
+            continue;
+        }
+        let watched = changes.watched_anywhere().await;
         last.retain(|code, _| watched.contains(code));
         for code in watched {
-            match portal.dossier(&code, None).await {
+            match changes.portal.dossier(&code, None).await {
                 Ok(d) => {
                     let state = (d.dossier.status, d.dossier.history.len());
                     if last.insert(code, state) != Some(state) {
-                        hub.publish(d);
+                        let _ = changes.announce(d).await;
                     }
                 }
                 Err(e) => tracing::warn!(upstream = "registry", error = %e, "polling a watched dossier failed"),

@@ -22,6 +22,8 @@ struct PortalState {
     agencies: Vec<Value>,
     procedures: Vec<Value>,
     dossiers: Mutex<Vec<Value>>,
+    /// Reads of one dossier (`GET /dossiers/{code}`) so far.
+    dossier_reads: std::sync::atomic::AtomicU64,
 }
 
 /// A running fake portal.
@@ -82,7 +84,7 @@ fn load() -> PortalState {
             })
         })
         .collect();
-    PortalState { agencies, procedures, dossiers: Mutex::new(dossiers) }
+    PortalState { agencies, procedures, dossiers: Mutex::new(dossiers), dossier_reads: Default::default() }
 }
 
 fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
@@ -153,6 +155,7 @@ async fn procedure(State(s): State<Arc<PortalState>>, Path(code): Path<String>) 
 }
 
 async fn dossier(State(s): State<Arc<PortalState>>, Path(code): Path<String>) -> Response {
+    s.dossier_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     found(s.dossiers.lock().ok().and_then(|d| d.iter().find(|x| x["code"] == code.as_str()).cloned()))
 }
 
@@ -205,6 +208,12 @@ impl FakePortal {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many times one dossier was read (`GET /dossiers/{code}`), by
+    /// anyone, so far.
+    pub fn dossier_reads(&self) -> u64 {
+        self.state.dossier_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Moves a dossier to `status`, appending to its history.

@@ -1,6 +1,7 @@
 //! What several replicas share, in Redis (`[cluster]`): rate-limit buckets
 //! ([`limits`]) so that a limit holds across replicas instead of being
-//! multiplied by their number.
+//! multiplied by their number, and messages, seen ids, leases and marks
+//! ([`shared`]) for cache invalidations and adapters' status changes.
 //!
 //! Redis is a dependency the gateway survives: the connection is made
 //! lazily and re-made in the background; while Redis does not answer
@@ -9,6 +10,7 @@
 //! tried again after [`RETRY_AFTER`] without a restart.
 
 pub mod limits;
+pub mod shared;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +27,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The shared state's connection, and whether it answers.
 pub struct Cluster {
+    client: redis::Client,
     redis: ConnectionManager,
     prefix: String,
     command_timeout: Duration,
@@ -54,8 +57,9 @@ impl Cluster {
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let redis = ConnectionManager::new_lazy_with_config(client, manager)?;
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
         Ok(Arc::new(Self {
+            client,
             redis,
             prefix: config.key_prefix.clone(),
             command_timeout: config.command_timeout,
@@ -70,6 +74,11 @@ impl Cluster {
     /// Its settings.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// The client, for a connection of one's own (a blocking read).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// `name` under the cluster's key prefix.
@@ -130,6 +139,10 @@ impl Cluster {
         }
         match tokio::time::timeout(self.command_timeout, command(self.redis.clone())).await {
             Ok(Ok(value)) => {
+                // A probe's answer: every call may ask Redis again.
+                if self.retry_at_ms.load(Ordering::Relaxed) != 0 {
+                    self.retry_at_ms.store(0, Ordering::Relaxed);
+                }
                 if !self.up.swap(true, Ordering::Relaxed) {
                     tracing::info!("Redis answers again: limits are shared across replicas again");
                 }

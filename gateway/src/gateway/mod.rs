@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lienthong_adapter_core::{AdapterRegistry, AdapterSet, BuildContext, Family, WebhookReceiver};
+use lienthong_adapter_core::{AdapterRegistry, AdapterSet, Alone, BuildContext, Family, Shared, WebhookReceiver};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -28,6 +28,9 @@ use crate::policy::guard::UpstreamGuard;
 pub struct Gateway {
     pub(crate) provinces: BTreeMap<String, ProvinceAdapters>,
     pub(crate) limits: Arc<crate::policy::limits::Limiters>,
+    /// What the gateway shares with its other replicas (cache
+    /// invalidations).
+    pub(crate) shared: Arc<dyn Shared>,
     pub(crate) cache: crate::policy::cache::ResponseCache,
     pub(crate) cache_config: crate::config::CacheConfig,
     pub(crate) scopes: crate::crypto::CitizenScopes,
@@ -70,16 +73,26 @@ impl Gateway {
         // The limiters first: adapters that budget their own upstream
         // requests get the instance's budget to spend.
         let quotas = config.apps.iter().filter_map(|(id, a)| Some((id.as_str(), a.rate_limit?)));
-        let limiters = match (&config.cluster, &config.server.page_token_key) {
+        let (limiters, streams) = match (&config.cluster, &config.server.page_token_key) {
             (Some(cluster), Some(key)) => {
                 let cluster = crate::cluster::Cluster::new(cluster).context("the [cluster] Redis URL")?;
                 tracing::info!(
                     replicas = cluster.config().expected_replicas,
-                    "limits are shared with the other replicas in Redis"
+                    "limits, invalidations and status changes are shared with the other replicas in Redis"
                 );
-                crate::policy::limits::Limiters::shared(&config.limits, cluster, key.clone(), Default::default())
+                let replica = format!("{}/{}", crate::telemetry::instance_id(), crate::crypto::random_hex::<4>()?);
+                let streams = crate::cluster::shared::Streams::start(cluster.clone(), key, replica)?;
+                let limits =
+                    crate::policy::limits::Limiters::shared(&config.limits, cluster, key.clone(), Default::default());
+                (limits, Some(streams))
             }
-            _ => crate::policy::limits::Limiters::new(&config.limits),
+            _ => (crate::policy::limits::Limiters::new(&config.limits), None),
+        };
+        let shared = |scope: &str| -> Arc<dyn Shared> {
+            match &streams {
+                Some(streams) => streams.scope(scope),
+                None => Arc::new(Alone::default()),
+            }
         };
         let limits = Arc::new(limiters.with_app_quotas(quotas));
         let mut built: BTreeMap<&str, (AdapterSet, &str)> = BTreeMap::new();
@@ -90,7 +103,11 @@ impl Gateway {
             let factory = registry.get(&instance.kind)?;
             let budget = Arc::new(crate::policy::limits::InstanceBudget::new(limits.clone(), name));
             let set = factory
-                .build(BuildContext::new(name, serde_json::Value::Object(instance.options.clone())).with_budget(budget))
+                .build(
+                    BuildContext::new(name, serde_json::Value::Object(instance.options.clone()))
+                        .with_budget(budget)
+                        .with_shared(shared(&format!("adapters/{name}"))),
+                )
                 .await
                 .with_context(|| format!("building adapter instance {name:?} (kind {:?})", instance.kind))?;
             tracing::info!(instance = name, kind = %instance.kind, "adapter instance ready");
@@ -132,10 +149,17 @@ impl Gateway {
             }
             provinces.insert(code.clone(), p);
         }
+        let cache = crate::policy::cache::ResponseCache::new(config.cache.max_bytes);
+        let own = shared("gateway");
+        crate::services::admin::follow_invalidations(cache.clone(), own.as_ref());
+        if let Some(streams) = &streams {
+            streams.settle().await;
+        }
         Ok(Self {
             provinces,
             limits,
-            cache: crate::policy::cache::ResponseCache::new(config.cache.max_bytes),
+            shared: own,
+            cache,
             cache_config: config.cache.clone(),
             scopes: crate::crypto::CitizenScopes::new()?,
             admin: crate::gateway::admin_auth::AdminAuth::new(&config.admin),
@@ -187,6 +211,11 @@ impl Gateway {
     /// The codes of the provinces served.
     pub fn province_codes(&self) -> impl Iterator<Item = &str> {
         self.provinces.keys().map(String::as_str)
+    }
+
+    /// What the gateway shares with its other replicas.
+    pub fn shared(&self) -> &dyn Shared {
+        self.shared.as_ref()
     }
 
     /// The response cache.

@@ -165,7 +165,9 @@ impl quick_cache::Lifecycle<Box<[u8]>, Entry> for CountEvictions {
 
 type Store = quick_cache::sync::Cache<Box<[u8]>, Entry, ByWeight, std::hash::RandomState, CountEvictions>;
 
-/// The cache of every RPC's answers, bounded in bytes.
+/// The cache of every RPC's answers, bounded in bytes (a clone is a handle
+/// on the same cache).
+#[derive(Clone)]
 pub struct ResponseCache {
     store: Arc<Store>,
     inflight: Arc<Mutex<HashMap<Key, Fill>>>,

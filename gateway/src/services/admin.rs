@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use lienthong_adapter_core::{Family, Method, api};
+use lienthong_adapter_core::{Delivery, Family, Method, Shared, api};
 use lienthong_proto::admin::v1 as pb;
 use lienthong_proto::admin::v1::admin_service_server::AdminService;
 use prost::Message;
@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::errors::Violations;
 use crate::gateway::Gateway;
 use crate::policy::breaker::BreakerState;
-use crate::policy::cache::KeyParts;
+use crate::policy::cache::{KeyParts, ResponseCache};
 
 /// The request of `method`, decoded from `bytes` and encoded again the way
 /// the gateway encodes it for cache keys; `None` when it does not decode or
@@ -124,6 +124,56 @@ fn target(request: &pb::InvalidateCacheRequest) -> Result<Target, Status> {
     target.ok_or_else(|| Status::invalid_argument("say what to remove"))
 }
 
+/// The topic on which replicas tell each other what was invalidated.
+const INVALIDATIONS: &str = "cache-invalidations";
+
+/// Removes from `cache` what `request` names; how many entries were removed.
+async fn invalidate(cache: &ResponseCache, request: &pb::InvalidateCacheRequest) -> Result<u64, Status> {
+    let target = target(request)?;
+    let province = request.province.as_bytes();
+    Ok(cache
+        .invalidate(|k: &KeyParts<'_>| {
+            (province.is_empty() || k.province == province)
+                && match &target {
+                    Target::All => true,
+                    Target::Methods(methods) => methods.iter().any(|m| m.rpc_name().as_bytes() == k.method),
+                    Target::Request(m, bytes) => m.rpc_name().as_bytes() == k.method && k.request == bytes.as_slice(),
+                }
+        })
+        .await)
+}
+
+/// Applies the invalidations any replica publishes to this replica's
+/// `cache`, until the gateway is dropped. When some were missed (Redis
+/// trimmed them while this replica was away), everything is removed: an
+/// answer served again from upstream is better than one an operator
+/// removed.
+pub(crate) fn follow_invalidations(cache: ResponseCache, shared: &dyn Shared) {
+    let mut invalidations = shared.subscribe(INVALIDATIONS);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let request = match invalidations.recv().await {
+                Ok(Delivery::Message(bytes)) => match pb::InvalidateCacheRequest::decode(&bytes[..]) {
+                    Ok(request) => request,
+                    Err(_) => continue,
+                },
+                Ok(Delivery::Missed) | Err(RecvError::Lagged(_)) => pb::InvalidateCacheRequest {
+                    target: Some(pb::invalidate_cache_request::Target::All(true)),
+                    ..Default::default()
+                },
+                Err(RecvError::Closed) => return,
+            };
+            match invalidate(&cache, &request).await {
+                Ok(removed) => tracing::debug!(removed, "cache invalidated by another replica"),
+                Err(e) => {
+                    tracing::warn!(error = e.message(), "an invalidation from another replica was not understood")
+                }
+            }
+        }
+    });
+}
+
 /// Serves the admin API.
 #[derive(Debug, Clone)]
 pub struct AdminApi(pub Arc<Gateway>);
@@ -136,23 +186,15 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::InvalidateCacheResponse>, Status> {
         self.0.admin().check(request.metadata())?;
         let request = request.into_inner();
-        let target = target(&request)?;
-        let province = request.province.as_bytes();
-        let removed = self
-            .0
-            .cache()
-            .invalidate(|k: &KeyParts<'_>| {
-                (province.is_empty() || k.province == province)
-                    && match &target {
-                        Target::All => true,
-                        Target::Methods(methods) => methods.iter().any(|m| m.rpc_name().as_bytes() == k.method),
-                        Target::Request(m, bytes) => {
-                            m.rpc_name().as_bytes() == k.method && k.request == bytes.as_slice()
-                        }
-                    }
-            })
-            .await;
+        let removed = invalidate(self.0.cache(), &request).await?;
         tracing::info!(removed, "cache invalidated by an operator");
+        // The other replicas apply it too; this one already has.
+        if let Err(e) = self.0.shared().publish(INVALIDATIONS, request.encode_to_vec()).await {
+            return Err(Status::unavailable(format!(
+                "removed {removed} entries on this replica, but {}; call again to reach them",
+                e.message()
+            )));
+        }
         Ok(Response::new(pb::InvalidateCacheResponse { removed }))
     }
 

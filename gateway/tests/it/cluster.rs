@@ -86,13 +86,15 @@ async fn a_slow_limit_is_leased_a_cell_at_a_time_and_tells_when_to_retry() {
 }
 
 /// A Redis of this test's own on a free port.
-struct OwnRedis {
-    port: u16,
+/// A redis-server of the test's own, stopped when dropped.
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
     process: std::process::Child,
 }
 
 impl OwnRedis {
-    fn start(port: u16) -> Self {
+    /// Starts one on `port` and waits until it listens.
+    pub(crate) fn start(port: u16) -> Self {
         let process = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
@@ -147,6 +149,11 @@ async fn without_redis_calls_are_decided_locally_at_once_and_shared_again_when_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(limits.cluster().is_up());
+    // Once it answered, every call asks it again (not only the one that
+    // found it back).
+    for key in ["app:c", "app:d", "app:e"] {
+        assert_eq!(limits.take(key, rate, 1).await, Some(Take::Admitted), "{key} was decided locally");
+    }
 }
 
 /// Three gateways sharing one Redis under `prefix`, with a citizen limit of

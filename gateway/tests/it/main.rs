@@ -23,6 +23,7 @@ mod examples;
 mod layout;
 mod public_data;
 mod registry;
+mod replicas;
 mod resilience;
 mod routing;
 mod server;
