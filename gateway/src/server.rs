@@ -97,7 +97,11 @@ impl Observed for Running {
     fn cluster(&self) -> Option<crate::telemetry::view::ClusterView> {
         let gateway = self.gateway.upgrade()?;
         let cluster = gateway.limits.shared_buckets()?.cluster();
-        Some(crate::telemetry::view::ClusterView { up: cluster.is_up(), fallbacks: cluster.fallbacks() })
+        let shared_cache = gateway
+            .cache()
+            .shared()
+            .map_or_else(|| crate::cluster::cache::SharedCounts::default().by_outcome(), |c| c.counts().by_outcome());
+        Some(crate::telemetry::view::ClusterView { up: cluster.is_up(), fallbacks: cluster.fallbacks(), shared_cache })
     }
 
     fn draining(&self) -> bool {
@@ -208,6 +212,10 @@ pub async fn serve_on(
     let (draining_tx, draining) = watch::channel(false);
     let metrics = Arc::new(crate::telemetry::metrics::Metrics::new(&config.telemetry)?);
     let gateway = Arc::new(Gateway::build(&config, &registry, metrics.clone(), draining.clone()).await?);
+    // Invalidations from the other replicas apply here too; every shared
+    // topic is read from now on before the first call is served.
+    crate::services::admin::follow_invalidations(gateway.cache().clone(), gateway.shared());
+    gateway.settle_shared().await;
     let admission = crate::edge::admit::Admission::new(
         config.server.max_concurrent_requests,
         crate::edge::admit::CallLimits {

@@ -1,7 +1,8 @@
 //! What several replicas share, in Redis (`[cluster]`): rate-limit buckets
 //! ([`limits`]) so that a limit holds across replicas instead of being
 //! multiplied by their number, and messages, seen ids, leases and marks
-//! ([`shared`]) for cache invalidations and adapters' status changes.
+//! ([`shared`]) for cache invalidations and adapters' status changes, and
+//! answers of public data ([`cache`]).
 //!
 //! Redis is a dependency the gateway survives: the connection is made
 //! lazily and re-made in the background; while Redis does not answer
@@ -9,6 +10,7 @@
 //! (logged once, counted, shown as degraded by `/readyz`), and Redis is
 //! tried again after [`RETRY_AFTER`] without a restart.
 
+pub mod cache;
 pub mod limits;
 pub mod shared;
 

@@ -621,8 +621,8 @@ impl From<lienthong_adapter_core::Freshness> for CachePolicy {
 }
 
 /// `[cluster]`: what several replicas share, in Redis. Absent, a replica
-/// works alone (limits, invalidations and watches are its own). So far the
-/// rate limits are shared ([`crate::cluster`]).
+/// works alone (limits, invalidations and watches are its own); see
+/// [`crate::cluster`].
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
@@ -650,6 +650,10 @@ pub struct ClusterConfig {
     /// The limits (`app`, `citizen`, `upstream`) that refuse calls while
     /// Redis is away instead of falling back to the local share.
     pub fail_closed: Vec<String>,
+    /// RPCs whose answers (public data only) are also kept in Redis, so that
+    /// a miss on one replica is filled from another's answer and a herd
+    /// spread over replicas makes about one upstream call.
+    pub shared_cache: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -662,6 +666,7 @@ impl Default for ClusterConfig {
             expected_replicas: 3,
             lease: Duration::from_millis(400),
             fail_closed: Vec::new(),
+            shared_cache: Vec::new(),
         }
     }
 }
@@ -684,6 +689,7 @@ impl fmt::Debug for ClusterConfig {
             .field("expected_replicas", &self.expected_replicas)
             .field("lease", &self.lease)
             .field("fail_closed", &self.fail_closed)
+            .field("shared_cache", &self.shared_cache)
             .finish()
     }
 }
@@ -710,6 +716,20 @@ impl ClusterConfig {
         }
         if !(Duration::from_millis(10)..=Duration::from_secs(5)).contains(&self.lease) {
             problem("lease", "must be between 10ms and 5s");
+        }
+        for (i, rpc) in self.shared_cache.iter().enumerate() {
+            let method = lienthong_adapter_core::Method::from_rpc_name(rpc);
+            let why = match method {
+                None => Some(format!("{rpc:?} is no RPC; name one such as \"ListFacilities\"")),
+                Some(m) if m.facts().cache.is_none() => Some(format!("{rpc} is never cached")),
+                Some(m) if m.facts().personal => {
+                    Some(format!("{rpc} answers with a citizen's personal data, which never goes to Redis"))
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                out.push((format!("cluster.shared_cache[{i}]"), why));
+            }
         }
         for (i, limit) in self.fail_closed.iter().enumerate() {
             if !["app", "citizen", "upstream"].contains(&limit.as_str()) {

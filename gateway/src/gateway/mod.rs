@@ -31,6 +31,8 @@ pub struct Gateway {
     /// What the gateway shares with its other replicas (cache
     /// invalidations).
     pub(crate) shared: Arc<dyn Shared>,
+    /// The shared streams, with a cluster.
+    pub(crate) streams: Option<Arc<crate::cluster::shared::Streams>>,
     pub(crate) cache: crate::policy::cache::ResponseCache,
     pub(crate) cache_config: crate::config::CacheConfig,
     pub(crate) scopes: crate::crypto::CitizenScopes,
@@ -73,7 +75,7 @@ impl Gateway {
         // The limiters first: adapters that budget their own upstream
         // requests get the instance's budget to spend.
         let quotas = config.apps.iter().filter_map(|(id, a)| Some((id.as_str(), a.rate_limit?)));
-        let (limiters, streams) = match (&config.cluster, &config.server.page_token_key) {
+        let (limiters, streams, shared_cache) = match (&config.cluster, &config.server.page_token_key) {
             (Some(cluster), Some(key)) => {
                 let cluster = crate::cluster::Cluster::new(cluster).context("the [cluster] Redis URL")?;
                 tracing::info!(
@@ -82,11 +84,12 @@ impl Gateway {
                 );
                 let replica = format!("{}/{}", crate::telemetry::instance_id(), crate::crypto::random_hex::<4>()?);
                 let streams = crate::cluster::shared::Streams::start(cluster.clone(), key, replica)?;
+                let shared_cache = crate::cluster::cache::SharedCache::new(cluster.clone());
                 let limits =
                     crate::policy::limits::Limiters::shared(&config.limits, cluster, key.clone(), Default::default());
-                (limits, Some(streams))
+                (limits, Some(streams), Some(shared_cache))
             }
-            _ => (crate::policy::limits::Limiters::new(&config.limits), None),
+            _ => (crate::policy::limits::Limiters::new(&config.limits), None, None),
         };
         let shared = |scope: &str| -> Arc<dyn Shared> {
             match &streams {
@@ -149,16 +152,16 @@ impl Gateway {
             }
             provinces.insert(code.clone(), p);
         }
-        let cache = crate::policy::cache::ResponseCache::new(config.cache.max_bytes);
-        let own = shared("gateway");
-        crate::services::admin::follow_invalidations(cache.clone(), own.as_ref());
-        if let Some(streams) = &streams {
-            streams.settle().await;
+        let mut cache = crate::policy::cache::ResponseCache::new(config.cache.max_bytes);
+        if let (Some(shared), Some(cluster)) = (shared_cache, &config.cluster) {
+            cache = cache.with_shared(shared, &cluster.shared_cache);
         }
+        let own = shared("gateway");
         Ok(Self {
             provinces,
             limits,
             shared: own,
+            streams,
             cache,
             cache_config: config.cache.clone(),
             scopes: crate::crypto::CitizenScopes::new()?,
@@ -216,6 +219,14 @@ impl Gateway {
     /// What the gateway shares with its other replicas.
     pub fn shared(&self) -> &dyn Shared {
         self.shared.as_ref()
+    }
+
+    /// Finds where every shared topic subscribed so far is read from (see
+    /// [`crate::cluster::shared::Streams::settle`]); call it before serving.
+    pub async fn settle_shared(&self) {
+        if let Some(streams) = &self.streams {
+            streams.settle().await;
+        }
     }
 
     /// The response cache.

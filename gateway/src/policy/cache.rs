@@ -172,6 +172,8 @@ pub struct ResponseCache {
     store: Arc<Store>,
     inflight: Arc<Mutex<HashMap<Key, Fill>>>,
     evictions: Arc<Evictions>,
+    /// With `cluster.shared_cache`: the shared cache, and the RPCs it keeps.
+    shared: Option<(Arc<crate::cluster::cache::SharedCache>, Arc<[String]>)>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -240,7 +242,21 @@ impl ResponseCache {
             .unwrap_or_else(|_| unreachable!("both options are set"));
         let store =
             Store::with_options(options, ByWeight, std::hash::RandomState::new(), CountEvictions(evictions.clone()));
-        Self { store: Arc::new(store), inflight: Arc::new(Mutex::new(HashMap::new())), evictions }
+        Self { store: Arc::new(store), inflight: Arc::new(Mutex::new(HashMap::new())), evictions, shared: None }
+    }
+
+    /// Fills misses of the RPCs named in `rpcs` from `shared` (the shared
+    /// cache in Redis), for public data.
+    pub fn with_shared(mut self, shared: Arc<crate::cluster::cache::SharedCache>, rpcs: &[String]) -> Self {
+        if !rpcs.is_empty() {
+            self.shared = Some((shared, rpcs.into()));
+        }
+        self
+    }
+
+    /// The shared cache, when there is one.
+    pub fn shared(&self) -> Option<&Arc<crate::cluster::cache::SharedCache>> {
+        self.shared.as_ref().map(|(s, _)| s)
     }
 
     /// Removes every entry whose key `matches`; returns how many.
@@ -375,9 +391,22 @@ impl ResponseCache {
         let (store, evictions) = (self.store.clone(), self.evictions.clone());
         let registry = self.inflight.clone();
         let task_key = key.clone();
+        // Public data of the RPCs shared: filled through the shared cache.
+        let shared = self.shared.as_ref().and_then(|(cache, rpcs)| {
+            let p = KeyParts::parse(&key)?;
+            let public = p.scope.is_empty() && rpcs.iter().any(|m| m.as_bytes() == p.method);
+            public.then(|| (cache.clone(), crate::cluster::cache::name(p.province, p.method, p.instance, p.request)))
+        });
         let task = tokio::spawn(async move {
-            let result = future.await;
-            let stored = Instant::now();
+            let (result, age) = match shared {
+                Some((cache, name)) => match cache.get_or_fill(&name, policy.ttl, future).await {
+                    Ok((bytes, age)) => (Ok(bytes), age),
+                    Err(e) => (Err(e), Duration::ZERO),
+                },
+                None => (future.await, Duration::ZERO),
+            };
+            // An answer from another replica is as old as it is there.
+            let stored = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
             let entry = match result {
                 Ok(bytes) => Entry {
                     stored,

@@ -143,6 +143,21 @@ async fn invalidate(cache: &ResponseCache, request: &pb::InvalidateCacheRequest)
         .await)
 }
 
+/// The patterns of the shared cache's keys `request` removes.
+fn shared_patterns(
+    shared: &crate::cluster::cache::SharedCache,
+    request: &pb::InvalidateCacheRequest,
+) -> Result<Vec<String>, Status> {
+    let province = request.province.as_str();
+    Ok(match target(request)? {
+        Target::All => vec![shared.pattern(province, None, None)],
+        Target::Methods(methods) => {
+            methods.iter().map(|m| shared.pattern(province, Some(m.rpc_name()), None)).collect()
+        }
+        Target::Request(m, bytes) => vec![shared.pattern(province, Some(m.rpc_name()), Some(&bytes))],
+    })
+}
+
 /// Applies the invalidations any replica publishes to this replica's
 /// `cache`, until the gateway is dropped. When some were missed (Redis
 /// trimmed them while this replica was away), everything is removed: an
@@ -188,6 +203,15 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let removed = invalidate(self.0.cache(), &request).await?;
         tracing::info!(removed, "cache invalidated by an operator");
+        if let Some(shared) = self.0.cache().shared() {
+            let patterns = shared_patterns(shared, &request)?;
+            if shared.remove(&patterns).await.is_none() {
+                return Err(Status::unavailable(format!(
+                    "removed {removed} entries on this replica, but the shared cache could not be cleared (Redis \
+                     does not answer); call again"
+                )));
+            }
+        }
         // The other replicas apply it too; this one already has.
         if let Err(e) = self.0.shared().publish(INVALIDATIONS, request.encode_to_vec()).await {
             return Err(Status::unavailable(format!(

@@ -166,6 +166,13 @@ pub const METRICS: &[MetricDoc] = &[
         &[],
         "Rate-limit decisions made without Redis ([cluster]): it did not answer within cluster.command_timeout, so this replica decided with its share of the limit (or refused, for the limits in cluster.fail_closed). Always 0 without [cluster].",
     ),
+    doc(
+        "lienthong.cache.shared",
+        "lienthong_cache_shared_total",
+        "counter",
+        &["outcome"],
+        "Misses of this replica's cache for the RPCs in cluster.shared_cache, by how they were filled: hit (another replica's answer, in Redis), waited (the same, after waiting for the replica filling it), filled (from the upstream by this replica, then shared), alone (from the upstream without Redis: away, or the other replica's fill took over 2 s or failed).",
+    ),
 ];
 
 /// The documented meaning of the metric named `otel`.
@@ -330,6 +337,19 @@ impl Metrics {
             .u64_observable_counter("lienthong.cluster.fallbacks")
             .with_description(help("lienthong.cluster.fallbacks"))
             .with_callback(move |o| o.observe(seen.cluster().map_or(0, |c| c.fallbacks), &[]))
+            .build();
+        let seen = observed.clone();
+        self.meter
+            .u64_observable_counter("lienthong.cache.shared")
+            .with_description(help("lienthong.cache.shared"))
+            .with_callback(move |o| {
+                let counts = seen
+                    .cluster()
+                    .map_or_else(|| crate::cluster::cache::SharedCounts::default().by_outcome(), |c| c.shared_cache);
+                for (outcome, n) in counts {
+                    o.observe(n, &[KeyValue::new("outcome", outcome)]);
+                }
+            })
             .build();
         self.meter
             .u64_observable_counter("lienthong.telemetry.spans.dropped")

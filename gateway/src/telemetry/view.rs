@@ -97,4 +97,7 @@ pub struct ClusterView {
     pub up: bool,
     /// Calls decided without Redis since the start.
     pub fallbacks: u64,
+    /// Misses of the shared cache's RPCs, by outcome (`hit`, `waited`,
+    /// `filled`, `alone`).
+    pub shared_cache: [(&'static str, u64); 4],
 }

@@ -20,6 +20,7 @@ mod container;
 mod dashboard;
 mod edge;
 mod examples;
+mod kubernetes;
 mod layout;
 mod public_data;
 mod registry;

@@ -425,3 +425,94 @@ async fn leases_seen_ids_and_marks_are_shared() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// This replica's `lienthong_cache_shared_total` of `outcome`.
+async fn shared_cache_count(gw: &TestGateway, outcome: &str) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", gw.ops_addr)).await.unwrap().text().await.unwrap();
+    let series = format!("lienthong_cache_shared_total{{outcome=\"{outcome}\"");
+    text.lines().filter(|l| l.starts_with(&series)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+}
+
+#[tokio::test]
+async fn a_herd_spread_over_replicas_makes_one_upstream_call_and_an_invalidation_clears_the_shared_answer() {
+    let prefix = prefix("shared-cache");
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace("drain_timeout = \"10s\"", &format!("drain_timeout = \"10s\"\npage_token_key = \"{KEY}\""))
+        + &format!("\n[admin]\ntoken_sha256 = [\"{}\"]\n", lienthong::crypto::digest_hex(ADMIN_TOKEN))
+        + &cluster_toml(REDIS, &prefix)
+        + "shared_cache = [\"GetFacility\"]\n";
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        gateways.push(TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await);
+    }
+    // Ten callers on each replica at once.
+    let calls = gateways.iter().flat_map(|gw| {
+        (0..10).map(|_| {
+            let mut h = HealthcareServiceClient::new(gw.channel.clone());
+            async move { h.get_facility(GetFacilityRequest { facility_code: "79001".into() }).await.unwrap() }
+        })
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|a| a.get_ref().facility.as_ref().unwrap().facility_code == "79001"));
+    let mut counts = [0u64; 4];
+    for gw in &gateways {
+        for (i, outcome) in ["filled", "hit", "waited", "alone"].into_iter().enumerate() {
+            counts[i] += shared_cache_count(gw, outcome).await;
+        }
+    }
+    // One replica filled from the upstream; the others took its answer.
+    assert_eq!(counts, [1, counts[1], counts[2], 0], "filled, hit, waited, alone");
+    assert_eq!(counts[1] + counts[2], 2);
+    // The answer in Redis is public data, under a key naming what it is.
+    let mut redis = redis::Client::open(REDIS).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}cache/*")).query_async(&mut redis).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with(&format!("{prefix}cache/79/GetFacility/")), "{keys:?}");
+
+    // An operator's invalidation on one replica removes it from Redis too:
+    // the next miss elsewhere is filled from the upstream again.
+    let removed = AdminServiceClient::new(gateways[0].channel.clone())
+        .invalidate_cache(admin(InvalidateCacheRequest {
+            province: String::new(),
+            target: Some(Target::Dataset("facilities".into())),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+    assert_eq!(removed, 1);
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}cache/*")).query_async(&mut redis).await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let filled_before: u64 = shared_cache_count(&gateways[1], "filled").await;
+    let mut h = HealthcareServiceClient::new(gateways[1].channel.clone());
+    let deadline = Instant::now() + PATIENCE;
+    while cache_state(h.get_facility(GetFacilityRequest { facility_code: "79001".into() }).await.unwrap().metadata())
+        == "hit"
+    {
+        assert!(Instant::now() < deadline, "the invalidation never reached this replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shared_cache_count(&gateways[1], "filled").await, filled_before + 1);
+}
+
+#[test]
+fn personal_answers_are_refused_for_the_shared_cache() {
+    let toml = lienthong::config::SANDBOX_DEFAULT
+        .replace("drain_timeout = \"10s\"", &format!("drain_timeout = \"10s\"\npage_token_key = \"{KEY}\""))
+        + &cluster_toml(REDIS, "lienthong-test:")
+        + "shared_cache = [\"GetMyProfile\", \"ListMyDossiers\", \"WatchDossier\", \"GetFacilty\", \"ListFacilities\"]\n";
+    let config = lienthong::config::Config::from_toml(&toml).unwrap();
+    let e = config.validate(&lienthong::server::adapter_registry()).unwrap_err().to_string();
+    for (i, why) in [
+        "personal data, which never goes to Redis",
+        "personal data, which never goes to Redis",
+        "never cached",
+        "is no RPC",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(e.lines().any(|l| l.contains(&format!("cluster.shared_cache[{i}]")) && l.contains(why)), "{e}");
+    }
+    assert!(!e.contains("cluster.shared_cache[4]"), "{e}");
+}
