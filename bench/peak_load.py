@@ -26,6 +26,14 @@ Scenarios (all by default, or pick with --only):
              calls refused for the budget, and requests reaching the
              provider during the run (both should be 0).
   memory     1M cached answers and 1M per-citizen limiter keys: RSS.
+  replicas   three replicas sharing the Redis on 127.0.0.1:6379 ([cluster]):
+             an app limit of 1,000/s offered 3,000/s over 10 s (admitted /
+             allowed, and Redis commands per admitted call from Redis's own
+             commandstats); cache hits with [cluster] vs without
+             (interleaved); 1,000 concurrent identical misses spread over
+             the three, with and without cluster.shared_cache (upstream
+             calls); and a 1 KB change published on one replica's shared
+             state and received on two others (examples/fanout: p50/p99).
   tracing    the cache-hit run with traces off and with every request traced
              (100% sampling, spans exported over OTLP/gRPC to a counting
              collector, examples/otlp_sink), interleaved: the throughput
@@ -530,9 +538,146 @@ def compression(a):
         gateway.wait()
 
 
+def redis_stats():
+    """Round trips Redis has served so far, from its commandstats: the
+    bucket scripts (EVALSHA; the commands a script runs inside are counted
+    apart by Redis and are not round trips), and the replicas' background
+    (PING once a second, XREAD blocking reads of the shared topics)."""
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "INFO", "commandstats"],
+                         capture_output=True, text=True, check=True).stdout
+    calls = {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_(\w+):calls=(\d+)", out)}
+    return calls.get("ping", 0) + calls.get("xread", 0), calls.get("evalsha", 0) + calls.get("eval", 0)
+
+
+def scrape(ops_port, metric, label=None):
+    """The sum of `metric`'s series (with `label` in them, when given) on the
+    ops port."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(metric) and (label is None or label in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def cluster_env(port, ops_port, prefix, key):
+    return dict(gateway_env(port), LIENTHONG_TELEMETRY__OPS_LISTEN=f"127.0.0.1:{ops_port}",
+                LIENTHONG_SERVER__PAGE_TOKEN_KEY=key, LIENTHONG_CLUSTER__REDIS_URL="redis://127.0.0.1:6379",
+                LIENTHONG_CLUSTER__KEY_PREFIX=prefix, LIENTHONG_CLUSTER__EXPECTED_REPLICAS="3")
+
+
+def wait_answers(port, body, proc):
+    deadline = time.time() + 30
+    while h2load(port, PROCEDURE, body, 10, 1, 1)[1] != 10:
+        if time.time() > deadline or proc.poll() is not None:
+            sys.exit(f"the gateway on {port} does not answer GetProcedure")
+        time.sleep(0.2)
+
+
+def replicas(a):
+    """Three replicas sharing one Redis ([cluster]): an app limit held
+    together, what the shared state costs a cache hit, a herd over replicas
+    with the shared cache, and how fast a change reaches the other replicas."""
+    key = os.urandom(32).hex()
+    body = body_file("procedure.bin", "1.000894")
+    limit, seconds = 1000, a.replica_seconds
+    print(f"\n## replicas: an app limit of {limit}/s (burst {limit}) over 3 replicas, offered "
+          f"{3 * limit}/s ({limit}/s to each) for {seconds} s")
+    prefix = f"lienthong-bench:{time.time_ns()}:"
+    gateways = []
+    for i in range(3):
+        env = dict(cluster_env(50090 + i, 9490 + i, prefix, key),
+                   LIENTHONG_LIMITS__PER_APP__PER_SECOND=str(limit), LIENTHONG_LIMITS__PER_APP__BURST=str(limit))
+        gateways.append(start([os.path.join(RELEASE, "lienthong")], env=env))
+    try:
+        for i, g in enumerate(gateways):
+            wait_port(50090 + i, g)
+            wait_answers(50090 + i, body, g)
+        time.sleep(2)  # the warm-up's cells refill
+        ok_before = sum(scrape(9490 + i, "rpc_server_call_duration_seconds_count", 'rpc_response_status_code="OK"')
+                        for i in range(3))
+        background_before, scripts_before = redis_stats()
+        t = time.time()
+        drivers = [subprocess.Popen(["h2load", "-n", str(limit * seconds), "-c", "4", "-m", "1", "--rps", str(limit // 4),
+                                     "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
+                                     f"http://127.0.0.1:{50090 + i}{PROCEDURE}"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(3)]
+        for d in drivers:
+            d.wait()
+        took = time.time() - t
+        background, scripts = redis_stats()
+        admitted = sum(scrape(9490 + i, "rpc_server_call_duration_seconds_count", 'rpc_response_status_code="OK"')
+                       for i in range(3)) - ok_before
+        refused = sum(scrape(9490 + i, "rpc_server_call_duration_seconds_count",
+                             'rpc_response_status_code="RESOURCE_EXHAUSTED"') for i in range(3))
+        allowed = limit * took + limit
+        print(f"{took:.1f} s: admitted {admitted:.0f}, refused {refused:.0f}; the limit allows {allowed:.0f} "
+              f"({limit}/s x {took:.1f} s + the burst)")
+        print(f"RATIO admitted / allowed {admitted / allowed:.3f}")
+        print(f"RATIO Redis round trips per admitted call: {(scripts - scripts_before) / admitted:.3f} "
+              f"(bucket leases; with the replicas' pings and topic reads "
+              f"{(scripts - scripts_before + background - background_before) / admitted:.3f})")
+    finally:
+        for g in gateways:
+            g.terminate()
+            g.wait()
+
+    print(f"\n## replicas: cache hits with [cluster] (limits asking Redis) vs without, "
+          f"{a.requests} requests x {a.reps} reps")
+    shared = start([os.path.join(RELEASE, "lienthong")], env=cluster_env(50093, 9493, prefix + "hits:", key))
+    alone = start([os.path.join(RELEASE, "lienthong")], env=gateway_env(50094))
+    try:
+        for port, proc in ((50093, shared), (50094, alone)):
+            wait_port(port, proc)
+            wait_answers(port, body, proc)
+            h2load(port, PROCEDURE, body, 2000, 4, 4)
+        results = interleaved(a, {"cluster": (shared, 50093), "alone": (alone, 50094)}, body)
+        c_rps, s_rps = med([r[0] for r in results["cluster"]]), med([r[0] for r in results["alone"]])
+        c_cpu, s_cpu = med([r[1] for r in results["cluster"]]), med([r[1] for r in results["alone"]])
+        print(f"RATIO cluster / alone: throughput {c_rps / s_rps:.2f}  CPU per request {c_cpu / s_cpu:.2f}")
+    finally:
+        for p in (shared, alone):
+            p.terminate()
+            p.wait()
+
+    print("\n## replicas: 1,000 concurrent identical misses spread over 3 replicas, upstream answers after 500 ms")
+    upstream, url = slow_upstream("500ms")
+    for label, rpcs in (("without the shared cache", "[]"), ("with cluster.shared_cache", '["GetAgency"]')):
+        herd_prefix = f"{prefix}herd:{time.time_ns()}:"
+        cluster = (f'[cluster]\nredis_url = "redis://127.0.0.1:6379"\nkey_prefix = "{herd_prefix}"\n'
+                   f'expected_replicas = 3\nshared_cache = {rpcs}\n')
+        server = f'page_token_key = "{key}"'
+        gws = [portal_gateway(50095 + i, url, cluster, server=server) for i in range(3)]
+        try:
+            for i, g in enumerate(gws):
+                wait_port(50095 + i, g)
+            code = "000.00.06.H29" if rpcs == "[]" else "000.00.07.H29"
+            agency = body_file(f"agency-{code}.bin", code)
+            drivers = [subprocess.Popen(["h2load", "-n", "333", "-c", "3", "-m", "111", "-d", agency,
+                                         "-H", "content-type: application/grpc", "-H", "te: trailers",
+                                         f"http://127.0.0.1:{50095 + i}{AGENCY}"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(3)]
+            for d in drivers:
+                d.wait()
+            print(f"{label}: upstream calls {upstream_hits(upstream, f'/agencies/{code}')}", flush=True)
+        finally:
+            for g in gws:
+                g.terminate()
+                g.wait()
+    upstream.terminate()
+    upstream.wait()
+
+    print(f"\n## replicas: a change published on one replica, received on two others "
+          f"({a.fanout_messages} messages of 1 KB at {a.fanout_rate}/s)")
+    out = subprocess.run([os.path.join(RELEASE, "examples", "fanout"), "--messages", str(a.fanout_messages),
+                          "--rate", str(a.fanout_rate)], capture_output=True, text=True, check=True).stdout
+    print(out.strip())
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--only", default="cache-hit,latency,instructions,herd,overload,identity,memory,tracing,compression")
+    p.add_argument("--only",
+                   default="cache-hit,latency,instructions,herd,overload,identity,memory,tracing,compression,replicas")
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
@@ -540,6 +685,9 @@ def main():
     p.add_argument("--latency-seconds", type=int, default=5)
     p.add_argument("--overload-seconds", type=int, default=10)
     p.add_argument("--entries", type=int, default=1_000_000)
+    p.add_argument("--replica-seconds", type=int, default=10)
+    p.add_argument("--fanout-messages", type=int, default=5000)
+    p.add_argument("--fanout-rate", type=int, default=500)
     p.add_argument("--identity-rate", type=int, default=5000)
     p.add_argument("--only-traced", action="store_true", help="instructions: the traced gateway only (profiling)")
     p.add_argument("--keep", action="store_true", help="keep callgrind files (printed)")
@@ -572,6 +720,8 @@ def main():
         tracing(a)
     if "compression" in only:
         compression(a)
+    if "replicas" in only:
+        replicas(a)
 
 
 if __name__ == "__main__":

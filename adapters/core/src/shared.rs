@@ -77,8 +77,9 @@ pub trait Shared: Send + Sync + fmt::Debug {
     async fn hold(&self, name: &str, ttl: Duration) -> bool;
 
     /// Marks `members` of `set` for `ttl` (a mark is renewed by marking it
-    /// again). Without shared state, nothing is kept.
-    async fn mark(&self, set: &str, members: &[String], ttl: Duration);
+    /// again); whether the marks were recorded. Without shared state,
+    /// nothing is kept (and nothing needs to be: true).
+    async fn mark(&self, set: &str, members: &[String], ttl: Duration) -> bool;
 
     /// Whether any replica marked `member` of `set` within its ttl; `None`
     /// when nothing shared answers (another replica may have).
@@ -125,7 +126,9 @@ impl Shared for Alone {
         true
     }
 
-    async fn mark(&self, _set: &str, _members: &[String], _ttl: Duration) {}
+    async fn mark(&self, _set: &str, _members: &[String], _ttl: Duration) -> bool {
+        true
+    }
 
     async fn is_marked(&self, _set: &str, _member: &str) -> Option<bool> {
         Some(false)
@@ -162,7 +165,7 @@ mod tests {
         alone.publish("nobody", vec![1]).await.unwrap();
         assert!(alone.hold("poller", Duration::from_secs(1)).await);
         assert_eq!(alone.claim("x", Duration::from_secs(1)).await, None);
-        alone.mark("watched", &["a".to_owned()], Duration::from_secs(1)).await;
+        assert!(alone.mark("watched", &["a".to_owned()], Duration::from_secs(1)).await);
         assert_eq!(alone.is_marked("watched", "a").await, Some(false));
         assert!(alone.marked("watched").await.is_empty());
     }

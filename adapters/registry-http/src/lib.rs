@@ -73,7 +73,10 @@ impl RegistryAdapter {
             u.webhook_secret.as_deref().map(|s| WebhookVerifier::new(s, u.max_skew, Some(&replay_file))).transpose()?;
         let announced = shared.subscribe("dossiers");
         let changes = Arc::new(Changes { shared, hub: hub.clone(), portal: portal.clone() });
-        let mut tasks = vec![tokio::spawn(updates::follow(changes.clone(), announced))];
+        let mut tasks = vec![
+            tokio::spawn(updates::follow(changes.clone(), announced)),
+            tokio::spawn(updates::keep_marked(changes.clone())),
+        ];
         if matches!(u.mode, UpdateMode::Poll | UpdateMode::Both) {
             tasks.push(tokio::spawn(updates::poll(changes.clone(), u.poll_interval)));
         }
@@ -105,7 +108,11 @@ impl WebhookReceiver for RegistryAdapter {
         // replica's durable record has not either (it also covers the times
         // Redis was away).
         let shared = &self.changes.shared;
-        let claim = shared.claim(&delivery.key, ACTING).await;
+        // A replica holds a delivery while it reads the portal (at most its
+        // timeout) and records it; if it crashes meanwhile, the portal's
+        // retry is applied by another after this.
+        let acting = self.portal.config().timeout + std::time::Duration::from_secs(10);
+        let claim = shared.claim(&delivery.key, acting).await;
         if claim == Some(Claim::Busy) {
             return Err(AdapterError::new(
                 ErrorKind::Unavailable,
@@ -151,10 +158,6 @@ impl WebhookReceiver for RegistryAdapter {
         outcome
     }
 }
-
-/// The longest a replica holds a delivery it is applying: if it crashes
-/// meanwhile, the portal's retry is applied by another after this.
-const ACTING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Builds registry adapters.
 #[derive(Debug, Default)]

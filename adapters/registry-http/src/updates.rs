@@ -209,10 +209,14 @@ impl Changes {
     }
 
     /// Tells the other replicas that `code` is watched here (at once, so a
-    /// push arriving at another replica right after is read; then every
-    /// [`MARK_EVERY`] while watched).
+    /// push arriving at another replica right after is read, asked twice if
+    /// Redis missed the first; then every [`MARK_EVERY`] while watched, by
+    /// [`keep_marked`]).
     pub(crate) async fn watching(&self, code: &str) {
-        self.shared.mark(WATCHED, &[code.to_owned()], MARK_TTL).await;
+        let code = [code.to_owned()];
+        if !self.shared.mark(WATCHED, &code, MARK_TTL).await {
+            self.shared.mark(WATCHED, &code, MARK_TTL).await;
+        }
     }
 
     /// The codes watched on any replica.
@@ -233,34 +237,41 @@ fn decode(message: &[u8]) -> Option<OwnedDossier> {
     Some(OwnedDossier { dossier, owner: CitizenId::parse(owner).ok()? })
 }
 
-/// Hands the states any replica announces to this replica's watchers, and
-/// keeps this replica's watched dossiers marked, until the adapter is
-/// dropped. When states were missed, the watched dossiers are read again.
+/// Hands the states any replica announces to this replica's watchers until
+/// the adapter is dropped. When states were missed, the watched dossiers
+/// are read again.
 pub(crate) async fn follow(changes: Arc<Changes>, mut announced: broadcast::Receiver<Announced>) {
-    let mut mark = tokio::time::interval(MARK_EVERY);
-    mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            next = announced.recv() => match next {
-                Ok(Announced::Message(message)) => match decode(&message) {
-                    Some(d) => changes.hub.publish(d),
-                    None => tracing::warn!(upstream = "registry", "a shared dossier state did not decode"),
-                },
-                Ok(Announced::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for code in changes.hub.watched() {
-                        match changes.portal.dossier(&code, None).await {
-                            Ok(d) => changes.hub.publish(d),
-                            Err(e) => tracing::warn!(upstream = "registry", error = %e, "re-reading a watched dossier failed"),
+        match announced.recv().await {
+            Ok(Announced::Message(message)) => match decode(&message) {
+                Some(d) => changes.hub.publish(d),
+                None => tracing::warn!(upstream = "registry", "a shared dossier state did not decode"),
+            },
+            Ok(Announced::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                for code in changes.hub.watched() {
+                    match changes.portal.dossier(&code, None).await {
+                        Ok(d) => changes.hub.publish(d),
+                        Err(e) => {
+                            tracing::warn!(upstream = "registry", error = %e, "re-reading a watched dossier failed")
                         }
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = mark.tick() => {
-                let watched = changes.hub.watched();
-                changes.shared.mark(WATCHED, &watched, MARK_TTL).await;
             }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Keeps this replica's watched dossiers marked for the other replicas, every
+/// [`MARK_EVERY`], until the adapter is dropped (a task of its own: slow
+/// re-reads elsewhere never let the marks lapse).
+pub(crate) async fn keep_marked(changes: Arc<Changes>) {
+    let mut mark = tokio::time::interval(MARK_EVERY);
+    mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        mark.tick().await;
+        let watched = changes.hub.watched();
+        changes.shared.mark(WATCHED, &watched, MARK_TTL).await;
     }
 }
 
@@ -315,8 +326,13 @@ pub(crate) async fn poll(changes: Arc<Changes>, every: Duration) {
             match changes.portal.dossier(&code, None).await {
                 Ok(d) => {
                     let state = (d.dossier.status, d.dossier.history.len());
-                    if last.insert(code, state) != Some(state) {
-                        let _ = changes.announce(d).await;
+                    if last.get(&code) != Some(&state) {
+                        // Remembered only once the other replicas have it:
+                        // an announcement Redis missed is made again next
+                        // round.
+                        if changes.announce(d).await.is_ok() {
+                            last.insert(code, state);
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(upstream = "registry", error = %e, "polling a watched dossier failed"),

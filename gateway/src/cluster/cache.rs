@@ -44,14 +44,17 @@ return 0
 
 /// `KEYS[1]` the answer, `KEYS[2]` its fill lock; `ARGV[1]` the token,
 /// `ARGV[2]` the answer, `ARGV[3]` its milliseconds (none: no answer, the
-/// fill failed). Stores it and lets the lock go, if this fill holds it.
+/// fill failed). If this fill still holds the lock, stores the answer and
+/// lets the lock go; an invalidation meanwhile removed the lock, and the
+/// answer it made old is not stored.
 const FILLED: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
 if ARGV[2] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-end
+redis.call('DEL', KEYS[2])
 return 1
 ";
 
@@ -121,11 +124,12 @@ impl SharedCache {
 
     /// The pattern matching the keys an invalidation of `province` (empty:
     /// every one), `method` (`None`: every one) and `request` (`None`: every
-    /// one) removes.
+    /// one) removes: the answers and their fill locks (a fill under way then
+    /// stores nothing).
     pub fn pattern(&self, province: &str, method: Option<&str>, request: Option<&[u8]>) -> String {
         let any = |s: &str| if s.is_empty() { "*".to_owned() } else { redis_glob_escape(s) };
         let hash = request.map_or_else(|| "*".to_owned(), request_hash);
-        self.cluster.key(&format!("cache/{}/{}/*/{hash}", any(province), method.map_or_else(|| "*".to_owned(), any)))
+        self.cluster.key(&format!("cache/{}/{}/*/{hash}*", any(province), method.map_or_else(|| "*".to_owned(), any)))
     }
 
     /// Removes every shared answer matching `patterns`; how many, or `None`

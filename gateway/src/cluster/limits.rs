@@ -80,11 +80,50 @@ struct Lease {
     refused_until: Option<Instant>,
 }
 
+/// One bucket as this replica sees it: its lease, taken from by every call
+/// under a plain lock held for a few instructions (the usual case costs no
+/// await and no round trip), and the right to ask Redis for more, held by
+/// one call at a time across the round trip.
+#[derive(Debug, Default)]
+struct Bucket {
+    lease: Mutex<Lease>,
+    asking: tokio::sync::Mutex<()>,
+}
+
+/// What a lease says about a call of `cost` now, without Redis.
+enum Local {
+    Admitted,
+    Refused(Duration),
+    Ask,
+}
+
+impl Bucket {
+    fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
+        self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes `cost` cells from the lease if it holds them; else whether the
+    /// bucket is known to be empty for a while.
+    fn local(&self, cost: u32, now: Instant) -> Local {
+        let mut lease = self.lease();
+        if lease.until.is_some_and(|u| u > now) && lease.cells >= cost {
+            lease.cells -= cost;
+            return Local::Admitted;
+        }
+        // The bucket said when it would have cells again: until then, no
+        // need to ask (an over-limit caller costs no round trips).
+        match lease.refused_until.filter(|u| *u > now) {
+            Some(until) => Local::Refused(until - now),
+            None => Local::Ask,
+        }
+    }
+}
+
 /// Shared buckets, with this replica's leases of them.
 pub struct SharedLimits {
     cluster: Arc<Cluster>,
     script: redis::Script,
-    leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lease>>>>,
+    leases: Mutex<HashMap<String, Arc<Bucket>>>,
     /// Round trips to Redis, and calls admitted, since the start.
     round_trips: AtomicU64,
     admitted: AtomicU64,
@@ -151,31 +190,42 @@ impl SharedLimits {
     /// personal data: citizens by pseudonym) limited to `rate`. `None` when
     /// Redis did not answer: the caller decides with its local share.
     pub async fn take(&self, bucket: &str, rate: RateLimit, cost: u32) -> Option<Take> {
-        let lease = {
+        let entry = {
             let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            leases.entry(bucket.to_owned()).or_default().clone()
+            match leases.get(bucket) {
+                Some(entry) => entry.clone(),
+                None => leases.entry(bucket.to_owned()).or_default().clone(),
+            }
         };
-        let mut lease = lease.lock().await;
-        let now = Instant::now();
-        if lease.until.is_some_and(|u| u > now) && lease.cells >= cost {
-            lease.cells -= cost;
-            self.admitted.fetch_add(1, Ordering::Relaxed);
-            return Some(Take::Admitted);
-        }
         if rate.per_second == 0 || rate.burst < cost {
             return Some(Take::Never);
         }
-        // The bucket said when it would have cells again: until then, no
-        // need to ask (an over-limit caller costs no round trips).
-        if let Some(until) = lease.refused_until.filter(|u| *u > now) {
-            return Some(Take::Refused(until - now));
+        match entry.local(cost, Instant::now()) {
+            Local::Admitted => {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                return Some(Take::Admitted);
+            }
+            Local::Refused(wait) => return Some(Take::Refused(wait)),
+            Local::Ask => {}
+        }
+        // One call asks Redis; the others wait for its answer and take from
+        // the lease it brings.
+        let _asking = entry.asking.lock().await;
+        let now = Instant::now();
+        match entry.local(cost, now) {
+            Local::Admitted => {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                return Some(Take::Admitted);
+            }
+            Local::Refused(wait) => return Some(Take::Refused(wait)),
+            Local::Ask => {}
         }
         let most = self.lease_size(rate).max(cost);
         let key = self.cluster.key(&format!("rl:{bucket}"));
         let script = &self.script;
         // What is left of the last lease goes back: cells a replica leased
         // and did not use would otherwise be lost to every replica.
-        let returned = lease.cells;
+        let returned = std::mem::take(&mut entry.lease().cells);
         let answer: Option<(u32, u64, u64)> = self
             .cluster
             .run(|mut redis| async move {
@@ -186,6 +236,7 @@ impl SharedLimits {
             .await;
         let (granted, wait_need, wait_most) = answer?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut lease = entry.lease();
         if granted >= cost {
             lease.cells = granted - cost;
             lease.until = Some(now + self.cluster.config().lease);
@@ -207,9 +258,13 @@ impl SharedLimits {
     pub fn compact(&self) {
         let now = Instant::now();
         let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        leases.retain(|_, lease| match lease.try_lock() {
-            Ok(l) => l.until.is_some_and(|u| u > now) || l.refused_until.is_some_and(|u| u > now),
-            Err(_) => true,
+        leases.retain(|_, bucket| {
+            // One asking Redis now keeps it.
+            if bucket.asking.try_lock().is_err() {
+                return true;
+            }
+            let l = bucket.lease();
+            l.until.is_some_and(|u| u > now) || l.refused_until.is_some_and(|u| u > now)
         });
     }
 

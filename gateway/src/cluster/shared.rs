@@ -36,16 +36,23 @@ use crate::crypto::{Sealer, SecretKey};
 /// away for longer than it takes to publish these learns it missed some).
 pub const STREAM_LENGTH: usize = 10_000;
 
+/// How long a topic nobody publishes on is kept (a replica reading it after
+/// that learns it missed messages).
+const UNUSED_TOPIC: Duration = Duration::from_secs(24 * 3600);
+
 /// How long one blocking read waits for messages before it reads the topics
 /// again (a topic subscribed meanwhile is read from then on).
 const BLOCK: Duration = Duration::from_millis(500);
 
 /// `KEYS[1]` the stream, `KEYS[2]` its sequence; `ARGV[1]` the message,
-/// `ARGV[2]` the stream's length. Appends the message numbered one past the
-/// last; returns the number.
+/// `ARGV[2]` the stream's length, `ARGV[3]` how long an unused topic lives
+/// (milliseconds). Appends the message numbered one past the last; returns
+/// the number.
 const APPEND: &str = r"
 local n = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', n, 'm', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return n
 ";
 
@@ -60,15 +67,35 @@ end
 return {'0-0', n}
 ";
 
-/// `KEYS[1]` the claim; `ARGV[1]` milliseconds. Claims it (`busy`) for that
-/// long when nobody has; returns `mine`, or what it holds (`busy`, `done`).
+/// `KEYS[1]` the claim; `ARGV[1]` milliseconds, `ARGV[2]` this replica.
+/// Claims it (`busy:<replica>`) for that long when nobody has; returns
+/// `mine`, or what it holds (`busy`, `done`).
 const CLAIM: &str = r"
 local found = redis.call('GET', KEYS[1])
-if found then
-  return found
+if found == 'done' then
+  return 'done'
 end
-redis.call('SET', KEYS[1], 'busy', 'PX', ARGV[1])
+if found then
+  return 'busy'
+end
+redis.call('SET', KEYS[1], 'busy:' .. ARGV[2], 'PX', ARGV[1])
 return 'mine'
+";
+
+/// `KEYS[1]` the claim; `ARGV[1]` this replica, `ARGV[2]` `done` (with
+/// `ARGV[3]` milliseconds) or `release`. Acts only on this replica's own
+/// claim: one whose claim lapsed, and was taken by another meanwhile,
+/// leaves the other's alone.
+const SETTLE: &str = r"
+if redis.call('GET', KEYS[1]) ~= 'busy:' .. ARGV[1] then
+  return 0
+end
+if ARGV[2] == 'done' then
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
 ";
 
 /// `KEYS[1]` the lease; `ARGV[1]` this replica, `ARGV[2]` milliseconds.
@@ -88,12 +115,18 @@ return 0
 ";
 
 /// `KEYS[1]` the expiries, `KEYS[2]` the sealed members; `ARGV[1]` the
-/// milliseconds, then pseudonym and sealed member pairs. The keys live as
-/// long as their longest-lived mark.
+/// milliseconds, then pseudonym and sealed member pairs. Drops the expired
+/// marks first (the set holds only live ones, however long it is used); the
+/// keys live as long as their longest-lived mark.
 const MARK: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, p in ipairs(gone) do
+  redis.call('HDEL', KEYS[2], p)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 for i = 2, #ARGV, 2 do
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
@@ -152,6 +185,7 @@ pub struct Streams {
     append: redis::Script,
     position: redis::Script,
     claim: redis::Script,
+    settle: redis::Script,
     hold: redis::Script,
     mark: redis::Script,
     marked: redis::Script,
@@ -178,6 +212,7 @@ impl Streams {
             append: redis::Script::new(APPEND),
             position: redis::Script::new(POSITION),
             claim: redis::Script::new(CLAIM),
+            settle: redis::Script::new(SETTLE),
             hold: redis::Script::new(HOLD),
             mark: redis::Script::new(MARK),
             marked: redis::Script::new(MARKED),
@@ -244,6 +279,25 @@ impl Scoped {
         format!("{}topic/{topic}", self.base)
     }
 
+    /// Marks this replica's claim on `id` done for `ttl`, or (`None`) lets
+    /// it go.
+    async fn settle(&self, id: &str, done: Option<Duration>) {
+        let key = self.claim_key(id);
+        let s = &self.streams;
+        let _ = s
+            .cluster
+            .run(|mut redis| {
+                let mut call = s.settle.prepare_invoke();
+                call.key(&key).arg(&s.replica);
+                match done {
+                    Some(ttl) => call.arg("done").arg(millis(ttl)),
+                    None => call.arg("release"),
+                };
+                async move { call.invoke_async::<i64>(&mut redis).await }
+            })
+            .await;
+    }
+
     fn claim_key(&self, id: &str) -> String {
         format!("{}claim/{}", self.base, self.streams.pseudonym("claim", id))
     }
@@ -267,15 +321,27 @@ impl Shared for Scoped {
             .cluster
             .run(|mut redis| {
                 let mut call = s.append.prepare_invoke();
-                call.key(&stream).key(format!("{stream}:seq")).arg(&sealed).arg(STREAM_LENGTH);
+                call.key(&stream)
+                    .key(format!("{stream}:seq"))
+                    .arg(&sealed)
+                    .arg(STREAM_LENGTH)
+                    .arg(millis(UNUSED_TOPIC));
                 async move { call.invoke_async(&mut redis).await }
             })
             .await;
+        let mut topics = s.topics();
+        let topic = topics.get_mut(&stream);
         if appended.is_some() {
-            // Every subscriber, this replica's included, reads it from Redis.
+            // Every subscriber, this replica's included, reads it from Redis;
+            // while this replica has not found where it reads from (Redis
+            // was away at the start), it will read from after this one, so
+            // its own subscribers have it now.
+            if let Some(topic) = topic.filter(|t| t.read.is_none()) {
+                let _ = topic.subscribers.send(Delivery::Message(message.into()));
+            }
             return Ok(());
         }
-        if let Some(topic) = s.topics().get(&stream) {
+        if let Some(topic) = topic {
             let _ = topic.subscribers.send(Delivery::Message(message.into()));
         }
         Err(not_shared("Redis does not answer"))
@@ -302,7 +368,7 @@ impl Shared for Scoped {
             .cluster
             .run(|mut redis| {
                 let mut call = s.claim.prepare_invoke();
-                call.key(&key).arg(millis(acting));
+                call.key(&key).arg(millis(acting)).arg(&s.replica);
                 async move { call.invoke_async(&mut redis).await }
             })
             .await?;
@@ -314,23 +380,11 @@ impl Shared for Scoped {
     }
 
     async fn complete(&self, id: &str, ttl: Duration) {
-        let key = self.claim_key(id);
-        let _ = self
-            .streams
-            .cluster
-            .run(|mut redis| async move {
-                redis::cmd("SET").arg(&key).arg("done").arg("PX").arg(millis(ttl)).query_async::<()>(&mut redis).await
-            })
-            .await;
+        self.settle(id, Some(ttl)).await;
     }
 
     async fn release(&self, id: &str) {
-        let key = self.claim_key(id);
-        let _ = self
-            .streams
-            .cluster
-            .run(|mut redis| async move { redis::cmd("DEL").arg(&key).query_async::<i64>(&mut redis).await })
-            .await;
+        self.settle(id, None).await;
     }
 
     async fn hold(&self, name: &str, ttl: Duration) -> bool {
@@ -346,14 +400,13 @@ impl Shared for Scoped {
             .is_none_or(|held| held == 1)
     }
 
-    async fn mark(&self, set: &str, members: &[String], ttl: Duration) {
+    async fn mark(&self, set: &str, members: &[String], ttl: Duration) -> bool {
         if members.is_empty() {
-            return;
+            return true;
         }
         let (expiries, sealed) = self.set_keys(set);
         let s = &self.streams;
-        let _ = s
-            .cluster
+        s.cluster
             .run(|mut redis| {
                 let mut call = s.mark.prepare_invoke();
                 call.key(&expiries).key(&sealed).arg(millis(ttl));
@@ -362,7 +415,8 @@ impl Shared for Scoped {
                 }
                 async move { call.invoke_async::<i64>(&mut redis).await }
             })
-            .await;
+            .await
+            .is_some()
     }
 
     async fn is_marked(&self, set: &str, member: &str) -> Option<bool> {
@@ -459,6 +513,11 @@ async fn read_once(s: &Streams, redis: &mut redis::aio::MultiplexedConnection) -
                     "shared messages were trimmed before this replica read them"
                 );
                 let _ = topic.subscribers.send(Delivery::Missed);
+            } else if n <= last {
+                // Numbered from the start again: Redis lost its data (a
+                // restart, a failover); what was published meanwhile is gone.
+                tracing::warn!(topic = topic.name, "the shared messages started over (Redis lost them)");
+                let _ = topic.subscribers.send(Delivery::Missed);
             }
             let message = entry.get::<String>("m").and_then(|m| s.sealer.open(stream.key.as_bytes(), &m));
             match message {
@@ -470,7 +529,7 @@ async fn read_once(s: &Streams, redis: &mut redis::aio::MultiplexedConnection) -
                     "a shared message that this replica's key does not open was skipped"
                 ),
             }
-            topic.read = Some((entry.id, n.max(last)));
+            topic.read = Some((entry.id, n));
         }
     }
     Ok(())

@@ -369,7 +369,10 @@ impl ResponseCache {
             None => fill.await,
         };
         match filled {
-            Ok(entry) => read(&entry, if coalesced { Freshness::Coalesced } else { Freshness::Miss }, Duration::ZERO),
+            // As old as it is: an answer another replica fetched may be.
+            Ok(entry) => {
+                read(&entry, if coalesced { Freshness::Coalesced } else { Freshness::Miss }, entry.stored.elapsed())
+            }
             Err(e) if e.is_temporary() => match &fallback {
                 Some(entry) => read(entry, Freshness::Stale, entry.stored.elapsed()),
                 None => Err(e),

@@ -201,16 +201,19 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::InvalidateCacheResponse>, Status> {
         self.0.admin().check(request.metadata())?;
         let request = request.into_inner();
+        // The shared answers first: a miss meanwhile on any replica would
+        // be filled again from them.
+        let shared_cleared = match self.0.cache().shared() {
+            Some(shared) => shared.remove(&shared_patterns(shared, &request)?).await.is_some(),
+            None => true,
+        };
         let removed = invalidate(self.0.cache(), &request).await?;
         tracing::info!(removed, "cache invalidated by an operator");
-        if let Some(shared) = self.0.cache().shared() {
-            let patterns = shared_patterns(shared, &request)?;
-            if shared.remove(&patterns).await.is_none() {
-                return Err(Status::unavailable(format!(
-                    "removed {removed} entries on this replica, but the shared cache could not be cleared (Redis \
-                     does not answer); call again"
-                )));
-            }
+        if !shared_cleared {
+            return Err(Status::unavailable(format!(
+                "removed {removed} entries on this replica, but the shared cache could not be cleared (Redis does \
+                 not answer); call again"
+            )));
         }
         // The other replicas apply it too; this one already has.
         if let Err(e) = self.0.shared().publish(INVALIDATIONS, request.encode_to_vec()).await {

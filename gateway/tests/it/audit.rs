@@ -248,13 +248,13 @@ async fn after_kill_9_every_answered_access_has_its_record() {
 
 /// The local PostgreSQL (`LIENTHONG_TEST_POSTGRES` overrides), and a schema
 /// of this test's own.
-fn postgres(name: &str) -> (String, String) {
+pub(crate) fn postgres(name: &str) -> (String, String) {
     let url = std::env::var("LIENTHONG_TEST_POSTGRES")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_owned());
     (url, format!("lienthong_test_{}_{name}", std::process::id()))
 }
 
-async fn drop_schema(url: &str, schema: &str) {
+pub(crate) async fn drop_schema(url: &str, schema: &str) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();

@@ -24,7 +24,7 @@ fn deploy() -> PathBuf {
 }
 
 /// Runs `command`; its stdout, or a panic with its stderr.
-fn run(command: &mut Command, what: &str) -> String {
+pub(crate) fn run(command: &mut Command, what: &str) -> String {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: {e} (tools/test installs it)"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{what} failed:\n{stderr}");
@@ -32,7 +32,7 @@ fn run(command: &mut Command, what: &str) -> String {
 }
 
 /// YAML documents as JSON values (PyYAML, which kubernetes-validate brings).
-fn parse_yaml(yaml: &str) -> Vec<Value> {
+pub(crate) fn parse_yaml(yaml: &str) -> Vec<Value> {
     let mut child = Command::new("python3")
         .args(["-c", "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)"])
         .stdin(Stdio::piped())

@@ -14,6 +14,7 @@ mod apps;
 mod audit;
 mod citizens;
 mod cluster;
+mod compose;
 mod compression;
 mod config;
 mod container;
