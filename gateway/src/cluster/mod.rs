@@ -30,7 +30,9 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The shared state's connection, and whether it answers.
 pub struct Cluster {
     client: redis::Client,
-    redis: ConnectionManager,
+    /// Replaced by a new connection after a failover (see [`Cluster::run`]).
+    redis: std::sync::RwLock<ConnectionManager>,
+    manager: redis::aio::ConnectionManagerConfig,
     prefix: String,
     command_timeout: Duration,
     config: ClusterConfig,
@@ -59,10 +61,11 @@ impl Cluster {
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())?;
         Ok(Arc::new(Self {
             client,
-            redis,
+            redis: std::sync::RwLock::new(redis),
+            manager,
             prefix: config.key_prefix.clone(),
             command_timeout: config.command_timeout,
             config: config.clone(),
@@ -76,6 +79,21 @@ impl Cluster {
     /// Its settings.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// Connects again from scratch: after a failover the node this replica
+    /// is connected to was demoted and refuses writes (READONLY), while the
+    /// address in `redis_url` (a managed service's, a Sentinel-fronted
+    /// name) now leads to the new primary. The connection itself is fine, so
+    /// nothing else would ever leave it.
+    fn reconnect(&self) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager.clone()) {
+            Ok(fresh) => {
+                *self.redis.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                tracing::warn!("Redis refused a write (READONLY: a failover?); connecting again");
+            }
+            Err(e) => tracing::warn!(error = %e, "connecting to Redis again failed"),
+        }
     }
 
     /// The client, for a connection of one's own (a blocking read).
@@ -139,7 +157,8 @@ impl Cluster {
                 return None;
             }
         }
-        match tokio::time::timeout(self.command_timeout, command(self.redis.clone())).await {
+        let redis = self.redis.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match tokio::time::timeout(self.command_timeout, command(redis)).await {
             Ok(Ok(value)) => {
                 // A probe's answer: every call may ask Redis again.
                 if self.retry_at_ms.load(Ordering::Relaxed) != 0 {
@@ -151,6 +170,11 @@ impl Cluster {
                 Some(value)
             }
             outcome => {
+                if let Ok(Err(e)) = &outcome
+                    && e.code() == Some("READONLY")
+                {
+                    self.reconnect();
+                }
                 self.retry_at_ms.store(self.elapsed_ms() + RETRY_AFTER.as_millis() as u64, Ordering::Relaxed);
                 if self.up.swap(false, Ordering::Relaxed) {
                     let error = match outcome {

@@ -273,3 +273,39 @@ async fn an_idle_gateway_tells_redis_is_away_and_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_write_refused_by_a_demoted_node_makes_a_new_connection() {
+    let ports: Vec<u16> =
+        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let (node, primary) = (OwnRedis::start(ports[0]), OwnRedis::start(ports[1]));
+    let limits = replica(&format!("redis://127.0.0.1:{}", node.port), &prefix("failover"));
+    let cluster = limits.cluster().clone();
+    let id = || async {
+        cluster.run(|mut r| async move { redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut r).await }).await
+    };
+    let before = id().await.expect("Redis answers");
+    assert_eq!(id().await, Some(before), "one connection while nothing happens");
+    // A failover demotes the node this replica is connected to: writes are
+    // refused with READONLY on a connection that is otherwise fine.
+    let mut admin = redis::Client::open(format!("redis://127.0.0.1:{}", node.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("REPLICAOF").arg("127.0.0.1").arg(primary.port).query_async(&mut admin).await.unwrap();
+    let rate = RateLimit { per_second: 100, burst: 100 };
+    assert_eq!(limits.take("app:a", rate, 1).await, None, "a refused write is decided locally");
+    // The next command goes over a new connection (in production, to
+    // wherever the URL's name now leads).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match id().await {
+            Some(after) if after != before => break,
+            _ => {
+                assert!(Instant::now() < deadline, "still on the connection to the demoted node");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
