@@ -13,19 +13,14 @@ use std::io::Write;
 
 use lienthong_contract_tests::fakes::FakeOidc;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if help::asked(include_str!("fake_idp.rs")) {
         return Ok(());
     }
-    let citizens: u32 = arg("--citizens", "1000").parse()?;
+    let citizens: u32 = help::arg("--citizens", "1000").parse()?;
     let idp = FakeOidc::start().await?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(arg("--tokens", "tokens.txt"))?);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(help::arg("--tokens", "tokens.txt"))?);
     for i in 0..citizens {
         // Valid 10 minutes: longer than any run.
         writeln!(out, "{}", idp.sign("rsa-1", &idp.claims(&format!("079190{i:06}"))))?;

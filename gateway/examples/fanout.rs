@@ -18,19 +18,14 @@ use lienthong::cluster::{Cluster, ClusterConfig};
 use lienthong_adapter_core::Delivery;
 use tokio::time::Instant;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if help::asked(include_str!("fanout.rs")) {
         return Ok(());
     }
-    let redis = arg("--redis", "redis://127.0.0.1:6379");
-    let messages: u64 = arg("--messages", "5000").parse()?;
-    let rate: u64 = arg("--rate", "500").parse()?;
+    let redis = help::arg("--redis", "redis://127.0.0.1:6379");
+    let messages: u64 = help::arg("--messages", "5000").parse()?;
+    let rate: u64 = help::arg("--rate", "500").parse()?;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     let config = ClusterConfig {
         redis_url: redis,

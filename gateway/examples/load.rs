@@ -26,11 +26,6 @@ use lienthong_proto::v1::{GetAgencyRequest, GetMyProfileRequest};
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -44,12 +39,12 @@ async fn main() -> anyhow::Result<()> {
     if help::asked(include_str!("load.rs")) {
         return Ok(());
     }
-    let target = arg("--target", "http://127.0.0.1:50080");
-    let rate: u64 = arg("--rate", "1000").parse()?;
-    let seconds: u64 = arg("--seconds", "10").parse()?;
-    let connections: usize = arg("--connections", "16").parse()?;
-    let agency = arg("--agency", "000.00.06.H29");
-    let tokens: Vec<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match arg("--tokens", "").as_str() {
+    let target = help::arg("--target", "http://127.0.0.1:50080");
+    let rate: u64 = help::arg("--rate", "1000").parse()?;
+    let seconds: u64 = help::arg("--seconds", "10").parse()?;
+    let connections: usize = help::arg("--connections", "16").parse()?;
+    let agency = help::arg("--agency", "000.00.06.H29");
+    let tokens: Vec<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match help::arg("--tokens", "").as_str() {
         "" => Vec::new(),
         file => std::fs::read_to_string(file)?
             .lines()

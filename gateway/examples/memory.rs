@@ -28,8 +28,7 @@ fn status_kib(field: &str) -> u64 {
 }
 
 fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    help::arg(name, "").parse().unwrap_or(default)
 }
 
 #[tokio::main]

@@ -1,4 +1,5 @@
-//! `--help` for the examples: each prints its own module documentation.
+//! `--help` for the examples (each prints its own module documentation),
+//! and their `--name value` options.
 
 use std::io::Write;
 
@@ -17,4 +18,11 @@ pub fn asked(source: &str) -> bool {
         }
     }
     true
+}
+
+/// The value after `name` on the command line, else `default`.
+#[allow(dead_code)] // not every example takes options
+pub fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
 }

@@ -499,7 +499,7 @@ async fn read_once(s: &Streams, redis: &mut redis::aio::MultiplexedConnection) -
     }
     let options = StreamReadOptions::default().block(millis(BLOCK) as usize).count(512);
     let reply: Option<StreamReadReply> = redis::AsyncCommands::xread_options(redis, &keys, &ids, &options).await?;
-    let Some(reply) = reply else { return Ok(()) };
+    let Some(reply) = reply else { return notice_restarts(s, redis, &keys).await };
     let mut topics = s.topics();
     for stream in reply.keys {
         let Some(topic) = topics.get_mut(&stream.key) else { continue };
@@ -530,6 +530,29 @@ async fn read_once(s: &Streams, redis: &mut redis::aio::MultiplexedConnection) -
                 ),
             }
             topic.read = Some((entry.id, n));
+        }
+    }
+    Ok(())
+}
+
+/// After a read that found nothing: whether a topic's numbering went back
+/// (Redis lost its data, and new messages may carry ids below the last one
+/// read, which a read from there never returns). Such a topic is read again
+/// from its start, and its subscribers told they missed messages.
+async fn notice_restarts(
+    s: &Streams,
+    redis: &mut redis::aio::MultiplexedConnection,
+    keys: &[String],
+) -> redis::RedisResult<()> {
+    let counters: Vec<String> = keys.iter().map(|k| format!("{k}:seq")).collect();
+    let numbers: Vec<Option<u64>> = redis::cmd("MGET").arg(&counters).query_async(redis).await?;
+    let mut topics = s.topics();
+    for (stream, number) in keys.iter().zip(numbers) {
+        let Some(topic) = topics.get_mut(stream) else { continue };
+        if topic.read.as_ref().is_some_and(|(_, last)| number.unwrap_or(0) < *last) {
+            tracing::warn!(topic = topic.name, "the shared messages started over (Redis lost them)");
+            topic.read = Some(("0-0".to_owned(), 0));
+            let _ = topic.subscribers.send(Delivery::Missed);
         }
     }
     Ok(())

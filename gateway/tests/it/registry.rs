@@ -23,9 +23,21 @@ async fn gateway(idp: &FakeOidc, portal: &FakePortal) -> TestGateway {
     gateway_with(idp, portal, &replay_file, "").await
 }
 
-/// The config of a gateway over `portal`, remembering deliveries in
-/// `replay_file`, with `server_extra` in `[server]`.
+/// The config of a gateway over `portal`, taking pushes and remembering
+/// deliveries in `replay_file`, with `server_extra` in `[server]`.
 fn portal_toml(idp: &FakeOidc, portal: &FakePortal, replay_file: &std::path::Path, server_extra: &str) -> String {
+    portal_toml_with(idp, portal, replay_file, server_extra, "mode = \"webhook\"")
+}
+
+/// [`portal_toml`] with `updates` (the mode and its settings) in
+/// `[adapters.portal.updates]`.
+pub(crate) fn portal_toml_with(
+    idp: &FakeOidc,
+    portal: &FakePortal,
+    replay_file: &std::path::Path,
+    server_extra: &str,
+    updates: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -51,7 +63,7 @@ base_url = "{}"
 allow_insecure_http = true
 
 [adapters.portal.updates]
-mode = "webhook"
+{updates}
 webhook_secret = "{SECRET}"
 replay_file = {replay_file:?}
 "#,

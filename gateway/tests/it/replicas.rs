@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use lienthong::cluster::shared::Streams;
 use lienthong::cluster::{Cluster, ClusterConfig};
 use lienthong_adapter_core::{Claim, Delivery, Shared};
-use lienthong_contract_tests::fakes::oidc::AUDIENCE;
 use lienthong_contract_tests::fakes::{FakeOidc, FakePortal};
 use lienthong_proto::admin::v1::InvalidateCacheRequest;
 use lienthong_proto::admin::v1::admin_service_client::AdminServiceClient;
@@ -130,39 +129,9 @@ async fn portal_replicas(
     let mut gateways = Vec::new();
     for _ in 0..n {
         let replay_file = common::temp_dir("webhooks").join("portal.seen");
-        let toml = format!(
-            r#"
-[server]
-page_token_key = "{KEY}"
-
-[anonymous]
-enabled = true
-provinces = ["79"]
-
-[provinces."79"]
-identity = "vneid"
-public_services = "portal"
-
-[adapters.vneid]
-kind = "vneid"
-issuer = "{}"
-audience = "{AUDIENCE}"
-allow_insecure_http = true
-
-[adapters.portal]
-kind = "registry-http"
-base_url = "{}"
-allow_insecure_http = true
-
-[adapters.portal.updates]
-webhook_secret = "{SECRET}"
-replay_file = {replay_file:?}
-{updates}
-{}"#,
-            idp.issuer(),
-            portal.url(),
-            cluster_toml(redis_url, prefix),
-        );
+        let server = format!("page_token_key = \"{KEY}\"");
+        let toml = crate::registry::portal_toml_with(idp, portal, &replay_file, &server, updates)
+            + &cluster_toml(redis_url, prefix);
         gateways.push(TestGateway::with_toml(&toml, lienthong::server::adapter_registry()).await);
     }
     gateways
@@ -258,24 +227,23 @@ async fn while_redis_is_away_a_push_is_answered_503_and_applied_everywhere_when_
     // Redis is back: the portal's retry of the same delivery is applied, and
     // reaches the other replica.
     let _redis = crate::cluster::OwnRedis::start(port);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match push(&gateways[0], &body, &headers).await {
-            204 => break,
-            503 => assert!(Instant::now() < deadline, "Redis is back but pushes are still refused"),
-            other => panic!("the retried push was answered {other}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let push = (body.as_str(), headers.as_slice());
+    retried_until(&gateways[0], push, 204, "Redis is back but pushes are still refused").await;
     assert_eq!(next_status(&mut on_b).await, (DossierStatus::Processing, 3));
     // Now it was applied: sent again to the other replica (once that one
     // reaches Redis again, until when it answers 503), it is a replay.
+    retried_until(&gateways[1], push, 401, "the other replica never reached Redis again").await;
+}
+
+/// Sends `push` to `gw` again, as a portal does after a 503, until it is
+/// answered `wanted`; any other answer fails the test.
+async fn retried_until(gw: &TestGateway, (body, headers): (&str, &[(&'static str, String)]), wanted: u16, why: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        match push(&gateways[1], &body, &headers).await {
-            401 => break,
-            503 => assert!(Instant::now() < deadline, "the other replica never reached Redis again"),
-            other => panic!("a replay was answered {other}"),
+        match push(gw, body, headers).await {
+            status if status == wanted => return,
+            503 => assert!(Instant::now() < deadline, "{why}"),
+            other => panic!("the push was answered {other}, not {wanted}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -319,8 +287,11 @@ fn two_streams(redis_url: &str, prefix: &str) -> (Arc<dyn Shared>, Arc<dyn Share
     (start("a").scope("test"), start("b").scope("test"))
 }
 
-async fn next(rx: &mut tokio::sync::broadcast::Receiver<Delivery>) -> Delivery {
-    tokio::time::timeout(PATIENCE, rx.recv()).await.expect("nothing arrived").unwrap()
+async fn next(rx: &mut tokio::sync::broadcast::Receiver<Delivery>, what: &str) -> Delivery {
+    match tokio::time::timeout(PATIENCE, rx.recv()).await {
+        Ok(delivery) => delivery.unwrap(),
+        Err(_) => panic!("{what} did not arrive"),
+    }
 }
 
 fn message(text: &str) -> Delivery {
@@ -366,22 +337,26 @@ async fn a_replica_whose_connection_broke_reads_what_it_missed_and_is_told_when_
     // more is published.
     a.publish("news", b"one".to_vec()).await.unwrap();
     a.publish("news", b"two".to_vec()).await.unwrap();
-    assert_eq!(next(&mut on_b).await, message("one"), "a message published while b was away was lost");
-    assert_eq!(next(&mut on_b).await, message("two"));
+    assert_eq!(next(&mut on_b, "one").await, message("one"), "a message published while b was away was lost");
+    assert_eq!(next(&mut on_b, "two").await, message("two"));
 
     // A message b never saw (appended and trimmed away before it read it:
     // its number taken), then one more: b is told it missed some.
     let stream = format!("{prefix}shared/test/topic/news");
     let _: i64 = redis::cmd("INCR").arg(format!("{stream}:seq")).query_async(&mut redis).await.unwrap();
     a.publish("news", b"four".to_vec()).await.unwrap();
-    assert_eq!(next(&mut on_b).await, Delivery::Missed, "a trimmed message went unnoticed");
-    assert_eq!(next(&mut on_b).await, message("four"));
+    assert_eq!(next(&mut on_b, "missed (gap)").await, Delivery::Missed, "a trimmed message went unnoticed");
+    assert_eq!(next(&mut on_b, "four").await, message("four"));
     // Redis lost everything (a restart without persistence, a failover):
     // numbering starts over, and b is told too.
     let _: i64 = redis::cmd("DEL").arg(&stream).arg(format!("{stream}:seq")).query_async(&mut redis).await.unwrap();
     a.publish("news", b"five".to_vec()).await.unwrap();
-    assert_eq!(next(&mut on_b).await, Delivery::Missed, "messages lost with Redis's data went unnoticed");
-    assert_eq!(next(&mut on_b).await, message("five"));
+    assert_eq!(
+        next(&mut on_b, "missed (reset)").await,
+        Delivery::Missed,
+        "messages lost with Redis's data went unnoticed"
+    );
+    assert_eq!(next(&mut on_b, "five").await, message("five"));
     // What Redis holds is sealed: neither the text nor anything readable.
     let entries: redis::Value =
         redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut redis).await.unwrap();
