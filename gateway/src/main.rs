@@ -37,10 +37,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Check a config file, reporting every problem with its path. Needs no
-    /// network.
+    /// network. The environment's LIENTHONG_* settings are checked with it;
+    /// without a file, they are checked over the embedded sandbox config.
     CheckConfig {
         /// The TOML config file.
-        file: PathBuf,
+        #[arg(env = "LIENTHONG_CONFIG")]
+        file: Option<PathBuf>,
         /// Then call each adapter instance that can be probed (a warehouse's
         /// datasets) a few times, and report what in its mapping finds
         /// nothing or does not filter. Needs the network. Exits 1 when
@@ -142,13 +144,13 @@ fn init_telemetry(config: &TelemetryConfig, format: LogFormat) -> Option<Tracing
     }
 }
 
-async fn check_config(file: &std::path::Path, probe: bool) -> ExitCode {
+async fn check_config(file: Option<&std::path::Path>, probe: bool) -> ExitCode {
     let registry = adapter_registry();
-    match Config::load_checked(Some(file), &registry) {
+    let name = file.map_or_else(|| "the embedded config with the environment".to_owned(), |f| f.display().to_string());
+    match Config::load_checked(file, &registry) {
         Ok(config) => {
             println!(
-                "{}: OK ({} province(s), {} adapter instance(s))",
-                file.display(),
+                "{name}: OK ({} province(s), {} adapter instance(s))",
                 config.provinces.len(),
                 config.adapters.len()
             );
@@ -174,7 +176,7 @@ async fn check_config(file: &std::path::Path, probe: bool) -> ExitCode {
             if found == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(ConfigErrors(errors)) => {
-            eprintln!("{}: {} problem(s) in the configuration:", file.display(), errors.len());
+            eprintln!("{name}: {} problem(s) in the configuration:", errors.len());
             for e in errors {
                 eprintln!("  {e}");
             }
@@ -355,7 +357,7 @@ async fn health(ops: std::net::SocketAddr, path: &str, timeout: std::time::Durat
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match cli.command {
-        Some(Command::CheckConfig { file, probe }) => return check_config(&file, probe).await,
+        Some(Command::CheckConfig { file, probe }) => return check_config(file.as_deref(), probe).await,
         Some(Command::AdminToken) => return new_secret("[admin] token_sha256"),
         Some(Command::ApiKey) => return new_secret("[apps.<id>] api_key_sha256"),
         Some(Command::SecretKey) => return new_key(),

@@ -101,7 +101,12 @@ impl Observed for Running {
             .cache()
             .shared()
             .map_or_else(|| crate::cluster::cache::SharedCounts::default().by_outcome(), |c| c.counts().by_outcome());
-        Some(crate::telemetry::view::ClusterView { up: cluster.is_up(), fallbacks: cluster.fallbacks(), shared_cache })
+        Some(crate::telemetry::view::ClusterView {
+            up: cluster.is_up(),
+            fallbacks: cluster.fallbacks(),
+            fail_closed: !cluster.config().fail_closed.is_empty(),
+            shared_cache,
+        })
     }
 
     fn draining(&self) -> bool {

@@ -75,6 +75,27 @@ struct Head {
     hash: String,
 }
 
+/// The audit file is locked by another writer.
+#[derive(Debug)]
+struct Locked(std::path::PathBuf);
+
+impl std::fmt::Display for Locked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the audit log {} is being written by another process: give each replica its own audit.path \
+             (LIENTHONG_AUDIT__PATH), or let them share one chain with sink = \"postgres\"",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for Locked {}
+
+/// How long opening waits for the file's last writer to let it go (a
+/// writer stopping in this process, a process exiting).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Opens `path` for appending: trims a partial last line (an unacknowledged
 /// write cut by a crash) and reads the head of the chain.
 fn open(path: &Path, key: Option<&SecretKey>) -> anyhow::Result<(File, Head)> {
@@ -84,6 +105,11 @@ fn open(path: &Path, key: Option<&SecretKey>) -> anyhow::Result<(File, Head)> {
         .append(true)
         .open(path)
         .with_context(|| format!("opening the audit log {}", path.display()))?;
+    // One writer per file: two replicas appending to one file would each
+    // number records from their own head and break the chain.
+    if file.try_lock().is_err() {
+        return Err(anyhow::Error::new(Locked(path.to_owned())));
+    }
     let len = file.metadata()?.len();
     // The last complete line lies within the tail (records are small).
     let start = len.saturating_sub(64 * 1024);
@@ -224,7 +250,15 @@ impl AuditLog {
             postgres::check_head(&client, &config.postgres_schema, config.chain_key.as_ref()).await?;
             tokio::spawn(postgres_writer(client, config.postgres_schema.clone(), config.chain_key.clone(), rx));
         } else {
-            let (file, head) = open(&config.path, config.chain_key.as_ref())?;
+            let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+            let (file, head) = loop {
+                match open(&config.path, config.chain_key.as_ref()) {
+                    Err(e) if e.is::<Locked>() && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    opened => break opened?,
+                }
+            };
             let key = config.chain_key.clone();
             std::thread::Builder::new()
                 .name("lienthong-audit".into())

@@ -165,7 +165,10 @@ impl Cluster {
                     self.retry_at_ms.store(0, Ordering::Relaxed);
                 }
                 if !self.up.swap(true, Ordering::Relaxed) {
-                    tracing::info!("Redis answers again: limits are shared across replicas again");
+                    tracing::info!(
+                        redis = self.config.redacted_url(),
+                        "Redis answers again: limits are shared across replicas again"
+                    );
                 }
                 Some(value)
             }
@@ -177,17 +180,44 @@ impl Cluster {
                 }
                 self.retry_at_ms.store(self.elapsed_ms() + RETRY_AFTER.as_millis() as u64, Ordering::Relaxed);
                 if self.up.swap(false, Ordering::Relaxed) {
-                    let error = match outcome {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {:?} (cluster.command_timeout)", self.command_timeout),
-                    };
-                    tracing::warn!(
-                        error,
-                        "Redis does not answer: each replica enforces its share of every limit until it does"
-                    );
+                    let (redis, meanwhile) = (self.config.redacted_url(), self.config.while_away());
+                    match outcome {
+                        Ok(Err(e)) => {
+                            tracing::warn!(redis, error = %e, "Redis does not answer: {meanwhile} until it does")
+                        }
+                        // No answer in time hides why: a connection of its
+                        // own says (refused, unknown host, wrong password).
+                        _ => {
+                            let (client, within) = (self.client.clone(), self.config.connect_timeout);
+                            let waited = self.command_timeout;
+                            tokio::spawn(async move {
+                                let why = diagnose(&client, within).await;
+                                tracing::warn!(
+                                    redis,
+                                    error = why.as_deref().unwrap_or("it answers now"),
+                                    "Redis did not answer within {waited:?} (cluster.command_timeout): {meanwhile} \
+                                     until it does"
+                                );
+                            });
+                        }
+                    }
                 }
                 None
             }
         }
+    }
+}
+
+/// Why Redis at `client` cannot be used, asked on a connection of its own
+/// within `within`; `None` when it answers.
+async fn diagnose(client: &redis::Client, within: Duration) -> Option<String> {
+    let attempt = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await
+    };
+    match tokio::time::timeout(within, attempt).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no connection within {within:?} (cluster.connect_timeout)")),
     }
 }

@@ -702,8 +702,8 @@ impl Config {
         if self.cluster.is_some() && self.server.page_token_key.is_none() {
             errors.push(ConfigError::new(
                 "server.page_token_key",
-                "required with [cluster]: every replica must hold the same key (`lienthong secret-key`), which also keys \
-                 the citizens' pseudonyms in Redis",
+                "required with [cluster]: every replica must hold the same key (`lienthong secret-key`; set it as \
+                 LIENTHONG_SERVER__PAGE_TOKEN_KEY), which also keys the citizens' pseudonyms in Redis",
             ));
         }
         for instance in self.bulkhead.per_instance.keys() {
@@ -869,7 +869,11 @@ fn describe(figment: Option<&Figment>, e: &figment::Error, key: &str) -> ConfigE
             .and_then(|f| f.find_metadata(&path.join(".")))
             .or(e.metadata.as_ref())
             .is_some_and(|m| m.name.contains("environment variable"));
-    let source = if from_env { from_variable(path.iter().map(String::as_str)) } else { String::new() };
+    let mut source = if from_env { from_variable(path.iter().map(String::as_str)) } else { String::new() };
+    if from_env && message.contains("expected a sequence") {
+        // A variable holds one string unless written as TOML.
+        source.push_str("; write a list as '[\"a\", \"b\"]'");
+    }
     let path = if path.is_empty() { "<root>".to_owned() } else { path.join(".") };
     ConfigError::new(path, format!("{message}{source}"))
 }

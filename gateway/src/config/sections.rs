@@ -671,16 +671,36 @@ impl Default for ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// `redis_url` without its credentials (everything before the last `@`
+    /// of the authority), for logs.
+    pub fn redacted_url(&self) -> String {
+        let (scheme, rest) = self.redis_url.split_once("//").unwrap_or(("", self.redis_url.as_str()));
+        let authority = rest.split('/').next().unwrap_or(rest);
+        match authority.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}//<redacted>@{host}{}", &rest[authority.len()..]),
+            None => self.redis_url.clone(),
+        }
+    }
+
+    /// What a replica does under each limit while Redis is away, in words.
+    pub fn while_away(&self) -> String {
+        if self.fail_closed.is_empty() {
+            "each replica enforces its share of every limit".to_owned()
+        } else {
+            format!(
+                "calls under the {} limit{} are refused (cluster.fail_closed); each replica enforces its share of the others",
+                self.fail_closed.join(", "),
+                if self.fail_closed.len() > 1 { "s" } else { "" }
+            )
+        }
+    }
+}
+
 impl fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may hold a password.
-        // Everything before the last `@` of the authority is credentials.
-        let (scheme, rest) = self.redis_url.split_once("//").unwrap_or(("", self.redis_url.as_str()));
-        let authority = rest.split('/').next().unwrap_or(rest);
-        let url = match authority.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}//<redacted>@{host}{}", &rest[authority.len()..]),
-            None => self.redis_url.clone(),
-        };
+        let url = self.redacted_url();
         f.debug_struct("ClusterConfig")
             .field("redis_url", &url)
             .field("key_prefix", &self.key_prefix)
@@ -720,7 +740,17 @@ impl ClusterConfig {
         for (i, rpc) in self.shared_cache.iter().enumerate() {
             let method = lienthong_adapter_core::Method::from_rpc_name(rpc);
             let why = match method {
-                None => Some(format!("{rpc:?} is no RPC; name one such as \"ListFacilities\"")),
+                None => {
+                    let cached: Vec<&str> = lienthong_adapter_core::Method::ALL
+                        .iter()
+                        .filter(|m| m.facts().cache.is_some() && !m.facts().personal)
+                        .map(|m| m.rpc_name())
+                        .collect();
+                    let hint = lienthong_adapter_core::options::unknown_key(rpc, &cached)
+                        .replacen("unknown key", "no RPC is named", 1)
+                        .replace('`', "\"");
+                    Some(hint)
+                }
                 Some(m) if m.facts().cache.is_none() => Some(format!("{rpc} is never cached")),
                 Some(m) if m.facts().personal => {
                     Some(format!("{rpc} answers with a citizen's personal data, which never goes to Redis"))

@@ -79,6 +79,7 @@ impl Gateway {
             (Some(cluster), Some(key)) => {
                 let cluster = crate::cluster::Cluster::new(cluster).context("the [cluster] Redis URL")?;
                 tracing::info!(
+                    redis = cluster.config().redacted_url(),
                     replicas = cluster.config().expected_replicas,
                     "limits, invalidations and status changes are shared with the other replicas in Redis"
                 );
@@ -89,7 +90,10 @@ impl Gateway {
                     crate::policy::limits::Limiters::shared(&config.limits, cluster, key.clone(), Default::default());
                 (limits, Some(streams), Some(shared_cache))
             }
-            _ => (crate::policy::limits::Limiters::new(&config.limits), None, None),
+            _ => {
+                tracing::info!("no [cluster]: this replica works alone (its limits and cache are its own)");
+                (crate::policy::limits::Limiters::new(&config.limits), None, None)
+            }
         };
         let shared = |scope: &str| -> Arc<dyn Shared> {
             match &streams {

@@ -120,9 +120,17 @@ impl Ops {
         if !instances.is_empty() && open == instances.len() {
             reasons.push("every adapter instance's circuit breaker is open".to_owned());
         }
-        // Redis away: still serving, each replica within its share.
-        if self.observed.cluster().is_some_and(|c| !c.up) {
-            degraded.push("cluster (Redis does not answer: this replica enforces its share of each limit)".to_owned());
+        // Redis away: still serving, each replica within its share (or
+        // refusing the calls under limits that fail closed).
+        match self.observed.cluster() {
+            Some(c) if !c.up && c.fail_closed => degraded.push(
+                "cluster (Redis does not answer: calls under the limits in cluster.fail_closed are refused, the \
+                 others held to this replica's share)"
+                    .to_owned(),
+            ),
+            Some(c) if !c.up => degraded
+                .push("cluster (Redis does not answer: this replica enforces its share of each limit)".to_owned()),
+            _ => {}
         }
         Readiness { ready: reasons.is_empty(), reasons, degraded }
     }

@@ -97,6 +97,9 @@ pub struct ClusterView {
     pub up: bool,
     /// Calls decided without Redis since the start.
     pub fallbacks: u64,
+    /// Whether some limits refuse calls while Redis is away
+    /// (`cluster.fail_closed`).
+    pub fail_closed: bool,
     /// Misses of the shared cache's RPCs, by outcome (`hit`, `waited`,
     /// `filled`, `alone`).
     pub shared_cache: [(&'static str, u64); 4],

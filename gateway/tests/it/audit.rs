@@ -456,8 +456,8 @@ async fn a_keyed_chain_names_edits_in_the_file_and_in_postgres_without_a_head() 
     let config =
         lienthong::config::Config::from_toml(&sandbox_with_audit(&path, &format!("chain_key = \"{other}\"\n")))
             .unwrap();
-    let e = lienthong::audit::AuditLog::open(&config.audit).await.unwrap_err();
-    assert!(format!("{e:#}").contains("another audit.chain_key"), "{e:#}");
+    let e = format!("{:#}", lienthong::audit::AuditLog::open(&config.audit).await.unwrap_err());
+    assert!(e.contains("another audit.chain_key"), "{e}");
 
     // PostgreSQL: the same chain, the same checks.
     let (url, schema) = postgres("keyed");
@@ -563,4 +563,17 @@ async fn replicas_with_different_chain_keys_cannot_mix_one_postgres_chain() {
     let lines = lienthong::audit::postgres::read_all(&url, &schema).await.unwrap();
     assert_eq!(lienthong::audit::verify::verify(lines.as_slice(), Some(&key)).unwrap().records, 2);
     drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
+async fn two_writers_of_one_audit_file_are_refused_before_the_chain_breaks() {
+    let path = common::temp_dir("one-writer").join("audit.jsonl");
+    let config = lienthong::config::Config::from_toml(&sandbox_with_audit(&path, "")).unwrap();
+    let first = lienthong::audit::AuditLog::open(&config.audit).await.unwrap();
+    // A second replica started in the same directory, say.
+    let e = format!("{:#}", lienthong::audit::AuditLog::open(&config.audit).await.unwrap_err());
+    assert!(e.contains("being written by another process") && e.contains("LIENTHONG_AUDIT__PATH"), "{e}");
+    drop(first);
+    // Once the first lets it go, it opens again (a restart).
+    lienthong::audit::AuditLog::open(&config.audit).await.unwrap();
 }

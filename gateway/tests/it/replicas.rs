@@ -501,7 +501,7 @@ fn personal_answers_are_refused_for_the_shared_cache() {
         "personal data, which never goes to Redis",
         "personal data, which never goes to Redis",
         "never cached",
-        "is no RPC",
+        "no RPC is named \"GetFacilty\"; did you mean \"GetFacility\"?",
     ]
     .iter()
     .enumerate()
