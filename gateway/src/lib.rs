@@ -60,6 +60,8 @@ pub mod telemetry;
 
 pub mod audit;
 
+pub mod outbox;
+
 pub mod cluster;
 
 pub mod config;

@@ -20,6 +20,7 @@ const ORDER: &[&str] = &[
     "ops",
     "telemetry",
     "audit",
+    "outbox",
     "cluster",
     "config",
     "errors",
