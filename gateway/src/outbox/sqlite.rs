@@ -389,6 +389,70 @@ mod tests {
         assert_eq!(outbox.state(&codes[3]).await.unwrap().unwrap().upstream_id.as_deref(), Some("up-4"));
     }
 
+    /// Run as a child by the test below: submits without end (each key
+    /// twice, concurrently), printing each acknowledged code.
+    async fn submit_until_killed(path: &Path) {
+        let outbox = SqliteOutbox::open(path).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..32 {
+            let outbox = outbox.clone();
+            tasks.spawn(async move {
+                for n in 0.. {
+                    let key = format!("k-{}", (worker * 1_000_000 + n) / 2 * 2 + worker % 2);
+                    let stored = outbox.submit(submission("c", &key), NOW).await.unwrap();
+                    println!("ACK {key} {}", stored.code);
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    #[tokio::test]
+    async fn a_kill_9_during_submissions_loses_nothing_acknowledged() {
+        if let Ok(path) = std::env::var("LIENTHONG_OUTBOX_CHILD") {
+            submit_until_killed(Path::new(&path)).await;
+            return;
+        }
+        let path = temp("kill");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "outbox::sqlite::tests::a_kill_9_during_submissions_loses_nothing_acknowledged",
+                "--exact",
+                "--nocapture",
+            ])
+            .env("LIENTHONG_OUTBOX_CHILD", &path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut acknowledged = Vec::new();
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        for line in lines {
+            let line = line.unwrap();
+            if let Some(ack) = line.strip_prefix("ACK ") {
+                let (key, code) = ack.split_once(' ').unwrap();
+                acknowledged.push((key.to_owned(), code.to_owned()));
+                if acknowledged.len() == 2_000 {
+                    break;
+                }
+            }
+        }
+        // SIGKILL, mid-load: no chance to flush or close anything.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(acknowledged.len(), 2_000, "the child stopped acknowledging");
+
+        let outbox = SqliteOutbox::open(&path).unwrap();
+        for (key, code) in &acknowledged {
+            assert!(outbox.state(code).await.unwrap().is_some(), "{code} was acknowledged and is gone");
+            // The key still names that very report.
+            assert_eq!(&outbox.submit(submission("c", key), NOW).await.unwrap().code, code);
+        }
+        let connection = Connection::open(&path).unwrap();
+        let check: String = connection.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+    }
+
     #[test]
     fn codes_carry_the_date_in_vietnam() {
         // 2026-12-07 20:00 UTC is 2026-12-08 03:00 in Vietnam.
