@@ -10,6 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Delivery, Due, OutboxError, Outcome, State, Stored, Submission};
 
+/// How often the log is copied into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The most operations one transaction takes.
 const MAX_BATCH: usize = 512;
 
@@ -56,7 +59,24 @@ impl SqliteOutbox {
         // Every commit reaches the disk before it returns.
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.execute_batch(SCHEMA)?;
+        // Checkpoints (copying the log into the database file, with its own
+        // fsyncs) run beside the writer, not inside a commit a citizen waits
+        // for.
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = Connection::open(path)?;
         let (tx, rx) = mpsc::channel(65_536);
+        let writer_gone = tx.downgrade();
+        std::thread::Builder::new()
+            .name("lienthong-outbox-checkpoint".into())
+            .spawn(move || {
+                while writer_gone.upgrade().is_some() {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) = checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "checkpointing the reports store failed");
+                    }
+                }
+            })
+            .map_err(|e| OutboxError::Store(format!("starting the checkpointer: {e}")))?;
         std::thread::Builder::new()
             .name("lienthong-outbox".into())
             .spawn(move || writer(connection, rx))
@@ -185,23 +205,22 @@ fn code(id: i64, received_ms: i64) -> String {
 
 fn submit(t: &rusqlite::Transaction<'_>, s: &Submission, now_ms: i64) -> Result<Stored, OutboxError> {
     let earlier = t
-        .query_row(
-            "SELECT code, received_ms FROM reports WHERE citizen = ?1 AND idempotency_key = ?2",
-            params![s.citizen, s.idempotency_key],
-            |row| Ok(Stored { code: row.get(0)?, received_ms: row.get(1)?, new: false }),
-        )
+        .prepare_cached("SELECT code, received_ms FROM reports WHERE citizen = ?1 AND idempotency_key = ?2")?
+        .query_row(params![s.citizen, s.idempotency_key], |row| {
+            Ok(Stored { code: row.get(0)?, received_ms: row.get(1)?, new: false })
+        })
         .optional()?;
     if let Some(earlier) = earlier {
         return Ok(earlier);
     }
-    let id: i64 = t.query_row(
-        "INSERT INTO reports (citizen, idempotency_key, body, received_ms, next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?4) \
-         RETURNING id",
-        params![s.citizen, s.idempotency_key, s.body, now_ms],
-        |row| row.get(0),
-    )?;
+    let id: i64 = t
+        .prepare_cached(
+            "INSERT INTO reports (citizen, idempotency_key, body, received_ms, next_attempt_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
+        )?
+        .query_row(params![s.citizen, s.idempotency_key, s.body, now_ms], |row| row.get(0))?;
     let code = code(id, now_ms);
-    t.execute("UPDATE reports SET code = ?1 WHERE id = ?2", params![code, id])?;
+    t.prepare_cached("UPDATE reports SET code = ?1 WHERE id = ?2")?.execute(params![code, id])?;
     Ok(Stored { code, received_ms: now_ms, new: true })
 }
 
