@@ -257,30 +257,22 @@ fn settle(
     outcome: &Outcome,
     now_ms: i64,
 ) -> Result<bool, OutboxError> {
-    let held = "WHERE code = ?1 AND lease_owner = ?2 AND delivery = 0";
-    let changed = match outcome {
-        Outcome::Delivered(upstream_id) => t.execute(
-            &format!(
-                "UPDATE reports SET delivery = 1, upstream_id = ?3, attempts = attempts + 1, lease_owner = NULL, \
-                 lease_until_ms = 0 {held}"
-            ),
-            params![code, owner, upstream_id],
-        )?,
-        Outcome::Rejected(reason) => t.execute(
-            &format!(
-                "UPDATE reports SET delivery = 2, reason = ?3, attempts = attempts + 1, lease_owner = NULL, \
-                 lease_until_ms = 0 {held}"
-            ),
-            params![code, owner, reason],
-        )?,
-        Outcome::RetryAfter(after) => t.execute(
-            &format!(
-                "UPDATE reports SET attempts = attempts + 1, next_attempt_ms = ?3, lease_owner = NULL, \
-                 lease_until_ms = 0 {held}"
-            ),
-            params![code, owner, now_ms.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))],
-        )?,
+    // (delivery, the upstream's id, the reason, when to try again)
+    let (delivery, upstream_id, reason, next_attempt_ms) = match outcome {
+        Outcome::Delivered(id) => (1, Some(id.as_str()), None, None),
+        Outcome::Rejected(why) => (2, None, Some(why.as_str()), None),
+        Outcome::RetryAfter(after) => {
+            (0, None, None, Some(now_ms.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))))
+        }
     };
+    // Only the lease's holder settles a report still pending.
+    let changed = t
+        .prepare_cached(
+            "UPDATE reports SET delivery = ?3, upstream_id = COALESCE(?4, upstream_id), reason = COALESCE(?5, reason), \
+             next_attempt_ms = COALESCE(?6, next_attempt_ms), attempts = attempts + 1, lease_owner = NULL, \
+             lease_until_ms = 0 WHERE code = ?1 AND lease_owner = ?2 AND delivery = 0",
+        )?
+        .execute(params![code, owner, delivery, upstream_id, reason, next_attempt_ms])?;
     Ok(changed == 1)
 }
 
