@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use lienthong_adapter_core::AdapterError;
 
-use super::Cluster;
+use super::{Cluster, millis};
 
 /// How long the first replica to miss may take to fill before the waiting
 /// ones call the upstream themselves.
@@ -212,7 +212,7 @@ impl SharedCache {
             .cluster
             .run(|mut redis| {
                 let mut call = self.look.prepare_invoke();
-                call.key(answer).key(lock).arg(token).arg(FILL_LOCK.as_millis() as u64);
+                call.key(answer).key(lock).arg(token).arg(millis(FILL_LOCK));
                 async move { call.invoke_async(&mut redis).await }
             })
             .await?;
@@ -236,7 +236,7 @@ impl SharedCache {
                 let mut call = self.filled.prepare_invoke();
                 call.key(answer).key(lock).arg(token);
                 if let Some(bytes) = bytes {
-                    call.arg(bytes.as_ref()).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+                    call.arg(bytes.as_ref()).arg(millis(ttl));
                 }
                 async move { call.invoke_async::<i64>(&mut redis).await }
             })

@@ -186,6 +186,19 @@ impl SharedLimits {
         (share.floor() as u32).clamp(1, (rate.burst / 2).max(1))
     }
 
+    /// What `bucket`'s lease decides for a call of `cost` at `now` (counting
+    /// an admission); `None` when Redis must be asked.
+    fn decide_by_lease(&self, bucket: &Bucket, cost: u32, now: Instant) -> Option<Take> {
+        match bucket.local(cost, now) {
+            Local::Admitted => {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                Some(Take::Admitted)
+            }
+            Local::Refused(wait) => Some(Take::Refused(wait)),
+            Local::Ask => None,
+        }
+    }
+
     /// Takes `cost` cells of bucket `bucket` (a limit and a key, never
     /// personal data: citizens by pseudonym) limited to `rate`. `None` when
     /// Redis did not answer: the caller decides with its local share.
@@ -200,25 +213,15 @@ impl SharedLimits {
         if rate.per_second == 0 || rate.burst < cost {
             return Some(Take::Never);
         }
-        match entry.local(cost, Instant::now()) {
-            Local::Admitted => {
-                self.admitted.fetch_add(1, Ordering::Relaxed);
-                return Some(Take::Admitted);
-            }
-            Local::Refused(wait) => return Some(Take::Refused(wait)),
-            Local::Ask => {}
+        if let Some(decided) = self.decide_by_lease(&entry, cost, Instant::now()) {
+            return Some(decided);
         }
         // One call asks Redis; the others wait for its answer and take from
         // the lease it brings.
         let _asking = entry.asking.lock().await;
         let now = Instant::now();
-        match entry.local(cost, now) {
-            Local::Admitted => {
-                self.admitted.fetch_add(1, Ordering::Relaxed);
-                return Some(Take::Admitted);
-            }
-            Local::Refused(wait) => return Some(Take::Refused(wait)),
-            Local::Ask => {}
+        if let Some(decided) = self.decide_by_lease(&entry, cost, now) {
+            return Some(decided);
         }
         let most = self.lease_size(rate).max(cost);
         let key = self.cluster.key(&format!("rl:{bucket}"));

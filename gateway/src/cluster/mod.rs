@@ -27,6 +27,12 @@ pub use crate::config::ClusterConfig;
 /// use the local fallback at once instead of each waiting for a timeout.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// `d` in whole milliseconds, at least one (what Redis takes for an expiry:
+/// zero would be refused).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// The shared state's connection, and whether it answers.
 pub struct Cluster {
     client: redis::Client,

@@ -29,7 +29,7 @@ use lienthong_adapter_core::{AdapterError, Claim, Shared};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio::sync::broadcast;
 
-use super::Cluster;
+use super::{Cluster, millis};
 use crate::crypto::{Sealer, SecretKey};
 
 /// The longest a shared stream grows (older messages are trimmed; a replica
@@ -305,10 +305,6 @@ impl Scoped {
     fn set_keys(&self, set: &str) -> (String, String) {
         (format!("{}set/{set}", self.base), format!("{}set/{set}:sealed", self.base))
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[async_trait]

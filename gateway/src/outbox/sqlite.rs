@@ -132,12 +132,33 @@ fn writer(mut connection: Connection, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-/// What an operation answers, once its transaction has committed.
-enum Answer {
-    Stored(Reply<Stored>, Result<Stored, OutboxError>),
-    Claimed(Reply<Vec<Due>>, Result<Vec<Due>, OutboxError>),
-    Settled(Reply<bool>, Result<bool, OutboxError>),
-    State(Reply<Option<State>>, Result<Option<State>, OutboxError>),
+/// An operation's answer, sent once its transaction's fate is known (given
+/// the commit's error, if it failed).
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// The answer `reply` gets: `result`, unless the commit failed.
+fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, OutboxError>) -> Answer {
+    Box::new(move |failed: Option<&str>| {
+        let _ = reply.send(match failed {
+            Some(e) => Err(OutboxError::Store(e.to_owned())),
+            None => result,
+        });
+    })
+}
+
+/// Runs `op` in `transaction`, or (when none could be begun) fails it.
+fn run(op: Op, transaction: Result<&rusqlite::Transaction<'_>, &str>) -> Answer {
+    let begun = transaction.map_err(|e| OutboxError::Store(e.to_owned()));
+    match op {
+        Op::Submit(s, now_ms, reply) => answer(reply, begun.and_then(|t| submit(t, &s, now_ms))),
+        Op::Claim { owner, now_ms, lease_ms, max, reply } => {
+            answer(reply, begun.and_then(|t| claim(t, &owner, now_ms, lease_ms, max)))
+        }
+        Op::Settle { code, owner, outcome, now_ms, reply } => {
+            answer(reply, begun.and_then(|t| settle(t, &code, &owner, &outcome, now_ms)))
+        }
+        Op::State(code, reply) => answer(reply, begun.and_then(|t| state(t, &code))),
+    }
 }
 
 fn run_batch(connection: &mut Connection, batch: Vec<Op>) {
@@ -146,52 +167,16 @@ fn run_batch(connection: &mut Connection, batch: Vec<Op>) {
         Err(e) => {
             let e = e.to_string();
             for op in batch {
-                fail(op, &e);
+                run(op, Err(&e))(None);
             }
             return;
         }
     };
-    let answers: Vec<Answer> = batch
-        .into_iter()
-        .map(|op| match op {
-            Op::Submit(s, now_ms, reply) => Answer::Stored(reply, submit(&transaction, &s, now_ms)),
-            Op::Claim { owner, now_ms, lease_ms, max, reply } => {
-                Answer::Claimed(reply, claim(&transaction, &owner, now_ms, lease_ms, max))
-            }
-            Op::Settle { code, owner, outcome, now_ms, reply } => {
-                Answer::Settled(reply, settle(&transaction, &code, &owner, &outcome, now_ms))
-            }
-            Op::State(code, reply) => Answer::State(reply, state(&transaction, &code)),
-        })
-        .collect();
+    let answers: Vec<Answer> = batch.into_iter().map(|op| run(op, Ok(&transaction))).collect();
     // Nothing is answered before the commit: an answer promises the disk.
-    let committed = transaction.commit().map_err(|e| e.to_string());
+    let failed = transaction.commit().err().map(|e| e.to_string());
     for answer in answers {
-        let failed = |_| OutboxError::Store(committed.clone().err().unwrap_or_default());
-        match answer {
-            Answer::Stored(reply, r) => {
-                let _ = reply.send(committed.as_ref().map_err(failed).and(r));
-            }
-            Answer::Claimed(reply, r) => {
-                let _ = reply.send(committed.as_ref().map_err(failed).and(r));
-            }
-            Answer::Settled(reply, r) => {
-                let _ = reply.send(committed.as_ref().map_err(failed).and(r));
-            }
-            Answer::State(reply, r) => {
-                let _ = reply.send(committed.as_ref().map_err(failed).and(r));
-            }
-        }
-    }
-}
-
-fn fail(op: Op, e: &str) {
-    let error = || OutboxError::Store(e.to_owned());
-    match op {
-        Op::Submit(_, _, reply) => drop(reply.send(Err(error()))),
-        Op::Claim { reply, .. } => drop(reply.send(Err(error()))),
-        Op::Settle { reply, .. } => drop(reply.send(Err(error()))),
-        Op::State(_, reply) => drop(reply.send(Err(error()))),
+        answer(failed.as_deref());
     }
 }
 

@@ -127,35 +127,31 @@ fn target(request: &pb::InvalidateCacheRequest) -> Result<Target, Status> {
 /// The topic on which replicas tell each other what was invalidated.
 const INVALIDATIONS: &str = "cache-invalidations";
 
-/// Removes from `cache` what `request` names; how many entries were removed.
-async fn invalidate(cache: &ResponseCache, request: &pb::InvalidateCacheRequest) -> Result<u64, Status> {
-    let target = target(request)?;
-    let province = request.province.as_bytes();
-    Ok(cache
+/// Removes from `cache` what `target` names in `province` (empty: every
+/// one); how many entries were removed.
+async fn invalidate(cache: &ResponseCache, province: &str, target: &Target) -> u64 {
+    let province = province.as_bytes();
+    cache
         .invalidate(|k: &KeyParts<'_>| {
             (province.is_empty() || k.province == province)
-                && match &target {
+                && match target {
                     Target::All => true,
                     Target::Methods(methods) => methods.iter().any(|m| m.rpc_name().as_bytes() == k.method),
                     Target::Request(m, bytes) => m.rpc_name().as_bytes() == k.method && k.request == bytes.as_slice(),
                 }
         })
-        .await)
+        .await
 }
 
-/// The patterns of the shared cache's keys `request` removes.
-fn shared_patterns(
-    shared: &crate::cluster::cache::SharedCache,
-    request: &pb::InvalidateCacheRequest,
-) -> Result<Vec<String>, Status> {
-    let province = request.province.as_str();
-    Ok(match target(request)? {
+/// The patterns of the shared cache's keys `target` in `province` removes.
+fn shared_patterns(shared: &crate::cluster::cache::SharedCache, province: &str, target: &Target) -> Vec<String> {
+    match target {
         Target::All => vec![shared.pattern(province, None, None)],
         Target::Methods(methods) => {
             methods.iter().map(|m| shared.pattern(province, Some(m.rpc_name()), None)).collect()
         }
-        Target::Request(m, bytes) => vec![shared.pattern(province, Some(m.rpc_name()), Some(&bytes))],
-    })
+        Target::Request(m, bytes) => vec![shared.pattern(province, Some(m.rpc_name()), Some(bytes))],
+    }
 }
 
 /// Applies the invalidations any replica publishes to this replica's
@@ -179,8 +175,11 @@ pub(crate) fn follow_invalidations(cache: ResponseCache, shared: &dyn Shared) {
                 },
                 Err(RecvError::Closed) => return,
             };
-            match invalidate(&cache, &request).await {
-                Ok(removed) => tracing::debug!(removed, "cache invalidated by another replica"),
+            match target(&request) {
+                Ok(target) => {
+                    let removed = invalidate(&cache, &request.province, &target).await;
+                    tracing::debug!(removed, "cache invalidated by another replica");
+                }
                 Err(e) => {
                     tracing::warn!(error = e.message(), "an invalidation from another replica was not understood")
                 }
@@ -201,13 +200,14 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::InvalidateCacheResponse>, Status> {
         self.0.admin().check(request.metadata())?;
         let request = request.into_inner();
+        let target = target(&request)?;
         // The shared answers first: a miss meanwhile on any replica would
         // be filled again from them.
         let shared_cleared = match self.0.cache().shared() {
-            Some(shared) => shared.remove(&shared_patterns(shared, &request)?).await.is_some(),
+            Some(shared) => shared.remove(&shared_patterns(shared, &request.province, &target)).await.is_some(),
             None => true,
         };
-        let removed = invalidate(self.0.cache(), &request).await?;
+        let removed = invalidate(self.0.cache(), &request.province, &target).await;
         tracing::info!(removed, "cache invalidated by an operator");
         if !shared_cleared {
             return Err(Status::unavailable(format!(
